@@ -1,0 +1,31 @@
+//! Custom resource types of the `storage.tenancy.dev/v1alpha1` API.
+//!
+//! Admission-checkable rules live here as CEL `x-kubernetes-validations`, so the API server
+//! rejects bad objects before the operator ever sees them.
+
+mod condition;
+mod residency_policy;
+mod tenant_storage;
+
+pub use condition::{Condition, ConditionStatus};
+pub use residency_policy::{
+    EncryptionSpec, ResidencyPolicy, ResidencyPolicySpec, TlsVersion, TransportSpec, Versioning,
+};
+pub use tenant_storage::{DeletionPolicy, TenantStorage, TenantStorageSpec, TenantStorageStatus};
+
+use kube::CustomResourceExt;
+
+/// API group of every kind this operator serves.
+pub const GROUP: &str = "storage.tenancy.dev";
+
+/// All CRDs as one multi-document YAML stream, in a stable order (what `crds` prints and `crds/`
+/// holds).
+pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    [ResidencyPolicy::crd(), TenantStorage::crd()]
+        .into_iter()
+        .map(|crd| {
+            let name = crd.spec.names.plural.clone();
+            serde_yaml::to_string(&crd).map(|yaml| (name, yaml))
+        })
+        .collect()
+}

@@ -1,0 +1,154 @@
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// AWS region names: `eu-central-1`, `us-gov-west-1`, ...
+pub const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
+
+/// Where and how the data of every tenant bound to this policy may be stored.
+///
+/// A `ResidencyPolicy` is the promise made to a class of customers ("EU data stays in the EU,
+/// encrypted with its own key, TLS 1.2+ only"); `TenantStorage` objects reference it by name.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "storage.tenancy.dev",
+    version = "v1alpha1",
+    kind = "ResidencyPolicy",
+    shortname = "rp",
+    category = "tenancy",
+    doc = "Residency, encryption and transport rules that every TenantStorage bound to it must satisfy.",
+    printcolumn(
+        name = "Jurisdiction",
+        type_ = "string",
+        json_path = ".spec.jurisdiction"
+    ),
+    printcolumn(
+        name = "Default Region",
+        type_ = "string",
+        json_path = ".spec.defaultRegion"
+    ),
+    printcolumn(name = "Regions", type_ = "string", json_path = ".spec.allowedRegions"),
+    printcolumn(
+        name = "Min TLS",
+        type_ = "string",
+        json_path = ".spec.transport.minTlsVersion"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.allowedRegions.exists(r, r == self.defaultRegion)")
+    .message("spec.defaultRegion must be one of spec.allowedRegions")
+    .field_path(".defaultRegion"))]
+#[serde(rename_all = "camelCase")]
+pub struct ResidencyPolicySpec {
+    /// Legal jurisdiction the data is bound to, e.g. `EU` or `US`. Recorded on every resource
+    /// as a tag, so an auditor can see it in AWS without the cluster.
+    #[schemars(regex(pattern = r"^[A-Z][A-Z0-9-]{1,15}$"))]
+    pub jurisdiction: String,
+
+    /// AWS regions where tenants bound to this policy may have storage. Nothing of a tenant is
+    /// ever created outside this list.
+    #[schemars(length(min = 1, max = 32), inner(regex(pattern = REGION_PATTERN), length(max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(x, x == r))")
+        .message("spec.allowedRegions must not list a region twice"))]
+    pub allowed_regions: Vec<String>,
+
+    /// Region used for a TenantStorage that names none. Must be in `allowedRegions`.
+    #[schemars(regex(pattern = REGION_PATTERN), length(max = 32))]
+    pub default_region: String,
+
+    /// Encryption at rest.
+    #[serde(default)]
+    pub encryption: EncryptionSpec,
+
+    /// Encryption in transit and presigned URLs.
+    #[serde(default)]
+    pub transport: TransportSpec,
+
+    /// Object versioning of tenant buckets.
+    #[serde(default)]
+    pub versioning: Versioning,
+}
+
+/// Encryption at rest: every bucket gets SSE-KMS with a per-tenant customer-managed key,
+/// S3 Bucket Keys on and automatic key rotation on.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// Waiting period, in days (7-30), before a tenant key scheduled for deletion is destroyed.
+    #[serde(default = "default_key_deletion_window_days")]
+    #[schemars(range(min = 7, max = 30))]
+    pub key_deletion_window_days: i32,
+}
+
+impl Default for EncryptionSpec {
+    fn default() -> Self {
+        Self {
+            key_deletion_window_days: default_key_deletion_window_days(),
+        }
+    }
+}
+
+fn default_key_deletion_window_days() -> i32 {
+    30
+}
+
+/// Minimum TLS version accepted by tenant buckets.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    /// The value of the `s3:TlsVersion` condition key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// Transport rules enforced by every tenant bucket's policy.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportSpec {
+    /// Requests over TLS older than this are denied (`s3:TlsVersion`). Plain HTTP is always
+    /// denied.
+    #[serde(default)]
+    pub min_tls_version: TlsVersion,
+
+    /// Presigned URLs older than this many seconds are refused (`s3:signatureAge`). At most
+    /// 604800 (7 days, the SigV4 limit).
+    #[serde(default = "default_presigned_max_age")]
+    #[schemars(range(min = 1, max = 604_800))]
+    pub presigned_url_max_age_seconds: i64,
+}
+
+impl Default for TransportSpec {
+    fn default() -> Self {
+        Self {
+            min_tls_version: TlsVersion::default(),
+            presigned_url_max_age_seconds: default_presigned_max_age(),
+        }
+    }
+}
+
+fn default_presigned_max_age() -> i64 {
+    86_400
+}
+
+/// Object versioning. S3 cannot return a bucket to "never versioned", only suspend it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Versioning {
+    #[default]
+    Enabled,
+    Suspended,
+}

@@ -1,0 +1,182 @@
+//! Command line: `run` the operator, print the `crds`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use thiserror::Error;
+use tracing::info;
+
+use crate::cloud::{AwsSettings, Cloud, CloudError};
+use crate::controllers::{self, Settings};
+use crate::plan::naming::{self, NamingError};
+use crate::telemetry::{self, Health, LogFormat, Metrics};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenant-storage-operator",
+    version,
+    about = "Residency policy in the cluster; region-pinned, encrypted, locked-down tenant storage in AWS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controllers against the cluster in KUBECONFIG (or in-cluster config).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<plural>.<group>.yaml` files here instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stable id of this cluster, written into every resource's ownership tags and part of
+    /// bucket names. Never change it for a running cluster.
+    #[arg(long, env = "TSO_CLUSTER_ID")]
+    pub cluster_id: String,
+    /// Prefix of every bucket name (1-20 lowercase letters, digits, '-').
+    #[arg(long, env = "TSO_BUCKET_PREFIX", default_value = "tenant")]
+    pub bucket_prefix: String,
+    /// How often every tenant is re-read from AWS and drift is corrected, e.g. `10m`, `30s`.
+    #[arg(long, env = "TSO_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
+    pub resync_period: Duration,
+    /// Only manage TenantStorages in this namespace (default: all namespaces).
+    #[arg(long, env = "TSO_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Endpoint URL for all AWS services (an emulator, a VPC endpoint). The SDK's standard
+    /// `AWS_ENDPOINT_URL` is honoured as well.
+    #[arg(long, env = "TSO_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Use path-style S3 addressing (for endpoints without wildcard DNS and certificates).
+    #[arg(long, env = "TSO_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+    /// PEM file of extra CA certificates to trust for AWS endpoints (TLS-inspecting proxies,
+    /// emulators). Same variable as the AWS CLI.
+    #[arg(long, env = "AWS_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Address of the /metrics, /healthz and /readyz endpoint.
+    #[arg(long, env = "TSO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "TSO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Naming(#[from] NamingError),
+    #[error("AWS: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("Kubernetes client: {0} (set KUBECONFIG or run in a cluster)")]
+    Kube(#[from] kube::Error),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("CRD output: {0}")]
+    Crds(String),
+}
+
+pub async fn execute(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Crds { out_dir } => print_crds(out_dir),
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
+    let crds = crate::api::crds_yaml().map_err(|e| CliError::Crds(e.to_string()))?;
+    match out_dir {
+        None => {
+            for (_, yaml) in crds {
+                print!("---\n{yaml}");
+            }
+        }
+        Some(dir) => {
+            for (plural, yaml) in crds {
+                let path = dir.join(format!("{plural}.{}.yaml", crate::api::GROUP));
+                std::fs::write(&path, yaml)
+                    .map_err(|e| CliError::Crds(format!("{}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> Result<(), CliError> {
+    telemetry::init_logging(args.log_format);
+    naming::validate_prefix(&args.bucket_prefix)?;
+    naming::validate_cluster_id(&args.cluster_id)?;
+    let metrics = Metrics::default();
+    let health = Health::default();
+    let (addr, _server) = telemetry::serve(args.metrics_addr, metrics.clone(), health.clone())
+        .await
+        .map_err(|source| CliError::Metrics {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    info!(%addr, "serving /metrics, /healthz, /readyz");
+    let cloud = Cloud::connect(
+        &AwsSettings {
+            endpoint_url: args.aws_endpoint_url,
+            force_path_style: args.s3_force_path_style,
+            ca_bundle: args.ca_bundle,
+        },
+        &metrics,
+    )
+    .await?;
+    let client = kube::Client::try_default().await?;
+    let settings = Settings {
+        cluster_id: args.cluster_id,
+        bucket_prefix: args.bucket_prefix,
+        resync_period: args.resync_period,
+        namespace: args.namespace,
+    };
+    info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespace = ?settings.namespace, "starting");
+    controllers::run(client, cloud, metrics, settings, health).await;
+    Ok(())
+}
+
+/// `90`, `90s`, `15m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 10m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?} has unknown unit {unit:?}: use s, m or h")),
+    };
+    if secs == 0 {
+        return Err("the period must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+use std::collections::BTreeMap;
+
+use aws_sdk_kms::types::Tag;
+
+use super::{CloudError, Regional};
+use crate::plan::ObservedKey;
+
+const KMS: &str = "kms";
+
+fn err<E>(
+    op: &'static str,
+) -> impl FnOnce(aws_sdk_kms::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    move |e| CloudError::from_sdk(KMS, op, e)
+}
+
+impl Regional {
+    /// The tenant key, found by its alias (no listing, so this stays one call at any scale).
+    pub async fn observe_key(&self, alias: &str) -> Result<Option<ObservedKey>, CloudError> {
+        let described = match self.kms.describe_key().key_id(alias).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = CloudError::from_sdk(KMS, "DescribeKey", e);
+                return if e.code() == "NotFoundException" {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        };
+        let meta = described.key_metadata().ok_or(CloudError::Incomplete {
+            service: KMS,
+            operation: "DescribeKey",
+            field: "KeyMetadata",
+        })?;
+        let state = meta
+            .key_state()
+            .map_or("Unknown", |s| s.as_str())
+            .to_owned();
+        // Rotation status cannot be read from a key pending deletion; it does not matter then.
+        let rotation_enabled = if state == "PendingDeletion" || state == "PendingReplicaDeletion" {
+            false
+        } else {
+            self.kms
+                .get_key_rotation_status()
+                .key_id(meta.key_id())
+                .send()
+                .await
+                .map_err(err("GetKeyRotationStatus"))?
+                .key_rotation_enabled()
+        };
+        Ok(Some(ObservedKey {
+            arn: meta
+                .arn()
+                .map_or_else(|| meta.key_id().to_owned(), str::to_owned),
+            key_id: meta.key_id().to_owned(),
+            state,
+            rotation_enabled,
+        }))
+    }
+
+    /// Creates a symmetric SSE key carrying the ownership tags; returns `(key id, arn)`.
+    pub async fn create_key(
+        &self,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(String, String), CloudError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| {
+                Tag::builder()
+                    .tag_key(k)
+                    .tag_value(v)
+                    .build()
+                    .map_err(|e| CloudError::Build("CreateKey", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .kms
+            .create_key()
+            .description(description)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(err("CreateKey"))?;
+        let meta = out.key_metadata().ok_or(CloudError::Incomplete {
+            service: KMS,
+            operation: "CreateKey",
+            field: "KeyMetadata",
+        })?;
+        let arn = meta
+            .arn()
+            .map_or_else(|| meta.key_id().to_owned(), str::to_owned);
+        Ok((meta.key_id().to_owned(), arn))
+    }
+
+    pub async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), CloudError> {
+        self.kms
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(key_id)
+            .send()
+            .await
+            .map_err(err("CreateAlias"))?;
+        Ok(())
+    }
+
+    pub async fn enable_rotation(&self, key_id: &str) -> Result<(), CloudError> {
+        self.kms
+            .enable_key_rotation()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(err("EnableKeyRotation"))?;
+        Ok(())
+    }
+
+    /// Schedules the key's deletion after the policy's waiting period and frees its alias.
+    /// Both steps tolerate having been done already, so an interrupted deletion can be retried.
+    pub async fn retire_key(
+        &self,
+        alias: &str,
+        key_id: &str,
+        window_days: i32,
+    ) -> Result<(), CloudError> {
+        match self
+            .kms
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(window_days)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                let e = CloudError::from_sdk(KMS, "ScheduleKeyDeletion", e);
+                // KMSInvalidStateException: already pending deletion.
+                if !matches!(e.code(), "KMSInvalidStateException" | "NotFoundException") {
+                    return Err(e);
+                }
+            }
+        }
+        match self.kms.delete_alias().alias_name(alias).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = CloudError::from_sdk(KMS, "DeleteAlias", e);
+                if e.code() == "NotFoundException" {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}

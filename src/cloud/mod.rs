@@ -1,0 +1,108 @@
+//! Thin adapters over the AWS SDK: S3 and KMS calls for one tenant, nothing decided here.
+
+mod counter;
+mod error;
+mod kms;
+mod s3;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+
+pub use counter::CallCounter;
+pub use error::CloudError;
+pub use s3::{BucketPresence, ObservedTags};
+
+use crate::telemetry::Metrics;
+
+/// How to reach AWS (or an S3-compatible endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    /// Endpoint for every service, e.g. an emulator or a VPC endpoint. `AWS_ENDPOINT_URL` is
+    /// honoured too (by the SDK's own configuration loader).
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing (`https://host/bucket/key`), for endpoints without wildcard DNS.
+    pub force_path_style: bool,
+    /// Extra PEM CA certificates to trust, e.g. a TLS-inspecting proxy or an emulator.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// S3 and KMS clients pinned to one region.
+#[derive(Clone, Debug)]
+pub struct Regional {
+    pub region: String,
+    s3: aws_sdk_s3::Client,
+    kms: aws_sdk_kms::Client,
+}
+
+/// Entry point to the cloud: one client pair per region, created on first use.
+#[derive(Clone)]
+pub struct Cloud {
+    base: SdkConfig,
+    force_path_style: bool,
+    counter: CallCounter,
+    regions: Arc<Mutex<HashMap<String, Regional>>>,
+}
+
+impl Cloud {
+    pub async fn connect(settings: &AwsSettings, metrics: &Metrics) -> Result<Self, CloudError> {
+        let mut trust = TrustStore::empty().with_native_roots(true);
+        if let Some(path) = &settings.ca_bundle {
+            let pem = std::fs::read(path).map_err(|source| CloudError::CaBundle {
+                path: path.clone(),
+                source,
+            })?;
+            trust = trust.with_pem_certificate(pem);
+        }
+        let tls_context = TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| CloudError::Tls(e.to_string()))?;
+        // TLS 1.2+ only (rustls does not speak older versions), trusting the system roots plus
+        // the configured bundle.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .tls_context(tls_context)
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        Ok(Cloud {
+            base: loader.load().await,
+            force_path_style: settings.force_path_style,
+            counter: CallCounter::new(metrics.clone()),
+            regions: Arc::default(),
+        })
+    }
+
+    /// Clients for `region`.
+    pub fn region(&self, region: &str) -> Regional {
+        let mut regions = self
+            .regions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        regions
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let s3 = aws_sdk_s3::config::Builder::from(&self.base)
+                    .region(Region::new(region.to_owned()))
+                    .force_path_style(self.force_path_style)
+                    .interceptor(self.counter.clone())
+                    .build();
+                let kms = aws_sdk_kms::config::Builder::from(&self.base)
+                    .region(Region::new(region.to_owned()))
+                    .interceptor(self.counter.clone())
+                    .build();
+                Regional {
+                    region: region.to_owned(),
+                    s3: aws_sdk_s3::Client::from_conf(s3),
+                    kms: aws_sdk_kms::Client::from_conf(kms),
+                }
+            })
+            .clone()
+    }
+}

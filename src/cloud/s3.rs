@@ -1,0 +1,379 @@
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, ObjectOwnership,
+    OwnershipControls, OwnershipControlsRule, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, Tagging, VersioningConfiguration,
+};
+
+use super::{CloudError, Regional};
+use crate::api::Versioning;
+use crate::plan::{BucketChange, ObservedBucket, ObservedEncryption, PublicAccessBlock};
+
+const S3: &str = "s3";
+
+/// What a bucket name refers to, as seen from our account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BucketPresence {
+    Absent,
+    /// Exists in our account, in this region.
+    Ours {
+        region: String,
+    },
+    /// Exists but belongs to another account (403 on HEAD).
+    OtherAccount,
+}
+
+/// Tags of a bucket, or the fact that it is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObservedTags {
+    Gone,
+    Tags(BTreeMap<String, String>),
+}
+
+fn err<E>(
+    op: &'static str,
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    move |e| CloudError::from_sdk(S3, op, e)
+}
+
+fn build(op: &'static str) -> impl FnOnce(aws_sdk_s3::error::BuildError) -> CloudError {
+    move |e| CloudError::Build(op, e.to_string())
+}
+
+impl Regional {
+    /// HEAD the bucket: absent, ours (with its real region), or someone else's.
+    pub async fn bucket_presence(&self, bucket: &str) -> Result<BucketPresence, CloudError> {
+        match self.s3.head_bucket().bucket(bucket).send().await {
+            Ok(out) => Ok(BucketPresence::Ours {
+                region: out.bucket_region().unwrap_or(&self.region).to_owned(),
+            }),
+            Err(e) => {
+                let e = CloudError::from_sdk(S3, "HeadBucket", e);
+                match e.status() {
+                    Some(404) => Ok(BucketPresence::Absent),
+                    Some(403) => Ok(BucketPresence::OtherAccount),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The bucket's tags; the first read of every reconcile, so it also tells if the bucket
+    /// vanished.
+    pub async fn bucket_tags(&self, bucket: &str) -> Result<ObservedTags, CloudError> {
+        match self.s3.get_bucket_tagging().bucket(bucket).send().await {
+            Ok(out) => Ok(ObservedTags::Tags(
+                out.tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                    .collect(),
+            )),
+            Err(e) => {
+                let e = CloudError::from_sdk(S3, "GetBucketTagging", e);
+                if e.is_not_found(&["NoSuchTagSet", "NoSuchTagSetError"]) {
+                    Ok(ObservedTags::Tags(BTreeMap::new()))
+                } else if e.is_not_found(&["NoSuchBucket"]) {
+                    Ok(ObservedTags::Gone)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Reads every setting the operator keeps in shape, concurrently.
+    pub async fn observe_bucket(
+        &self,
+        bucket: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<ObservedBucket, CloudError> {
+        let (encryption, public_access_block, object_ownership, versioning, policy) = futures::try_join!(
+            self.bucket_encryption(bucket),
+            self.public_access_block(bucket),
+            self.object_ownership(bucket),
+            self.versioning(bucket),
+            self.bucket_policy(bucket),
+        )?;
+        Ok(ObservedBucket {
+            tags,
+            encryption,
+            public_access_block,
+            object_ownership,
+            versioning,
+            policy,
+        })
+    }
+
+    async fn bucket_encryption(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<ObservedEncryption>, CloudError> {
+        match self.s3.get_bucket_encryption().bucket(bucket).send().await {
+            Ok(out) => Ok(out
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+                .and_then(|rule| {
+                    let default = rule.apply_server_side_encryption_by_default()?;
+                    Some(ObservedEncryption {
+                        algorithm: default.sse_algorithm().as_str().to_owned(),
+                        key_id: default.kms_master_key_id().map(str::to_owned),
+                        bucket_key: rule.bucket_key_enabled().unwrap_or(false),
+                    })
+                })),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "GetBucketEncryption", e),
+                &["ServerSideEncryptionConfigurationNotFoundError"],
+            ),
+        }
+    }
+
+    async fn public_access_block(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<PublicAccessBlock>, CloudError> {
+        match self
+            .s3
+            .get_public_access_block()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .public_access_block_configuration()
+                .map(|c| PublicAccessBlock {
+                    block_public_acls: c.block_public_acls().unwrap_or(false),
+                    ignore_public_acls: c.ignore_public_acls().unwrap_or(false),
+                    block_public_policy: c.block_public_policy().unwrap_or(false),
+                    restrict_public_buckets: c.restrict_public_buckets().unwrap_or(false),
+                })),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "GetPublicAccessBlock", e),
+                &["NoSuchPublicAccessBlockConfiguration"],
+            ),
+        }
+    }
+
+    async fn object_ownership(&self, bucket: &str) -> Result<Option<String>, CloudError> {
+        match self
+            .s3
+            .get_bucket_ownership_controls()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .ownership_controls()
+                .and_then(|c| c.rules().first())
+                .map(|r| r.object_ownership().as_str().to_owned())),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "GetBucketOwnershipControls", e),
+                &["OwnershipControlsNotFoundError"],
+            ),
+        }
+    }
+
+    async fn versioning(&self, bucket: &str) -> Result<Option<String>, CloudError> {
+        let out = self
+            .s3
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(err("GetBucketVersioning"))?;
+        Ok(out.status().map(|s| s.as_str().to_owned()))
+    }
+
+    async fn bucket_policy(&self, bucket: &str) -> Result<Option<String>, CloudError> {
+        match self.s3.get_bucket_policy().bucket(bucket).send().await {
+            Ok(out) => Ok(out.policy().map(str::to_owned)),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "GetBucketPolicy", e),
+                &["NoSuchBucketPolicy"],
+            ),
+        }
+    }
+
+    /// Applies one planned change. Creating a bucket we already own is adoption, not an error.
+    pub async fn apply_bucket_change(
+        &self,
+        bucket: &str,
+        key_arn: &str,
+        change: &BucketChange,
+    ) -> Result<(), CloudError> {
+        match change {
+            BucketChange::Create => {
+                let mut req = self.s3.create_bucket().bucket(bucket);
+                // us-east-1 is the one region that refuses an explicit location constraint.
+                if self.region != "us-east-1" {
+                    req = req.create_bucket_configuration(
+                        CreateBucketConfiguration::builder()
+                            .location_constraint(BucketLocationConstraint::from(
+                                self.region.as_str(),
+                            ))
+                            .build(),
+                    );
+                }
+                match req.send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let e = CloudError::from_sdk(S3, "CreateBucket", e);
+                        if e.code() == "BucketAlreadyOwnedByYou" {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
+            }
+            BucketChange::PutTags(tags) => {
+                let tag_set = tags
+                    .iter()
+                    .map(|(k, v)| {
+                        Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                            .map_err(build("PutBucketTagging"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let tagging = Tagging::builder()
+                    .set_tag_set(Some(tag_set))
+                    .build()
+                    .map_err(build("PutBucketTagging"))?;
+                self.s3
+                    .put_bucket_tagging()
+                    .bucket(bucket)
+                    .tagging(tagging)
+                    .send()
+                    .await
+                    .map_err(err("PutBucketTagging"))?;
+                Ok(())
+            }
+            BucketChange::PutPublicAccessBlock => {
+                let all_on = PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build();
+                self.s3
+                    .put_public_access_block()
+                    .bucket(bucket)
+                    .public_access_block_configuration(all_on)
+                    .send()
+                    .await
+                    .map_err(err("PutPublicAccessBlock"))?;
+                Ok(())
+            }
+            BucketChange::PutOwnershipControls => {
+                let rule = OwnershipControlsRule::builder()
+                    .object_ownership(ObjectOwnership::BucketOwnerEnforced)
+                    .build()
+                    .map_err(build("PutBucketOwnershipControls"))?;
+                let controls = OwnershipControls::builder()
+                    .rules(rule)
+                    .build()
+                    .map_err(build("PutBucketOwnershipControls"))?;
+                self.s3
+                    .put_bucket_ownership_controls()
+                    .bucket(bucket)
+                    .ownership_controls(controls)
+                    .send()
+                    .await
+                    .map_err(err("PutBucketOwnershipControls"))?;
+                Ok(())
+            }
+            BucketChange::PutEncryption => {
+                let default = ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::AwsKms)
+                    .kms_master_key_id(key_arn)
+                    .build()
+                    .map_err(build("PutBucketEncryption"))?;
+                let rule = ServerSideEncryptionRule::builder()
+                    .apply_server_side_encryption_by_default(default)
+                    .bucket_key_enabled(true)
+                    .build();
+                let config = ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .map_err(build("PutBucketEncryption"))?;
+                self.s3
+                    .put_bucket_encryption()
+                    .bucket(bucket)
+                    .server_side_encryption_configuration(config)
+                    .send()
+                    .await
+                    .map_err(err("PutBucketEncryption"))?;
+                Ok(())
+            }
+            BucketChange::PutVersioning(v) => {
+                let status = match v {
+                    Versioning::Enabled => BucketVersioningStatus::Enabled,
+                    Versioning::Suspended => BucketVersioningStatus::Suspended,
+                };
+                self.s3
+                    .put_bucket_versioning()
+                    .bucket(bucket)
+                    .versioning_configuration(
+                        VersioningConfiguration::builder().status(status).build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(err("PutBucketVersioning"))?;
+                Ok(())
+            }
+            BucketChange::PutPolicy(policy) => {
+                self.s3
+                    .put_bucket_policy()
+                    .bucket(bucket)
+                    .policy(policy)
+                    .send()
+                    .await
+                    .map_err(err("PutBucketPolicy"))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the bucket holds any object version or delete marker.
+    pub async fn bucket_has_data(&self, bucket: &str) -> Result<bool, CloudError> {
+        let out = self
+            .s3
+            .list_object_versions()
+            .bucket(bucket)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(err("ListObjectVersions"))?;
+        Ok(!out.versions().is_empty() || !out.delete_markers().is_empty())
+    }
+
+    /// Deletes an empty bucket; a bucket already gone is fine.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), CloudError> {
+        match self.s3.delete_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "DeleteBucket", e),
+                &["NoSuchBucket"],
+            )
+            .map(|_: Option<()>| ()),
+        }
+    }
+}
+
+fn none_if<T>(e: CloudError, absent_codes: &[&str]) -> Result<Option<T>, CloudError> {
+    if e.is_not_found(absent_codes) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}

@@ -1,0 +1,34 @@
+use thiserror::Error;
+
+use crate::cloud::CloudError;
+
+/// Why a reconcile failed; `reason()` becomes the condition reason users see.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("bucket {bucket} still holds data; deletionPolicy Delete only removes an empty bucket")]
+    DeletionBlocked { bucket: String },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Cloud(e) => format!("Aws{}", e.code()),
+            Error::Kube(_) => "KubernetesApiError".into(),
+            Error::DeletionBlocked { .. } => "DeletionBlocked".into(),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "FinalizerError".into(),
+            },
+            Error::MissingField(_) => "InvalidObject".into(),
+        }
+    }
+}

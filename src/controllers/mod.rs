@@ -1,0 +1,111 @@
+//! One controller per kind on `kube::runtime::Controller`.
+
+mod conditions;
+mod error;
+mod tenant_storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+pub use error::Error;
+pub use tenant_storage::FINALIZER;
+
+use crate::api::{ResidencyPolicy, TenantStorage};
+use crate::cloud::Cloud;
+use crate::telemetry::{Health, Metrics};
+
+/// Operator-wide settings that shape every tenant.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub cluster_id: String,
+    pub bucket_prefix: String,
+    pub resync_period: Duration,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub cloud: Cloud,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub settings: Settings,
+}
+
+/// Runs the TenantStorage controller until SIGTERM/SIGINT.
+pub async fn run(
+    client: Client,
+    cloud: Cloud,
+    metrics: Metrics,
+    settings: Settings,
+    health: Health,
+) {
+    let tenants: Api<TenantStorage> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let policies: Api<ResidencyPolicy> = Api::all(client.clone());
+    let reporter = Reporter {
+        controller: "tenant-storage-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        cloud,
+        metrics,
+        settings,
+    });
+
+    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let ready_store = store.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            health.set_ready();
+            info!("caches synced; ready");
+        }
+    });
+    controller
+        // A policy change re-evaluates every tenant bound to it right away.
+        .watches(
+            policies,
+            watcher::Config::default(),
+            move |policy: ResidencyPolicy| {
+                let name = policy.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(move |t| t.spec.policy_ref == name)
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(tenant_storage::reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+/// Transient failures retry soon; a blocked deletion waits longer for a purge to finish.
+fn error_policy(_ts: Arc<TenantStorage>, err: &Error, _ctx: Arc<Context>) -> Action {
+    match err.reason().as_str() {
+        "DeletionBlocked" => Action::requeue(Duration::from_secs(30)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}

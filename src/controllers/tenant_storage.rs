@@ -1,0 +1,601 @@
+//! TenantStorage reconciler: dereference policy, validate residency, observe, plan, apply,
+//! report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::conditions::{self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT};
+use super::{Context, Error};
+use crate::api::{
+    ConditionStatus, DeletionPolicy, ResidencyPolicy, TenantStorage, TenantStorageStatus,
+};
+use crate::cloud::{BucketPresence, ObservedTags, Regional};
+use crate::plan::{self, BucketChange, Desired, KeyChange, Ownership, TenantIdentity, tags};
+use crate::policy;
+
+/// Finalizer that keeps a TenantStorage until its cloud resources are released or deleted.
+pub const FINALIZER: &str = "storage.tenancy.dev/cleanup";
+const KIND: &str = "TenantStorage";
+
+#[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), name = ts.name_any()))]
+pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = ts
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<TenantStorage> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, ts.clone(), |event| async {
+        match event {
+            Finalizer::Apply(ts) => apply(&ts, &ctx, &api).await,
+            Finalizer::Cleanup(ts) => cleanup(&ts, &ctx, &api).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let outcome = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.reason(),
+    };
+    ctx.metrics
+        .count_reconcile(KIND, &outcome, started.elapsed().as_secs_f64());
+    result
+}
+
+/// What a reconcile is writing into status, compared with what was there.
+struct Report<'a> {
+    ts: &'a TenantStorage,
+    status: TenantStorageStatus,
+    generation: i64,
+    now: String,
+}
+
+impl<'a> Report<'a> {
+    fn new(ts: &'a TenantStorage) -> Self {
+        let mut status = ts.status.clone().unwrap_or_default();
+        let generation = ts.metadata.generation.unwrap_or_default();
+        status.observed_generation = Some(generation);
+        Report {
+            ts,
+            status,
+            generation,
+            now: k8s_openapi::jiff::Timestamp::now().to_string(),
+        }
+    }
+
+    fn set(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            &self.now,
+        );
+    }
+
+    /// Ready=False with `reason`; the other conditions say they could not be evaluated, unless
+    /// already decided in this reconcile.
+    fn not_ready(&mut self, reason: &str, message: &str) {
+        for type_ in [RESIDENCY_COMPLIANT, ENCRYPTED, PUBLIC_ACCESS_BLOCKED] {
+            if conditions::reason(&self.status.conditions, type_).is_none() {
+                self.set(
+                    type_,
+                    ConditionStatus::Unknown,
+                    reason,
+                    "not evaluated: see the Ready condition",
+                );
+            }
+        }
+        self.set(READY, ConditionStatus::False, reason, message);
+    }
+
+    fn previous_ready_reason(&self) -> Option<&str> {
+        self.ts
+            .status
+            .as_ref()
+            .and_then(|s| conditions::reason(&s.conditions, READY))
+    }
+
+    async fn save(&self, api: &Api<TenantStorage>) -> Result<(), Error> {
+        if self.ts.status.as_ref() == Some(&self.status) {
+            return Ok(());
+        }
+        let patch = json!({ "status": self.status });
+        api.patch_status(
+            &self.ts.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    ts: &TenantStorage,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
+        warn!(error = %e, reason, "could not record event");
+    }
+}
+
+/// Records a refusal: Ready=False with the reason, a Warning event the first time, no cloud
+/// call beyond what was needed to find out.
+async fn refuse(
+    report: &mut Report<'_>,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    residency: Option<bool>,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    match residency {
+        Some(false) => report.set(
+            RESIDENCY_COMPLIANT,
+            ConditionStatus::False,
+            reason,
+            message.clone(),
+        ),
+        Some(true) => report.set(
+            RESIDENCY_COMPLIANT,
+            ConditionStatus::True,
+            "RegionAllowed",
+            "the region is allowed by the policy",
+        ),
+        None => {}
+    }
+    let first_time = report.previous_ready_reason() != Some(reason);
+    report.not_ready(reason, &message);
+    report.save(api).await?;
+    if first_time {
+        warn!(reason, %message, "refusing to provision");
+        publish(
+            ctx,
+            report.ts,
+            EventType::Warning,
+            reason,
+            "Validate",
+            message,
+        )
+        .await;
+    }
+    Ok(Action::requeue(ctx.settings.resync_period))
+}
+
+async fn apply(
+    ts: &TenantStorage,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+) -> Result<Action, Error> {
+    let mut report = Report::new(ts);
+    match provision(ts, ctx, api, &mut report).await {
+        Ok(action) => Ok(action),
+        Err(e) => {
+            // Say why in status before backing off; the error itself drives the retry.
+            report.not_ready(&e.reason(), &e.to_string());
+            if let Err(save) = report.save(api).await {
+                warn!(error = %save, "could not record failure in status");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The pipeline: dereference, validate, observe, plan, apply, report. Refusals return early
+/// through `refuse`.
+async fn provision(
+    ts: &TenantStorage,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    report: &mut Report<'_>,
+) -> Result<Action, Error> {
+    let ns = ts
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = ts.name_any();
+
+    // Dereference.
+    let policies: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
+    let Some(policy) = policies.get_opt(&ts.spec.policy_ref).await? else {
+        let message = format!(
+            "ResidencyPolicy {:?} (spec.policyRef) does not exist: create it or point spec.policyRef at an existing policy (kubectl get rp)",
+            ts.spec.policy_ref
+        );
+        return refuse(report, ctx, api, None, "PolicyNotFound", message).await;
+    };
+    let policy_name = policy.name_any();
+    report.status.jurisdiction = Some(policy.spec.jurisdiction.clone());
+
+    // Validate residency before any cloud call.
+    let recorded = report.status.region.clone();
+    let mut region = match policy::resolve_region(
+        &policy_name,
+        &policy.spec,
+        ts.spec.region.as_deref(),
+        recorded.as_deref(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await,
+    };
+    let id = TenantIdentity {
+        cluster_id: ctx.settings.cluster_id.clone(),
+        namespace: ns,
+        name,
+    };
+    let mut desired = Desired::new(
+        &ctx.settings.bucket_prefix,
+        &id,
+        &policy_name,
+        &policy.spec,
+        region.clone(),
+    );
+    let claimed = report.status.bucket_name.as_deref() == Some(desired.bucket.as_str());
+
+    // Observe the bucket: where it is and whose it is.
+    let mut cloud = ctx.cloud.region(&region);
+    let known_here = claimed && recorded.as_deref() == Some(region.as_str());
+    let existing_tags = if known_here {
+        match cloud.bucket_tags(&desired.bucket).await? {
+            ObservedTags::Gone => None,
+            ObservedTags::Tags(t) => Some(t),
+        }
+    } else {
+        match cloud.bucket_presence(&desired.bucket).await? {
+            BucketPresence::Absent => None,
+            BucketPresence::OtherAccount => {
+                let message = format!(
+                    "bucket name {} is taken by another AWS account; the operator never touches it. Change --bucket-prefix or the TenantStorage name",
+                    desired.bucket
+                );
+                return refuse(report, ctx, api, None, "BucketConflict", message).await;
+            }
+            BucketPresence::Ours { region: actual } => {
+                if let Err(e) = policy::check_actual_region(&policy_name, &policy.spec, &actual) {
+                    return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await;
+                }
+                if actual != region {
+                    if ts.spec.region.is_some() {
+                        let message = format!(
+                            "bucket {} already exists in {actual}, but spec.region is {region}; data is never moved: set spec.region to {actual} or remove it",
+                            desired.bucket
+                        );
+                        return refuse(report, ctx, api, Some(false), "RegionMismatch", message)
+                            .await;
+                    }
+                    region = actual;
+                    desired = Desired::new(
+                        &ctx.settings.bucket_prefix,
+                        &id,
+                        &policy_name,
+                        &policy.spec,
+                        region.clone(),
+                    );
+                    cloud = ctx.cloud.region(&region);
+                }
+                match cloud.bucket_tags(&desired.bucket).await? {
+                    ObservedTags::Gone => None,
+                    ObservedTags::Tags(t) => Some(t),
+                }
+            }
+        }
+    };
+    if let Some(seen) = &existing_tags
+        && let Ownership::Foreign(why) = plan::ownership(seen, &id, claimed)
+    {
+        let message = format!(
+            "bucket {} already exists and is not this tenant's: {why}. The operator never modifies or deletes it; delete this TenantStorage or use another name",
+            desired.bucket
+        );
+        return refuse(report, ctx, api, None, "BucketConflict", message).await;
+    }
+    let adopting = existing_tags.is_some() && !claimed;
+
+    // Claim the name before creating anything, so a restart mid-way recognises its own work.
+    report.status.region = Some(region.clone());
+    report.status.bucket_name = Some(desired.bucket.clone());
+    report.status.bucket_arn = Some(desired.bucket_arn());
+    report.status.kms_key_alias = Some(desired.key_alias.clone());
+    report.set(
+        RESIDENCY_COMPLIANT,
+        ConditionStatus::True,
+        "RegionAllowed",
+        format!(
+            "{region} is allowed by ResidencyPolicy {policy_name} ({})",
+            policy.spec.jurisdiction
+        ),
+    );
+    if !claimed {
+        report.not_ready(
+            "Provisioning",
+            &format!("creating bucket {} in {region}", desired.bucket),
+        );
+        report.save(api).await?;
+    }
+
+    // Key first: the bucket's encryption and policy name it.
+    let key = cloud.observe_key(&desired.key_alias).await?;
+    let key_changes = match plan::key_changes(key.as_ref()) {
+        Ok(changes) => changes,
+        Err(unusable) => {
+            let message = format!(
+                "KMS key {} is {}; the operator does not re-enable a key someone disabled or scheduled for deletion. Enable it (or cancel its deletion) in KMS if that was a mistake",
+                desired.key_alias, unusable.state
+            );
+            report.set(
+                ENCRYPTED,
+                ConditionStatus::False,
+                "KeyNotUsable",
+                message.clone(),
+            );
+            return refuse(report, ctx, api, None, "KeyNotUsable", message).await;
+        }
+    };
+    let key_arn = apply_key_changes(
+        &cloud,
+        &desired,
+        key.as_ref().map(|k| (k.key_id.clone(), k.arn.clone())),
+        &key_changes,
+    )
+    .await?;
+    report.status.kms_key_arn = Some(key_arn.clone());
+
+    // Then the bucket.
+    let observed = match existing_tags {
+        Some(t) => Some(cloud.observe_bucket(&desired.bucket, t).await?),
+        None => None,
+    };
+    let bucket_changes = plan::bucket_changes(&desired, &key_arn, observed.as_ref());
+    for change in &bucket_changes {
+        cloud
+            .apply_bucket_change(&desired.bucket, &key_arn, change)
+            .await?;
+    }
+    announce(
+        ctx,
+        ts,
+        &desired,
+        &key_arn,
+        observed.is_some(),
+        adopting,
+        &key_changes,
+        &bucket_changes,
+    )
+    .await;
+
+    report.set(
+        ENCRYPTED,
+        ConditionStatus::True,
+        "TenantKey",
+        format!("default encryption SSE-KMS with the tenant key {key_arn}, Bucket Keys on, automatic rotation on; other keys and weaker encryption are denied"),
+    );
+    report.set(
+        PUBLIC_ACCESS_BLOCKED,
+        ConditionStatus::True,
+        "AllBlocked",
+        "all four Block Public Access settings on; ACLs disabled (BucketOwnerEnforced)",
+    );
+    report.set(
+        READY,
+        ConditionStatus::True,
+        "Provisioned",
+        format!(
+            "bucket {} in {region} matches ResidencyPolicy {policy_name}",
+            desired.bucket
+        ),
+    );
+    report.save(api).await?;
+    Ok(Action::requeue(ctx.settings.resync_period))
+}
+
+async fn apply_key_changes(
+    cloud: &Regional,
+    desired: &Desired,
+    existing: Option<(String, String)>,
+    changes: &[KeyChange],
+) -> Result<String, Error> {
+    let (mut key_id, mut arn) = existing.unwrap_or_default();
+    for change in changes {
+        match change {
+            KeyChange::CreateKey => {
+                (key_id, arn) = cloud
+                    .create_key(&desired.key_description(), &desired.tags)
+                    .await?;
+                info!(%arn, "created KMS key");
+            }
+            KeyChange::CreateAlias => cloud.create_alias(&desired.key_alias, &key_id).await?,
+            KeyChange::EnableRotation => cloud.enable_rotation(&key_id).await?,
+        }
+    }
+    Ok(arn)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn announce(
+    ctx: &Context,
+    ts: &TenantStorage,
+    desired: &Desired,
+    key_arn: &str,
+    existed: bool,
+    adopting: bool,
+    key_changes: &[KeyChange],
+    bucket_changes: &[BucketChange],
+) {
+    if !existed {
+        let note = format!(
+            "created bucket {} in {} encrypted with {key_arn}",
+            desired.bucket, desired.region
+        );
+        info!(bucket = %desired.bucket, region = %desired.region, "provisioned");
+        publish(ctx, ts, EventType::Normal, "Provisioned", "Create", note).await;
+        return;
+    }
+    if adopting {
+        let note = format!("adopted bucket {} left by an earlier run", desired.bucket);
+        publish(ctx, ts, EventType::Normal, "Adopted", "Adopt", note).await;
+    }
+    let mut restored: Vec<&str> = bucket_changes.iter().map(BucketChange::setting).collect();
+    if key_changes.contains(&KeyChange::EnableRotation)
+        && !key_changes.contains(&KeyChange::CreateKey)
+    {
+        restored.push("keyRotation");
+    }
+    if key_changes.contains(&KeyChange::CreateKey) {
+        restored.push("kmsKey");
+    }
+    if !restored.is_empty() && !adopting {
+        let note = format!(
+            "restored {} of bucket {}",
+            restored.join(", "),
+            desired.bucket
+        );
+        warn!(restored = ?restored, "drift corrected");
+        publish(
+            ctx,
+            ts,
+            EventType::Warning,
+            "DriftCorrected",
+            "Restore",
+            note,
+        )
+        .await;
+    }
+}
+
+/// Deletion: `Retain` releases, `Delete` removes an empty bucket and retires the key.
+async fn cleanup(
+    ts: &TenantStorage,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+) -> Result<Action, Error> {
+    let status = ts.status.clone().unwrap_or_default();
+    let (Some(bucket), Some(region)) = (status.bucket_name.clone(), status.region.clone()) else {
+        // Nothing was ever claimed (e.g. the region was refused): nothing to release.
+        return Ok(Action::await_change());
+    };
+    let cloud = ctx.cloud.region(&region);
+    let ns = ts
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let id = TenantIdentity {
+        cluster_id: ctx.settings.cluster_id.clone(),
+        namespace: ns,
+        name: ts.name_any(),
+    };
+    let seen = match cloud.bucket_tags(&bucket).await? {
+        ObservedTags::Gone => None,
+        ObservedTags::Tags(t) => Some(t),
+    };
+    if let Some(seen) = &seen
+        && let Ownership::Foreign(why) = plan::ownership(seen, &id, true)
+    {
+        let note = format!("bucket {bucket} is not this tenant's ({why}); left untouched");
+        publish(
+            ctx,
+            ts,
+            EventType::Warning,
+            "BucketConflict",
+            "Release",
+            note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    match ts.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            if let Some(seen) = seen
+                && !seen.contains_key(tags::RELEASED)
+            {
+                let mut released: BTreeMap<String, String> = seen;
+                released.insert(tags::RELEASED.to_owned(), "true".to_owned());
+                cloud
+                    .apply_bucket_change(&bucket, "", &BucketChange::PutTags(released))
+                    .await?;
+                let note = format!(
+                    "deletionPolicy Retain: bucket {bucket} and its key are kept with their data, tagged {}=true",
+                    tags::RELEASED
+                );
+                publish(ctx, ts, EventType::Normal, "Released", "Release", note).await;
+            }
+        }
+        DeletionPolicy::Delete => {
+            if seen.is_some() {
+                if cloud.bucket_has_data(&bucket).await? {
+                    let message = format!(
+                        "deletionPolicy Delete: bucket {bucket} still holds objects or versions, so it is not deleted. Empty it with a DataDeletionRequest first; this object stays until then"
+                    );
+                    let mut report = Report::new(ts);
+                    let first_time = report.previous_ready_reason() != Some("DeletionBlocked");
+                    report.set(
+                        READY,
+                        ConditionStatus::False,
+                        "DeletionBlocked",
+                        message.clone(),
+                    );
+                    report.save(api).await?;
+                    if first_time {
+                        publish(
+                            ctx,
+                            ts,
+                            EventType::Warning,
+                            "DeletionBlocked",
+                            "Delete",
+                            message,
+                        )
+                        .await;
+                    }
+                    return Err(Error::DeletionBlocked { bucket });
+                }
+                cloud.delete_bucket(&bucket).await?;
+            }
+            let alias = status.kms_key_alias.clone().unwrap_or_else(|| {
+                plan::naming::key_alias(&id.cluster_id, &id.namespace, &id.name)
+            });
+            let window = deletion_window(ctx, &ts.spec.policy_ref).await;
+            if let Some(key) = cloud.observe_key(&alias).await? {
+                cloud.retire_key(&alias, &key.key_id, window).await?;
+            }
+            let note = format!(
+                "deletionPolicy Delete: deleted empty bucket {bucket}; key scheduled for deletion in {window} days"
+            );
+            publish(ctx, ts, EventType::Normal, "Deleted", "Delete", note).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// The policy's key deletion window, or the longest allowed one if the policy is gone.
+async fn deletion_window(ctx: &Context, policy_ref: &str) -> i32 {
+    let policies: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
+    match policies.get_opt(policy_ref).await {
+        Ok(Some(p)) => p.spec.encryption.key_deletion_window_days,
+        _ => 30,
+    }
+}

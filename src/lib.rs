@@ -1,0 +1,10 @@
+//! tenant-storage-operator: residency policy in the cluster, region-pinned, encrypted,
+//! locked-down tenant storage in the cloud.
+
+pub mod api;
+pub mod cli;
+pub mod cloud;
+pub mod controllers;
+pub mod plan;
+pub mod policy;
+pub mod telemetry;

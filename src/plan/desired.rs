@@ -1,0 +1,233 @@
+//! The desired cloud state of one tenant, computed from its spec, its policy and operator
+//! settings.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::api::{ResidencyPolicySpec, Versioning};
+
+use super::naming;
+
+/// Tag keys that prove the operator owns a resource.
+pub mod tags {
+    pub const MANAGED_BY: &str = "tenancy.dev/managed-by";
+    pub const CLUSTER: &str = "tenancy.dev/cluster-id";
+    pub const NAMESPACE: &str = "tenancy.dev/namespace";
+    pub const NAME: &str = "tenancy.dev/name";
+    pub const POLICY: &str = "tenancy.dev/policy";
+    pub const JURISDICTION: &str = "tenancy.dev/jurisdiction";
+    /// Set when the TenantStorage was deleted with `deletionPolicy: Retain`.
+    pub const RELEASED: &str = "tenancy.dev/released";
+    /// Value of [`MANAGED_BY`].
+    pub const OPERATOR: &str = "tenant-storage-operator";
+}
+
+/// Who a tenant is, as far as naming and ownership go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantIdentity {
+    pub cluster_id: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Everything the tenant's bucket and key must look like.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub bucket: String,
+    pub region: String,
+    pub partition: &'static str,
+    pub key_alias: String,
+    pub key_deletion_window_days: i32,
+    pub tags: BTreeMap<String, String>,
+    pub versioning: Versioning,
+    pub min_tls_version: &'static str,
+    pub presigned_max_age_ms: i64,
+}
+
+impl Desired {
+    pub fn new(
+        bucket_prefix: &str,
+        id: &TenantIdentity,
+        policy_name: &str,
+        policy: &ResidencyPolicySpec,
+        region: String,
+    ) -> Self {
+        let tags = BTreeMap::from([
+            (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+            (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
+            (tags::NAMESPACE.to_owned(), id.namespace.clone()),
+            (tags::NAME.to_owned(), id.name.clone()),
+            (tags::POLICY.to_owned(), policy_name.to_owned()),
+            (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
+        ]);
+        Desired {
+            bucket: naming::bucket_name(bucket_prefix, &id.cluster_id, &id.namespace, &id.name),
+            partition: partition_of(&region),
+            region,
+            key_alias: naming::key_alias(&id.cluster_id, &id.namespace, &id.name),
+            key_deletion_window_days: policy.encryption.key_deletion_window_days,
+            tags,
+            versioning: policy.versioning,
+            min_tls_version: policy.transport.min_tls_version.as_str(),
+            presigned_max_age_ms: policy.transport.presigned_url_max_age_seconds * 1000,
+        }
+    }
+
+    pub fn bucket_arn(&self) -> String {
+        format!("arn:{}:s3:::{}", self.partition, self.bucket)
+    }
+
+    /// Human description stored on the KMS key (visible in the AWS console).
+    pub fn key_description(&self) -> String {
+        format!(
+            "tenant-storage-operator: encryption key of bucket {} ({}/{})",
+            self.bucket,
+            self.tags.get(tags::NAMESPACE).map_or("", String::as_str),
+            self.tags.get(tags::NAME).map_or("", String::as_str),
+        )
+    }
+
+    /// The bucket policy: TLS only (and at least the policy's version), only the tenant key or
+    /// no key named, nothing weaker than SSE-KMS, no stale presigned URLs. The `Null` guards
+    /// make the encryption statements apply only to requests that name an encryption or key
+    /// (negated operators match a missing key), so a request naming none gets the bucket default.
+    pub fn bucket_policy(&self, key_arn: &str) -> Value {
+        let bucket = self.bucket_arn();
+        let objects = format!("{bucket}/*");
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket, objects],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+                },
+                {
+                    "Sid": "DenyOutdatedTls",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket, objects],
+                    "Condition": {"NumericLessThan": {"s3:TlsVersion": self.min_tls_version}}
+                },
+                {
+                    "Sid": "DenyOtherKmsKeys",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {
+                        "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
+                        "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
+                    }
+                },
+                {
+                    "Sid": "DenyWeakerEncryption",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {
+                        "Null": {"s3:x-amz-server-side-encryption": "false"},
+                        "StringNotEquals": {"s3:x-amz-server-side-encryption": ["aws:kms", "aws:kms:dsse"]}
+                    }
+                },
+                {
+                    "Sid": "DenyStalePresignedUrls",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket, objects],
+                    "Condition": {
+                        "StringEquals": {"s3:authType": "REST-QUERY-STRING"},
+                        "NumericGreaterThan": {"s3:signatureAge": self.presigned_max_age_ms.to_string()}
+                    }
+                }
+            ]
+        })
+    }
+}
+
+/// AWS partition of a region, for ARNs.
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EncryptionSpec, TlsVersion, TransportSpec};
+
+    fn desired() -> Desired {
+        let policy = ResidencyPolicySpec {
+            jurisdiction: "EU".into(),
+            allowed_regions: vec!["eu-central-1".into()],
+            default_region: "eu-central-1".into(),
+            encryption: EncryptionSpec::default(),
+            transport: TransportSpec {
+                min_tls_version: TlsVersion::Tls13,
+                presigned_url_max_age_seconds: 3600,
+            },
+            versioning: Versioning::Enabled,
+        };
+        let id = TenantIdentity {
+            cluster_id: "c1".into(),
+            namespace: "acme".into(),
+            name: "data".into(),
+        };
+        Desired::new("tso", &id, "eu", &policy, "eu-central-1".into())
+    }
+
+    fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+        policy["Statement"]
+            .as_array()
+            .and_then(|s| s.iter().find(|st| st["Sid"] == sid))
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+    }
+
+    #[test]
+    fn policy_carries_the_policy_intent() {
+        let d = desired();
+        let arn = "arn:aws:kms:eu-central-1:000000000000:key/k1";
+        let p = d.bucket_policy(arn);
+        assert_eq!(
+            statement(&p, "DenyInsecureTransport")["Condition"]["Bool"]["aws:SecureTransport"],
+            "false"
+        );
+        assert_eq!(
+            statement(&p, "DenyOutdatedTls")["Condition"]["NumericLessThan"]["s3:TlsVersion"],
+            "1.3"
+        );
+        assert_eq!(
+            statement(&p, "DenyOtherKmsKeys")["Condition"]["StringNotEquals"]["s3:x-amz-server-side-encryption-aws-kms-key-id"],
+            arn
+        );
+        assert_eq!(
+            statement(&p, "DenyStalePresignedUrls")["Condition"]["NumericGreaterThan"]["s3:signatureAge"],
+            "3600000"
+        );
+        for st in p["Statement"].as_array().into_iter().flatten() {
+            assert_eq!(st["Effect"], "Deny", "the policy only ever denies: {st}");
+        }
+    }
+
+    #[test]
+    fn ownership_tags_and_names() {
+        let d = desired();
+        assert_eq!(d.tags[tags::CLUSTER], "c1");
+        assert_eq!(d.tags[tags::JURISDICTION], "EU");
+        assert_eq!(d.bucket_arn(), format!("arn:aws:s3:::{}", d.bucket));
+        assert_eq!(partition_of("cn-north-1"), "aws-cn");
+        assert_eq!(partition_of("us-gov-west-1"), "aws-us-gov");
+    }
+}

@@ -1,0 +1,482 @@
+//! Observed cloud state and the changes that turn it into the desired state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::api::Versioning;
+
+use super::desired::{Desired, TenantIdentity, tags};
+
+/// A tenant key as KMS describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedKey {
+    pub arn: String,
+    pub key_id: String,
+    /// KMS key state: `Enabled`, `Disabled`, `PendingDeletion`, ...
+    pub state: String,
+    pub rotation_enabled: bool,
+}
+
+/// Default encryption of a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedEncryption {
+    pub algorithm: String,
+    pub key_id: Option<String>,
+    pub bucket_key: bool,
+}
+
+/// The four Block Public Access settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicAccessBlock {
+    pub block_public_acls: bool,
+    pub ignore_public_acls: bool,
+    pub block_public_policy: bool,
+    pub restrict_public_buckets: bool,
+}
+
+impl PublicAccessBlock {
+    pub const ALL_ON: PublicAccessBlock = PublicAccessBlock {
+        block_public_acls: true,
+        ignore_public_acls: true,
+        block_public_policy: true,
+        restrict_public_buckets: true,
+    };
+}
+
+/// Settings of an existing bucket that the operator keeps in shape. `None` means "not set".
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ObservedBucket {
+    pub tags: BTreeMap<String, String>,
+    pub encryption: Option<ObservedEncryption>,
+    pub public_access_block: Option<PublicAccessBlock>,
+    pub object_ownership: Option<String>,
+    /// `Enabled`, `Suspended`, or `None` for a bucket that was never versioned.
+    pub versioning: Option<String>,
+    pub policy: Option<String>,
+}
+
+/// Whether an existing bucket may be touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Ours,
+    /// Not ours: never modified, never deleted. The string says why, for the condition message.
+    Foreign(String),
+}
+
+/// Decides ownership from the bucket's tags. A bucket with no ownership tags at all is ours only
+/// if this tenant had already claimed the name (recorded in its status before the bucket was
+/// created), which is how a creation interrupted before tagging is recovered.
+pub fn ownership(
+    tags_seen: &BTreeMap<String, String>,
+    id: &TenantIdentity,
+    claimed: bool,
+) -> Ownership {
+    let get = |k: &str| tags_seen.get(k).map(String::as_str);
+    let has_our_tags = tags_seen.keys().any(|k| k.starts_with("tenancy.dev/"));
+    if !has_our_tags {
+        return if claimed {
+            Ownership::Ours
+        } else {
+            Ownership::Foreign("it has no tenant-storage-operator ownership tags".into())
+        };
+    }
+    let expected = [
+        (tags::MANAGED_BY, tags::OPERATOR),
+        (tags::CLUSTER, id.cluster_id.as_str()),
+        (tags::NAMESPACE, id.namespace.as_str()),
+        (tags::NAME, id.name.as_str()),
+    ];
+    if expected.iter().all(|(k, v)| get(k) == Some(*v)) {
+        Ownership::Ours
+    } else {
+        Ownership::Foreign(format!(
+            "its ownership tags name cluster {:?}, namespace {:?}, name {:?}",
+            get(tags::CLUSTER).unwrap_or("-"),
+            get(tags::NAMESPACE).unwrap_or("-"),
+            get(tags::NAME).unwrap_or("-"),
+        ))
+    }
+}
+
+/// A change to the tenant's KMS key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    CreateKey,
+    CreateAlias,
+    EnableRotation,
+}
+
+/// The key exists but cannot protect data; the operator does not override a human's decision to
+/// disable or delete a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyNotUsable {
+    pub state: String,
+}
+
+/// Changes to the tenant key. A key that is not `Enabled` is reported, never re-enabled.
+pub fn key_changes(observed: Option<&ObservedKey>) -> Result<Vec<KeyChange>, KeyNotUsable> {
+    match observed {
+        None => Ok(vec![
+            KeyChange::CreateKey,
+            KeyChange::CreateAlias,
+            KeyChange::EnableRotation,
+        ]),
+        Some(key) if key.state != "Enabled" => Err(KeyNotUsable {
+            state: key.state.clone(),
+        }),
+        Some(key) if !key.rotation_enabled => Ok(vec![KeyChange::EnableRotation]),
+        Some(_) => Ok(vec![]),
+    }
+}
+
+/// A change to the tenant bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BucketChange {
+    Create,
+    PutTags(BTreeMap<String, String>),
+    PutPublicAccessBlock,
+    PutOwnershipControls,
+    PutEncryption,
+    PutVersioning(Versioning),
+    PutPolicy(String),
+}
+
+impl BucketChange {
+    /// The setting this change restores, as users call it in Events.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            BucketChange::Create => "bucket",
+            BucketChange::PutTags(_) => "tags",
+            BucketChange::PutPublicAccessBlock => "publicAccessBlock",
+            BucketChange::PutOwnershipControls => "objectOwnership",
+            BucketChange::PutEncryption => "encryption",
+            BucketChange::PutVersioning(_) => "versioning",
+            BucketChange::PutPolicy(_) => "bucketPolicy",
+        }
+    }
+}
+
+impl fmt::Display for BucketChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BucketChange::Create => write!(f, "create bucket"),
+            BucketChange::PutTags(t) => write!(f, "set {} tags", t.len()),
+            BucketChange::PutPublicAccessBlock => {
+                write!(f, "turn on all four Block Public Access settings")
+            }
+            BucketChange::PutOwnershipControls => {
+                write!(f, "set object ownership BucketOwnerEnforced")
+            }
+            BucketChange::PutEncryption => write!(
+                f,
+                "set default encryption SSE-KMS with the tenant key and Bucket Keys"
+            ),
+            BucketChange::PutVersioning(v) => write!(f, "set versioning {v:?}"),
+            BucketChange::PutPolicy(_) => write!(f, "put bucket policy"),
+        }
+    }
+}
+
+impl fmt::Display for KeyChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyChange::CreateKey => write!(f, "create KMS key"),
+            KeyChange::CreateAlias => write!(f, "create key alias"),
+            KeyChange::EnableRotation => write!(f, "enable automatic key rotation"),
+        }
+    }
+}
+
+/// Changes that bring the bucket to the desired state; empty when it is up to date, which is
+/// what makes a no-op reconcile free of mutating calls.
+pub fn bucket_changes(
+    desired: &Desired,
+    key_arn: &str,
+    observed: Option<&ObservedBucket>,
+) -> Vec<BucketChange> {
+    let Some(seen) = observed else {
+        let policy = desired.bucket_policy(key_arn).to_string();
+        return vec![
+            BucketChange::Create,
+            BucketChange::PutTags(desired.tags.clone()),
+            BucketChange::PutPublicAccessBlock,
+            BucketChange::PutOwnershipControls,
+            BucketChange::PutEncryption,
+            BucketChange::PutVersioning(desired.versioning),
+            BucketChange::PutPolicy(policy),
+        ];
+    };
+    let mut changes = Vec::new();
+    let tags_ok = desired
+        .tags
+        .iter()
+        .all(|(k, v)| seen.tags.get(k) == Some(v))
+        && !seen.tags.contains_key(tags::RELEASED);
+    if !tags_ok {
+        let mut merged: BTreeMap<String, String> = seen
+            .tags
+            .iter()
+            .filter(|(k, _)| k.as_str() != tags::RELEASED)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        merged.extend(desired.tags.clone());
+        changes.push(BucketChange::PutTags(merged));
+    }
+    if seen.public_access_block != Some(PublicAccessBlock::ALL_ON) {
+        changes.push(BucketChange::PutPublicAccessBlock);
+    }
+    if seen.object_ownership.as_deref() != Some("BucketOwnerEnforced") {
+        changes.push(BucketChange::PutOwnershipControls);
+    }
+    if !encryption_ok(seen.encryption.as_ref(), key_arn) {
+        changes.push(BucketChange::PutEncryption);
+    }
+    let versioning_ok = match desired.versioning {
+        Versioning::Enabled => seen.versioning.as_deref() == Some("Enabled"),
+        Versioning::Suspended => seen.versioning.as_deref() != Some("Enabled"),
+    };
+    if !versioning_ok {
+        changes.push(BucketChange::PutVersioning(desired.versioning));
+    }
+    let want_policy = desired.bucket_policy(key_arn);
+    let policy_ok = seen
+        .policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+        .is_some_and(|p| normalize_policy(&p) == normalize_policy(&want_policy));
+    if !policy_ok {
+        changes.push(BucketChange::PutPolicy(want_policy.to_string()));
+    }
+    changes
+}
+
+/// AWS may echo the key as ARN or as bare key id; both name the same key, so neither is drift.
+fn encryption_ok(seen: Option<&ObservedEncryption>, key_arn: &str) -> bool {
+    let Some(enc) = seen else { return false };
+    let key_matches = enc.key_id.as_deref().is_some_and(|k| {
+        k == key_arn || key_arn.rsplit_once("key/").is_some_and(|(_, id)| id == k)
+    });
+    enc.algorithm == "aws:kms" && key_matches && enc.bucket_key
+}
+
+/// Canonical form of an IAM policy for comparison: AWS reorders keys, turns one-element arrays
+/// into scalars and may reorder statements, none of which is drift.
+pub fn normalize_policy(policy: &Value) -> Value {
+    match policy {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), normalize_policy(v)))
+                .collect(),
+        ),
+        Value::Array(items) if items.len() == 1 => normalize_policy(&items[0]),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(normalize_policy).collect();
+            items.sort_by_key(|v| v.to_string());
+            Value::Array(items)
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EncryptionSpec, ResidencyPolicySpec, TransportSpec};
+
+    const KEY: &str = "arn:aws:kms:eu-central-1:000000000000:key/1234";
+
+    fn id() -> TenantIdentity {
+        TenantIdentity {
+            cluster_id: "c1".into(),
+            namespace: "acme".into(),
+            name: "data".into(),
+        }
+    }
+
+    fn desired() -> Desired {
+        let policy = ResidencyPolicySpec {
+            jurisdiction: "EU".into(),
+            allowed_regions: vec!["eu-central-1".into()],
+            default_region: "eu-central-1".into(),
+            encryption: EncryptionSpec::default(),
+            transport: TransportSpec::default(),
+            versioning: Versioning::Enabled,
+        };
+        Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
+    }
+
+    fn up_to_date(d: &Desired) -> ObservedBucket {
+        let mut tags = d.tags.clone();
+        tags.insert("cost-center".into(), "42".into());
+        ObservedBucket {
+            tags,
+            encryption: Some(ObservedEncryption {
+                algorithm: "aws:kms".into(),
+                key_id: Some(KEY.into()),
+                bucket_key: true,
+            }),
+            public_access_block: Some(PublicAccessBlock::ALL_ON),
+            object_ownership: Some("BucketOwnerEnforced".into()),
+            versioning: Some("Enabled".into()),
+            policy: Some(d.bucket_policy(KEY).to_string()),
+        }
+    }
+
+    #[test]
+    fn new_bucket_gets_everything_in_safe_order() {
+        let d = desired();
+        let changes = bucket_changes(&d, KEY, None);
+        let settings: Vec<_> = changes.iter().map(BucketChange::setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "bucket",
+                "tags",
+                "publicAccessBlock",
+                "objectOwnership",
+                "encryption",
+                "versioning",
+                "bucketPolicy"
+            ],
+            "tags right after creation prove ownership; public access is blocked before anything else"
+        );
+    }
+
+    #[test]
+    fn up_to_date_bucket_needs_no_change() {
+        let d = desired();
+        assert_eq!(bucket_changes(&d, KEY, Some(&up_to_date(&d))), vec![]);
+    }
+
+    #[test]
+    fn reformatted_policy_and_bare_key_id_are_not_drift() {
+        let d = desired();
+        let mut seen = up_to_date(&d);
+        let mut policy = d.bucket_policy(KEY);
+        if let Some(st) = policy["Statement"].as_array_mut() {
+            st.reverse();
+            st[0]["Resource"] = Value::Array(vec![st[0]["Resource"].clone()]);
+        }
+        seen.policy = Some(serde_json::to_string_pretty(&policy).unwrap_or_default());
+        seen.encryption = Some(ObservedEncryption {
+            algorithm: "aws:kms".into(),
+            key_id: Some("1234".into()),
+            bucket_key: true,
+        });
+        assert_eq!(bucket_changes(&d, KEY, Some(&seen)), vec![]);
+    }
+
+    #[test]
+    fn each_drift_is_detected() {
+        let d = desired();
+        let cases: Vec<(&str, Box<dyn Fn(&mut ObservedBucket)>)> = vec![
+            ("encryption", Box::new(|b| b.encryption = None)),
+            (
+                "encryption",
+                Box::new(|b| {
+                    b.encryption = Some(ObservedEncryption {
+                        algorithm: "AES256".into(),
+                        key_id: None,
+                        bucket_key: false,
+                    })
+                }),
+            ),
+            (
+                "publicAccessBlock",
+                Box::new(|b| {
+                    b.public_access_block = Some(PublicAccessBlock {
+                        restrict_public_buckets: false,
+                        ..PublicAccessBlock::ALL_ON
+                    })
+                }),
+            ),
+            (
+                "objectOwnership",
+                Box::new(|b| b.object_ownership = Some("ObjectWriter".into())),
+            ),
+            (
+                "versioning",
+                Box::new(|b| b.versioning = Some("Suspended".into())),
+            ),
+            ("bucketPolicy", Box::new(|b| b.policy = None)),
+            (
+                "bucketPolicy",
+                Box::new(|b| {
+                    b.policy = Some("{\"Version\":\"2012-10-17\",\"Statement\":[]}".into())
+                }),
+            ),
+            (
+                "tags",
+                Box::new(|b| {
+                    b.tags.remove(tags::JURISDICTION);
+                }),
+            ),
+            (
+                "tags",
+                Box::new(|b| {
+                    b.tags.insert(tags::RELEASED.into(), "true".into());
+                }),
+            ),
+        ];
+        for (setting, drift) in cases {
+            let mut seen = up_to_date(&d);
+            drift(&mut seen);
+            let changes = bucket_changes(&d, KEY, Some(&seen));
+            let got: Vec<_> = changes.iter().map(BucketChange::setting).collect();
+            assert_eq!(got, [setting]);
+        }
+    }
+
+    #[test]
+    fn restoring_tags_keeps_user_tags_and_drops_released() {
+        let d = desired();
+        let mut seen = up_to_date(&d);
+        seen.tags.insert(tags::RELEASED.into(), "true".into());
+        let changes = bucket_changes(&d, KEY, Some(&seen));
+        let [BucketChange::PutTags(tags)] = changes.as_slice() else {
+            panic!("expected one tag change, got {changes:?}");
+        };
+        assert_eq!(tags.get("cost-center").map(String::as_str), Some("42"));
+        assert!(!tags.contains_key(tags::RELEASED));
+    }
+
+    #[test]
+    fn ownership_rules() {
+        let d = desired();
+        assert_eq!(ownership(&d.tags, &id(), false), Ownership::Ours);
+        assert!(matches!(
+            ownership(&BTreeMap::new(), &id(), false),
+            Ownership::Foreign(_)
+        ));
+        assert_eq!(ownership(&BTreeMap::new(), &id(), true), Ownership::Ours);
+        let mut other = d.tags.clone();
+        other.insert(tags::CLUSTER.into(), "c2".into());
+        let Ownership::Foreign(why) = ownership(&other, &id(), true) else {
+            panic!("another cluster's bucket must be foreign");
+        };
+        assert!(why.contains("c2"), "{why}");
+    }
+
+    #[test]
+    fn key_rules() {
+        assert_eq!(key_changes(None).map(|c| c.len()), Ok(3));
+        let mut key = ObservedKey {
+            arn: KEY.into(),
+            key_id: "1234".into(),
+            state: "Enabled".into(),
+            rotation_enabled: true,
+        };
+        assert_eq!(key_changes(Some(&key)), Ok(vec![]));
+        key.rotation_enabled = false;
+        assert_eq!(key_changes(Some(&key)), Ok(vec![KeyChange::EnableRotation]));
+        key.state = "PendingDeletion".into();
+        assert_eq!(
+            key_changes(Some(&key)),
+            Err(KeyNotUsable {
+                state: "PendingDeletion".into()
+            })
+        );
+    }
+}

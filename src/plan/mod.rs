@@ -1,0 +1,14 @@
+//! The pure core: from spec + policy + observed cloud state to the list of changes.
+//!
+//! Nothing here does I/O, so the whole decision logic is unit tested without a server and the
+//! change list can be shown to users as a dry run.
+
+mod desired;
+mod diff;
+pub mod naming;
+
+pub use desired::{Desired, TenantIdentity, partition_of, tags};
+pub use diff::{
+    BucketChange, KeyChange, KeyNotUsable, ObservedBucket, ObservedEncryption, ObservedKey,
+    Ownership, PublicAccessBlock, bucket_changes, key_changes, normalize_policy, ownership,
+};

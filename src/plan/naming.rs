@@ -1,0 +1,180 @@
+//! Deterministic, DNS-safe names for tenant resources.
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// S3's limit on bucket name length.
+pub const MAX_BUCKET_NAME: usize = 63;
+/// Longest accepted `--bucket-prefix`, so that a readable part of the tenant survives.
+pub const MAX_PREFIX: usize = 20;
+/// Hex characters of the identity hash in a bucket name: 48 bits, so a collision between two
+/// tenants of one account is not a practical concern.
+const HASH_LEN: usize = 12;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum NamingError {
+    #[error(
+        "bucket prefix {0:?} is invalid: use 1-{MAX_PREFIX} lowercase letters, digits or '-', starting and ending with a letter or digit, not starting with 'xn--', 'sthree-' or 'amzn-s3-demo-'"
+    )]
+    Prefix(String),
+    #[error(
+        "cluster id {0:?} is invalid: use 1-63 lowercase letters, digits or '-' (it is written into every resource's tags and must never change for a cluster)"
+    )]
+    ClusterId(String),
+}
+
+/// Validates the operator-wide bucket prefix (`--bucket-prefix`).
+pub fn validate_prefix(prefix: &str) -> Result<(), NamingError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX
+        && is_dns_label(prefix)
+        && !["xn--", "sthree-", "amzn-s3-demo-"]
+            .iter()
+            .any(|p| prefix.starts_with(p));
+    ok.then_some(())
+        .ok_or_else(|| NamingError::Prefix(prefix.to_owned()))
+}
+
+/// Validates the cluster id (`--cluster-id`).
+pub fn validate_cluster_id(id: &str) -> Result<(), NamingError> {
+    (!id.is_empty() && id.len() <= 63 && is_dns_label(id))
+        .then_some(())
+        .ok_or_else(|| NamingError::ClusterId(id.to_owned()))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(|b| *b != b'-')
+        && bytes.last().is_some_and(|b| *b != b'-')
+}
+
+/// `<prefix>-<namespace>-<name>-<hash>`, cut to 63 characters. The hash covers cluster id,
+/// namespace and name, so the name is unique per tenant even when the readable part is cut, and
+/// two clusters sharing an account never collide.
+pub fn bucket_name(prefix: &str, cluster_id: &str, namespace: &str, name: &str) -> String {
+    let hash = identity_hash(cluster_id, namespace, name);
+    let budget = MAX_BUCKET_NAME.saturating_sub(prefix.len() + HASH_LEN + 2);
+    let readable: String = format!("{namespace}-{name}")
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            _ => '-',
+        })
+        .take(budget)
+        .collect();
+    let readable = squeeze_dashes(readable.trim_matches('-'));
+    if readable.is_empty() {
+        format!("{prefix}-{hash}")
+    } else {
+        format!("{prefix}-{readable}-{hash}")
+    }
+}
+
+/// KMS alias of a tenant's key. Aliases are per account and region, so the cluster id is part
+/// of it.
+pub fn key_alias(cluster_id: &str, namespace: &str, name: &str) -> String {
+    format!("alias/tenant-storage/{cluster_id}/{namespace}/{name}")
+}
+
+fn identity_hash(cluster_id: &str, namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{cluster_id}/{namespace}/{name}").as_bytes());
+    digest
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .take(HASH_LEN)
+        .map(|n| char::from_digit(u32::from(n), 16).unwrap_or('0'))
+        .collect()
+}
+
+fn squeeze_dashes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_valid_bucket(name: &str) {
+        assert!(
+            (3..=MAX_BUCKET_NAME).contains(&name.len()),
+            "{name} has length {}",
+            name.len()
+        );
+        assert!(is_dns_label(name), "{name} is not DNS-safe");
+        assert!(!name.contains("--"), "{name} has a double dash");
+    }
+
+    #[test]
+    fn deterministic_and_readable() {
+        let a = bucket_name("tso", "prod-eu", "acme", "data");
+        assert_eq!(a, bucket_name("tso", "prod-eu", "acme", "data"));
+        assert!(a.starts_with("tso-acme-data-"), "{a}");
+        assert_valid_bucket(&a);
+    }
+
+    #[test]
+    fn unique_per_cluster_namespace_and_name() {
+        let names = [
+            bucket_name("tso", "c1", "a", "b-c"),
+            bucket_name("tso", "c1", "a-b", "c"),
+            bucket_name("tso", "c2", "a", "b-c"),
+            bucket_name("tso", "c1", "a", "b"),
+        ];
+        for (i, x) in names.iter().enumerate() {
+            for y in &names[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+    }
+
+    #[test]
+    fn longest_inputs_fit_in_63_characters() {
+        let ns = "n".repeat(63);
+        let name = format!("{}.x.{}", "a".repeat(120), "b".repeat(120));
+        let long = bucket_name(&"p".repeat(MAX_PREFIX), "cluster", &ns, &name);
+        assert_valid_bucket(&long);
+        let other = bucket_name(&"p".repeat(MAX_PREFIX), "cluster", &ns, &format!("{name}z"));
+        assert_ne!(long, other, "truncation must not merge two tenants");
+    }
+
+    #[test]
+    fn dots_and_dashes_never_produce_invalid_names() {
+        for (ns, name) in [("a", "-.-"), ("x", "y.-.z"), ("ns", "...")] {
+            assert_valid_bucket(&bucket_name("t", "c", ns, name));
+        }
+    }
+
+    #[test]
+    fn prefix_and_cluster_id_rules() {
+        assert!(validate_prefix("tso").is_ok());
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Tso",
+            "a_b",
+            "xn--a",
+            "sthree-x",
+            &"a".repeat(21),
+        ] {
+            assert!(validate_prefix(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_cluster_id("prod-eu-1").is_ok());
+        assert!(validate_cluster_id("Prod").is_err());
+        assert!(validate_cluster_id("").is_err());
+    }
+
+    #[test]
+    fn alias_is_namespaced_by_cluster() {
+        assert_eq!(key_alias("c", "ns", "t"), "alias/tenant-storage/c/ns/t");
+    }
+}
