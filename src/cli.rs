@@ -48,9 +48,10 @@ pub struct RunArgs {
     /// How often every tenant is re-read from AWS and drift is corrected, e.g. `10m`, `30s`.
     #[arg(long, env = "TSO_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
     pub resync_period: Duration,
-    /// Only manage TenantStorages in this namespace (default: all namespaces).
-    #[arg(long, env = "TSO_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Only manage TenantStorages in these namespaces, comma-separated or repeated (default:
+    /// all namespaces).
+    #[arg(long = "namespace", env = "TSO_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Endpoint URL for all AWS services (an emulator, a VPC endpoint). The SDK's standard
     /// `AWS_ENDPOINT_URL` is honoured as well.
     #[arg(long, env = "TSO_AWS_ENDPOINT_URL")]
@@ -140,9 +141,9 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         cluster_id: args.cluster_id,
         bucket_prefix: args.bucket_prefix,
         resync_period: args.resync_period,
-        namespace: args.namespace,
+        namespaces: args.namespaces,
     };
-    info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespace = ?settings.namespace, "starting");
+    info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespaces = ?settings.namespaces, "starting");
     controllers::run(client, cloud, metrics, settings, health).await;
     Ok(())
 }

@@ -1,3 +1,6 @@
+// Every `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicate attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -100,6 +100,56 @@ impl Regional {
         Ok((meta.key_id().to_owned(), arn))
     }
 
+    /// Finds an enabled key carrying every tag in `tags`: the key of a creation that was
+    /// interrupted before its alias was written. Lists every key in the region, so it is only
+    /// called when the tenant's status shows such an interruption may have happened.
+    pub async fn find_tagged_key(&self, tags: &BTreeMap<String, String>) -> Result<Option<(String, String)>, CloudError> {
+        let mut marker = None;
+        loop {
+            let page = self
+                .kms
+                .list_keys()
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(err("ListKeys"))?;
+            for key in page.keys() {
+                let Some(key_id) = key.key_id() else { continue };
+                let seen: BTreeMap<String, String> = self
+                    .kms
+                    .list_resource_tags()
+                    .key_id(key_id)
+                    .send()
+                    .await
+                    .map_err(err("ListResourceTags"))?
+                    .tags()
+                    .iter()
+                    .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
+                    .collect();
+                if !tags.iter().all(|(k, v)| seen.get(k) == Some(v)) {
+                    continue;
+                }
+                let described = self
+                    .kms
+                    .describe_key()
+                    .key_id(key_id)
+                    .send()
+                    .await
+                    .map_err(err("DescribeKey"))?;
+                if let Some(meta) = described.key_metadata()
+                    && meta.key_state().is_some_and(|s| s.as_str() == "Enabled")
+                {
+                    let arn = meta.arn().map_or_else(|| key_id.to_owned(), str::to_owned);
+                    return Ok(Some((key_id.to_owned(), arn)));
+                }
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
     pub async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), CloudError> {
         self.kms
             .create_alias()

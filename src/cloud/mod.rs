@@ -6,11 +6,12 @@ mod kms;
 mod s3;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use counter::CallCounter;
 pub use error::CloudError;
@@ -28,6 +29,27 @@ pub struct AwsSettings {
     pub force_path_style: bool,
     /// Extra PEM CA certificates to trust, e.g. a TLS-inspecting proxy or an emulator.
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// The HTTPS client for every AWS call: rustls (TLS 1.2+ only) trusting the system roots plus
+/// an optional PEM bundle.
+pub fn https_client(ca_bundle: Option<&Path>) -> Result<SharedHttpClient, CloudError> {
+    let mut trust = TrustStore::empty().with_native_roots(true);
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(path).map_err(|source| CloudError::CaBundle {
+            path: path.to_owned(),
+            source,
+        })?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let tls_context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| CloudError::Tls(e.to_string()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls_context)
+        .build_https())
 }
 
 /// S3 and KMS clients pinned to one region.
@@ -49,24 +71,7 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn connect(settings: &AwsSettings, metrics: &Metrics) -> Result<Self, CloudError> {
-        let mut trust = TrustStore::empty().with_native_roots(true);
-        if let Some(path) = &settings.ca_bundle {
-            let pem = std::fs::read(path).map_err(|source| CloudError::CaBundle {
-                path: path.clone(),
-                source,
-            })?;
-            trust = trust.with_pem_certificate(pem);
-        }
-        let tls_context = TlsContext::builder()
-            .with_trust_store(trust)
-            .build()
-            .map_err(|e| CloudError::Tls(e.to_string()))?;
-        // TLS 1.2+ only (rustls does not speak older versions), trusting the system roots plus
-        // the configured bundle.
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls_context)
-            .build_https();
+        let http = https_client(settings.ca_bundle.as_deref())?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -29,8 +29,8 @@ pub struct Settings {
     pub cluster_id: String,
     pub bucket_prefix: String,
     pub resync_period: Duration,
-    /// Watch only this namespace (all namespaces when `None`).
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (all namespaces when empty).
+    pub namespaces: Vec<String>,
 }
 
 /// Shared state of the reconcilers.
@@ -42,7 +42,7 @@ pub struct Context {
     pub settings: Settings,
 }
 
-/// Runs the TenantStorage controller until SIGTERM/SIGINT.
+/// Runs the TenantStorage controller (one per watched namespace) until SIGTERM/SIGINT.
 pub async fn run(
     client: Client,
     cloud: Cloud,
@@ -50,56 +50,70 @@ pub async fn run(
     settings: Settings,
     health: Health,
 ) {
-    let tenants: Api<TenantStorage> = match &settings.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let scopes: Vec<Api<TenantStorage>> = if settings.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        settings
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     };
-    let policies: Api<ResidencyPolicy> = Api::all(client.clone());
     let reporter = Reporter {
         controller: "tenant-storage-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
-        client,
+        client: client.clone(),
         cloud,
         metrics,
         settings,
     });
-
-    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let ready_store = store.clone();
-    tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            health.set_ready();
-            info!("caches synced; ready");
-        }
-    });
-    controller
-        // A policy change re-evaluates every tenant bound to it right away.
-        .watches(
-            policies,
-            watcher::Config::default(),
-            move |policy: ResidencyPolicy| {
-                let name = policy.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(move |t| t.spec.policy_ref == name)
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(tenant_storage::reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!(error = %e, "reconcile failed");
-            }
+    let probes = scopes.clone();
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|tenants| {
+            let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
+            let store = controller.store();
+            let policies: Api<ResidencyPolicy> = Api::all(client.clone());
+            controller
+                // A policy change re-evaluates every tenant bound to it right away.
+                .watches(
+                    policies,
+                    watcher::Config::default(),
+                    move |policy: ResidencyPolicy| {
+                        let name = policy.name_any();
+                        store
+                            .state()
+                            .into_iter()
+                            .filter(move |t| t.spec.policy_ref == name)
+                            .map(|t| ObjectRef::from_obj(&*t))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .shutdown_on_signal()
+                .run(tenant_storage::reconcile, error_policy, ctx.clone())
+                .for_each(|res| async move {
+                    if let Err(e) = res {
+                        warn!(error = %e, "reconcile failed");
+                    }
+                })
         })
-        .await;
-    info!("controller stopped");
+        .collect();
+    tokio::spawn(async move {
+        // Ready once the API server answers for every watched scope with our credentials.
+        for api in probes {
+            while let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
+                warn!(error = %e, "cannot list TenantStorages yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        health.set_ready();
+        info!("API reachable; ready");
+    });
+    futures::future::join_all(controllers).await;
+    info!("controllers stopped");
 }
 
 /// Transient failures retry soon; a blocked deletion waits longer for a purge to finish.

@@ -358,13 +358,10 @@ async fn provision(
             return refuse(report, ctx, api, None, "KeyNotUsable", message).await;
         }
     };
-    let key_arn = apply_key_changes(
-        &cloud,
-        &desired,
-        key.as_ref().map(|k| (k.key_id.clone(), k.arn.clone())),
-        &key_changes,
-    )
-    .await?;
+    // A claimed tenant without its key alias may have been interrupted between CreateKey and
+    // CreateAlias: look for that key before creating another.
+    let existing = key.as_ref().map(|k| (k.key_id.clone(), k.arn.clone()));
+    let key_arn = apply_key_changes(&cloud, &desired, existing, &key_changes, claimed).await?;
     report.status.kms_key_arn = Some(key_arn.clone());
 
     // Then the bucket.
@@ -420,21 +417,43 @@ async fn apply_key_changes(
     desired: &Desired,
     existing: Option<(String, String)>,
     changes: &[KeyChange],
+    may_have_orphan: bool,
 ) -> Result<String, Error> {
     let (mut key_id, mut arn) = existing.unwrap_or_default();
     for change in changes {
         match change {
             KeyChange::CreateKey => {
-                (key_id, arn) = cloud
-                    .create_key(&desired.key_description(), &desired.tags)
-                    .await?;
-                info!(%arn, "created KMS key");
+                let orphan = if may_have_orphan {
+                    cloud.find_tagged_key(&ownership_tags(desired)).await?
+                } else {
+                    None
+                };
+                (key_id, arn) = match orphan {
+                    Some(found) => {
+                        info!(arn = %found.1, "adopting the KMS key of an interrupted creation");
+                        found
+                    }
+                    None => {
+                        cloud
+                            .create_key(&desired.key_description(), &desired.tags)
+                            .await?
+                    }
+                };
+                info!(%arn, "tenant KMS key ready");
             }
             KeyChange::CreateAlias => cloud.create_alias(&desired.key_alias, &key_id).await?,
             KeyChange::EnableRotation => cloud.enable_rotation(&key_id).await?,
         }
     }
     Ok(arn)
+}
+
+/// The tags that identify a tenant's resources (not the ones that may legitimately change).
+fn ownership_tags(desired: &Desired) -> BTreeMap<String, String> {
+    [tags::MANAGED_BY, tags::CLUSTER, tags::NAMESPACE, tags::NAME]
+        .iter()
+        .filter_map(|k| desired.tags.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -371,7 +371,8 @@ mod tests {
     #[test]
     fn each_drift_is_detected() {
         let d = desired();
-        let cases: Vec<(&str, Box<dyn Fn(&mut ObservedBucket)>)> = vec![
+        type Drift = Box<dyn Fn(&mut ObservedBucket)>;
+        let cases: Vec<(&str, Drift)> = vec![
             ("encryption", Box::new(|b| b.encryption = None)),
             (
                 "encryption",

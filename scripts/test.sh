@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (idempotent), starts a throwaway API server and AWS
+# emulator on loopback, runs the whole test suite against them, and stops them.
+set -euo pipefail
+source "$(dirname "$0")/testenv.sh"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TSO_CACHE/target}
+
+testenv_install
+trap testenv_down EXIT
+testenv_up
+cd "$TSO_ROOT"
+cargo test --locked "$@"

@@ -1,0 +1,94 @@
+# Test environment: a real Kubernetes API server (etcd + mini-kube-apiserver built from Debian
+# packages, see testenv/k8s) and the ministack AWS emulator over HTTPS with authorization on,
+# both on free loopback ports. Source this file, then call `testenv_install` and `testenv_up`;
+# `testenv_down` stops what `testenv_up` started, by PID.
+# shellcheck shell=bash
+
+TSO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TSO_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tenant-storage-operator
+TSO_VENV=$TSO_CACHE/venv
+export K8S_W=${XDG_CACHE_HOME:-$HOME/.cache}/testenv-k8s
+MINISTACK_VERSION=1.5.33
+PY_PINS="ministack==$MINISTACK_VERSION boto3==1.43.106 awscli==1.46.3"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs what the tests and the demo need; every step is skipped when already done.
+testenv_install() {
+  local missing=()
+  for cmd in curl openssl dpkg-deb apt-get kubectl python3; do
+    command -v "$cmd" >/dev/null || missing+=("$cmd")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing system packages for: ${missing[*]}"
+    local pkgs=(curl openssl ca-certificates python3 python3-venv)
+    [[ " ${missing[*]} " == *" kubectl "* ]] && pkgs+=(kubernetes-client)
+    local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+  if [ "$(cat "$TSO_VENV/.pins" 2>/dev/null)" != "$PY_PINS" ]; then
+    log "installing $PY_PINS into $TSO_VENV"
+    python3 -m venv "$TSO_VENV"
+    # shellcheck disable=SC2086
+    "$TSO_VENV/bin/pip" install -q --disable-pip-version-check $PY_PINS
+    echo "$PY_PINS" > "$TSO_VENV/.pins"
+  fi
+  if [ ! -x "$K8S_W/bin/mini-kube-apiserver" ] || [ ! -x "$K8S_W/bin/etcd" ]; then
+    log "building the test Kubernetes API server (about 6 minutes, once)"
+    W=$K8S_W bash "$TSO_ROOT/testenv/k8s/build.sh"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts the API server and the emulator; exports KUBECONFIG and the AWS variables.
+testenv_up() {
+  TSO_RUN=$(mktemp -d "${TMPDIR:-/tmp}/tso-run.XXXXXX")
+  export TSO_RUN
+  local kport eport aport
+  kport=$(free_port); eport=$(free_port)
+  # etcd also takes eport+1 for peers.
+  while [ "$eport" = "$kport" ] || [ "$((eport + 1))" = "$kport" ]; do eport=$(free_port); done
+  log "starting Kubernetes API server on 127.0.0.1:$kport"
+  W=$K8S_W D=$TSO_RUN/k8s PORT=$kport EPORT=$eport bash "$TSO_ROOT/testenv/k8s/start.sh" >&2
+  export KUBECONFIG=$TSO_RUN/k8s/kubeconfig
+
+  aport=$(free_port)
+  log "starting ministack $MINISTACK_VERSION (AUTH=true USE_SSL=1) on 127.0.0.1:$aport"
+  mkdir -p "$TSO_RUN/ministack"
+  (cd "$TSO_RUN/ministack" && exec env TMPDIR="$TSO_RUN/ministack" GATEWAY_PORT="$aport" AUTH=true USE_SSL=1 \
+     BIND_HOST=127.0.0.1 "$TSO_VENV/bin/ministack" > "$TSO_RUN/ministack/ministack.log" 2>&1) &
+  echo $! > "$TSO_RUN/ministack/ministack.pid"
+  export AWS_CA_BUNDLE=$TSO_RUN/ministack/ministack-tls/server.crt
+  local i
+  for i in $(seq 1 300); do
+    [ -f "$AWS_CA_BUNDLE" ] && curl -sf --cacert "$AWS_CA_BUNDLE" "https://127.0.0.1:$aport/_ministack/ready" >/dev/null && break
+    kill -0 "$(cat "$TSO_RUN/ministack/ministack.pid")" 2>/dev/null || { tail -20 "$TSO_RUN/ministack/ministack.log"; return 1; }
+    sleep 0.1
+  done
+  export TSO_AWS_ENDPOINT_URL=https://127.0.0.1:$aport
+  export TSO_S3_FORCE_PATH_STYLE=true
+  # The emulator's root account; its secret is not checked, but SigV4 is computed with it.
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  export AWS_EC2_METADATA_DISABLED=true
+  # A plain IAM user with s3:* and kms:*: ministack lets its root account bypass bucket
+  # policies, so enforcement is checked with this user, as it would bind any principal on AWS.
+  local aws=("$TSO_VENV/bin/aws" --endpoint-url "$TSO_AWS_ENDPOINT_URL" --ca-bundle "$AWS_CA_BUNDLE" --output text)
+  "${aws[@]}" iam create-user --user-name tso-test-user >/dev/null
+  "${aws[@]}" iam put-user-policy --user-name tso-test-user --policy-name all-s3-kms \
+    --policy-document '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","kms:*"],"Resource":"*"}]}'
+  read -r TSO_TEST_USER_KEY TSO_TEST_USER_SECRET < <("${aws[@]}" iam create-access-key --user-name tso-test-user \
+    --query 'AccessKey.[AccessKeyId,SecretAccessKey]')
+  export TSO_TEST_USER_KEY TSO_TEST_USER_SECRET
+  log "test environment up in $TSO_RUN"
+}
+
+testenv_down() {
+  [ -n "${TSO_RUN:-}" ] || return 0
+  if [ -f "$TSO_RUN/ministack/ministack.pid" ]; then
+    kill "$(cat "$TSO_RUN/ministack/ministack.pid")" 2>/dev/null || true
+  fi
+  D=$TSO_RUN/k8s bash "$TSO_ROOT/testenv/k8s/stop.sh"
+}

@@ -1,0 +1,354 @@
+//! Test harness: the real API server and AWS emulator started by `scripts/test.sh`, and the
+//! operator binary run as a child process, one instance per test scoped to its own namespace
+//! and cluster id so tests can run in parallel.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::config::Credentials;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use tenant_storage_operator::api::{
+    Condition, ConditionStatus, ResidencyPolicy, ResidencyPolicySpec, TenantStorage,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts the API server and AWS emulator")
+    })
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after [`TIMEOUT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One test's isolated world: a namespace, a cluster id and a bucket prefix of its own.
+pub struct Scenario {
+    pub client: Client,
+    pub ns: String,
+    pub cluster_id: String,
+    pub prefix: String,
+}
+
+impl Scenario {
+    pub async fn new(tag: &str) -> Scenario {
+        let client = Client::try_default()
+            .await
+            .expect("kube client from KUBECONFIG");
+        install_crds(&client).await;
+        let unique = unique_suffix();
+        let ns = format!("{tag}-{unique}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(ns.clone());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create namespace");
+        Scenario {
+            client,
+            ns,
+            cluster_id: format!("c{unique}"),
+            prefix: "tso".into(),
+        }
+    }
+
+    pub fn tenants(&self) -> Api<TenantStorage> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// A policy named after this scenario, so tests never share one.
+    pub async fn policy(&self, spec: ResidencyPolicySpec) -> String {
+        let name = format!("{}-policy", self.ns);
+        let api: Api<ResidencyPolicy> = Api::all(self.client.clone());
+        api.create(&PostParams::default(), &ResidencyPolicy::new(&name, spec))
+            .await
+            .expect("create policy");
+        name
+    }
+
+    pub async fn operator(&self, extra: &[&str]) -> Operator {
+        Operator::start(&self.cluster_id, &self.prefix, &[self.ns.as_str()], extra).await
+    }
+
+    pub async fn get(&self, name: &str) -> TenantStorage {
+        self.tenants().get(name).await.expect("get TenantStorage")
+    }
+
+    /// Waits for a condition of `type_` with `status` and returns the object.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: ConditionStatus,
+    ) -> TenantStorage {
+        let api = self.tenants();
+        eventually(&format!("{name} {type_}={status:?}"), || async {
+            let ts = api.get(name).await.ok()?;
+            condition(&ts, type_).filter(|c| c.status == status)?;
+            Some(ts)
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> TenantStorage {
+        self.wait_condition(name, "Ready", ConditionStatus::True)
+            .await
+    }
+
+    /// Events recorded for a TenantStorage with the given reason.
+    pub async fn events(&self, name: &str, reason: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .collect()
+    }
+
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
+        eventually(&format!("event {reason} on {name}"), || async {
+            self.events(name, reason).await.into_iter().next()
+        })
+        .await
+    }
+}
+
+pub fn condition<'a>(ts: &'a TenantStorage, type_: &str) -> Option<&'a Condition> {
+    ts.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:04x}", std::process::id() % 0xfff, nanos % 0xffff)
+}
+
+/// Applies `crds/` (what users install) and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for entry in std::fs::read_dir(&dir).expect("crds/ directory") {
+        let path = entry.expect("crds/ entry").path();
+        let yaml = std::fs::read_to_string(&path).expect("read CRD");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse CRD");
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("tso-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        eventually(&format!("CRD {name} established"), || async {
+            let crd = api.get(&name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+/// The operator binary, running until dropped.
+pub struct Operator {
+    child: Child,
+    pub metrics_addr: SocketAddr,
+}
+
+impl Operator {
+    pub async fn start(
+        cluster_id: &str,
+        prefix: &str,
+        namespaces: &[&str],
+        extra: &[&str],
+    ) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let metrics_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log_path = PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
+            .join(format!("operator-{cluster_id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"))
+            .arg("run")
+            .args(["--cluster-id", cluster_id, "--bucket-prefix", prefix])
+            .args(["--namespace", &namespaces.join(",")])
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "info,tenant_storage_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start operator");
+        let op = Operator {
+            child,
+            metrics_addr,
+        };
+        eventually("operator /readyz", || async {
+            (op.get("/readyz").await?.0 == 200).then_some(())
+        })
+        .await;
+        op
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((status, body))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.expect("scrape /metrics").1
+    }
+
+    /// Sum of a counter over the series whose labels contain every `label="value"` given.
+    pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub async fn crash(mut self) {
+        self.child.kill().await.expect("kill operator");
+    }
+}
+
+/// AWS clients straight from the SDK (not the operator's adapters), as an outside observer.
+pub struct Aws {
+    config: SdkConfig,
+}
+
+impl Aws {
+    /// The emulator's account root, which the operator also uses.
+    pub async fn root() -> Aws {
+        Aws::with(None).await
+    }
+
+    /// An IAM user whose own policy allows s3:* and kms:*: bound by bucket policies.
+    pub async fn user() -> Aws {
+        Aws::with(Some(Credentials::new(
+            env("TSO_TEST_USER_KEY"),
+            env("TSO_TEST_USER_SECRET"),
+            None,
+            None,
+            "tso-tests",
+        )))
+        .await
+    }
+
+    async fn with(credentials: Option<Credentials>) -> Aws {
+        let ca = PathBuf::from(env("AWS_CA_BUNDLE"));
+        let http = tenant_storage_operator::cloud::https_client(Some(&ca)).expect("https client");
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .endpoint_url(env("TSO_AWS_ENDPOINT_URL"))
+            .region(Region::new("us-east-1"));
+        if let Some(c) = credentials {
+            loader = loader.credentials_provider(c);
+        }
+        Aws {
+            config: loader.load().await,
+        }
+    }
+
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.config)
+            .region(Region::new(region.to_owned()))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn kms(&self, region: &str) -> aws_sdk_kms::Client {
+        let conf = aws_sdk_kms::config::Builder::from(&self.config)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_kms::Client::from_conf(conf)
+    }
+}
+
+/// Runs kubectl against the test API server; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Tag set of a bucket as a map.
+pub async fn bucket_tags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> std::collections::BTreeMap<String, String> {
+    match s3.get_bucket_tagging().bucket(bucket).send().await {
+        Ok(out) => out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
