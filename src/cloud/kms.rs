@@ -103,7 +103,10 @@ impl Regional {
     /// Finds an enabled key carrying every tag in `tags`: the key of a creation that was
     /// interrupted before its alias was written. Lists every key in the region, so it is only
     /// called when the tenant's status shows such an interruption may have happened.
-    pub async fn find_tagged_key(&self, tags: &BTreeMap<String, String>) -> Result<Option<(String, String)>, CloudError> {
+    pub async fn find_tagged_key(
+        &self,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Option<(String, String)>, CloudError> {
         let mut marker = None;
         loop {
             let page = self

@@ -352,3 +352,38 @@ pub async fn bucket_tags(
         Err(_) => Default::default(),
     }
 }
+
+/// An EU policy like the example's, for tests that need their own.
+pub fn eu_spec() -> ResidencyPolicySpec {
+    serde_json::from_value(serde_json::json!({
+        "jurisdiction": "EU",
+        "allowedRegions": ["eu-central-1", "eu-west-1"],
+        "defaultRegion": "eu-central-1",
+    }))
+    .expect("policy spec")
+}
+
+/// A TenantStorage object.
+pub fn tenant(name: &str, policy: &str, extra: serde_json::Value) -> TenantStorage {
+    let mut spec = serde_json::json!({ "policyRef": policy });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    TenantStorage::new(name, serde_json::from_value(spec).expect("tenant spec"))
+}
+
+impl Scenario {
+    /// The bucket name the operator must use for `name` in this scenario.
+    pub fn bucket_for(&self, name: &str) -> String {
+        tenant_storage_operator::plan::naming::bucket_name(
+            &self.prefix,
+            &self.cluster_id,
+            &self.ns,
+            name,
+        )
+    }
+
+    pub async fn create(&self, ts: &TenantStorage) -> Result<TenantStorage, kube::Error> {
+        self.tenants().create(&PostParams::default(), ts).await
+    }
+}

@@ -3,3 +3,5 @@
 
 mod harness;
 mod provisioning;
+mod residency;
+mod steady_state;

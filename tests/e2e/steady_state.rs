@@ -1,0 +1,254 @@
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+    VersioningConfiguration,
+};
+use serde_json::json;
+
+use crate::harness::{Aws, Scenario, bucket_tags, eu_spec, eventually, tenant};
+
+const CALLS: &str = "tenant_storage_aws_calls_total";
+const RECONCILES: &str = "tenant_storage_reconciles_total";
+
+/// Reconciling an up-to-date tenant makes no mutating AWS call, counted by the operator's own
+/// Prometheus counter.
+#[tokio::test]
+async fn no_op_resync_makes_zero_mutating_calls() {
+    let s = Scenario::new("noop").await;
+    let policy = s.policy(eu_spec()).await;
+    let op = s.operator(&["--resync-period", "1s"]).await;
+    s.create(&tenant("steady", &policy, json!({})))
+        .await
+        .expect("create");
+    s.wait_ready("steady").await;
+    // Let the reconcile triggered by the final status write settle.
+    let settled = op.counter(RECONCILES, &["result=\"ok\""]).await;
+    eventually("one more reconcile", || async {
+        (op.counter(RECONCILES, &["result=\"ok\""]).await > settled).then_some(())
+    })
+    .await;
+
+    let writes = op.counter(CALLS, &["mutating=\"true\""]).await;
+    let reads = op.counter(CALLS, &["mutating=\"false\""]).await;
+    let before = op.counter(RECONCILES, &["result=\"ok\""]).await;
+    assert!(writes > 0.0, "provisioning itself made mutating calls");
+    let after = eventually("three resyncs", || async {
+        let now = op.counter(RECONCILES, &["result=\"ok\""]).await;
+        (now >= before + 3.0).then_some(now)
+    })
+    .await;
+    assert_eq!(
+        op.counter(CALLS, &["mutating=\"true\""]).await,
+        writes,
+        "no-op resyncs must not mutate anything"
+    );
+    let reads_after = op.counter(CALLS, &["mutating=\"false\""]).await;
+    let per_resync = (reads_after - reads) / (after - before);
+    println!("AWS read calls per no-op resync: {per_resync}");
+    assert!(
+        reads_after > reads,
+        "resyncs read the cloud (drift detection)"
+    );
+}
+
+/// Settings changed behind the operator's back are restored on the next resync, with a
+/// DriftCorrected Event.
+#[tokio::test]
+async fn drift_is_detected_and_corrected() {
+    let s = Scenario::new("drift").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--resync-period", "1s"]).await;
+    s.create(&tenant("drifty", &policy, json!({})))
+        .await
+        .expect("create");
+    let ts = s.wait_ready("drifty").await;
+    let status = ts.status.expect("status");
+    let bucket = status.bucket_name.expect("bucket");
+    let key_arn = status.kms_key_arn.expect("key");
+    let aws = Aws::root().await;
+    let s3 = aws.s3("eu-central-1");
+
+    // Break every setting.
+    let aes = ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder()
+                        .sse_algorithm(ServerSideEncryption::Aes256)
+                        .build()
+                        .expect("sse"),
+                )
+                .build(),
+        )
+        .build()
+        .expect("sse config");
+    s3.put_bucket_encryption()
+        .bucket(&bucket)
+        .server_side_encryption_configuration(aes)
+        .send()
+        .await
+        .expect("weaken encryption");
+    let open = PublicAccessBlockConfiguration::builder()
+        .block_public_acls(false)
+        .ignore_public_acls(false)
+        .block_public_policy(false)
+        .restrict_public_buckets(false)
+        .build();
+    s3.put_public_access_block()
+        .bucket(&bucket)
+        .public_access_block_configuration(open)
+        .send()
+        .await
+        .expect("open public access");
+    s3.delete_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("drop policy");
+    s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Suspended)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("suspend versioning");
+    s3.put_bucket_ownership_controls()
+        .bucket(&bucket)
+        .ownership_controls(
+            OwnershipControls::builder()
+                .rules(
+                    OwnershipControlsRule::builder()
+                        .object_ownership(ObjectOwnership::ObjectWriter)
+                        .build()
+                        .expect("rule"),
+                )
+                .build()
+                .expect("controls"),
+        )
+        .send()
+        .await
+        .expect("enable ACLs");
+    let mut tags = bucket_tags(&s3, &bucket).await;
+    tags.remove("tenancy.dev/jurisdiction");
+    tags.insert("cost-center".into(), "42".into());
+    let tag_set = tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build().expect("tag"))
+        .collect::<Vec<_>>();
+    s3.put_bucket_tagging()
+        .bucket(&bucket)
+        .tagging(
+            Tagging::builder()
+                .set_tag_set(Some(tag_set))
+                .build()
+                .expect("tagging"),
+        )
+        .send()
+        .await
+        .expect("drop a tag");
+    aws.kms("eu-central-1")
+        .disable_key_rotation()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("disable rotation");
+
+    // Everything comes back.
+    eventually("encryption restored", || async {
+        let enc = s3
+            .get_bucket_encryption()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()?;
+        let rule = enc
+            .server_side_encryption_configuration()?
+            .rules()
+            .first()?
+            .clone();
+        let default = rule.apply_server_side_encryption_by_default()?;
+        (default.sse_algorithm() == &ServerSideEncryption::AwsKms
+            && default.kms_master_key_id() == Some(key_arn.as_str())
+            && rule.bucket_key_enabled() == Some(true))
+        .then_some(())
+    })
+    .await;
+    eventually("public access blocked again", || async {
+        let pab = s3
+            .get_public_access_block()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()?;
+        let c = pab.public_access_block_configuration()?;
+        (c.block_public_acls() == Some(true)
+            && c.ignore_public_acls() == Some(true)
+            && c.block_public_policy() == Some(true)
+            && c.restrict_public_buckets() == Some(true))
+        .then_some(())
+    })
+    .await;
+    eventually("bucket policy restored", || async {
+        s3.get_bucket_policy()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    eventually("versioning re-enabled", || async {
+        let v = s3
+            .get_bucket_versioning()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()?;
+        (v.status() == Some(&BucketVersioningStatus::Enabled)).then_some(())
+    })
+    .await;
+    eventually("ACLs disabled again", || async {
+        let o = s3
+            .get_bucket_ownership_controls()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()?;
+        (o.ownership_controls()?.rules().first()?.object_ownership()
+            == &ObjectOwnership::BucketOwnerEnforced)
+            .then_some(())
+    })
+    .await;
+    let tags = eventually("ownership tags restored", || async {
+        let tags = bucket_tags(&s3, &bucket).await;
+        tags.contains_key("tenancy.dev/jurisdiction")
+            .then_some(tags)
+    })
+    .await;
+    assert_eq!(
+        tags.get("cost-center").map(String::as_str),
+        Some("42"),
+        "user tags are kept"
+    );
+    eventually("key rotation re-enabled", || async {
+        let r = aws
+            .kms("eu-central-1")
+            .get_key_rotation_status()
+            .key_id(&key_arn)
+            .send()
+            .await
+            .ok()?;
+        r.key_rotation_enabled().then_some(())
+    })
+    .await;
+    let event = s.wait_event("drifty", "DriftCorrected").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("encryption") || note.contains("bucketPolicy"),
+        "{note}"
+    );
+}
