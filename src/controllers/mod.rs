@@ -116,10 +116,13 @@ pub async fn run(
     info!("controllers stopped");
 }
 
-/// Transient failures retry soon; a blocked deletion waits longer for a purge to finish.
-fn error_policy(_ts: Arc<TenantStorage>, err: &Error, _ctx: Arc<Context>) -> Action {
+/// Transient failures retry soon; a blocked deletion re-checks on the resync period (at most
+/// every 30 s), since emptying a bucket triggers no Kubernetes event.
+fn error_policy(_ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Action {
     match err.reason().as_str() {
-        "DeletionBlocked" => Action::requeue(Duration::from_secs(30)),
+        "DeletionBlocked" => {
+            Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
+        }
         _ => Action::requeue(Duration::from_secs(5)),
     }
 }

@@ -117,6 +117,17 @@ impl Scenario {
         .await
     }
 
+    /// Waits for a condition of `type_` with `reason` and returns the object.
+    pub async fn wait_reason(&self, name: &str, type_: &str, reason: &str) -> TenantStorage {
+        let api = self.tenants();
+        eventually(&format!("{name} {type_} reason {reason}"), || async {
+            let ts = api.get(name).await.ok()?;
+            condition(&ts, type_).filter(|c| c.reason == reason)?;
+            Some(ts)
+        })
+        .await
+    }
+
     pub async fn wait_ready(&self, name: &str) -> TenantStorage {
         self.wait_condition(name, "Ready", ConditionStatus::True)
             .await

@@ -1,7 +1,11 @@
 //! Integration tests: the operator binary against a real Kubernetes API server and an AWS
 //! emulator with authorization enforced. Start them with `scripts/test.sh`.
 
+mod deletion;
+mod enforcement;
 mod harness;
+mod ownership;
 mod provisioning;
 mod residency;
+mod restart;
 mod steady_state;

@@ -1,0 +1,89 @@
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::harness::{Aws, Operator, Scenario, eu_spec, eventually, tenant};
+
+/// Killing the operator mid-provisioning and starting it again converges to one bucket and one
+/// key per tenant: nothing duplicated, nothing orphaned.
+#[tokio::test]
+async fn restart_mid_provisioning_converges_without_duplicates() {
+    let s = Scenario::new("restart").await;
+    let policy = s.policy(eu_spec()).await;
+    let names = ["t1", "t2", "t3", "t4"];
+    for name in names {
+        s.create(&tenant(name, &policy, json!({})))
+            .await
+            .expect("create");
+    }
+    // Crash as soon as the first tenant has claimed its bucket, i.e. in the middle of the work.
+    let op = s.operator(&[]).await;
+    eventually("a tenant claimed its bucket", || async {
+        let list = s.tenants().list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|t| t.status.as_ref().is_some_and(|st| st.bucket_name.is_some()))
+            .then_some(())
+    })
+    .await;
+    op.crash().await;
+    let _op = Operator::start(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &[]).await;
+    let mut buckets = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    for name in names {
+        let status = s.wait_ready(name).await.status.expect("status");
+        buckets.insert(status.bucket_name.expect("bucket"));
+        keys.insert(status.kms_key_arn.expect("key"));
+    }
+    assert_eq!((buckets.len(), keys.len()), (names.len(), names.len()));
+
+    // AWS holds exactly these: one alias and one key per tenant, no orphan key.
+    let aws = Aws::root().await;
+    let kms = aws.kms("eu-central-1");
+    let prefix = format!("alias/tenant-storage/{}/", s.cluster_id);
+    let aliases = kms
+        .list_aliases()
+        .limit(1000)
+        .send()
+        .await
+        .expect("aliases");
+    let ours: BTreeSet<String> = aliases
+        .aliases()
+        .iter()
+        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
+        .filter_map(|a| a.target_key_id().map(str::to_owned))
+        .collect();
+    assert_eq!(ours.len(), names.len(), "one alias per tenant");
+    let mut tagged = BTreeSet::new();
+    let listed = kms.list_keys().limit(1000).send().await.expect("keys");
+    for key in listed.keys() {
+        let id = key.key_id().unwrap_or_default();
+        let tags = kms
+            .list_resource_tags()
+            .key_id(id)
+            .send()
+            .await
+            .expect("tags");
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == "tenancy.dev/cluster-id" && t.tag_value() == s.cluster_id)
+        {
+            tagged.insert(id.to_owned());
+        }
+    }
+    assert_eq!(
+        tagged, ours,
+        "every key of this cluster is a tenant's aliased key"
+    );
+    let s3 = aws.s3("eu-central-1");
+    let listed = s3.list_buckets().send().await.expect("buckets");
+    let ours: BTreeSet<String> = listed
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .filter(|n| names.iter().any(|t| *n == s.bucket_for(t)))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ours, buckets);
+}
