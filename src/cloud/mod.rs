@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
@@ -72,7 +73,11 @@ pub struct Cloud {
 impl Cloud {
     pub async fn connect(settings: &AwsSettings, metrics: &Metrics) -> Result<Self, CloudError> {
         let http = https_client(settings.ca_bundle.as_deref())?;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        // Adaptive retry rate-limits the client itself when AWS throttles, so a burst of new
+        // tenants slows down instead of failing.
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .retry_config(RetryConfig::adaptive().with_max_attempts(8));
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
         }

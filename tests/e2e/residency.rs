@@ -57,6 +57,26 @@ async fn region_outside_the_policy_never_produces_a_bucket() {
     assert!(key.is_err(), "no key may exist for a refused tenant");
 }
 
+/// A policy whose default region it does not allow is refused at admission, naming the field.
+#[tokio::test]
+async fn inconsistent_policy_is_refused_at_admission() {
+    let client = kube::Client::try_default().await.expect("kube client");
+    crate::harness::install_crds(&client).await;
+    let api: kube::Api<tenant_storage_operator::api::ResidencyPolicy> = kube::Api::all(client);
+    let mut spec = eu_spec();
+    spec.default_region = "us-east-1".into();
+    let policy = tenant_storage_operator::api::ResidencyPolicy::new("inconsistent", spec);
+    let err = api
+        .create(&Default::default(), &policy)
+        .await
+        .expect_err("defaultRegion outside allowedRegions must be refused");
+    assert!(
+        err.to_string()
+            .contains("spec.defaultRegion must be one of spec.allowedRegions"),
+        "{err}"
+    );
+}
+
 /// Once placed, a tenant never moves: region and policy are immutable at admission.
 #[tokio::test]
 async fn region_and_policy_are_immutable() {
