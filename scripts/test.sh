@@ -9,4 +9,10 @@ testenv_install
 trap testenv_down EXIT
 testenv_up
 cd "$TSO_ROOT"
-cargo test --locked "$@"
+if ! cargo test --locked "$@"; then
+  log "tests failed; last lines of each operator log:"
+  for f in "$TSO_RUN"/operator-*.log; do
+    [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }
+  done
+  exit 1
+fi

@@ -68,6 +68,8 @@ testenv_up() {
     kill -0 "$(cat "$TSO_RUN/ministack/ministack.pid")" 2>/dev/null || { tail -20 "$TSO_RUN/ministack/ministack.log"; return 1; }
     sleep 0.1
   done
+  curl -sf --cacert "$AWS_CA_BUNDLE" "https://127.0.0.1:$aport/_ministack/ready" >/dev/null \
+    || { log "ministack did not become ready"; tail -20 "$TSO_RUN/ministack/ministack.log"; return 1; }
   export TSO_AWS_ENDPOINT_URL=https://127.0.0.1:$aport
   export TSO_S3_FORCE_PATH_STYLE=true
   # The emulator's root account; its secret is not checked, but SigV4 is computed with it.
@@ -85,10 +87,16 @@ testenv_up() {
   log "test environment up in $TSO_RUN"
 }
 
+# Stops what testenv_up started, by PID, and removes its run directory (TSO_KEEP_RUN=1 keeps
+# it, with the operator and server logs).
 testenv_down() {
-  [ -n "${TSO_RUN:-}" ] || return 0
+  [ -n "${TSO_RUN:-}" ] && [ -d "$TSO_RUN" ] || return 0
+  local pid
   if [ -f "$TSO_RUN/ministack/ministack.pid" ]; then
-    kill "$(cat "$TSO_RUN/ministack/ministack.pid")" 2>/dev/null || true
+    pid=$(cat "$TSO_RUN/ministack/ministack.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   D=$TSO_RUN/k8s bash "$TSO_ROOT/testenv/k8s/stop.sh"
+  if [ "${TSO_KEEP_RUN:-0}" != 1 ]; then rm -rf "$TSO_RUN"; fi
 }

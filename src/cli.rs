@@ -148,6 +148,9 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Longest accepted period: a day without a drift check is already too long.
+const MAX_PERIOD_SECS: u64 = 86_400;
+
 /// `90`, `90s`, `15m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -155,16 +158,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 10m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         _ => return Err(format!("{s:?} has unknown unit {unit:?}: use s, m or h")),
     };
-    if secs == 0 {
-        return Err("the period must be at least 1s".into());
+    match n.checked_mul(factor) {
+        Some(secs) if (1..=MAX_PERIOD_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is out of range: use 1s to 24h")),
     }
-    Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -179,5 +182,7 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("25h").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
     }
 }

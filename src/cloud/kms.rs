@@ -118,27 +118,16 @@ impl Regional {
                 .map_err(err("ListKeys"))?;
             for key in page.keys() {
                 let Some(key_id) = key.key_id() else { continue };
-                let seen: BTreeMap<String, String> = self
-                    .kms
-                    .list_resource_tags()
-                    .key_id(key_id)
-                    .send()
-                    .await
-                    .map_err(err("ListResourceTags"))?
-                    .tags()
-                    .iter()
-                    .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
-                    .collect();
+                // Keys whose policy shuts the operator out are not ours to find.
+                let Ok(seen) = self.key_tags(key_id).await else {
+                    continue;
+                };
                 if !tags.iter().all(|(k, v)| seen.get(k) == Some(v)) {
                     continue;
                 }
-                let described = self
-                    .kms
-                    .describe_key()
-                    .key_id(key_id)
-                    .send()
-                    .await
-                    .map_err(err("DescribeKey"))?;
+                let Ok(described) = self.kms.describe_key().key_id(key_id).send().await else {
+                    continue;
+                };
                 if let Some(meta) = described.key_metadata()
                     && meta.key_state().is_some_and(|s| s.as_str() == "Enabled")
                 {
@@ -151,6 +140,21 @@ impl Regional {
                 _ => return Ok(None),
             }
         }
+    }
+
+    /// Tags of a key.
+    pub async fn key_tags(&self, key_id: &str) -> Result<BTreeMap<String, String>, CloudError> {
+        Ok(self
+            .kms
+            .list_resource_tags()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(err("ListResourceTags"))?
+            .tags()
+            .iter()
+            .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned()))
+            .collect())
     }
 
     pub async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), CloudError> {

@@ -21,7 +21,7 @@ pub enum BucketPresence {
     Ours {
         region: String,
     },
-    /// Exists but belongs to another account (403 on HEAD).
+    /// Exists but HEAD is forbidden: another account's, or ours with permissions missing.
     OtherAccount,
 }
 
@@ -57,10 +57,17 @@ impl Regional {
                 region: out.bucket_region().unwrap_or(&self.region).to_owned(),
             }),
             Err(e) => {
+                // AWS answers a HEAD sent to the wrong region with a redirect (301, or 400 for
+                // some regions) that still names the bucket's real region.
+                let elsewhere = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_owned);
                 let e = CloudError::from_sdk(S3, "HeadBucket", e);
-                match e.status() {
-                    Some(404) => Ok(BucketPresence::Absent),
-                    Some(403) => Ok(BucketPresence::OtherAccount),
+                match (e.status(), elsewhere) {
+                    (Some(404), _) => Ok(BucketPresence::Absent),
+                    (Some(403), _) => Ok(BucketPresence::OtherAccount),
+                    (Some(301 | 400), Some(region)) => Ok(BucketPresence::Ours { region }),
                     _ => Err(e),
                 }
             }
@@ -202,7 +209,33 @@ impl Regional {
         }
     }
 
-    /// Applies one planned change. Creating a bucket we already own is adoption, not an error.
+    /// Creates the bucket in this client's region. Returns `false` when it already existed in
+    /// our account (`BucketAlreadyOwnedByYou`): not an error, but its ownership must be
+    /// re-checked, since someone may have created it since we looked.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<bool, CloudError> {
+        let mut req = self.s3.create_bucket().bucket(bucket);
+        // us-east-1 is the one region that refuses an explicit location constraint.
+        if self.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = CloudError::from_sdk(S3, "CreateBucket", e);
+                if e.code() == "BucketAlreadyOwnedByYou" {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Applies one planned change.
     pub async fn apply_bucket_change(
         &self,
         bucket: &str,
@@ -210,30 +243,7 @@ impl Regional {
         change: &BucketChange,
     ) -> Result<(), CloudError> {
         match change {
-            BucketChange::Create => {
-                let mut req = self.s3.create_bucket().bucket(bucket);
-                // us-east-1 is the one region that refuses an explicit location constraint.
-                if self.region != "us-east-1" {
-                    req = req.create_bucket_configuration(
-                        CreateBucketConfiguration::builder()
-                            .location_constraint(BucketLocationConstraint::from(
-                                self.region.as_str(),
-                            ))
-                            .build(),
-                    );
-                }
-                match req.send().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let e = CloudError::from_sdk(S3, "CreateBucket", e);
-                        if e.code() == "BucketAlreadyOwnedByYou" {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }
-                }
-            }
+            BucketChange::Create => self.create_bucket(bucket).await.map(|_| ()),
             BucketChange::PutTags(tags) => {
                 let tag_set = tags
                     .iter()

@@ -53,9 +53,10 @@ pub async fn run(
     let scopes: Vec<Api<TenantStorage>> = if settings.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
-        settings
-            .namespaces
-            .iter()
+        // One controller per distinct namespace: two on the same objects would race.
+        let unique: std::collections::BTreeSet<&String> = settings.namespaces.iter().collect();
+        unique
+            .into_iter()
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
     };

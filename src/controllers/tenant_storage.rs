@@ -258,6 +258,15 @@ async fn provision(
         region.clone(),
     );
     let claimed = report.status.bucket_name.as_deref() == Some(desired.bucket.as_str());
+    if let Some(recorded_bucket) = report.status.bucket_name.clone().filter(|_| !claimed) {
+        // The name is derived from --bucket-prefix and --cluster-id: a changed setting must not
+        // silently switch the tenant to a new, empty bucket.
+        let message = format!(
+            "this tenant's data is in bucket {recorded_bucket}, but the operator's settings now name it {}: --bucket-prefix or --cluster-id changed. Restore the previous settings; the operator never switches a tenant to another bucket",
+            desired.bucket
+        );
+        return refuse(report, ctx, api, None, "BucketNameChanged", message).await;
+    }
 
     // Observe the bucket: where it is and whose it is.
     let mut cloud = ctx.cloud.region(&region);
@@ -272,7 +281,7 @@ async fn provision(
             BucketPresence::Absent => None,
             BucketPresence::OtherAccount => {
                 let message = format!(
-                    "bucket name {} is taken by another AWS account; the operator never touches it. Change --bucket-prefix or the TenantStorage name",
+                    "bucket {} exists but HEAD is forbidden: it belongs to another AWS account (choose another --bucket-prefix or TenantStorage name), or the operator lacks s3:ListBucket on it. It is not touched",
                     desired.bucket
                 );
                 return refuse(report, ctx, api, None, "BucketConflict", message).await;
@@ -342,6 +351,25 @@ async fn provision(
 
     // Key first: the bucket's encryption and policy name it.
     let key = cloud.observe_key(&desired.key_alias).await?;
+    if let Some(key) = &key
+        && report.status.kms_key_arn.as_deref() != Some(key.arn.as_str())
+    {
+        // First sight of this key (or the alias was repointed): it must carry our tags.
+        let key_tags = cloud.key_tags(&key.key_id).await?;
+        if let Ownership::Foreign(why) = plan::ownership(&key_tags, &id, false) {
+            let message = format!(
+                "KMS alias {} points at key {}, which is not this tenant's: {why}. The operator does not use or delete it; point the alias back at the tenant's key or delete the alias",
+                desired.key_alias, key.arn
+            );
+            report.set(
+                ENCRYPTED,
+                ConditionStatus::False,
+                "KeyConflict",
+                message.clone(),
+            );
+            return refuse(report, ctx, api, None, "KeyConflict", message).await;
+        }
+    }
     let key_changes = match plan::key_changes(key.as_ref()) {
         Ok(changes) => changes,
         Err(unusable) => {
@@ -361,7 +389,14 @@ async fn provision(
     // A claimed tenant without its key alias may have been interrupted between CreateKey and
     // CreateAlias: look for that key before creating another.
     let existing = key.as_ref().map(|k| (k.key_id.clone(), k.arn.clone()));
-    let key_arn = apply_key_changes(&cloud, &desired, existing, &key_changes, claimed).await?;
+    let key_arn = apply_key_changes(
+        &cloud,
+        &desired,
+        existing,
+        &key_changes,
+        claimed.then_some(&id),
+    )
+    .await?;
     report.status.kms_key_arn = Some(key_arn.clone());
 
     // Then the bucket.
@@ -371,6 +406,19 @@ async fn provision(
     };
     let bucket_changes = plan::bucket_changes(&desired, &key_arn, observed.as_ref());
     for change in &bucket_changes {
+        if *change == BucketChange::Create {
+            if !cloud.create_bucket(&desired.bucket).await?
+                && let ObservedTags::Tags(seen) = cloud.bucket_tags(&desired.bucket).await?
+                && let Ownership::Foreign(why) = plan::ownership(&seen, &id, true)
+            {
+                let message = format!(
+                    "bucket {} appeared while it was being created and is not this tenant's: {why}. It is not touched",
+                    desired.bucket
+                );
+                return refuse(report, ctx, api, None, "BucketConflict", message).await;
+            }
+            continue;
+        }
         cloud
             .apply_bucket_change(&desired.bucket, &key_arn, change)
             .await?;
@@ -417,16 +465,15 @@ async fn apply_key_changes(
     desired: &Desired,
     existing: Option<(String, String)>,
     changes: &[KeyChange],
-    may_have_orphan: bool,
+    orphan_of: Option<&TenantIdentity>,
 ) -> Result<String, Error> {
     let (mut key_id, mut arn) = existing.unwrap_or_default();
     for change in changes {
         match change {
             KeyChange::CreateKey => {
-                let orphan = if may_have_orphan {
-                    cloud.find_tagged_key(&ownership_tags(desired)).await?
-                } else {
-                    None
+                let orphan = match orphan_of {
+                    Some(id) => cloud.find_tagged_key(&identity_tags(id)).await?,
+                    None => None,
                 };
                 (key_id, arn) = match orphan {
                     Some(found) => {
@@ -449,11 +496,13 @@ async fn apply_key_changes(
 }
 
 /// The tags that identify a tenant's resources (not the ones that may legitimately change).
-fn ownership_tags(desired: &Desired) -> BTreeMap<String, String> {
-    [tags::MANAGED_BY, tags::CLUSTER, tags::NAMESPACE, tags::NAME]
-        .iter()
-        .filter_map(|k| desired.tags.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect()
+fn identity_tags(id: &TenantIdentity) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+        (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
+        (tags::NAMESPACE.to_owned(), id.namespace.clone()),
+        (tags::NAME.to_owned(), id.name.clone()),
+    ])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -552,7 +601,10 @@ async fn cleanup(
             if let Some(seen) = seen
                 && !seen.contains_key(tags::RELEASED)
             {
+                // Keep (or, for a bucket claimed but never tagged, add) the ownership tags, so a
+                // TenantStorage re-created under this name adopts the bucket again.
                 let mut released: BTreeMap<String, String> = seen;
+                released.extend(identity_tags(&id));
                 released.insert(tags::RELEASED.to_owned(), "true".to_owned());
                 cloud
                     .apply_bucket_change(&bucket, "", &BucketChange::PutTags(released))
@@ -599,7 +651,17 @@ async fn cleanup(
             });
             let window = deletion_window(ctx, &ts.spec.policy_ref).await;
             if let Some(key) = cloud.observe_key(&alias).await? {
-                cloud.retire_key(&alias, &key.key_id, window).await?;
+                // Only ever schedule the deletion of a key that proves it is this tenant's.
+                let key_tags = cloud.key_tags(&key.key_id).await?;
+                if plan::ownership(&key_tags, &id, false) == Ownership::Ours {
+                    cloud.retire_key(&alias, &key.key_id, window).await?;
+                } else {
+                    let note = format!(
+                        "alias {alias} points at key {} that is not this tenant's; left untouched",
+                        key.arn
+                    );
+                    publish(ctx, ts, EventType::Warning, "KeyConflict", "Delete", note).await;
+                }
             }
             let note = format!(
                 "deletionPolicy Delete: deleted empty bucket {bucket}; key scheduled for deletion in {window} days"

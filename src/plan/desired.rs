@@ -89,7 +89,9 @@ impl Desired {
     }
 
     /// The bucket policy: TLS only (and at least the policy's version), only the tenant key or
-    /// no key named, nothing weaker than SSE-KMS, no stale presigned URLs. The `Null` guards
+    /// no encryption header at all, nothing weaker than SSE-KMS, no stale presigned URLs. A
+    /// request asking for `aws:kms` without naming a key would get the AWS managed key, not the
+    /// tenant's, so it is denied too. The `Null` guards
     /// make the encryption statements apply only to requests that name an encryption or key
     /// (negated operators match a missing key), so a request naming none gets the bucket default.
     pub fn bucket_policy(&self, key_arn: &str) -> Value {
@@ -135,6 +137,17 @@ impl Desired {
                         "Null": {"s3:x-amz-server-side-encryption": "false"},
                         "StringNotEquals": {"s3:x-amz-server-side-encryption": ["aws:kms", "aws:kms:dsse"]}
                     }
+                },
+                {
+                    "Sid": "DenyKmsWithoutTenantKey",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {"Null": {
+                        "s3:x-amz-server-side-encryption": "false",
+                        "s3:x-amz-server-side-encryption-aws-kms-key-id": "true"
+                    }}
                 },
                 {
                     "Sid": "DenyStalePresignedUrls",
@@ -215,6 +228,13 @@ mod tests {
         assert_eq!(
             statement(&p, "DenyStalePresignedUrls")["Condition"]["NumericGreaterThan"]["s3:signatureAge"],
             "3600000"
+        );
+        assert_eq!(
+            statement(&p, "DenyKmsWithoutTenantKey")["Condition"]["Null"],
+            json!({
+                "s3:x-amz-server-side-encryption": "false",
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": "true"
+            })
         );
         for st in p["Statement"].as_array().into_iter().flatten() {
             assert_eq!(st["Effect"], "Deny", "the policy only ever denies: {st}");

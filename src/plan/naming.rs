@@ -73,10 +73,26 @@ pub fn bucket_name(prefix: &str, cluster_id: &str, namespace: &str, name: &str) 
     }
 }
 
+/// KMS's limit on alias length.
+const MAX_ALIAS: usize = 256;
+
 /// KMS alias of a tenant's key. Aliases are per account and region, so the cluster id is part
-/// of it.
+/// of it. KMS allows only `[A-Za-z0-9/_-]`: the dots a Kubernetes name may hold become `_`
+/// (which Kubernetes names never contain, so no two tenants map to one alias), and a name too
+/// long for 256 characters is cut and made unique by the identity hash.
 pub fn key_alias(cluster_id: &str, namespace: &str, name: &str) -> String {
-    format!("alias/tenant-storage/{cluster_id}/{namespace}/{name}")
+    let alias = format!(
+        "alias/tenant-storage/{cluster_id}/{namespace}/{}",
+        name.replace('.', "_")
+    );
+    if alias.len() <= MAX_ALIAS {
+        return alias;
+    }
+    let hash = identity_hash(cluster_id, namespace, name);
+    let mut cut: String = alias.chars().take(MAX_ALIAS - HASH_LEN - 1).collect();
+    cut.push('-');
+    cut.push_str(&hash);
+    cut
 }
 
 fn identity_hash(cluster_id: &str, namespace: &str, name: &str) -> String {
@@ -176,5 +192,26 @@ mod tests {
     #[test]
     fn alias_is_namespaced_by_cluster() {
         assert_eq!(key_alias("c", "ns", "t"), "alias/tenant-storage/c/ns/t");
+    }
+
+    #[test]
+    fn alias_is_always_valid_for_kms() {
+        let long_name = format!("{}.{}", "a".repeat(200), "b".repeat(52));
+        let aliases = [
+            key_alias("c", "ns", "web.app"),
+            key_alias(&"c".repeat(63), &"n".repeat(63), &long_name),
+            key_alias(&"c".repeat(63), &"n".repeat(63), &format!("{long_name}x")),
+        ];
+        assert_eq!(aliases[0], "alias/tenant-storage/c/ns/web_app");
+        for alias in &aliases {
+            assert!(alias.len() <= MAX_ALIAS, "{alias} is too long");
+            assert!(
+                alias
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_-".contains(c)),
+                "{alias} has characters KMS refuses"
+            );
+        }
+        assert_ne!(aliases[1], aliases[2], "cutting must not merge two tenants");
     }
 }

@@ -164,12 +164,15 @@ pub fn condition<'a>(ts: &'a TenantStorage, type_: &str) -> Option<&'a Condition
         .find(|c| c.type_ == type_)
 }
 
+/// Unique per test run and per scenario: a counter within the process, the time across runs.
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
+        .map(|d| d.as_secs())
         .unwrap_or_default();
-    format!("{:x}{:04x}", std::process::id() % 0xfff, nanos % 0xffff)
+    format!("{:06x}{n:02x}", secs % 0xff_ffff)
 }
 
 /// Applies `crds/` (what users install) and waits until the API server serves them.
@@ -397,4 +400,32 @@ impl Scenario {
     pub async fn create(&self, ts: &TenantStorage) -> Result<TenantStorage, kube::Error> {
         self.tenants().create(&PostParams::default(), ts).await
     }
+}
+
+/// Replaces a bucket's tag set, as someone working behind the operator's back would.
+pub async fn put_bucket_tags<K: AsRef<str>, V: AsRef<str>>(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    tags: impl IntoIterator<Item = (K, V)>,
+) {
+    let tag_set = tags
+        .into_iter()
+        .map(|(k, v)| {
+            aws_sdk_s3::types::Tag::builder()
+                .key(k.as_ref())
+                .value(v.as_ref())
+                .build()
+                .expect("tag")
+        })
+        .collect::<Vec<_>>();
+    let tagging = aws_sdk_s3::types::Tagging::builder()
+        .set_tag_set(Some(tag_set))
+        .build()
+        .expect("tagging");
+    s3.put_bucket_tagging()
+        .bucket(bucket)
+        .tagging(tagging)
+        .send()
+        .await
+        .expect("put bucket tags");
 }

@@ -1,9 +1,9 @@
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Tag, Tagging};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
 
-use crate::harness::{Aws, Scenario, bucket_tags, condition, eu_spec, tenant};
+use crate::harness::{Aws, Scenario, bucket_tags, condition, eu_spec, put_bucket_tags, tenant};
 
 async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str, tags: &[(&str, &str)]) {
     s3.create_bucket()
@@ -19,21 +19,7 @@ async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str, tags: &[(&str, &st
     if tags.is_empty() {
         return;
     }
-    let tag_set = tags
-        .iter()
-        .map(|(k, v)| Tag::builder().key(*k).value(*v).build().expect("tag"))
-        .collect::<Vec<_>>();
-    s3.put_bucket_tagging()
-        .bucket(bucket)
-        .tagging(
-            Tagging::builder()
-                .set_tag_set(Some(tag_set))
-                .build()
-                .expect("tagging"),
-        )
-        .send()
-        .await
-        .expect("tag bucket");
+    put_bucket_tags(s3, bucket, tags.iter().copied()).await;
 }
 
 /// A bucket that holds our name but is not ours is never touched: BucketConflict.
@@ -174,4 +160,112 @@ async fn own_buckets_from_interrupted_runs_are_adopted() {
         );
     }
     s.wait_event("tagged", "Adopted").await;
+}
+
+/// A bucket of ours found in a region the policy does not allow is never used.
+#[tokio::test]
+async fn bucket_in_a_region_outside_the_policy_is_never_used() {
+    let s = Scenario::new("violation").await;
+    let policy = s.policy(eu_spec()).await;
+    let aws = Aws::root().await;
+    let s3 = aws.s3("us-east-1");
+    let bucket = s.bucket_for("moved");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket in us-east-1");
+    let tags = [
+        ("tenancy.dev/managed-by", "tenant-storage-operator"),
+        ("tenancy.dev/cluster-id", s.cluster_id.as_str()),
+        ("tenancy.dev/namespace", s.ns.as_str()),
+        ("tenancy.dev/name", "moved"),
+    ];
+    put_bucket_tags(&s3, &bucket, tags.iter().copied()).await;
+
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("moved", &policy, json!({})))
+        .await
+        .expect("create");
+    let ts = s
+        .wait_reason("moved", "ResidencyCompliant", "ResidencyViolation")
+        .await;
+    let residency = condition(&ts, "ResidencyCompliant").expect("condition");
+    assert_eq!(residency.status, ConditionStatus::False);
+    assert!(
+        residency.message.contains("us-east-1"),
+        "{}",
+        residency.message
+    );
+    s.wait_event("moved", "ResidencyViolation").await;
+    assert!(
+        s3.get_bucket_policy().bucket(&bucket).send().await.is_err(),
+        "the bucket is not touched"
+    );
+    let alias = tenant_storage_operator::plan::naming::key_alias(&s.cluster_id, &s.ns, "moved");
+    for region in ["us-east-1", "eu-central-1"] {
+        let key = aws.kms(region).describe_key().key_id(&alias).send().await;
+        assert!(
+            key.is_err(),
+            "no key is created for a tenant that is not used ({region})"
+        );
+    }
+}
+
+/// The KMS key of a creation interrupted before its alias was written is adopted, not doubled.
+#[tokio::test]
+async fn key_of_an_interrupted_creation_is_adopted() {
+    let s = Scenario::new("orphankey").await;
+    let policy = s.policy(eu_spec()).await;
+    let aws = Aws::root().await;
+    let kms = aws.kms("eu-central-1");
+    let key_tags = [
+        ("tenancy.dev/managed-by", "tenant-storage-operator"),
+        ("tenancy.dev/cluster-id", s.cluster_id.as_str()),
+        ("tenancy.dev/namespace", s.ns.as_str()),
+        ("tenancy.dev/name", "k"),
+    ];
+    let orphan = kms
+        .create_key()
+        .set_tags(Some(
+            key_tags
+                .iter()
+                .map(|(k, v)| {
+                    aws_sdk_kms::types::Tag::builder()
+                        .tag_key(*k)
+                        .tag_value(*v)
+                        .build()
+                        .expect("tag")
+                })
+                .collect(),
+        ))
+        .send()
+        .await
+        .expect("create key");
+    let orphan_arn = orphan
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("arn")
+        .to_owned();
+    s.create(&tenant("k", &policy, json!({})))
+        .await
+        .expect("create");
+    s.tenants()
+        .patch_status(
+            "k",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"bucketName": s.bucket_for("k"), "region": "eu-central-1"}}),
+            ),
+        )
+        .await
+        .expect("record the claim");
+
+    let _op = s.operator(&[]).await;
+    let status = s.wait_ready("k").await.status.expect("status");
+    assert_eq!(
+        status.kms_key_arn.as_deref(),
+        Some(orphan_arn.as_str()),
+        "the orphan key is adopted"
+    );
 }

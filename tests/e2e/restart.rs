@@ -87,3 +87,41 @@ async fn restart_mid_provisioning_converges_without_duplicates() {
         .collect();
     assert_eq!(ours, buckets);
 }
+
+/// Restarting with another bucket prefix never switches a tenant to a new, empty bucket.
+#[tokio::test]
+async fn changed_bucket_prefix_is_refused() {
+    let s = Scenario::new("prefix").await;
+    let policy = s.policy(eu_spec()).await;
+    let op = s.operator(&[]).await;
+    s.create(&tenant("p", &policy, json!({})))
+        .await
+        .expect("create");
+    let bucket = s
+        .wait_ready("p")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    op.crash().await;
+
+    let _op = Operator::start(&s.cluster_id, "other", &[s.ns.as_str()], &[]).await;
+    let ts = s.wait_reason("p", "Ready", "BucketNameChanged").await;
+    assert_eq!(
+        ts.status.and_then(|st| st.bucket_name),
+        Some(bucket),
+        "the recorded bucket stays"
+    );
+    let aws = Aws::root().await;
+    let other =
+        tenant_storage_operator::plan::naming::bucket_name("other", &s.cluster_id, &s.ns, "p");
+    assert!(
+        aws.s3("eu-central-1")
+            .head_bucket()
+            .bucket(&other)
+            .send()
+            .await
+            .is_err(),
+        "no second bucket"
+    );
+}

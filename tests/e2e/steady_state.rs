@@ -1,12 +1,11 @@
 use aws_sdk_s3::types::{
     BucketVersioningStatus, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
-    VersioningConfiguration,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
 use serde_json::json;
 
-use crate::harness::{Aws, Scenario, bucket_tags, eu_spec, eventually, tenant};
+use crate::harness::{Aws, Scenario, bucket_tags, eu_spec, eventually, put_bucket_tags, tenant};
 
 const CALLS: &str = "tenant_storage_aws_calls_total";
 const RECONCILES: &str = "tenant_storage_reconciles_total";
@@ -138,21 +137,7 @@ async fn drift_is_detected_and_corrected() {
     let mut tags = bucket_tags(&s3, &bucket).await;
     tags.remove("tenancy.dev/jurisdiction");
     tags.insert("cost-center".into(), "42".into());
-    let tag_set = tags
-        .iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build().expect("tag"))
-        .collect::<Vec<_>>();
-    s3.put_bucket_tagging()
-        .bucket(&bucket)
-        .tagging(
-            Tagging::builder()
-                .set_tag_set(Some(tag_set))
-                .build()
-                .expect("tagging"),
-        )
-        .send()
-        .await
-        .expect("drop a tag");
+    put_bucket_tags(&s3, &bucket, &tags).await;
     aws.kms("eu-central-1")
         .disable_key_rotation()
         .key_id(&key_arn)
@@ -253,5 +238,51 @@ async fn drift_is_detected_and_corrected() {
     assert!(
         note.contains("encryption") || note.contains("bucketPolicy"),
         "{note}"
+    );
+}
+
+/// A tenant key someone disabled is reported, not silently re-enabled.
+#[tokio::test]
+async fn disabled_key_is_reported() {
+    let s = Scenario::new("keyoff").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--resync-period", "1s"]).await;
+    s.create(&tenant("k", &policy, json!({})))
+        .await
+        .expect("create");
+    let key_arn = s
+        .wait_ready("k")
+        .await
+        .status
+        .and_then(|st| st.kms_key_arn)
+        .expect("key");
+    let kms = Aws::root().await.kms("eu-central-1");
+    kms.disable_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("disable key");
+    let ts = s.wait_reason("k", "Encrypted", "KeyNotUsable").await;
+    let encrypted = crate::harness::condition(&ts, "Encrypted").expect("Encrypted");
+    assert_eq!(
+        encrypted.status,
+        tenant_storage_operator::api::ConditionStatus::False
+    );
+    assert!(
+        encrypted.message.contains("Disabled"),
+        "{}",
+        encrypted.message
+    );
+    let key = kms
+        .describe_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("key");
+    assert_eq!(
+        key.key_metadata()
+            .and_then(|m| m.key_state())
+            .map(|s| s.as_str()),
+        Some("Disabled")
     );
 }
