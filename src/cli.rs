@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cloud::{AwsSettings, Cloud, CloudError};
 use crate::controllers::{self, Settings};
+use crate::leader::{Elector, LeaderError, LeaseSettings};
 use crate::plan::naming::{self, NamingError};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
@@ -69,6 +70,25 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "TSO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Elect a leader through a Lease so several replicas can run; only the leader reconciles.
+    #[arg(long, env = "TSO_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the leader election Lease (in a cluster: the operator's own).
+    #[arg(long, env = "TSO_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "TSO_LEASE_NAME",
+        default_value = "tenant-storage-operator"
+    )]
+    pub lease_name: String,
+    /// How long a leader's lease lasts without renewal; a standby takes over after it.
+    #[arg(long, env = "TSO_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (defaults to the pod name, then the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -86,6 +106,8 @@ pub enum CliError {
     },
     #[error("CRD output: {0}")]
     Crds(String),
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 }
 
 pub async fn execute(cli: Cli) -> Result<(), CliError> {
@@ -144,8 +166,70 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         namespaces: args.namespaces,
     };
     info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespaces = ?settings.namespaces, "starting");
-    controllers::run(client, cloud, metrics, settings, health).await;
+    controllers::wait_for_api(&client, &settings).await;
+    health.set_api_reachable();
+
+    let elector = args.leader_election.then(|| {
+        let identity = args
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("tenant-storage-operator-{}", std::process::id()));
+        Elector::new(
+            client.clone(),
+            LeaseSettings {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity,
+                duration: args.lease_duration,
+            },
+        )
+    });
+    if let Some(elector) = &elector {
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown_signal() => {
+                info!("stopping before becoming leader");
+                return Ok(());
+            }
+        }
+    }
+    health.set_leading();
+    let probe = cloud.region(&std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()));
+    tokio::spawn(async move {
+        while let Err(e) = probe.reachable().await {
+            warn!(error = %e, "AWS not reachable yet");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        health.set_aws_reachable();
+    });
+    let controllers = controllers::run(client, cloud, metrics, settings);
+    match &elector {
+        None => controllers.await,
+        Some(elector) => {
+            tokio::select! {
+                () = controllers => elector.release().await,
+                lost = elector.hold() => return Err(lost.into()),
+            }
+        }
+    }
     Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Longest accepted period: a day without a drift check is already too long.

@@ -83,7 +83,8 @@ pub struct TenantStorageStatus {
     /// The `metadata.generation` the status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `ResidencyCompliant`, `Encrypted`, `PublicAccessBlocked`.
+    /// `Ready`, `ResidencyCompliant`, `Encrypted`, `PublicAccessBlocked`, and `Paused` while the
+    /// `storage.tenancy.dev/paused: "true"` annotation stops reconciliation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Jurisdiction of the referenced policy.
@@ -104,4 +105,8 @@ pub struct TenantStorageStatus {
     /// Alias of the tenant's KMS key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_alias: Option<String>,
+    /// Value of the `storage.tenancy.dev/recheck` annotation last acted upon: set the
+    /// annotation to a new value to force an immediate check of the cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recheck: Option<String>,
 }

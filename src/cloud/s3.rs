@@ -74,6 +74,24 @@ impl Regional {
         }
     }
 
+    /// Whether S3 answers at all (any HTTP status, even 403 or 404, proves endpoint, TLS and
+    /// signing work); used for readiness, with a name no tenant bucket can have.
+    pub async fn reachable(&self) -> Result<(), CloudError> {
+        match self
+            .s3
+            .head_bucket()
+            .bucket("tenant-storage-operator-readiness-probe")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = CloudError::from_sdk(S3, "HeadBucket", e);
+                if e.status().is_some() { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
     /// The bucket's tags; the first read of every reconcile, so it also tells if the bucket
     /// vanished.
     pub async fn bucket_tags(&self, bucket: &str) -> Result<ObservedTags, CloudError> {

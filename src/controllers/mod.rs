@@ -17,11 +17,11 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 pub use error::Error;
-pub use tenant_storage::FINALIZER;
+pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
 use crate::api::{ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
-use crate::telemetry::{Health, Metrics};
+use crate::telemetry::Metrics;
 
 /// Operator-wide settings that shape every tenant.
 #[derive(Clone, Debug)]
@@ -42,15 +42,18 @@ pub struct Context {
     pub settings: Settings,
 }
 
-/// Runs the TenantStorage controller (one per watched namespace) until SIGTERM/SIGINT.
-pub async fn run(
-    client: Client,
-    cloud: Cloud,
-    metrics: Metrics,
-    settings: Settings,
-    health: Health,
-) {
-    let scopes: Vec<Api<TenantStorage>> = if settings.namespaces.is_empty() {
+/// Waits until every watched scope can be listed with our credentials.
+pub async fn wait_for_api(client: &Client, settings: &Settings) {
+    for api in scopes(client, settings) {
+        while let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
+            warn!(error = %e, "cannot list TenantStorages yet");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+fn scopes(client: &Client, settings: &Settings) -> Vec<Api<TenantStorage>> {
+    if settings.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
         // One controller per distinct namespace: two on the same objects would race.
@@ -59,7 +62,13 @@ pub async fn run(
             .into_iter()
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
-    };
+    }
+}
+
+/// Runs the TenantStorage controller (one per watched namespace) until SIGTERM/SIGINT, letting
+/// in-flight reconciles finish.
+pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Settings) {
+    let scopes = scopes(&client, &settings);
     let reporter = Reporter {
         controller: "tenant-storage-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -71,7 +80,6 @@ pub async fn run(
         metrics,
         settings,
     });
-    let probes = scopes.clone();
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|tenants| {
@@ -102,17 +110,6 @@ pub async fn run(
                 })
         })
         .collect();
-    tokio::spawn(async move {
-        // Ready once the API server answers for every watched scope with our credentials.
-        for api in probes {
-            while let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
-                warn!(error = %e, "cannot list TenantStorages yet");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-        health.set_ready();
-        info!("API reachable; ready");
-    });
     futures::future::join_all(controllers).await;
     info!("controllers stopped");
 }

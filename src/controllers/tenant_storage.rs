@@ -21,12 +21,19 @@ use crate::api::{
 use crate::cloud::{BucketPresence, ObservedTags, Regional};
 use crate::plan::{self, BucketChange, Desired, KeyChange, Ownership, TenantIdentity, tags};
 use crate::policy;
+use crate::telemetry::TenantLabels;
 
 /// Finalizer that keeps a TenantStorage until its cloud resources are released or deleted.
 pub const FINALIZER: &str = "storage.tenancy.dev/cleanup";
+/// `"true"` stops reconciliation of one object (deletion still proceeds).
+pub const PAUSED: &str = "storage.tenancy.dev/paused";
+/// Any new value forces an immediate re-check of the cloud (the on-demand drift check); the
+/// value acted upon is echoed in `status.lastRecheck`.
+pub const RECHECK: &str = "storage.tenancy.dev/recheck";
+const PAUSED_CONDITION: &str = "Paused";
 const KIND: &str = "TenantStorage";
 
-#[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), name = ts.name_any()))]
+#[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), tenant = ts.name_any()))]
 pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = ts
@@ -36,7 +43,11 @@ pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Acti
     let result = finalizer(&api, FINALIZER, ts.clone(), |event| async {
         match event {
             Finalizer::Apply(ts) => apply(&ts, &ctx, &api).await,
-            Finalizer::Cleanup(ts) => cleanup(&ts, &ctx, &api).await,
+            Finalizer::Cleanup(ts) => {
+                let action = cleanup(&ts, &ctx, &api).await?;
+                ctx.metrics.record_tenant(&tenant_key(&ts), None);
+                Ok(action)
+            }
         }
     })
     .await
@@ -196,7 +207,25 @@ async fn apply(
     api: &Api<TenantStorage>,
 ) -> Result<Action, Error> {
     let mut report = Report::new(ts);
-    match provision(ts, ctx, api, &mut report).await {
+    if ts.annotations().get(PAUSED).map(String::as_str) == Some("true") {
+        report.set(
+            PAUSED_CONDITION,
+            ConditionStatus::True,
+            "PausedByAnnotation",
+            format!("reconciliation is paused by the annotation {PAUSED}=true: nothing is read or changed in AWS; remove the annotation to resume"),
+        );
+        report.save(api).await?;
+        return Ok(Action::await_change());
+    }
+    if conditions::reason(&report.status.conditions, PAUSED_CONDITION).is_some() {
+        report.set(
+            PAUSED_CONDITION,
+            ConditionStatus::False,
+            "Resumed",
+            "reconciliation resumed",
+        );
+    }
+    let result = match provision(ts, ctx, api, &mut report).await {
         Ok(action) => Ok(action),
         Err(e) => {
             // Say why in status before backing off; the error itself drives the retry.
@@ -206,7 +235,20 @@ async fn apply(
             }
             Err(e)
         }
-    }
+    };
+    let ready = report.status.conditions.iter().find(|c| c.type_ == READY);
+    ctx.metrics.record_tenant(
+        &tenant_key(ts),
+        ready.map(|c| TenantLabels {
+            ready: format!("{:?}", c.status),
+            reason: c.reason.clone(),
+        }),
+    );
+    result
+}
+
+fn tenant_key(ts: &TenantStorage) -> String {
+    format!("{}/{}", ts.namespace().unwrap_or_default(), ts.name_any())
 }
 
 /// The pipeline: dereference, validate, observe, plan, apply, report. Refusals return early
@@ -447,6 +489,7 @@ async fn provision(
         "AllBlocked",
         "all four Block Public Access settings on; ACLs disabled (BucketOwnerEnforced)",
     );
+    report.status.last_recheck = ts.annotations().get(RECHECK).cloned();
     report.set(
         READY,
         ConditionStatus::True,

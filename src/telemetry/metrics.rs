@@ -1,10 +1,12 @@
 //! Prometheus metrics.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +29,15 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+/// Labels of `tenant_storage_tenants`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// Status of the `Ready` condition.
+    pub ready: String,
+    /// Reason of the `Ready` condition.
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -39,6 +50,8 @@ pub struct Metrics {
     pub aws_calls: Family<AwsCallLabels, Counter>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
+    tenants: Family<TenantLabels, Gauge>,
+    tenant_states: Arc<Mutex<HashMap<String, TenantLabels>>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -68,11 +81,19 @@ impl Default for Metrics {
             "Duration of reconciliations",
             reconcile_duration.clone(),
         );
+        let tenants = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tenants",
+            "TenantStorages by status and reason of their Ready condition",
+            tenants.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             aws_calls,
             reconciles,
             reconcile_duration,
+            tenants,
+            tenant_states: Arc::default(),
         }
     }
 }
@@ -89,6 +110,19 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Records a tenant's Ready status (`None` once it is gone) and recounts the gauge.
+    pub fn record_tenant(&self, key: &str, state: Option<TenantLabels>) {
+        let mut states = self.tenant_states.lock().unwrap_or_else(|p| p.into_inner());
+        match state {
+            Some(labels) => states.insert(key.to_owned(), labels),
+            None => states.remove(key),
+        };
+        self.tenants.clear();
+        for labels in states.values() {
+            self.tenants.get_or_create(labels).inc();
+        }
     }
 
     pub fn count_reconcile(&self, kind: &str, result: &str, seconds: f64) {
@@ -150,12 +184,24 @@ mod tests {
             })
             .inc();
         m.count_reconcile("TenantStorage", "ok", 0.1);
+        let ready = |r: &str| TenantLabels {
+            ready: "True".into(),
+            reason: r.into(),
+        };
+        m.record_tenant("a/x", Some(ready("Provisioned")));
+        m.record_tenant("a/y", Some(ready("Provisioned")));
+        m.record_tenant("a/z", Some(ready("Provisioned")));
+        m.record_tenant("a/z", None);
         let text = m.encode().unwrap_or_default();
         assert!(text.contains("tenant_storage_aws_calls_total{service=\"s3\",operation=\"HeadBucket\",mutating=\"false\",outcome=\"ok\"} 1"), "{text}");
         assert!(
             text.contains(
                 "tenant_storage_reconciles_total{kind=\"TenantStorage\",result=\"ok\"} 1"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenant_storage_tenants{ready=\"True\",reason=\"Provisioned\"} 2"),
             "{text}"
         );
     }

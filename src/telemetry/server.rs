@@ -11,19 +11,36 @@ use tokio::net::TcpListener;
 
 use super::Metrics;
 
-/// Readiness, flipped once the controllers' caches are synced.
+/// Readiness: the Kubernetes API answers with our credentials, and, for the leader, AWS answers
+/// too. A standby replica is ready once the API answers, so rolling updates can proceed.
 #[derive(Clone, Default)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    api: Arc<AtomicBool>,
+    leading: Arc<AtomicBool>,
+    aws: Arc<AtomicBool>,
 }
 
 impl Health {
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+    pub fn set_api_reachable(&self) {
+        self.api.store(true, Ordering::Release);
     }
 
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    pub fn set_leading(&self) {
+        self.leading.store(true, Ordering::Release);
+    }
+
+    pub fn set_aws_reachable(&self) {
+        self.aws.store(true, Ordering::Release);
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        if !self.api.load(Ordering::Acquire) {
+            Err("Kubernetes API not reachable yet")
+        } else if self.leading.load(Ordering::Acquire) && !self.aws.load(Ordering::Acquire) {
+            Err("leading, but AWS not reachable yet")
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -70,9 +87,8 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    match state.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }

@@ -207,6 +207,7 @@ pub async fn install_crds(client: &Client) {
 pub struct Operator {
     child: Child,
     pub metrics_addr: SocketAddr,
+    pub log_path: PathBuf,
 }
 
 impl Operator {
@@ -216,13 +217,24 @@ impl Operator {
         namespaces: &[&str],
         extra: &[&str],
     ) -> Operator {
+        Operator::start_with_env(cluster_id, prefix, namespaces, extra, &[]).await
+    }
+
+    /// Starts the operator with extra environment variables (which override the test's).
+    pub async fn start_with_env(
+        cluster_id: &str,
+        prefix: &str,
+        namespaces: &[&str],
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let metrics_addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log_path = PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
-            .join(format!("operator-{cluster_id}.log"));
+            .join(format!("operator-{cluster_id}-{port}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -235,6 +247,7 @@ impl Operator {
             .args(["--metrics-addr", &metrics_addr.to_string()])
             .args(extra)
             .env("RUST_LOG", "info,tenant_storage_operator=debug")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -243,6 +256,7 @@ impl Operator {
         let op = Operator {
             child,
             metrics_addr,
+            log_path,
         };
         eventually("operator /readyz", || async {
             (op.get("/readyz").await?.0 == 200).then_some(())
@@ -281,6 +295,25 @@ impl Operator {
     /// SIGKILL, as a crash or an OOM kill would.
     pub async fn crash(mut self) {
         self.child.kill().await.expect("kill operator");
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; returns whether the process exited successfully.
+    pub async fn terminate(mut self) -> bool {
+        let pid = self.child.id().expect("operator pid");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = tokio::time::timeout(TIMEOUT, self.child.wait())
+            .await
+            .expect("operator exits after SIGTERM")
+            .expect("wait for operator");
+        status.success()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 

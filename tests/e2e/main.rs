@@ -4,6 +4,7 @@
 mod deletion;
 mod enforcement;
 mod harness;
+mod operability;
 mod ownership;
 mod provisioning;
 mod residency;

@@ -1,0 +1,277 @@
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::PublicAccessBlockConfiguration;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tenant_storage_operator::api::ConditionStatus;
+
+use crate::harness::{Aws, Operator, Scenario, condition, eu_spec, eventually, kubectl, tenant};
+
+const RECONCILES: &str = "tenant_storage_reconciles_total";
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases.get_opt(name).await.ok()??.spec?.holder_identity
+}
+
+/// Two replicas: only the lease holder reconciles; when it is killed, the other takes over
+/// within the lease duration; a replica stopped with SIGTERM hands the lease over at once.
+#[tokio::test]
+async fn leader_election_fails_over() {
+    let s = Scenario::new("ha").await;
+    let policy = s.policy(eu_spec()).await;
+    let lease = format!("tso-{}", s.ns);
+    let args = |id: &'static str| {
+        vec![
+            "--leader-election".to_owned(),
+            "--lease-namespace".to_owned(),
+            s.ns.clone(),
+            "--lease-name".to_owned(),
+            lease.clone(),
+            "--lease-duration".to_owned(),
+            "4s".to_owned(),
+            "--identity".to_owned(),
+            id.to_owned(),
+        ]
+    };
+    let start = |id: &'static str| {
+        let args = args(id);
+        let s = &s;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Operator::start(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &args).await
+        }
+    };
+    let a = start("replica-a").await;
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns);
+    eventually("replica-a leads", || async {
+        (holder(&leases, &lease).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let b = start("replica-b").await;
+
+    s.create(&tenant("first", &policy, json!({})))
+        .await
+        .expect("create");
+    s.wait_ready("first").await;
+    assert_eq!(
+        b.counter(RECONCILES, &[]).await,
+        0.0,
+        "a standby never reconciles"
+    );
+    assert!(a.counter(RECONCILES, &[]).await > 0.0);
+
+    // Crash the leader: the standby takes over once the lease expires.
+    a.crash().await;
+    let crashed = Instant::now();
+    eventually("replica-b leads", || async {
+        (holder(&leases, &lease).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    let takeover = crashed.elapsed();
+    // Lease duration, plus the standby's retry period (a quarter of it), plus scheduling slack.
+    assert!(
+        takeover <= Duration::from_secs(4 + 1 + 2),
+        "takeover took {takeover:?}"
+    );
+    s.create(&tenant("second", &policy, json!({})))
+        .await
+        .expect("create");
+    s.wait_ready("second").await;
+
+    // A graceful stop releases the lease, so a new replica leads without waiting for expiry.
+    assert!(b.terminate().await, "SIGTERM ends the operator cleanly");
+    let released = holder(&leases, &lease).await;
+    assert_eq!(released, None, "the lease is released on SIGTERM");
+    let _c = start("replica-c").await;
+    eventually("replica-c leads", || async {
+        (holder(&leases, &lease).await.as_deref() == Some("replica-c")).then_some(())
+    })
+    .await;
+}
+
+/// The recheck annotation forces an immediate drift check; the pause annotation stops all
+/// reconciliation of one object and says so in status.
+#[tokio::test]
+async fn recheck_and_pause_annotations() {
+    let s = Scenario::new("annot").await;
+    let policy = s.policy(eu_spec()).await;
+    // Default 10-minute resync: only the annotation can explain a prompt correction.
+    let op = s.operator(&[]).await;
+    s.create(&tenant("t", &policy, json!({})))
+        .await
+        .expect("create");
+    let bucket = s
+        .wait_ready("t")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let api = s.tenants();
+    let annotate = |key: &'static str, value: &'static str| {
+        let api = api.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": {key: value}}});
+            api.patch("t", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .expect("annotate");
+        }
+    };
+
+    s3.delete_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("drop policy");
+    annotate("storage.tenancy.dev/recheck", "r1").await;
+    eventually("policy restored on recheck", || async {
+        s3.get_bucket_policy()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    eventually("recheck acknowledged", || async {
+        let ts = api.get("t").await.ok()?;
+        (ts.status?.last_recheck.as_deref() == Some("r1")).then_some(())
+    })
+    .await;
+
+    annotate("storage.tenancy.dev/paused", "true").await;
+    let ts = s.wait_condition("t", "Paused", ConditionStatus::True).await;
+    assert!(condition(&ts, "Paused").is_some_and(|c| c.message.contains("remove the annotation")));
+    let open = PublicAccessBlockConfiguration::builder()
+        .block_public_acls(false)
+        .ignore_public_acls(false)
+        .block_public_policy(false)
+        .restrict_public_buckets(false)
+        .build();
+    s3.put_public_access_block()
+        .bucket(&bucket)
+        .public_access_block_configuration(open)
+        .send()
+        .await
+        .expect("open public access");
+    let before = op.counter(RECONCILES, &[]).await;
+    annotate("storage.tenancy.dev/recheck", "r2").await;
+    eventually("the paused object was reconciled", || async {
+        (op.counter(RECONCILES, &[]).await > before).then_some(())
+    })
+    .await;
+    let pab = s3
+        .get_public_access_block()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("pab");
+    assert_eq!(
+        pab.public_access_block_configuration()
+            .and_then(|c| c.block_public_acls()),
+        Some(false),
+        "a paused object is not touched"
+    );
+    assert_eq!(
+        api.get("t")
+            .await
+            .expect("get")
+            .status
+            .and_then(|st| st.last_recheck)
+            .as_deref(),
+        Some("r1")
+    );
+
+    annotate("storage.tenancy.dev/paused", "false").await;
+    s.wait_condition("t", "Paused", ConditionStatus::False)
+        .await;
+    eventually("public access blocked after resuming", || async {
+        let pab = s3
+            .get_public_access_block()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()?;
+        (pab.public_access_block_configuration()?.block_public_acls() == Some(true)).then_some(())
+    })
+    .await;
+}
+
+/// JSON logs carry the tenant (`namespace`, `tenant`) on every line about it, and never a
+/// credential.
+#[tokio::test]
+async fn json_logs_name_the_tenant_and_hold_no_secrets() {
+    let s = Scenario::new("logs").await;
+    let policy = s.policy(eu_spec()).await;
+    // The emulator does not check the root secret, so a canary can stand in for a real one.
+    let canary = format!("canary-secret-{}", s.cluster_id);
+    let op = Operator::start_with_env(
+        &s.cluster_id,
+        &s.prefix,
+        &[s.ns.as_str()],
+        &["--log-format", "json"],
+        &[
+            ("AWS_SECRET_ACCESS_KEY", canary.as_str()),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    s.create(&tenant("quiet", &policy, json!({})))
+        .await
+        .expect("create");
+    s.wait_ready("quiet").await;
+    s.wait_event("quiet", "Provisioned").await;
+
+    let logs = op.logs();
+    assert!(!logs.is_empty());
+    assert!(
+        !logs.contains(&canary),
+        "the AWS secret key appears in the logs"
+    );
+    let kubeconfig =
+        std::fs::read_to_string(crate::harness::env("KUBECONFIG")).expect("kubeconfig");
+    for secret in kubeconfig
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '}')
+        .filter(|w| w.len() > 100)
+    {
+        assert!(
+            !logs.contains(secret),
+            "a kubeconfig credential appears in the logs"
+        );
+    }
+    let mut about_tenant = 0;
+    for line in logs.lines() {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if record["message"] == "provisioned" {
+            let span = &record["span"];
+            assert!(
+                span["namespace"] == s.ns.as_str() && span["tenant"] == "quiet",
+                "a line about the tenant lacks namespace/tenant: {line}"
+            );
+            about_tenant += 1;
+        }
+    }
+    assert_eq!(about_tenant, 1, "one 'provisioned' line");
+}
+
+/// `kubectl get tenancy` lists every kind of the operator.
+#[tokio::test]
+async fn tenancy_category_lists_all_kinds() {
+    let s = Scenario::new("category").await;
+    let policy = s.policy(eu_spec()).await;
+    s.create(&tenant("listed", &policy, json!({})))
+        .await
+        .expect("create");
+    let (ok, out, err) = kubectl(&["get", "tenancy", "-A"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tenantstorage.storage.tenancy.dev/listed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("residencypolicy.storage.tenancy.dev/{policy}")),
+        "{out}"
+    );
+}
