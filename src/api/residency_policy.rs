@@ -17,6 +17,7 @@ pub const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
     group = "storage.tenancy.dev",
     version = "v1alpha1",
     kind = "ResidencyPolicy",
+    status = "ResidencyPolicyStatus",
     shortname = "rp",
     category = "tenancy",
     doc = "Residency, encryption and transport rules that every TenantStorage bound to it must satisfy.",
@@ -31,6 +32,16 @@ pub const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
         json_path = ".spec.defaultRegion"
     ),
     printcolumn(name = "Regions", type_ = "string", json_path = ".spec.allowedRegions"),
+    printcolumn(
+        name = "Tenants",
+        type_ = "integer",
+        json_path = ".status.boundTenants"
+    ),
+    printcolumn(
+        name = "Non-compliant",
+        type_ = "integer",
+        json_path = ".status.nonCompliantTenants"
+    ),
     printcolumn(
         name = "Min TLS",
         type_ = "string",
@@ -74,6 +85,81 @@ pub struct ResidencyPolicySpec {
     /// Object versioning of tenant buckets.
     #[serde(default)]
     pub versioning: Versioning,
+
+    /// Namespaces whose TenantStorages may use this policy. Absent: any namespace. Enforced at
+    /// admission by the shipped ValidatingAdmissionPolicy and again at reconcile time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<NamespaceSelector>,
+
+    /// Server access logging of tenant buckets, into an operator-owned log bucket in the same
+    /// region.
+    #[serde(default)]
+    pub access_logging: AccessLoggingSpec,
+}
+
+/// Selects namespaces by their labels (all must match).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSelector {
+    /// Labels a namespace must carry, with these values, to use the policy.
+    #[schemars(length(min = 1))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl NamespaceSelector {
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Where access logs go and how long they are kept.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLoggingSpec {
+    /// Log every request to tenant buckets (S3 server access logging).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Days access logs are kept before the log bucket's lifecycle rule expires them.
+    #[serde(default = "default_log_retention_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub retention_days: i32,
+}
+
+impl Default for AccessLoggingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: default_log_retention_days(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_log_retention_days() -> i32 {
+    90
+}
+
+/// What the operator observes about a policy: the tenants bound to it and their compliance.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResidencyPolicyStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// TenantStorages referencing this policy.
+    #[serde(default)]
+    pub bound_tenants: i32,
+    /// Bound TenantStorages whose `ResidencyCompliant` condition is `False`.
+    #[serde(default)]
+    pub non_compliant_tenants: i32,
+    /// `Ready` (the policy is valid and evaluated) and `Compliant` (every bound tenant is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<super::Condition>,
 }
 
 /// Encryption at rest: every bucket gets SSE-KMS with a per-tenant customer-managed key,

@@ -192,6 +192,8 @@ mod tests {
                 presigned_url_max_age_seconds: 3600,
             },
             versioning: Versioning::Enabled,
+            namespace_selector: None,
+            access_logging: crate::api::AccessLoggingSpec::default(),
         };
         let id = TenantIdentity {
             cluster_id: "c1".into(),

@@ -303,6 +303,8 @@ mod tests {
             encryption: EncryptionSpec::default(),
             transport: TransportSpec::default(),
             versioning: Versioning::Enabled,
+            namespace_selector: None,
+            access_logging: crate::api::AccessLoggingSpec::default(),
         };
         Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
     }

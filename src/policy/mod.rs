@@ -109,6 +109,8 @@ mod tests {
             encryption: EncryptionSpec::default(),
             transport: TransportSpec::default(),
             versioning: Versioning::Enabled,
+            namespace_selector: None,
+            access_logging: crate::api::AccessLoggingSpec::default(),
         }
     }
 

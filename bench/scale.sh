@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): N tenants against the local API server and AWS emulator.
+# Measures time until all are Ready, the operator's memory (RSS), AWS calls per tenant to
+# converge, and AWS calls per tenant per no-op resync.
+#   bench/scale.sh [N=1000] [RESYNC=60s]
+set -euo pipefail
+N=${1:-1000}
+RESYNC=${2:-60s}
+source "$(dirname "$0")/../scripts/testenv.sh"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TSO_CACHE/target}
+testenv_install
+(cd "$TSO_ROOT" && cargo build --release --locked --quiet)
+BIN=$CARGO_TARGET_DIR/release/tenant-storage-operator
+OP_PID=
+cleanup() { [ -n "$OP_PID" ] && kill "$OP_PID" 2>/dev/null; testenv_down; }
+trap cleanup EXIT
+testenv_up
+cd "$TSO_ROOT"
+kubectl apply -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+kubectl apply -f examples/10-residencypolicy-eu.yaml >/dev/null
+kubectl create namespace bench >/dev/null
+log "creating $N TenantStorages"
+python3 - "$N" > "$TSO_RUN/tenants.yaml" <<'PY'
+import sys
+for i in range(int(sys.argv[1])):
+    print(f"---\napiVersion: storage.tenancy.dev/v1alpha1\nkind: TenantStorage\nmetadata:\n  name: t{i:05d}\n  namespace: bench\nspec:\n  policyRef: eu")
+PY
+kubectl apply -f "$TSO_RUN/tenants.yaml" >/dev/null
+
+PORT=$(free_port)
+scrape() { curl -s "http://127.0.0.1:$PORT/metrics"; }
+sum() { scrape | awk -v pat="$1" '$0 ~ pat && $0 !~ /^#/ {s += $NF} END {printf "%d", s}'; }
+ready_count() { kubectl get ts -n bench -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true; }
+rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$OP_PID/status"; }
+
+log "starting the operator (release build, resync $RESYNC)"
+T0=$(date +%s.%N)
+"$BIN" run --cluster-id bench --bucket-prefix bench --namespace bench --resync-period "$RESYNC" \
+  --metrics-addr "127.0.0.1:$PORT" > "$TSO_RUN/operator.log" 2>&1 &
+OP_PID=$!
+while [ "$(ready_count)" -lt "$N" ]; do sleep 1; done
+T1=$(date +%s.%N)
+W=$(sum 'aws_calls_total.*mutating="true"'); R=$(sum 'aws_calls_total.*mutating="false"')
+echo "tenants:                 $N"
+echo "all Ready after:         $(python3 -c "print(f'{$T1-$T0:.1f} s')")"
+echo "memory at convergence:   $(rss)"
+echo "AWS calls to converge:   $W mutating, $R reads ($(python3 -c "print(f'{$W/$N:.1f} mutating, {$R/$N:.1f} reads')") per tenant)"
+REC0=$(sum 'reconciles_total.*result="ok"')
+log "waiting for one full resync of every tenant"
+while [ "$(sum 'reconciles_total.*result="ok"')" -lt $((REC0 + N)) ]; do sleep 1; done
+REC1=$(sum 'reconciles_total.*result="ok"')
+W2=$(sum 'aws_calls_total.*mutating="true"'); R2=$(sum 'aws_calls_total.*mutating="false"')
+echo "no-op resync:            $((W2 - W)) mutating, $(python3 -c "print(f'{($R2-$R)/($REC1-$REC0):.2f}')") reads per tenant reconcile"
+echo "memory after resync:     $(rss)"
