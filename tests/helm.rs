@@ -625,6 +625,11 @@ fn install_and_uninstall_on_api_server() {
         .args([
             "--set",
             "serviceAccount.irsaRoleArn=arn:aws:iam::123456789012:role/tenant-storage-operator",
+        ])
+        // Bound to no namespace: concurrent tests must not meet this release's admission policy.
+        .args([
+            "--set",
+            &format!("admissionPolicy.namespaceSelector.matchLabels.tso-helm-release=r{id}"),
         ]));
     assert!(out.contains("STATUS: deployed"), "{out}");
 
@@ -653,6 +658,8 @@ fn install_and_uninstall_on_api_server() {
             group("tenantstorages/status", &["get", "patch", "update"]),
             group("tenantstorages/finalizers", &["update"]),
             group("residencypolicies", &["get", "list", "watch"]),
+            group("residencypolicies/status", &["get", "patch", "update"]),
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         ]),
         "ClusterRole rules"

@@ -2,6 +2,7 @@
 
 mod conditions;
 mod error;
+mod residency_policy;
 mod tenant_storage;
 
 use std::sync::Arc;
@@ -80,11 +81,13 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         metrics,
         settings,
     });
+    let mut stores = Vec::new();
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|tenants| {
             let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
             let store = controller.store();
+            stores.push(store.clone());
             let policies: Api<ResidencyPolicy> = Api::all(client.clone());
             controller
                 // A policy change re-evaluates every tenant bound to it right away.
@@ -110,7 +113,16 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
-    futures::future::join_all(controllers).await;
+    let policy_status = residency_policy::maintain_status(
+        client,
+        stores,
+        ctx.settings.namespaces.is_empty(),
+        ctx.metrics.clone(),
+    );
+    tokio::select! {
+        _ = futures::future::join_all(controllers) => {}
+        () = policy_status => {}
+    }
     info!("controllers stopped");
 }
 

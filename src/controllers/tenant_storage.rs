@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -277,6 +278,18 @@ async fn provision(
     report.status.jurisdiction = Some(policy.spec.jurisdiction.clone());
 
     // Validate residency before any cloud call.
+    if policy.spec.namespace_selector.is_some() {
+        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+        let labels = namespaces
+            .get(&ns)
+            .await?
+            .metadata
+            .labels
+            .unwrap_or_default();
+        if let Err(e) = policy::check_namespace(&policy_name, &policy.spec, &ns, &labels) {
+            return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await;
+        }
+    }
     let recorded = report.status.region.clone();
     let mut region = match policy::resolve_region(
         &policy_name,

@@ -2,6 +2,8 @@
 //!
 //! Pure functions over the API types; no I/O, so every rule is unit tested without a server.
 
+use std::collections::BTreeMap;
+
 use thiserror::Error;
 
 use crate::api::ResidencyPolicySpec;
@@ -27,6 +29,14 @@ pub enum ResidencyError {
         jurisdiction: String,
     },
     #[error(
+        "namespace {namespace:?} may not use ResidencyPolicy {policy:?}: its namespaceSelector requires the labels {required}. Label the namespace (if it serves that jurisdiction) or reference a policy that selects it"
+    )]
+    NamespaceNotAllowed {
+        namespace: String,
+        policy: String,
+        required: String,
+    },
+    #[error(
         "spec.region {requested:?} differs from the region the tenant already lives in ({recorded}); data is never moved between regions: set spec.region to {recorded} or create a new TenantStorage"
     )]
     RegionChange { requested: String, recorded: String },
@@ -39,6 +49,7 @@ impl ResidencyError {
             ResidencyError::RegionNotAllowed { .. } => "RegionNotAllowed",
             ResidencyError::ResidencyViolation { .. } => "ResidencyViolation",
             ResidencyError::RegionChange { .. } => "RegionChangeRefused",
+            ResidencyError::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
         }
     }
 }
@@ -89,6 +100,28 @@ pub fn check_actual_region(
             policy: policy_name.to_owned(),
             jurisdiction: policy.jurisdiction.clone(),
         })
+    }
+}
+
+/// A namespace may only use a policy whose `namespaceSelector` (if any) selects it.
+pub fn check_namespace(
+    policy_name: &str,
+    policy: &ResidencyPolicySpec,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ResidencyError> {
+    match &policy.namespace_selector {
+        Some(selector) if !selector.matches(labels) => Err(ResidencyError::NamespaceNotAllowed {
+            namespace: namespace.to_owned(),
+            policy: policy_name.to_owned(),
+            required: selector
+                .match_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -151,6 +184,26 @@ mod tests {
     fn a_tenant_never_moves() {
         let err = resolve_region("eu", &eu(), Some("eu-west-1"), Some("eu-central-1")).unwrap_err();
         assert_eq!(err.reason(), "RegionChangeRefused");
+    }
+
+    #[test]
+    fn namespace_selector() {
+        let mut policy = eu();
+        let labels = BTreeMap::from([("tenancy.dev/jurisdiction".to_owned(), "eu".to_owned())]);
+        assert!(
+            check_namespace("eu", &policy, "acme", &BTreeMap::new()).is_ok(),
+            "no selector: any namespace"
+        );
+        policy.namespace_selector = Some(crate::api::NamespaceSelector {
+            match_labels: labels.clone(),
+        });
+        assert!(check_namespace("eu", &policy, "acme", &labels).is_ok());
+        let err = check_namespace("eu", &policy, "globex", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.reason(), "NamespaceNotAllowed");
+        assert!(
+            err.to_string().contains("tenancy.dev/jurisdiction=eu"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub struct TenantLabels {
     pub reason: String,
 }
 
+/// Labels of `tenant_storage_policy_tenants`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+    /// `bound` or `non_compliant`.
+    pub state: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -51,6 +59,7 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     tenants: Family<TenantLabels, Gauge>,
+    policy_tenants: Family<PolicyLabels, Gauge>,
     tenant_states: Arc<Mutex<HashMap<String, TenantLabels>>>,
 }
 
@@ -87,8 +96,15 @@ impl Default for Metrics {
             "TenantStorages by status and reason of their Ready condition",
             tenants.clone(),
         );
+        let policy_tenants = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "policy_tenants",
+            "TenantStorages bound to each ResidencyPolicy, and how many are out of compliance",
+            policy_tenants.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            policy_tenants,
             aws_calls,
             reconciles,
             reconcile_duration,
@@ -122,6 +138,18 @@ impl Metrics {
         self.tenants.clear();
         for labels in states.values() {
             self.tenants.get_or_create(labels).inc();
+        }
+    }
+
+    /// Records how many tenants a policy has and how many are out of compliance.
+    pub fn record_policy(&self, policy: &str, bound: usize, non_compliant: usize) {
+        for (state, n) in [("bound", bound), ("non_compliant", non_compliant)] {
+            self.policy_tenants
+                .get_or_create(&PolicyLabels {
+                    policy: policy.to_owned(),
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
