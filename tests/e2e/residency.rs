@@ -1,7 +1,7 @@
 use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
 
-use crate::harness::{Aws, Scenario, condition, eu_spec, tenant};
+use crate::harness::{Aws, Scenario, condition, eu_spec, eventually, tenant};
 
 /// A region outside the policy never produces a bucket or a key: the API server refuses what
 /// CEL can judge, the operator refuses the rest with a condition and an Event.
@@ -147,4 +147,147 @@ async fn missing_policy_is_a_condition_then_recovers() {
         ts.status.and_then(|st| st.region).as_deref(),
         Some("eu-central-1")
     );
+}
+
+/// Without the admission policy, the operator refuses a namespace the policy does not select.
+#[tokio::test]
+async fn namespace_not_selected_is_refused_at_reconcile() {
+    let s = Scenario::new("nsbind").await;
+    let mut spec = eu_spec();
+    spec.namespace_selector = Some(tenant_storage_operator::api::NamespaceSelector {
+        match_labels: [("tso-customer-class".to_owned(), "eu".to_owned())].into(),
+    });
+    let policy = s.policy(spec).await;
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("outsider", &policy, json!({})))
+        .await
+        .expect("create");
+    let ts = s
+        .wait_reason("outsider", "ResidencyCompliant", "NamespaceNotAllowed")
+        .await;
+    let message = condition(&ts, "ResidencyCompliant")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("tso-customer-class=eu"), "{message}");
+    assert_eq!(
+        ts.status.and_then(|st| st.bucket_name),
+        None,
+        "nothing is claimed"
+    );
+
+    // Labelling the namespace is the fix the message names.
+    let (ok, _, err) =
+        crate::harness::kubectl(&["label", "namespace", &s.ns, "tso-customer-class=eu"]);
+    assert!(ok, "{err}");
+    s.tenants()
+        .patch(
+            "outsider",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"storage.tenancy.dev/recheck": "labelled"}}}),
+            ),
+        )
+        .await
+        .expect("ask for a recheck");
+    s.wait_ready("outsider").await;
+}
+
+/// A policy change re-evaluates every bound tenant at once: what can be changed (the bucket
+/// policy) is changed; data is never moved, the tenant is reported non-compliant instead, and
+/// the policy's status counts it.
+#[tokio::test]
+async fn policy_change_re_evaluates_bound_tenants() {
+    let s = Scenario::new("polchange").await;
+    let policy = s.policy(eu_spec()).await;
+    // Default 10-minute resync: only the policy watch can explain prompt re-evaluation.
+    let op = s.operator(&[]).await;
+    s.create(&tenant("west", &policy, json!({"region": "eu-west-1"})))
+        .await
+        .expect("create");
+    s.create(&tenant("central", &policy, json!({})))
+        .await
+        .expect("create");
+    let west = s
+        .wait_ready("west")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    let central = s
+        .wait_ready("central")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    let policies: kube::Api<tenant_storage_operator::api::ResidencyPolicy> =
+        kube::Api::all(s.client.clone());
+    eventually("policy counts two compliant tenants", || async {
+        let st = policies.get(&policy).await.ok()?.status?;
+        (st.bound_tenants == 2 && st.non_compliant_tenants == 0).then_some(())
+    })
+    .await;
+
+    let change = json!({"spec": {
+        "allowedRegions": ["eu-central-1"],
+        "transport": {"minTlsVersion": "1.3", "presignedUrlMaxAgeSeconds": 3600}
+    }});
+    policies
+        .patch(
+            &policy,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(change),
+        )
+        .await
+        .expect("tighten the policy");
+
+    let ts = s
+        .wait_reason("west", "ResidencyCompliant", "RegionNotAllowed")
+        .await;
+    assert_eq!(
+        condition(&ts, "ResidencyCompliant").map(|c| c.status),
+        Some(ConditionStatus::False)
+    );
+    s.wait_event("west", "RegionNotAllowed").await;
+    let aws = Aws::root().await;
+    aws.s3("eu-west-1")
+        .head_bucket()
+        .bucket(&west)
+        .send()
+        .await
+        .expect("the data stays where it is");
+
+    let s3 = aws.s3("eu-central-1");
+    eventually("stricter transport rules in the bucket policy", || async {
+        let p = s3.get_bucket_policy().bucket(&central).send().await.ok()?;
+        let text = p.policy()?.to_owned();
+        (text.contains("\"s3:TlsVersion\":\"1.3\"")
+            && text.contains("\"s3:signatureAge\":\"3600000\""))
+        .then_some(())
+    })
+    .await;
+
+    let status = eventually("policy counts the non-compliant tenant", || async {
+        let st = policies.get(&policy).await.ok()?.status?;
+        (st.non_compliant_tenants == 1).then_some(st)
+    })
+    .await;
+    assert_eq!(status.bound_tenants, 2);
+    let compliant = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Compliant")
+        .expect("Compliant");
+    assert_eq!(compliant.status, ConditionStatus::False);
+    assert!(
+        compliant.message.contains(&format!("{}/west", s.ns)),
+        "{}",
+        compliant.message
+    );
+    let gauge = op
+        .counter(
+            "tenant_storage_policy_tenants",
+            &[&format!("policy=\"{policy}\""), "state=\"non_compliant\""],
+        )
+        .await;
+    assert_eq!(gauge, 1.0);
 }
