@@ -1,15 +1,20 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, ObjectOwnership,
-    OwnershipControls, OwnershipControlsRule, PublicAccessBlockConfiguration, ServerSideEncryption,
+    BucketLifecycleConfiguration, BucketLocationConstraint, BucketLoggingStatus,
+    BucketVersioningStatus, CreateBucketConfiguration, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, LoggingEnabled, ObjectOwnership, OwnershipControls,
+    OwnershipControlsRule, PublicAccessBlockConfiguration, ServerSideEncryption,
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
     Tag, Tagging, VersioningConfiguration,
 };
 
 use super::{CloudError, Regional};
 use crate::api::Versioning;
-use crate::plan::{BucketChange, ObservedBucket, ObservedEncryption, PublicAccessBlock};
+use crate::plan::{
+    BucketChange, BucketShape, DefaultEncryption, LoggingTarget, ObservedBucket,
+    ObservedEncryption, PublicAccessBlock,
+};
 
 const S3: &str = "s3";
 
@@ -115,18 +120,47 @@ impl Regional {
         }
     }
 
-    /// Reads every setting the operator keeps in shape, concurrently.
+    /// Reads, concurrently, every setting that `shape` manages (and nothing else).
     pub async fn observe_bucket(
         &self,
         bucket: &str,
         tags: BTreeMap<String, String>,
+        shape: &BucketShape,
     ) -> Result<ObservedBucket, CloudError> {
-        let (encryption, public_access_block, object_ownership, versioning, policy) = futures::try_join!(
+        let versioning = async {
+            match shape.versioning {
+                Some(_) => self.versioning(bucket).await,
+                None => Ok(None),
+            }
+        };
+        let logging = async {
+            match shape.logging {
+                Some(_) => self.logging(bucket).await,
+                None => Ok(None),
+            }
+        };
+        let expiration = async {
+            match shape.expiration_days {
+                Some(_) => self.expiration_days(bucket).await,
+                None => Ok(None),
+            }
+        };
+        let (
+            encryption,
+            public_access_block,
+            object_ownership,
+            versioning,
+            policy,
+            logging,
+            expiration_days,
+        ) = futures::try_join!(
             self.bucket_encryption(bucket),
             self.public_access_block(bucket),
             self.object_ownership(bucket),
-            self.versioning(bucket),
+            versioning,
             self.bucket_policy(bucket),
+            logging,
+            expiration,
         )?;
         Ok(ObservedBucket {
             tags,
@@ -135,7 +169,46 @@ impl Regional {
             object_ownership,
             versioning,
             policy,
+            logging,
+            expiration_days,
         })
+    }
+
+    /// Where the bucket's access logs go.
+    pub async fn logging(&self, bucket: &str) -> Result<Option<LoggingTarget>, CloudError> {
+        let out = self
+            .s3
+            .get_bucket_logging()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(err("GetBucketLogging"))?;
+        Ok(out.logging_enabled().map(|l| LoggingTarget {
+            bucket: l.target_bucket().to_owned(),
+            prefix: l.target_prefix().to_owned(),
+        }))
+    }
+
+    /// The expiration of the bucket's catch-all lifecycle rule, if that is its only rule.
+    async fn expiration_days(&self, bucket: &str) -> Result<Option<i32>, CloudError> {
+        match self
+            .s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(match out.rules() {
+                [rule] if rule.status() == &ExpirationStatus::Enabled => {
+                    rule.expiration().and_then(|e| e.days())
+                }
+                _ => None,
+            }),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "GetBucketLifecycleConfiguration", e),
+                &["NoSuchLifecycleConfiguration"],
+            ),
+        }
     }
 
     async fn bucket_encryption(
@@ -257,7 +330,6 @@ impl Regional {
     pub async fn apply_bucket_change(
         &self,
         bucket: &str,
-        key_arn: &str,
         change: &BucketChange,
     ) -> Result<(), CloudError> {
         match change {
@@ -320,16 +392,27 @@ impl Regional {
                     .map_err(err("PutBucketOwnershipControls"))?;
                 Ok(())
             }
-            BucketChange::PutEncryption => {
-                let default = ServerSideEncryptionByDefault::builder()
-                    .sse_algorithm(ServerSideEncryption::AwsKms)
-                    .kms_master_key_id(key_arn)
-                    .build()
-                    .map_err(build("PutBucketEncryption"))?;
-                let rule = ServerSideEncryptionRule::builder()
-                    .apply_server_side_encryption_by_default(default)
-                    .bucket_key_enabled(true)
-                    .build();
+            BucketChange::PutEncryption(encryption) => {
+                let rule = match encryption {
+                    DefaultEncryption::Kms(key_arn) => ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(
+                            ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(ServerSideEncryption::AwsKms)
+                                .kms_master_key_id(key_arn)
+                                .build()
+                                .map_err(build("PutBucketEncryption"))?,
+                        )
+                        .bucket_key_enabled(true)
+                        .build(),
+                    DefaultEncryption::S3Managed => ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(
+                            ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(ServerSideEncryption::Aes256)
+                                .build()
+                                .map_err(build("PutBucketEncryption"))?,
+                        )
+                        .build(),
+                };
                 let config = ServerSideEncryptionConfiguration::builder()
                     .rules(rule)
                     .build()
@@ -357,6 +440,47 @@ impl Regional {
                     .send()
                     .await
                     .map_err(err("PutBucketVersioning"))?;
+                Ok(())
+            }
+            BucketChange::PutLogging(target) => {
+                let mut status = BucketLoggingStatus::builder();
+                if let Some(t) = target {
+                    status = status.logging_enabled(
+                        LoggingEnabled::builder()
+                            .target_bucket(&t.bucket)
+                            .target_prefix(&t.prefix)
+                            .build()
+                            .map_err(build("PutBucketLogging"))?,
+                    );
+                }
+                self.s3
+                    .put_bucket_logging()
+                    .bucket(bucket)
+                    .bucket_logging_status(status.build())
+                    .send()
+                    .await
+                    .map_err(err("PutBucketLogging"))?;
+                Ok(())
+            }
+            BucketChange::PutExpiration(days) => {
+                let rule = LifecycleRule::builder()
+                    .id("expire-access-logs")
+                    .status(ExpirationStatus::Enabled)
+                    .filter(LifecycleRuleFilter::builder().prefix("").build())
+                    .expiration(LifecycleExpiration::builder().days(*days).build())
+                    .build()
+                    .map_err(build("PutBucketLifecycleConfiguration"))?;
+                let config = BucketLifecycleConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .map_err(build("PutBucketLifecycleConfiguration"))?;
+                self.s3
+                    .put_bucket_lifecycle_configuration()
+                    .bucket(bucket)
+                    .lifecycle_configuration(config)
+                    .send()
+                    .await
+                    .map_err(err("PutBucketLifecycleConfiguration"))?;
                 Ok(())
             }
             BucketChange::PutPolicy(policy) => {

@@ -11,6 +11,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("bucket {bucket} still holds data; deletionPolicy Delete only removes an empty bucket")]
     DeletionBlocked { bucket: String },
+    #[error(
+        "access-log bucket {bucket} cannot be used: {why}; logs are never written to a bucket the operator does not own"
+    )]
+    LogBucketConflict { bucket: String, why: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
@@ -23,6 +27,7 @@ impl Error {
             Error::Cloud(e) => format!("Aws{}", e.code()),
             Error::Kube(_) => "KubernetesApiError".into(),
             Error::DeletionBlocked { .. } => "DeletionBlocked".into(),
+            Error::LogBucketConflict { .. } => "LogBucketConflict".into(),
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),

@@ -41,6 +41,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub settings: Settings,
+    /// Access-log buckets verified recently, by name.
+    pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Waits until every watched scope can be listed with our credentials.
@@ -80,6 +82,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         cloud,
         metrics,
         settings,
+        log_buckets: tokio::sync::Mutex::default(),
     });
     let mut stores = Vec::new();
     let controllers: Vec<_> = scopes

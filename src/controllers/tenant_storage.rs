@@ -20,7 +20,9 @@ use crate::api::{
     ConditionStatus, DeletionPolicy, ResidencyPolicy, TenantStorage, TenantStorageStatus,
 };
 use crate::cloud::{BucketPresence, ObservedTags, Regional};
-use crate::plan::{self, BucketChange, Desired, KeyChange, Ownership, TenantIdentity, tags};
+use crate::plan::{
+    self, BucketChange, Desired, DesiredLogBucket, KeyChange, Ownership, TenantIdentity, tags,
+};
 use crate::policy;
 use crate::telemetry::TenantLabels;
 
@@ -454,12 +456,25 @@ async fn provision(
     .await?;
     report.status.kms_key_arn = Some(key_arn.clone());
 
+    // The access-log bucket, in the same region, before the tenant bucket points at it.
+    if desired.logging.is_some() {
+        let logs = DesiredLogBucket::new(
+            &ctx.settings.bucket_prefix,
+            &ctx.settings.cluster_id,
+            &policy_name,
+            &policy.spec,
+            &region,
+        );
+        ensure_log_bucket(ctx, &cloud, &logs).await?;
+    }
+
     // Then the bucket.
+    let shape = desired.shape(&key_arn);
     let observed = match existing_tags {
-        Some(t) => Some(cloud.observe_bucket(&desired.bucket, t).await?),
+        Some(t) => Some(cloud.observe_bucket(&desired.bucket, t, &shape).await?),
         None => None,
     };
-    let bucket_changes = plan::bucket_changes(&desired, &key_arn, observed.as_ref());
+    let bucket_changes = plan::bucket_changes(&shape, observed.as_ref());
     for change in &bucket_changes {
         if *change == BucketChange::Create {
             if !cloud.create_bucket(&desired.bucket).await?
@@ -474,9 +489,7 @@ async fn provision(
             }
             continue;
         }
-        cloud
-            .apply_bucket_change(&desired.bucket, &key_arn, change)
-            .await?;
+        cloud.apply_bucket_change(&desired.bucket, change).await?;
     }
     announce(
         ctx,
@@ -549,6 +562,64 @@ async fn apply_key_changes(
         }
     }
     Ok(arn)
+}
+
+/// Creates or corrects the access-log bucket of a policy in a region, at most once per resync
+/// period (it is shared by every tenant of that policy there). Never deleted by the operator:
+/// it holds the audit trail.
+async fn ensure_log_bucket(
+    ctx: &Context,
+    cloud: &Regional,
+    logs: &DesiredLogBucket,
+) -> Result<(), Error> {
+    let mut verified = ctx.log_buckets.lock().await;
+    if verified
+        .get(&logs.bucket)
+        .is_some_and(|at| at.elapsed() < ctx.settings.resync_period)
+    {
+        return Ok(());
+    }
+    let shape = logs.shape();
+    let observed = match cloud.bucket_presence(&logs.bucket).await? {
+        BucketPresence::Absent => None,
+        BucketPresence::OtherAccount => {
+            return Err(Error::LogBucketConflict {
+                bucket: logs.bucket.clone(),
+                why: "it belongs to another AWS account".into(),
+            });
+        }
+        BucketPresence::Ours { region } if region != logs.region => {
+            return Err(Error::LogBucketConflict {
+                bucket: logs.bucket.clone(),
+                why: format!("it is in {region}, not {}", logs.region),
+            });
+        }
+        BucketPresence::Ours { .. } => match cloud.bucket_tags(&logs.bucket).await? {
+            ObservedTags::Gone => None,
+            ObservedTags::Tags(seen) => {
+                let ours = [tags::MANAGED_BY, tags::CLUSTER, tags::ROLE]
+                    .iter()
+                    .all(|k| seen.get(*k) == logs.tags.get(*k));
+                if !ours {
+                    return Err(Error::LogBucketConflict {
+                        bucket: logs.bucket.clone(),
+                        why: "its tags do not say it is this operator's access-log bucket".into(),
+                    });
+                }
+                Some(cloud.observe_bucket(&logs.bucket, seen, &shape).await?)
+            }
+        },
+    };
+    for change in plan::bucket_changes(&shape, observed.as_ref()) {
+        if change == BucketChange::Create {
+            cloud.create_bucket(&logs.bucket).await?;
+        } else {
+            cloud.apply_bucket_change(&logs.bucket, &change).await?;
+        }
+        info!(bucket = %logs.bucket, %change, "access-log bucket");
+    }
+    verified.insert(logs.bucket.clone(), std::time::Instant::now());
+    Ok(())
 }
 
 /// The tags that identify a tenant's resources (not the ones that may legitimately change).
@@ -663,7 +734,7 @@ async fn cleanup(
                 released.extend(identity_tags(&id));
                 released.insert(tags::RELEASED.to_owned(), "true".to_owned());
                 cloud
-                    .apply_bucket_change(&bucket, "", &BucketChange::PutTags(released))
+                    .apply_bucket_change(&bucket, &BucketChange::PutTags(released))
                     .await?;
                 let note = format!(
                     "deletionPolicy Retain: bucket {bucket} and its key are kept with their data, tagged {}=true",

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ResidencyPolicySpec, Versioning};
 
+use super::diff::{BucketShape, DefaultEncryption, LoggingTarget};
 use super::naming;
 
 /// Tag keys that prove the operator owns a resource.
@@ -17,6 +18,8 @@ pub mod tags {
     pub const NAME: &str = "tenancy.dev/name";
     pub const POLICY: &str = "tenancy.dev/policy";
     pub const JURISDICTION: &str = "tenancy.dev/jurisdiction";
+    /// What an operator-owned bucket is for, when it is not a tenant's (`access-logs`).
+    pub const ROLE: &str = "tenancy.dev/role";
     /// Set when the TenantStorage was deleted with `deletionPolicy: Retain`.
     pub const RELEASED: &str = "tenancy.dev/released";
     /// Value of [`MANAGED_BY`].
@@ -43,6 +46,8 @@ pub struct Desired {
     pub versioning: Versioning,
     pub min_tls_version: &'static str,
     pub presigned_max_age_ms: i64,
+    /// Where the bucket's access logs go, when the policy asks for access logging.
+    pub logging: Option<LoggingTarget>,
 }
 
 impl Desired {
@@ -61,7 +66,12 @@ impl Desired {
             (tags::POLICY.to_owned(), policy_name.to_owned()),
             (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
         ]);
+        let logging = policy.access_logging.enabled.then(|| LoggingTarget {
+            bucket: naming::log_bucket_name(bucket_prefix, &id.cluster_id, policy_name, &region),
+            prefix: format!("{}/{}/", id.namespace, id.name),
+        });
         Desired {
+            logging,
             bucket: naming::bucket_name(bucket_prefix, &id.cluster_id, &id.namespace, &id.name),
             partition: partition_of(&region),
             region,
@@ -71,6 +81,18 @@ impl Desired {
             versioning: policy.versioning,
             min_tls_version: policy.transport.min_tls_version.as_str(),
             presigned_max_age_ms: policy.transport.presigned_url_max_age_seconds * 1000,
+        }
+    }
+
+    /// The bucket's full desired shape, given the tenant key.
+    pub fn shape(&self, key_arn: &str) -> BucketShape {
+        BucketShape {
+            tags: self.tags.clone(),
+            encryption: DefaultEncryption::Kms(key_arn.to_owned()),
+            versioning: Some(self.versioning),
+            policy: self.bucket_policy(key_arn),
+            logging: Some(self.logging.clone()),
+            expiration_days: None,
         }
     }
 
@@ -162,6 +184,87 @@ impl Desired {
                 }
             ]
         })
+    }
+}
+
+/// The operator-owned bucket that receives the access logs of one policy's tenants in one
+/// region: never outside that region, encrypted, locked down, expiring logs after the policy's
+/// retention, writable only by the S3 logging service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredLogBucket {
+    pub bucket: String,
+    pub region: String,
+    pub tags: BTreeMap<String, String>,
+    pub retention_days: i32,
+    /// ARN pattern of the buckets allowed to deliver logs here (this operator's tenants).
+    pub source_arns: String,
+}
+
+impl DesiredLogBucket {
+    pub fn new(
+        bucket_prefix: &str,
+        cluster_id: &str,
+        policy_name: &str,
+        policy: &ResidencyPolicySpec,
+        region: &str,
+    ) -> Self {
+        let tags = BTreeMap::from([
+            (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+            (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
+            (tags::ROLE.to_owned(), "access-logs".to_owned()),
+            (tags::POLICY.to_owned(), policy_name.to_owned()),
+            (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
+        ]);
+        DesiredLogBucket {
+            bucket: naming::log_bucket_name(bucket_prefix, cluster_id, policy_name, region),
+            region: region.to_owned(),
+            tags,
+            retention_days: policy.access_logging.retention_days,
+            source_arns: format!("arn:{}:s3:::{bucket_prefix}-*", partition_of(region)),
+        }
+    }
+
+    pub fn shape(&self) -> BucketShape {
+        let bucket = format!("arn:{}:s3:::{}", partition_of(&self.region), self.bucket);
+        let objects = format!("{bucket}/*");
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "S3ServerAccessLogsDelivery",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "logging.s3.amazonaws.com"},
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {"ArnLike": {"aws:SourceArn": self.source_arns}}
+                },
+                {
+                    "Sid": "OnlyS3LoggingWrites",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {"StringNotEquals": {"aws:PrincipalServiceName": "logging.s3.amazonaws.com"}}
+                },
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket, objects],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+                }
+            ]
+        });
+        BucketShape {
+            tags: self.tags.clone(),
+            // The only default encryption S3 server access logging delivers into.
+            encryption: DefaultEncryption::S3Managed,
+            versioning: None,
+            policy,
+            logging: None,
+            expiration_days: Some(self.retention_days),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::api::Versioning;
 
-use super::desired::{Desired, TenantIdentity, tags};
+use super::desired::{TenantIdentity, tags};
 
 /// A tenant key as KMS describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +55,26 @@ pub struct ObservedBucket {
     /// `Enabled`, `Suspended`, or `None` for a bucket that was never versioned.
     pub versioning: Option<String>,
     pub policy: Option<String>,
+    /// Where the bucket's server access logs go.
+    pub logging: Option<LoggingTarget>,
+    /// Days after which the lifecycle configuration expires objects (log buckets only).
+    pub expiration_days: Option<i32>,
+}
+
+/// Destination of a bucket's server access logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggingTarget {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// Default encryption of a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultEncryption {
+    /// SSE-KMS with this key, S3 Bucket Keys on (tenant buckets).
+    Kms(String),
+    /// SSE-S3, the only encryption S3 server access logging can write into (log buckets).
+    S3Managed,
 }
 
 /// Whether an existing bucket may be touched.
@@ -138,9 +158,11 @@ pub enum BucketChange {
     PutTags(BTreeMap<String, String>),
     PutPublicAccessBlock,
     PutOwnershipControls,
-    PutEncryption,
+    PutEncryption(DefaultEncryption),
     PutVersioning(Versioning),
     PutPolicy(String),
+    PutLogging(Option<LoggingTarget>),
+    PutExpiration(i32),
 }
 
 impl BucketChange {
@@ -151,9 +173,11 @@ impl BucketChange {
             BucketChange::PutTags(_) => "tags",
             BucketChange::PutPublicAccessBlock => "publicAccessBlock",
             BucketChange::PutOwnershipControls => "objectOwnership",
-            BucketChange::PutEncryption => "encryption",
+            BucketChange::PutEncryption(_) => "encryption",
             BucketChange::PutVersioning(_) => "versioning",
             BucketChange::PutPolicy(_) => "bucketPolicy",
+            BucketChange::PutLogging(_) => "accessLogging",
+            BucketChange::PutExpiration(_) => "lifecycle",
         }
     }
 }
@@ -169,12 +193,20 @@ impl fmt::Display for BucketChange {
             BucketChange::PutOwnershipControls => {
                 write!(f, "set object ownership BucketOwnerEnforced")
             }
-            BucketChange::PutEncryption => write!(
+            BucketChange::PutEncryption(DefaultEncryption::Kms(key)) => write!(
                 f,
-                "set default encryption SSE-KMS with the tenant key and Bucket Keys"
+                "set default encryption SSE-KMS with {key} and Bucket Keys"
             ),
+            BucketChange::PutEncryption(DefaultEncryption::S3Managed) => {
+                write!(f, "set default encryption SSE-S3")
+            }
             BucketChange::PutVersioning(v) => write!(f, "set versioning {v:?}"),
             BucketChange::PutPolicy(_) => write!(f, "put bucket policy"),
+            BucketChange::PutLogging(Some(t)) => {
+                write!(f, "log access to s3://{}/{}", t.bucket, t.prefix)
+            }
+            BucketChange::PutLogging(None) => write!(f, "turn access logging off"),
+            BucketChange::PutExpiration(days) => write!(f, "expire objects after {days} days"),
         }
     }
 }
@@ -189,30 +221,43 @@ impl fmt::Display for KeyChange {
     }
 }
 
-/// Changes that bring the bucket to the desired state; empty when it is up to date, which is
-/// what makes a no-op reconcile free of mutating calls.
-pub fn bucket_changes(
-    desired: &Desired,
-    key_arn: &str,
-    observed: Option<&ObservedBucket>,
-) -> Vec<BucketChange> {
+/// Everything a bucket must look like, whatever its role (tenant data or access logs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BucketShape {
+    pub tags: BTreeMap<String, String>,
+    pub encryption: DefaultEncryption,
+    /// `None`: versioning is not managed (log buckets).
+    pub versioning: Option<Versioning>,
+    pub policy: Value,
+    /// `None`: access logging is not managed (log buckets do not log themselves); `Some(None)`:
+    /// logging must be off.
+    pub logging: Option<Option<LoggingTarget>>,
+    /// Lifecycle expiration of every object, in days (log buckets).
+    pub expiration_days: Option<i32>,
+}
+
+/// Changes that bring the bucket to the desired shape; empty when it is up to date, which is
+/// what makes a no-op reconcile free of mutating calls. A new bucket gets its ownership tags
+/// right after creation and public access blocked before anything else.
+pub fn bucket_changes(shape: &BucketShape, observed: Option<&ObservedBucket>) -> Vec<BucketChange> {
     let Some(seen) = observed else {
-        let policy = desired.bucket_policy(key_arn).to_string();
-        return vec![
+        let mut changes = vec![
             BucketChange::Create,
-            BucketChange::PutTags(desired.tags.clone()),
+            BucketChange::PutTags(shape.tags.clone()),
             BucketChange::PutPublicAccessBlock,
             BucketChange::PutOwnershipControls,
-            BucketChange::PutEncryption,
-            BucketChange::PutVersioning(desired.versioning),
-            BucketChange::PutPolicy(policy),
+            BucketChange::PutEncryption(shape.encryption.clone()),
         ];
+        changes.extend(shape.versioning.map(BucketChange::PutVersioning));
+        changes.push(BucketChange::PutPolicy(shape.policy.to_string()));
+        if let Some(Some(target)) = &shape.logging {
+            changes.push(BucketChange::PutLogging(Some(target.clone())));
+        }
+        changes.extend(shape.expiration_days.map(BucketChange::PutExpiration));
+        return changes;
     };
     let mut changes = Vec::new();
-    let tags_ok = desired
-        .tags
-        .iter()
-        .all(|(k, v)| seen.tags.get(k) == Some(v))
+    let tags_ok = shape.tags.iter().all(|(k, v)| seen.tags.get(k) == Some(v))
         && !seen.tags.contains_key(tags::RELEASED);
     if !tags_ok {
         let mut merged: BTreeMap<String, String> = seen
@@ -221,7 +266,7 @@ pub fn bucket_changes(
             .filter(|(k, _)| k.as_str() != tags::RELEASED)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        merged.extend(desired.tags.clone());
+        merged.extend(shape.tags.clone());
         changes.push(BucketChange::PutTags(merged));
     }
     if seen.public_access_block != Some(PublicAccessBlock::ALL_ON) {
@@ -230,35 +275,50 @@ pub fn bucket_changes(
     if seen.object_ownership.as_deref() != Some("BucketOwnerEnforced") {
         changes.push(BucketChange::PutOwnershipControls);
     }
-    if !encryption_ok(seen.encryption.as_ref(), key_arn) {
-        changes.push(BucketChange::PutEncryption);
+    if !encryption_ok(seen.encryption.as_ref(), &shape.encryption) {
+        changes.push(BucketChange::PutEncryption(shape.encryption.clone()));
     }
-    let versioning_ok = match desired.versioning {
-        Versioning::Enabled => seen.versioning.as_deref() == Some("Enabled"),
-        Versioning::Suspended => seen.versioning.as_deref() != Some("Enabled"),
+    let versioning_ok = match shape.versioning {
+        None => true,
+        Some(Versioning::Enabled) => seen.versioning.as_deref() == Some("Enabled"),
+        Some(Versioning::Suspended) => seen.versioning.as_deref() != Some("Enabled"),
     };
-    if !versioning_ok {
-        changes.push(BucketChange::PutVersioning(desired.versioning));
+    if let (false, Some(v)) = (versioning_ok, shape.versioning) {
+        changes.push(BucketChange::PutVersioning(v));
     }
-    let want_policy = desired.bucket_policy(key_arn);
     let policy_ok = seen
         .policy
         .as_deref()
         .and_then(|p| serde_json::from_str::<Value>(p).ok())
-        .is_some_and(|p| normalize_policy(&p) == normalize_policy(&want_policy));
+        .is_some_and(|p| normalize_policy(&p) == normalize_policy(&shape.policy));
     if !policy_ok {
-        changes.push(BucketChange::PutPolicy(want_policy.to_string()));
+        changes.push(BucketChange::PutPolicy(shape.policy.to_string()));
+    }
+    if let Some(want) = &shape.logging
+        && seen.logging != *want
+    {
+        changes.push(BucketChange::PutLogging(want.clone()));
+    }
+    if let Some(days) = shape.expiration_days
+        && seen.expiration_days != Some(days)
+    {
+        changes.push(BucketChange::PutExpiration(days));
     }
     changes
 }
 
 /// AWS may echo the key as ARN or as bare key id; both name the same key, so neither is drift.
-fn encryption_ok(seen: Option<&ObservedEncryption>, key_arn: &str) -> bool {
+fn encryption_ok(seen: Option<&ObservedEncryption>, want: &DefaultEncryption) -> bool {
     let Some(enc) = seen else { return false };
-    let key_matches = enc.key_id.as_deref().is_some_and(|k| {
-        k == key_arn || key_arn.rsplit_once("key/").is_some_and(|(_, id)| id == k)
-    });
-    enc.algorithm == "aws:kms" && key_matches && enc.bucket_key
+    match want {
+        DefaultEncryption::Kms(key_arn) => {
+            let key_matches = enc.key_id.as_deref().is_some_and(|k| {
+                k == key_arn || key_arn.rsplit_once("key/").is_some_and(|(_, id)| id == k)
+            });
+            enc.algorithm == "aws:kms" && key_matches && enc.bucket_key
+        }
+        DefaultEncryption::S3Managed => enc.algorithm == "AES256",
+    }
 }
 
 /// Canonical form of an IAM policy for comparison: AWS reorders keys, turns one-element arrays
@@ -284,6 +344,7 @@ pub fn normalize_policy(policy: &Value) -> Value {
 mod tests {
     use super::*;
     use crate::api::{EncryptionSpec, ResidencyPolicySpec, TransportSpec};
+    use crate::plan::Desired;
 
     const KEY: &str = "arn:aws:kms:eu-central-1:000000000000:key/1234";
 
@@ -323,13 +384,15 @@ mod tests {
             object_ownership: Some("BucketOwnerEnforced".into()),
             versioning: Some("Enabled".into()),
             policy: Some(d.bucket_policy(KEY).to_string()),
+            logging: d.logging.clone(),
+            expiration_days: None,
         }
     }
 
     #[test]
     fn new_bucket_gets_everything_in_safe_order() {
         let d = desired();
-        let changes = bucket_changes(&d, KEY, None);
+        let changes = bucket_changes(&d.shape(KEY), None);
         let settings: Vec<_> = changes.iter().map(BucketChange::setting).collect();
         assert_eq!(
             settings,
@@ -340,7 +403,8 @@ mod tests {
                 "objectOwnership",
                 "encryption",
                 "versioning",
-                "bucketPolicy"
+                "bucketPolicy",
+                "accessLogging"
             ],
             "tags right after creation prove ownership; public access is blocked before anything else"
         );
@@ -349,7 +413,7 @@ mod tests {
     #[test]
     fn up_to_date_bucket_needs_no_change() {
         let d = desired();
-        assert_eq!(bucket_changes(&d, KEY, Some(&up_to_date(&d))), vec![]);
+        assert_eq!(bucket_changes(&d.shape(KEY), Some(&up_to_date(&d))), vec![]);
     }
 
     #[test]
@@ -367,7 +431,7 @@ mod tests {
             key_id: Some("1234".into()),
             bucket_key: true,
         });
-        assert_eq!(bucket_changes(&d, KEY, Some(&seen)), vec![]);
+        assert_eq!(bucket_changes(&d.shape(KEY), Some(&seen)), vec![]);
     }
 
     #[test]
@@ -376,6 +440,7 @@ mod tests {
         type Drift = Box<dyn Fn(&mut ObservedBucket)>;
         let cases: Vec<(&str, Drift)> = vec![
             ("encryption", Box::new(|b| b.encryption = None)),
+            ("accessLogging", Box::new(|b| b.logging = None)),
             (
                 "encryption",
                 Box::new(|b| {
@@ -426,7 +491,7 @@ mod tests {
         for (setting, drift) in cases {
             let mut seen = up_to_date(&d);
             drift(&mut seen);
-            let changes = bucket_changes(&d, KEY, Some(&seen));
+            let changes = bucket_changes(&d.shape(KEY), Some(&seen));
             let got: Vec<_> = changes.iter().map(BucketChange::setting).collect();
             assert_eq!(got, [setting]);
         }
@@ -437,7 +502,7 @@ mod tests {
         let d = desired();
         let mut seen = up_to_date(&d);
         seen.tags.insert(tags::RELEASED.into(), "true".into());
-        let changes = bucket_changes(&d, KEY, Some(&seen));
+        let changes = bucket_changes(&d.shape(KEY), Some(&seen));
         let [BucketChange::PutTags(tags)] = changes.as_slice() else {
             panic!("expected one tag change, got {changes:?}");
         };

@@ -7,8 +7,9 @@ mod desired;
 mod diff;
 pub mod naming;
 
-pub use desired::{Desired, TenantIdentity, partition_of, tags};
+pub use desired::{Desired, DesiredLogBucket, TenantIdentity, partition_of, tags};
 pub use diff::{
-    BucketChange, KeyChange, KeyNotUsable, ObservedBucket, ObservedEncryption, ObservedKey,
-    Ownership, PublicAccessBlock, bucket_changes, key_changes, normalize_policy, ownership,
+    BucketChange, BucketShape, DefaultEncryption, KeyChange, KeyNotUsable, LoggingTarget,
+    ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock, bucket_changes,
+    key_changes, normalize_policy, ownership,
 };

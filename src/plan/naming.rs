@@ -73,6 +73,13 @@ pub fn bucket_name(prefix: &str, cluster_id: &str, namespace: &str, name: &str) 
     }
 }
 
+/// `<prefix>-logs-<region>-<hash>`: the access-log bucket of one policy in one region. The hash
+/// covers cluster id, policy and region, so each policy's retention applies to its own logs.
+pub fn log_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region: &str) -> String {
+    let hash = identity_hash(cluster_id, &format!("logs:{policy}"), region);
+    format!("{prefix}-logs-{region}-{hash}")
+}
+
 /// KMS's limit on alias length.
 const MAX_ALIAS: usize = 256;
 
@@ -187,6 +194,17 @@ mod tests {
         assert!(validate_cluster_id("prod-eu-1").is_ok());
         assert!(validate_cluster_id("Prod").is_err());
         assert!(validate_cluster_id("").is_err());
+    }
+
+    #[test]
+    fn log_bucket_names() {
+        let long = log_bucket_name(&"p".repeat(MAX_PREFIX), "cluster", "eu", "ap-southeast-3");
+        assert_valid_bucket(&long);
+        assert_ne!(
+            log_bucket_name("t", "c", "eu", "eu-west-1"),
+            log_bucket_name("t", "c", "eu-strict", "eu-west-1")
+        );
+        assert!(log_bucket_name("t", "c", "eu", "eu-west-1").starts_with("t-logs-eu-west-1-"));
     }
 
     #[test]
