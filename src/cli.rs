@@ -12,6 +12,7 @@ use crate::cloud::{AwsSettings, Cloud, CloudError};
 use crate::controllers::{self, Settings};
 use crate::leader::{Elector, LeaderError, LeaseSettings};
 use crate::plan::naming::{self, NamingError};
+use crate::report::Format;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the controllers against the cluster in KUBECONFIG (or in-cluster config).
     Run(Box<RunArgs>),
+    /// Compliance report of every tenant, with evidence read from AWS now (not from status).
+    Report(ReportArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<plural>.<group>.yaml` files here instead of printing.
@@ -53,17 +56,8 @@ pub struct RunArgs {
     /// all namespaces).
     #[arg(long = "namespace", env = "TSO_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Endpoint URL for all AWS services (an emulator, a VPC endpoint). The SDK's standard
-    /// `AWS_ENDPOINT_URL` is honoured as well.
-    #[arg(long, env = "TSO_AWS_ENDPOINT_URL")]
-    pub aws_endpoint_url: Option<String>,
-    /// Use path-style S3 addressing (for endpoints without wildcard DNS and certificates).
-    #[arg(long, env = "TSO_S3_FORCE_PATH_STYLE")]
-    pub s3_force_path_style: bool,
-    /// PEM file of extra CA certificates to trust for AWS endpoints (TLS-inspecting proxies,
-    /// emulators). Same variable as the AWS CLI.
-    #[arg(long, env = "AWS_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
     /// Address of the /metrics, /healthz and /readyz endpoint.
     #[arg(long, env = "TSO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -91,6 +85,45 @@ pub struct RunArgs {
     pub identity: Option<String>,
 }
 
+/// How to reach AWS; shared by `run` and `report`.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// Endpoint URL for all AWS services (an emulator, a VPC endpoint). The SDK's standard
+    /// `AWS_ENDPOINT_URL` is honoured as well.
+    #[arg(long, env = "TSO_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Use path-style S3 addressing (for endpoints without wildcard DNS and certificates).
+    #[arg(long, env = "TSO_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+    /// PEM file of extra CA certificates to trust for AWS endpoints (TLS-inspecting proxies,
+    /// emulators). Same variable as the AWS CLI.
+    #[arg(long, env = "AWS_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl AwsArgs {
+    fn settings(self) -> AwsSettings {
+        AwsSettings {
+            endpoint_url: self.aws_endpoint_url,
+            force_path_style: self.s3_force_path_style,
+            ca_bundle: self.ca_bundle,
+        }
+    }
+}
+
+/// Arguments of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Output: a table for humans, JSON or Markdown for auditors.
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: Format,
+    /// Only TenantStorages in these namespaces (default: all).
+    #[arg(long = "namespace", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
 #[derive(Debug, Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -104,21 +137,24 @@ pub enum CliError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("CRD output: {0}")]
-    Crds(String),
+    #[error("writing output: {0}")]
+    Output(String),
     #[error(transparent)]
     Leader(#[from] LeaderError),
+    #[error("report: {0}")]
+    Report(#[from] crate::report::ReportError),
 }
 
 pub async fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
         Command::Run(args) => run(*args).await,
+        Command::Report(args) => report(args).await,
     }
 }
 
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
-    let crds = crate::api::crds_yaml().map_err(|e| CliError::Crds(e.to_string()))?;
+    let crds = crate::api::crds_yaml().map_err(|e| CliError::Output(e.to_string()))?;
     match out_dir {
         None => {
             for (_, yaml) in crds {
@@ -129,7 +165,7 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
             for (plural, yaml) in crds {
                 let path = dir.join(format!("{plural}.{}.yaml", crate::api::GROUP));
                 std::fs::write(&path, yaml)
-                    .map_err(|e| CliError::Crds(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| CliError::Output(format!("{}: {e}", path.display())))?;
             }
         }
     }
@@ -149,15 +185,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
             source,
         })?;
     info!(%addr, "serving /metrics, /healthz, /readyz");
-    let cloud = Cloud::connect(
-        &AwsSettings {
-            endpoint_url: args.aws_endpoint_url,
-            force_path_style: args.s3_force_path_style,
-            ca_bundle: args.ca_bundle,
-        },
-        &metrics,
-    )
-    .await?;
+    let cloud = Cloud::connect(&args.aws.settings(), &metrics).await?;
     let client = kube::Client::try_default().await?;
     let settings = Settings {
         cluster_id: args.cluster_id,
@@ -213,6 +241,16 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
             }
         }
     }
+    Ok(())
+}
+
+async fn report(args: ReportArgs) -> Result<(), CliError> {
+    let cloud = Cloud::connect(&args.aws.settings(), &Metrics::default()).await?;
+    let client = kube::Client::try_default().await?;
+    let reports = crate::report::collect(&client, &cloud, &args.namespaces).await?;
+    let text = crate::report::render(&reports, args.output)
+        .map_err(|e| CliError::Output(e.to_string()))?;
+    print!("{text}");
     Ok(())
 }
 

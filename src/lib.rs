@@ -8,4 +8,5 @@ pub mod controllers;
 pub mod leader;
 pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod telemetry;

@@ -204,13 +204,20 @@ fn template_defaults_are_hardened() {
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .into();
     assert_eq!(kinds, expected, "rendered kinds");
     for d in &docs {
         if !matches!(
             d["kind"].as_str(),
-            Some("ClusterRole" | "ClusterRoleBinding")
+            Some(
+                "ClusterRole"
+                    | "ClusterRoleBinding"
+                    | "ValidatingAdmissionPolicy"
+                    | "ValidatingAdmissionPolicyBinding"
+            )
         ) {
             assert_eq!(
                 d["metadata"]["namespace"], "tso-system",

@@ -211,7 +211,7 @@ impl Regional {
         }
     }
 
-    async fn bucket_encryption(
+    pub async fn bucket_encryption(
         &self,
         bucket: &str,
     ) -> Result<Option<ObservedEncryption>, CloudError> {
@@ -234,7 +234,7 @@ impl Regional {
         }
     }
 
-    async fn public_access_block(
+    pub async fn public_access_block(
         &self,
         bucket: &str,
     ) -> Result<Option<PublicAccessBlock>, CloudError> {
@@ -260,7 +260,7 @@ impl Regional {
         }
     }
 
-    async fn object_ownership(&self, bucket: &str) -> Result<Option<String>, CloudError> {
+    pub async fn object_ownership(&self, bucket: &str) -> Result<Option<String>, CloudError> {
         match self
             .s3
             .get_bucket_ownership_controls()
@@ -290,7 +290,7 @@ impl Regional {
         Ok(out.status().map(|s| s.as_str().to_owned()))
     }
 
-    async fn bucket_policy(&self, bucket: &str) -> Result<Option<String>, CloudError> {
+    pub async fn bucket_policy(&self, bucket: &str) -> Result<Option<String>, CloudError> {
         match self.s3.get_bucket_policy().bucket(bucket).send().await {
             Ok(out) => Ok(out.policy().map(str::to_owned)),
             Err(e) => none_if(

@@ -10,6 +10,7 @@ mod harness;
 mod operability;
 mod ownership;
 mod provisioning;
+mod report;
 mod residency;
 mod restart;
 mod steady_state;
