@@ -20,6 +20,7 @@ kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl apply -f examples/10-residencypolicy-eu.yaml >/dev/null
 kubectl create namespace bench >/dev/null
+kubectl label namespace bench tenancy.dev/jurisdiction=eu >/dev/null
 log "creating $N TenantStorages"
 python3 - "$N" > "$TSO_RUN/tenants.yaml" <<'PY'
 import sys

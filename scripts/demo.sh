@@ -49,9 +49,13 @@ for ts in acme-eu/acme globex-us/globex; do
   echo "ownership:     $("${aws[@]}" s3api get-bucket-ownership-controls --bucket "$bucket" --region "$region" --query 'OwnershipControls.Rules[0].ObjectOwnership' --output text)"
   echo "versioning:    $("${aws[@]}" s3api get-bucket-versioning --bucket "$bucket" --region "$region" --query Status --output text)"
   echo "tags:          $("${aws[@]}" s3api get-bucket-tagging --bucket "$bucket" --region "$region" --output text --query 'TagSet[].[Key,Value]' | tr '\t\n' '= ')"
+  echo "access logs:   $("${aws[@]}" s3api get-bucket-logging --bucket "$bucket" --region "$region" --query 'LoggingEnabled.[TargetBucket,TargetPrefix]' --output text | tr '\t' '/')"
   echo "kms key:       $key ($("${aws[@]}" kms describe-key --key-id "$key" --region "$region" --query KeyMetadata.KeyState --output text), rotation $("${aws[@]}" kms get-key-rotation-status --key-id "$key" --region "$region" --query KeyRotationEnabled --output text))"
   echo "bucket policy statements: $("${aws[@]}" s3api get-bucket-policy --bucket "$bucket" --region "$region" --query Policy --output text | python3 -c 'import json,sys; print(", ".join(s["Sid"] for s in json.load(sys.stdin)["Statement"]))')"
 done
+
+log "compliance report (evidence read from AWS now)"
+"$BIN" report
 
 log "drift: deleting the EU bucket's policy behind the operator's back"
 bucket=$(kubectl get ts acme -n acme-eu -o jsonpath='{.status.bucketName}')
