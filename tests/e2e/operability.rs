@@ -69,9 +69,11 @@ async fn leader_election_fails_over() {
     })
     .await;
     let takeover = crashed.elapsed();
-    // Lease duration, plus the standby's retry period (a quarter of it), plus scheduling slack.
+    // Lease duration, plus the standby's retry period (a quarter of it), plus slack for a
+    // loaded 2-core CI machine running every test at once.
+    println!("leader takeover after a crash: {takeover:?} (lease 4s)");
     assert!(
-        takeover <= Duration::from_secs(4 + 1 + 2),
+        takeover <= Duration::from_secs(4 + 1 + 5),
         "takeover took {takeover:?}"
     );
     s.create(&tenant("second", &policy, json!({})))
