@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "TSO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Reconciles running at once (per watched namespace); paces bursts of new tenants.
+    #[arg(long, env = "TSO_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
     /// Elect a leader through a Lease so several replicas can run; only the leader reconciles.
     #[arg(long, env = "TSO_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -192,6 +195,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         bucket_prefix: args.bucket_prefix,
         resync_period: args.resync_period,
         namespaces: args.namespaces,
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
     };
     info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespaces = ?settings.namespaces, "starting");
     controllers::wait_for_api(&client, &settings).await;

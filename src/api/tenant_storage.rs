@@ -105,6 +105,10 @@ pub struct TenantStorageStatus {
     /// Alias of the tenant's KMS key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_alias: Option<String>,
+    /// Set while a KMS key creation is in flight (write-ahead): if the operator stops before the
+    /// key's alias exists, the next run finds that key by its tags instead of creating another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_creation_started: Option<String>,
     /// Value of the `storage.tenancy.dev/recheck` annotation last acted upon: set the
     /// annotation to a new value to force an immediate check of the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]

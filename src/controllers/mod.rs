@@ -32,6 +32,9 @@ pub struct Settings {
     pub resync_period: Duration,
     /// Watch only these namespaces (all namespaces when empty).
     pub namespaces: Vec<String>,
+    /// Reconciles running at once (per watched namespace), so a burst of tenants is paced
+    /// instead of flooding AWS.
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Shared state of the reconcilers.
@@ -88,7 +91,11 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|tenants| {
-            let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
+            let controller = Controller::new(tenants, watcher::Config::default().any_semantic())
+                .with_config(
+                    kube::runtime::controller::Config::default()
+                        .concurrency(ctx.settings.max_concurrent_reconciles),
+                );
             let store = controller.store();
             stores.push(store.clone());
             let policies: Api<ResidencyPolicy> = Api::all(client.clone());

@@ -443,17 +443,24 @@ async fn provision(
             return refuse(report, ctx, api, None, "KeyNotUsable", message).await;
         }
     };
-    // A claimed tenant without its key alias may have been interrupted between CreateKey and
-    // CreateAlias: look for that key before creating another.
     let existing = key.as_ref().map(|k| (k.key_id.clone(), k.arn.clone()));
+    let creating_key = key_changes.contains(&KeyChange::CreateKey);
+    // A key creation that was started and never confirmed may have left a key without its
+    // alias: only then is the region searched for it (an expensive listing).
+    let interrupted = creating_key && report.status.key_creation_started.is_some();
+    if creating_key && !interrupted {
+        report.status.key_creation_started = Some(report.now.clone());
+        report.save(api).await?;
+    }
     let key_arn = apply_key_changes(
         &cloud,
         &desired,
         existing,
         &key_changes,
-        claimed.then_some(&id),
+        interrupted.then_some(&id),
     )
     .await?;
+    report.status.key_creation_started = None;
     report.status.kms_key_arn = Some(key_arn.clone());
 
     // The access-log bucket, in the same region, before the tenant bucket points at it.

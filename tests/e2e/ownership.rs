@@ -255,7 +255,12 @@ async fn key_of_an_interrupted_creation_is_adopted() {
             "k",
             &PatchParams::default(),
             &Patch::Merge(
-                json!({"status": {"bucketName": s.bucket_for("k"), "region": "eu-central-1"}}),
+                // What a run interrupted between CreateKey and CreateAlias leaves behind.
+                json!({"status": {
+                    "bucketName": s.bucket_for("k"),
+                    "region": "eu-central-1",
+                    "keyCreationStarted": "2026-11-23T00:00:00Z"
+                }}),
             ),
         )
         .await

@@ -291,3 +291,66 @@ async fn policy_change_re_evaluates_bound_tenants() {
         .await;
     assert_eq!(gauge, 1.0);
 }
+
+/// Naming a region later (allowed by CEL, since none was set) never moves the data: the operator
+/// refuses a region other than the one the tenant lives in, and creates nothing there.
+#[tokio::test]
+async fn setting_another_region_later_is_refused_at_reconcile() {
+    let s = Scenario::new("moveregion").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("stay", &policy, json!({})))
+        .await
+        .expect("create");
+    let bucket = s
+        .wait_ready("stay")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    s.tenants()
+        .patch(
+            "stay",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"region": "eu-west-1"}})),
+        )
+        .await
+        .expect("the API server allows naming a region for the first time");
+    let ts = s
+        .wait_reason("stay", "ResidencyCompliant", "RegionChangeRefused")
+        .await;
+    let message = condition(&ts, "ResidencyCompliant")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("eu-central-1") && message.contains("never moved"),
+        "{message}"
+    );
+    let aws = Aws::root().await;
+    aws.s3("eu-central-1")
+        .head_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("data stays");
+    let location = aws
+        .s3("eu-central-1")
+        .get_bucket_location()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("location");
+    assert_eq!(
+        location.location_constraint().map(|c| c.as_str()),
+        Some("eu-central-1"),
+        "the tenant's only bucket is still in eu-central-1"
+    );
+    let alias = tenant_storage_operator::plan::naming::key_alias(&s.cluster_id, &s.ns, "stay");
+    let key = aws
+        .kms("eu-west-1")
+        .describe_key()
+        .key_id(&alias)
+        .send()
+        .await;
+    assert!(key.is_err(), "no key is created in eu-west-1");
+}
