@@ -286,6 +286,7 @@ fn template_defaults_are_hardened() {
         ("TSO_CLUSTER_ID", "c-defaults"),
         ("TSO_BUCKET_PREFIX", "tenant"),
         ("TSO_RESYNC_PERIOD", "10m"),
+        ("TSO_MAX_CONCURRENT_RECONCILES", "16"),
         ("TSO_METRICS_ADDR", "0.0.0.0:8080"),
         ("TSO_LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
@@ -318,6 +319,7 @@ fn template_carries_every_value() {
         ("clusterId", "prod-eu-1"),
         ("bucketPrefix", "acme"),
         ("resyncPeriod", "5m"),
+        ("maxConcurrentReconciles", "32"),
         ("namespaces", "{team-a,team-b}"),
         ("aws.region", "eu-central-1"),
         ("aws.endpointUrl", "https://s3.eu-central-1.amazonaws.com"),
@@ -344,6 +346,7 @@ fn template_carries_every_value() {
         ("TSO_CLUSTER_ID", "prod-eu-1"),
         ("TSO_BUCKET_PREFIX", "acme"),
         ("TSO_RESYNC_PERIOD", "5m"),
+        ("TSO_MAX_CONCURRENT_RECONCILES", "32"),
         ("TSO_NAMESPACES", "team-a,team-b"),
         ("AWS_REGION", "eu-central-1"),
         (
