@@ -8,8 +8,10 @@ mod s3;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
@@ -75,8 +77,16 @@ impl Cloud {
         let http = https_client(settings.ca_bundle.as_deref())?;
         // Adaptive retry rate-limits the client itself when AWS throttles, so a burst of new
         // tenants slows down instead of failing.
+        // Bounded time for every call: a hung connection must fail and be retried, never hold
+        // a reconcile (and its concurrency slot) forever.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(20))
+            .operation_timeout(Duration::from_secs(90))
+            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
+            .timeout_config(timeouts)
             .retry_config(RetryConfig::adaptive().with_max_attempts(8));
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
