@@ -9,7 +9,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::cloud::{AwsSettings, Cloud, CloudError};
-use crate::controllers::{self, Settings};
+use crate::controllers::{self, PurgeSettings, Settings};
 use crate::leader::{Elector, LeaderError, LeaseSettings};
 use crate::plan::naming::{self, NamingError};
 use crate::report::Format;
@@ -67,6 +67,23 @@ pub struct RunArgs {
     /// Reconciles running at once (per watched namespace); paces bursts of new tenants.
     #[arg(long, env = "TSO_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
+    /// Namespace where deletion Jobs run (the operator's own).
+    #[arg(long, env = "TSO_PURGE_NAMESPACE", default_value = "default")]
+    pub purge_namespace: String,
+    /// Service account of deletion Jobs: the identity that holds the purge permissions.
+    #[arg(
+        long,
+        env = "TSO_PURGE_SERVICE_ACCOUNT",
+        default_value = "tenant-storage-purge"
+    )]
+    pub purge_service_account: String,
+    /// Image of deletion Jobs (this operator's image; they run `tenant-storage-operator purge`).
+    #[arg(
+        long,
+        env = "TSO_PURGE_IMAGE",
+        default_value = "tenant-storage-operator:0.1.0"
+    )]
+    pub purge_image: String,
     /// Elect a leader through a Lease so several replicas can run; only the leader reconciles.
     #[arg(long, env = "TSO_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -177,6 +194,7 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
 
 async fn run(args: RunArgs) -> Result<(), CliError> {
     telemetry::init_logging(args.log_format);
+    let purge_env = purge_env(&args.aws, args.log_format);
     naming::validate_prefix(&args.bucket_prefix)?;
     naming::validate_cluster_id(&args.cluster_id)?;
     let metrics = Metrics::default();
@@ -196,6 +214,12 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         resync_period: args.resync_period,
         namespaces: args.namespaces,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        purge: PurgeSettings {
+            namespace: args.purge_namespace,
+            service_account: args.purge_service_account,
+            image: args.purge_image,
+            env: purge_env,
+        },
     };
     info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespaces = ?settings.namespaces, "starting");
     controllers::wait_for_api(&client, &settings).await;
@@ -256,6 +280,30 @@ async fn report(args: ReportArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Output(e.to_string()))?;
     print!("{text}");
     Ok(())
+}
+
+/// What deletion Jobs need to reach AWS the way the operator does.
+fn purge_env(aws: &AwsArgs, log_format: LogFormat) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "TSO_LOG_FORMAT".to_owned(),
+        match log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+        .to_owned(),
+    )];
+    if let Some(url) = &aws.aws_endpoint_url {
+        env.push(("TSO_AWS_ENDPOINT_URL".to_owned(), url.clone()));
+    }
+    if aws.s3_force_path_style {
+        env.push(("TSO_S3_FORCE_PATH_STYLE".to_owned(), "true".to_owned()));
+    }
+    for passthrough in ["AWS_REGION", "RUST_LOG"] {
+        if let Ok(value) = std::env::var(passthrough) {
+            env.push((passthrough.to_owned(), value));
+        }
+    }
+    env
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or SIGINT.

@@ -293,6 +293,12 @@ fn template_defaults_are_hardened() {
         ("TSO_LEADER_ELECTION", "true"),
         ("TSO_LEASE_NAMESPACE", "tso-system"),
         ("TSO_LEASE_NAME", "tso-tenant-storage-operator"),
+        ("TSO_PURGE_NAMESPACE", "tso-system"),
+        (
+            "TSO_PURGE_SERVICE_ACCOUNT",
+            "tso-tenant-storage-operator-purge",
+        ),
+        ("TSO_PURGE_IMAGE", "tenant-storage-operator:0.1.0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -670,6 +676,13 @@ fn install_and_uninstall_on_api_server() {
             group("residencypolicies", &["get", "list", "watch"]),
             group("residencypolicies/status", &["get", "patch", "update"]),
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+            group(
+                "datadeletionrequests",
+                &["get", "list", "watch", "patch", "update"]
+            ),
+            group("datadeletionrequests/status", &["get", "patch", "update"]),
+            group("datadeletionrequests/finalizers", &["update"]),
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         ]),
         "ClusterRole rules"
@@ -687,7 +700,10 @@ fn install_and_uninstall_on_api_server() {
     assert_no_wildcard(&role);
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}])
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]}
+        ])
     );
     let rb = get_json(&["rolebinding", &role_name, "-n", &ns]);
     assert_eq!(rb["roleRef"]["name"], role_name);

@@ -4,13 +4,19 @@
 //! rejects bad objects before the operator ever sees them.
 
 mod condition;
+mod data_deletion_request;
 mod residency_policy;
 mod tenant_storage;
 
 pub use condition::{Condition, ConditionStatus};
+pub use data_deletion_request::{
+    CertificateSummary, DataDeletionRequest, DataDeletionRequestSpec, DataDeletionRequestStatus,
+    DeletionMethod, DeletionPhase, DeletionProgress, DeletionScope, LockedVersion,
+    TenantStorageRef,
+};
 pub use residency_policy::{
-    AccessLoggingSpec, EncryptionSpec, NamespaceSelector, ResidencyPolicy, ResidencyPolicySpec,
-    ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
+    AccessLoggingSpec, DeletionSpec, EncryptionSpec, NamespaceSelector, ResidencyPolicy,
+    ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
 };
 pub use tenant_storage::{DeletionPolicy, TenantStorage, TenantStorageSpec, TenantStorageStatus};
 
@@ -22,11 +28,15 @@ pub const GROUP: &str = "storage.tenancy.dev";
 /// All CRDs as one multi-document YAML stream, in a stable order (what `crds` prints and `crds/`
 /// holds).
 pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    [ResidencyPolicy::crd(), TenantStorage::crd()]
-        .into_iter()
-        .map(|crd| {
-            let name = crd.spec.names.plural.clone();
-            serde_yaml::to_string(&crd).map(|yaml| (name, yaml))
-        })
-        .collect()
+    [
+        ResidencyPolicy::crd(),
+        TenantStorage::crd(),
+        DataDeletionRequest::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let name = crd.spec.names.plural.clone();
+        serde_yaml::to_string(&crd).map(|yaml| (name, yaml))
+    })
+    .collect()
 }

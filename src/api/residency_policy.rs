@@ -95,6 +95,38 @@ pub struct ResidencyPolicySpec {
     /// region.
     #[serde(default)]
     pub access_logging: AccessLoggingSpec,
+
+    /// How data deletion requests are handled.
+    #[serde(default)]
+    pub deletion: DeletionSpec,
+}
+
+/// Data deletion rules.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionSpec {
+    /// Days within which a DataDeletionRequest must complete (e.g. 30 for GDPR art. 17); the
+    /// request turns `Overdue` after that.
+    #[serde(default = "default_deadline_days")]
+    #[schemars(range(min = 1, max = 365))]
+    pub deadline_days: i32,
+    /// While a whole-tenant purge runs, the bucket policy refuses new writes, so the purge
+    /// cannot race new data.
+    #[serde(default = "default_true")]
+    pub deny_writes_during_purge: bool,
+}
+
+impl Default for DeletionSpec {
+    fn default() -> Self {
+        Self {
+            deadline_days: default_deadline_days(),
+            deny_writes_during_purge: true,
+        }
+    }
+}
+
+fn default_deadline_days() -> i32 {
+    30
 }
 
 /// Selects namespaces by their labels (all must match).

@@ -1,6 +1,7 @@
 //! One controller per kind on `kube::runtime::Controller`.
 
 mod conditions;
+mod data_deletion_request;
 mod error;
 mod residency_policy;
 mod tenant_storage;
@@ -8,7 +9,9 @@ mod tenant_storage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use data_deletion_request::REQUEST_ANNOTATION;
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -17,10 +20,11 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
+pub use data_deletion_request::{REQUEST_LABEL, job_name as deletion_job_name};
 pub use error::Error;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
-use crate::api::{ResidencyPolicy, TenantStorage};
+use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
 use crate::telemetry::Metrics;
 
@@ -35,6 +39,21 @@ pub struct Settings {
     /// Reconciles running at once (per watched namespace), so a burst of tenants is paced
     /// instead of flooding AWS.
     pub max_concurrent_reconciles: u16,
+    /// How deletion Jobs are run.
+    pub purge: PurgeSettings,
+}
+
+/// Deletion Jobs: where they run, as whom, with which image and environment.
+#[derive(Clone, Debug)]
+pub struct PurgeSettings {
+    /// Namespace of the Jobs (the operator's own).
+    pub namespace: String,
+    /// Service account of the Jobs: the only identity holding the purge permissions.
+    pub service_account: String,
+    /// Image of the Jobs (this operator's image).
+    pub image: String,
+    /// Environment passed to the Jobs (AWS endpoint, region, log settings).
+    pub env: Vec<(String, String)>,
 }
 
 /// Shared state of the reconcilers.
@@ -55,6 +74,18 @@ pub async fn wait_for_api(client: &Client, settings: &Settings) {
             warn!(error = %e, "cannot list TenantStorages yet");
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+}
+
+fn deletion_scopes(client: &Client, settings: &Settings) -> Vec<Api<DataDeletionRequest>> {
+    if settings.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        let unique: std::collections::BTreeSet<&String> = settings.namespaces.iter().collect();
+        unique
+            .into_iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     }
 }
 
@@ -114,8 +145,47 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                             .collect::<Vec<_>>()
                     },
                 )
+                // A deletion request changing state changes its tenant's bucket policy and may let
+                // a blocked deletion finish.
+                .watches(
+                    Api::<DataDeletionRequest>::all(client.clone()),
+                    watcher::Config::default(),
+                    |req: DataDeletionRequest| {
+                        req.namespace().map(|ns| {
+                            ObjectRef::<TenantStorage>::new(&req.spec.tenant_storage_ref.name)
+                                .within(&ns)
+                        })
+                    },
+                )
                 .shutdown_on_signal()
                 .run(tenant_storage::reconcile, error_policy, ctx.clone())
+                .for_each(|res| async move {
+                    if let Err(e) = res {
+                        warn!(error = %e, "reconcile failed");
+                    }
+                })
+        })
+        .collect();
+    let deletion_requests: Vec<_> = deletion_scopes(&client, &ctx.settings)
+        .into_iter()
+        .map(|requests| {
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.purge.namespace);
+            Controller::new(requests, watcher::Config::default())
+                .watches(
+                    jobs,
+                    watcher::Config::default().labels(REQUEST_LABEL),
+                    |job: Job| {
+                        let target = job.annotations().get(REQUEST_ANNOTATION)?.clone();
+                        let (ns, name) = target.split_once('/')?;
+                        Some(ObjectRef::<DataDeletionRequest>::new(name).within(ns))
+                    },
+                )
+                .shutdown_on_signal()
+                .run(
+                    data_deletion_request::reconcile,
+                    deletion_error_policy,
+                    ctx.clone(),
+                )
                 .for_each(|res| async move {
                     if let Err(e) = res {
                         warn!(error = %e, "reconcile failed");
@@ -130,10 +200,21 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         ctx.metrics.clone(),
     );
     tokio::select! {
-        _ = futures::future::join_all(controllers) => {}
+        _ = futures::future::join(
+            futures::future::join_all(controllers),
+            futures::future::join_all(deletion_requests),
+        ) => {}
         () = policy_status => {}
     }
     info!("controllers stopped");
+}
+
+fn deletion_error_policy(
+    _req: Arc<DataDeletionRequest>,
+    _err: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    Action::requeue(Duration::from_secs(5))
 }
 
 /// Transient failures retry soon; a blocked deletion re-checks on the resync period (at most

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -17,7 +17,8 @@ use tracing::{info, instrument, warn};
 use super::conditions::{self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT};
 use super::{Context, Error};
 use crate::api::{
-    ConditionStatus, DeletionPolicy, ResidencyPolicy, TenantStorage, TenantStorageStatus,
+    ConditionStatus, DataDeletionRequest, DeletionPhase, DeletionPolicy, ResidencyPolicy,
+    TenantStorage, TenantStorageStatus,
 };
 use crate::cloud::{BucketPresence, ObservedTags, Regional};
 use crate::plan::{
@@ -34,6 +35,7 @@ pub const PAUSED: &str = "storage.tenancy.dev/paused";
 /// value acted upon is echoed in `status.lastRecheck`.
 pub const RECHECK: &str = "storage.tenancy.dev/recheck";
 const PAUSED_CONDITION: &str = "Paused";
+const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
 const KIND: &str = "TenantStorage";
 
 #[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), tenant = ts.name_any()))]
@@ -463,6 +465,35 @@ async fn provision(
     report.status.key_creation_started = None;
     report.status.kms_key_arn = Some(key_arn.clone());
 
+    // A whole-tenant purge in progress: shown in status and, if the policy says so, no new
+    // writes meanwhile.
+    let purging = whole_tenant_purge_in_progress(ctx, &id).await?;
+    desired.deny_writes = purging.is_some() && policy.spec.deletion.deny_writes_during_purge;
+    match &purging {
+        Some(request) => report.set(
+            DELETION_IN_PROGRESS,
+            ConditionStatus::True,
+            "WholeTenantPurge",
+            format!(
+                "DataDeletionRequest {request} is deleting all data{}",
+                if desired.deny_writes {
+                    "; new writes are refused until it ends"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        None if conditions::reason(&report.status.conditions, DELETION_IN_PROGRESS).is_some() => {
+            report.set(
+                DELETION_IN_PROGRESS,
+                ConditionStatus::False,
+                "NoDeletionRunning",
+                "no whole-tenant deletion is running",
+            )
+        }
+        None => {}
+    }
+
     // The access-log bucket, in the same region, before the tenant bucket points at it.
     if desired.logging.is_some() {
         let logs = DesiredLogBucket::new(
@@ -569,6 +600,36 @@ async fn apply_key_changes(
         }
     }
     Ok(arn)
+}
+
+/// The name of a whole-tenant purge request that is accepted and not finished, if any.
+async fn whole_tenant_purge_in_progress(
+    ctx: &Context,
+    id: &TenantIdentity,
+) -> Result<Option<String>, Error> {
+    let requests: Api<DataDeletionRequest> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    let running = requests
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|r| {
+            r.spec.tenant_storage_ref.name == id.name
+                && r.spec
+                    .tenant_storage_ref
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| ns == id.namespace)
+                && r.spec.scope.is_whole_tenant()
+                && r.spec.method.purges()
+                && !r.spec.dry_run
+                && r.metadata.deletion_timestamp.is_none()
+                && matches!(
+                    r.status.as_ref().and_then(|s| s.phase),
+                    None | Some(DeletionPhase::Pending | DeletionPhase::Running)
+                )
+        });
+    Ok(running.map(|r| r.name_any()))
 }
 
 /// Creates or corrects the access-log bucket of a policy in a region, at most once per resync

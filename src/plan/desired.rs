@@ -48,6 +48,8 @@ pub struct Desired {
     pub presigned_max_age_ms: i64,
     /// Where the bucket's access logs go, when the policy asks for access logging.
     pub logging: Option<LoggingTarget>,
+    /// A whole-tenant purge is running and the policy refuses new writes meanwhile.
+    pub deny_writes: bool,
 }
 
 impl Desired {
@@ -71,6 +73,7 @@ impl Desired {
             prefix: format!("{}/{}/", id.namespace, id.name),
         });
         Desired {
+            deny_writes: false,
             logging,
             bucket: naming::bucket_name(bucket_prefix, &id.cluster_id, &id.namespace, &id.name),
             partition: partition_of(&region),
@@ -119,7 +122,7 @@ impl Desired {
     pub fn bucket_policy(&self, key_arn: &str) -> Value {
         let bucket = self.bucket_arn();
         let objects = format!("{bucket}/*");
-        json!({
+        let mut policy = json!({
             "Version": "2012-10-17",
             "Statement": [
                 {
@@ -183,7 +186,19 @@ impl Desired {
                     }
                 }
             ]
-        })
+        });
+        if self.deny_writes
+            && let Some(statements) = policy["Statement"].as_array_mut()
+        {
+            statements.push(json!({
+                "Sid": "DenyWritesDuringPurge",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects
+            }));
+        }
+        policy
     }
 }
 
@@ -297,6 +312,7 @@ mod tests {
             versioning: Versioning::Enabled,
             namespace_selector: None,
             access_logging: crate::api::AccessLoggingSpec::default(),
+            deletion: crate::api::DeletionSpec::default(),
         };
         let id = TenantIdentity {
             cluster_id: "c1".into(),

@@ -366,6 +366,7 @@ mod tests {
             versioning: Versioning::Enabled,
             namespace_selector: None,
             access_logging: crate::api::AccessLoggingSpec::default(),
+            deletion: crate::api::DeletionSpec::default(),
         };
         Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
     }

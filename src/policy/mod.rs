@@ -144,6 +144,7 @@ mod tests {
             versioning: Versioning::Enabled,
             namespace_selector: None,
             access_logging: crate::api::AccessLoggingSpec::default(),
+            deletion: crate::api::DeletionSpec::default(),
         }
     }
 

@@ -5,6 +5,7 @@ mod access_logging;
 mod admission;
 mod argocd;
 mod deletion;
+mod deletion_requests;
 mod enforcement;
 mod harness;
 mod operability;

@@ -1,0 +1,237 @@
+// Every `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicate attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// A request to delete a tenant's data (GDPR art. 17, a customer leaving): all of it or some
+/// prefixes, by purging every object version, by crypto-shredding the tenant key, or both. It
+/// runs as a Job and ends with a deletion certificate.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "storage.tenancy.dev",
+    version = "v1alpha1",
+    kind = "DataDeletionRequest",
+    namespaced,
+    status = "DataDeletionRequestStatus",
+    shortname = "ddr",
+    category = "tenancy",
+    doc = "Deletes a tenant's data (all of it or some prefixes) as a resumable, verified Job that leaves a deletion certificate.",
+    printcolumn(
+        name = "Tenant",
+        type_ = "string",
+        json_path = ".spec.tenantStorageRef.name"
+    ),
+    printcolumn(name = "Method", type_ = "string", json_path = ".spec.method"),
+    printcolumn(name = "Dry Run", type_ = "boolean", json_path = ".spec.dryRun"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Deleted",
+        type_ = "integer",
+        json_path = ".status.progress.versionsDeleted"
+    ),
+    printcolumn(
+        name = "Markers",
+        type_ = "integer",
+        json_path = ".status.progress.deleteMarkersDeleted"
+    ),
+    printcolumn(name = "Deadline", type_ = "date", json_path = ".status.deadline"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self == oldSelf")
+    .message("a DataDeletionRequest's spec is immutable once accepted: create a new request"))]
+#[x_kube(validation = Rule::new("self.method == 'Purge' || (has(self.scope.wholeTenant) && self.scope.wholeTenant)")
+    .message("spec.method CryptoShred destroys the tenant key, so it needs spec.scope.wholeTenant: true")
+    .field_path(".method"))]
+#[serde(rename_all = "camelCase")]
+pub struct DataDeletionRequestSpec {
+    /// The TenantStorage whose data is deleted; it must be in this request's namespace.
+    pub tenant_storage_ref: TenantStorageRef,
+    /// What to delete.
+    pub scope: DeletionScope,
+    /// `Purge` deletes every object version and delete marker in scope; `CryptoShred` disables
+    /// the tenant key and schedules its deletion (whole tenant only); `PurgeAndCryptoShred` both.
+    pub method: DeletionMethod,
+    /// Who asked (a person, a system), for the certificate.
+    #[schemars(length(min = 1, max = 256))]
+    pub requested_by: String,
+    /// Why, e.g. a ticket reference, for the certificate.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// Count what would be deleted; delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Reference to a TenantStorage.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStorageRef {
+    /// Name of the TenantStorage.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the TenantStorage; if given, it must be this request's own (a request never
+    /// reaches another namespace's data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// What a request deletes: the whole tenant, or key prefixes.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("(has(self.wholeTenant) && self.wholeTenant) != (has(self.prefixes) && size(self.prefixes) > 0)")
+    .message("spec.scope needs exactly one of wholeTenant: true or a non-empty prefixes list"))]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionScope {
+    /// Every object of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole_tenant: Option<bool>,
+    /// Key prefixes, e.g. one end user's `users/42/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 1024)))]
+    pub prefixes: Option<Vec<String>>,
+}
+
+impl DeletionScope {
+    pub fn is_whole_tenant(&self) -> bool {
+        self.whole_tenant == Some(true)
+    }
+
+    /// Prefixes to list; the empty prefix for the whole tenant.
+    pub fn listing_prefixes(&self) -> Vec<String> {
+        if self.is_whole_tenant() {
+            vec![String::new()]
+        } else {
+            self.prefixes.clone().unwrap_or_default()
+        }
+    }
+}
+
+/// How data is deleted.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionMethod {
+    Purge,
+    CryptoShred,
+    PurgeAndCryptoShred,
+}
+
+impl DeletionMethod {
+    pub fn purges(self) -> bool {
+        matches!(
+            self,
+            DeletionMethod::Purge | DeletionMethod::PurgeAndCryptoShred
+        )
+    }
+
+    pub fn shreds(self) -> bool {
+        matches!(
+            self,
+            DeletionMethod::CryptoShred | DeletionMethod::PurgeAndCryptoShred
+        )
+    }
+}
+
+/// Phase of a request.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionPhase {
+    Pending,
+    Running,
+    Succeeded,
+    /// Objects under Object Lock retention or legal hold remain; see `status.lockedObjects`.
+    Blocked,
+    Failed,
+    /// The request was refused (see the `Accepted` condition).
+    Rejected,
+}
+
+/// Progress of the purge, written by the deletion Job at each checkpoint.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionProgress {
+    /// Object versions deleted (or, for a dry run, that would be).
+    #[serde(default)]
+    pub versions_deleted: u64,
+    /// Delete markers deleted (or that would be).
+    #[serde(default)]
+    pub delete_markers_deleted: u64,
+    /// Bytes of the deleted versions.
+    #[serde(default)]
+    pub bytes_deleted: u64,
+    /// Versions kept by Object Lock (retention or legal hold).
+    #[serde(default)]
+    pub locked_versions: u64,
+    /// When the purge started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// The last checkpoint: the prefix and key the listing had reached, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<String>,
+}
+
+/// A version Object Lock keeps.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedVersion {
+    /// Object key.
+    pub key: String,
+    /// Version id.
+    pub version_id: String,
+    /// `GOVERNANCE`, `COMPLIANCE` or `LegalHold`.
+    pub mode: String,
+    /// Retention end (RFC 3339), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<String>,
+}
+
+/// Summary of the deletion certificate.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSummary {
+    /// ConfigMap holding the full certificate.
+    pub config_map: String,
+    /// SHA-256 (hex) of the sorted `key<TAB>versionId` lines of every deleted version and marker.
+    pub sha256: String,
+    /// Entries covered by the hash.
+    pub entries: u64,
+    /// Whether the verification listing found nothing left in scope.
+    pub verified: bool,
+}
+
+/// What the operator observes about a request.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataDeletionRequestStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `Running`, `Succeeded`, `Blocked`, `Failed` or `Rejected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<DeletionPhase>,
+    /// When the policy's deletion deadline passes (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// The Job running the deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Purge progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<DeletionProgress>,
+    /// Versions Object Lock keeps (the first 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked_objects: Vec<LockedVersion>,
+    /// The deletion certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateSummary>,
+    /// `Accepted`, `Complete`, `Overdue`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,526 @@
+//! DataDeletionRequest controller: accepts or rejects a request, turns it into a Job that runs
+//! `tenant-storage-operator purge`, mirrors the Job into the request's phase, tracks the
+//! policy's deadline, and keeps the certificate when the request is deleted.
+//!
+//! Jobs run in the operator's own namespace under a dedicated service account (the only pods
+//! holding the purge role), labelled with the request they serve; tenant namespaces never get
+//! pods with AWS credentials.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, Container, EnvVar, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecurityContext,
+};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+use super::conditions;
+use super::{Context, Error};
+use crate::api::{
+    ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase,
+    ResidencyPolicy, TenantStorage,
+};
+
+/// Keeps a request until its Job is stopped and its certificate detached from it.
+pub const FINALIZER: &str = "storage.tenancy.dev/keep-certificate";
+/// Label on Jobs and ConfigMaps: the request they belong to (`<namespace>.<name>`).
+pub const REQUEST_LABEL: &str = "storage.tenancy.dev/deletion-request";
+/// Annotation on Jobs: `<namespace>/<name>` of the request they serve.
+pub const REQUEST_ANNOTATION: &str = "storage.tenancy.dev/request";
+const KIND: &str = "DataDeletionRequest";
+
+#[instrument(skip_all, fields(namespace = req.namespace().unwrap_or_default(), request = req.name_any()))]
+pub async fn reconcile(req: Arc<DataDeletionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let ns = req
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<DataDeletionRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, req, |event| async {
+        match event {
+            Finalizer::Apply(req) => apply(&req, &ctx, &api).await,
+            Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let outcome = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.reason(),
+    };
+    ctx.metrics
+        .count_reconcile(KIND, &outcome, started.elapsed().as_secs_f64());
+    result
+}
+
+/// Name of the Job serving a request: readable, at most 63 characters, unique per request.
+pub fn job_name(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let readable: String = format!("purge-{namespace}-{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(52)
+        .collect();
+    format!("{}-{hash}", readable.trim_end_matches('-'))
+}
+
+fn request_label(namespace: &str, name: &str) -> String {
+    // Label values: at most 63 characters; the hash keeps long names unique.
+    let value = format!("{namespace}.{name}");
+    if value.len() <= 63 {
+        value
+    } else {
+        job_name(namespace, name)
+    }
+}
+
+async fn apply(
+    req: &DataDeletionRequest,
+    ctx: &Context,
+    api: &Api<DataDeletionRequest>,
+) -> Result<Action, Error> {
+    let ns = req
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = req.name_any();
+    let generation = req.metadata.generation.unwrap_or_default();
+    let now = Timestamp::now();
+    let mut status = req.status.clone().unwrap_or_default();
+    status.observed_generation = Some(generation);
+    let set = |status: &mut DataDeletionRequestStatus,
+               type_: &str,
+               s: ConditionStatus,
+               reason: &str,
+               message: String| {
+        conditions::set(
+            &mut status.conditions,
+            type_,
+            s,
+            reason,
+            message,
+            generation,
+            &now.to_string(),
+        );
+    };
+
+    // Validate: a request never reaches another namespace, and needs its tenant.
+    if let Some(other) = req
+        .spec
+        .tenant_storage_ref
+        .namespace
+        .as_deref()
+        .filter(|o| *o != ns)
+    {
+        let message = format!(
+            "spec.tenantStorageRef.namespace is {other:?}, but a DataDeletionRequest may only delete data of a TenantStorage in its own namespace ({ns}); create the request in {other:?}"
+        );
+        status.phase = Some(DeletionPhase::Rejected);
+        set(
+            &mut status,
+            "Accepted",
+            ConditionStatus::False,
+            "CrossNamespaceReference",
+            message.clone(),
+        );
+        return finish(
+            req,
+            ctx,
+            api,
+            status,
+            Some(("CrossNamespaceReference", message)),
+            None,
+        )
+        .await;
+    }
+    let tenants: Api<TenantStorage> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(tenant) = tenants.get_opt(&req.spec.tenant_storage_ref.name).await? else {
+        let message = format!(
+            "TenantStorage {:?} (spec.tenantStorageRef.name) does not exist in {ns}",
+            req.spec.tenant_storage_ref.name
+        );
+        status.phase.get_or_insert(DeletionPhase::Pending);
+        set(
+            &mut status,
+            "Accepted",
+            ConditionStatus::False,
+            "TenantStorageNotFound",
+            message.clone(),
+        );
+        return finish(
+            req,
+            ctx,
+            api,
+            status,
+            Some(("TenantStorageNotFound", message)),
+            Some(Duration::from_secs(30)),
+        )
+        .await;
+    };
+    if tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.bucket_name.as_ref())
+        .is_none()
+    {
+        let message = "the TenantStorage has no bucket yet; the request waits for it".to_owned();
+        status.phase.get_or_insert(DeletionPhase::Pending);
+        set(
+            &mut status,
+            "Accepted",
+            ConditionStatus::False,
+            "TenantNotProvisioned",
+            message.clone(),
+        );
+        return finish(req, ctx, api, status, None, Some(Duration::from_secs(30))).await;
+    }
+
+    // The policy's deadline, counted from the request's creation.
+    let policies: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
+    let deadline_days = policies
+        .get_opt(&tenant.spec.policy_ref)
+        .await?
+        .map_or(30, |p| p.spec.deletion.deadline_days);
+    let created = req
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(now, |t| t.0);
+    let deadline = created
+        .checked_add(SignedDuration::from_hours(24 * i64::from(deadline_days)))
+        .unwrap_or(created);
+    status.deadline = Some(deadline.to_string());
+    set(
+        &mut status,
+        "Accepted",
+        ConditionStatus::True,
+        "Accepted",
+        format!(
+            "deleting {} of TenantStorage {}",
+            scope_text(req),
+            req.spec.tenant_storage_ref.name
+        ),
+    );
+
+    // The Job: created once, then mirrored.
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let job_name = job_name(&ns, &name);
+    status.job_name = Some(job_name.clone());
+    let job = match jobs.get_opt(&job_name).await? {
+        Some(job) => job,
+        None => {
+            let job = build_job(req, &ns, &name, &job_name, ctx);
+            let created = jobs.create(&PostParams::default(), &job).await?;
+            info!(job = %job_name, "created deletion job");
+            publish(
+                ctx,
+                req,
+                EventType::Normal,
+                "JobCreated",
+                format!(
+                    "deletion job {}/{job_name} created",
+                    ctx.settings.purge.namespace
+                ),
+            )
+            .await;
+            created
+        }
+    };
+    let job_status = job.status.unwrap_or_default();
+    let terminal = matches!(
+        status.phase,
+        Some(DeletionPhase::Succeeded | DeletionPhase::Blocked | DeletionPhase::Rejected)
+    );
+    let job_failed = job_status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Failed" && c.status == "True");
+    if !terminal {
+        if job_failed {
+            status.phase = Some(DeletionPhase::Failed);
+        } else if job_status.active.unwrap_or(0) > 0 && status.phase != Some(DeletionPhase::Running)
+        {
+            status.phase = Some(DeletionPhase::Running);
+        } else if status.phase.is_none() {
+            status.phase = Some(DeletionPhase::Pending);
+        }
+    }
+    let done = matches!(status.phase, Some(DeletionPhase::Succeeded));
+    let phase = status.phase;
+    set(
+        &mut status,
+        "Complete",
+        if done { ConditionStatus::True } else { ConditionStatus::False },
+        match phase {
+            Some(DeletionPhase::Succeeded) => "Succeeded",
+            Some(DeletionPhase::Blocked) => "ObjectLock",
+            Some(DeletionPhase::Failed) => "JobFailed",
+            _ => "InProgress",
+        },
+        match phase {
+            Some(DeletionPhase::Succeeded) => "every version in scope is deleted and verified; see the certificate".to_owned(),
+            Some(DeletionPhase::Blocked) => "versions under Object Lock remain: see status.lockedObjects and their retain-until dates".to_owned(),
+            Some(DeletionPhase::Failed) => format!("the deletion job {job_name} failed; its checkpoint is kept, delete the Job to retry from it"),
+            _ => "the deletion job has not finished".to_owned(),
+        },
+    );
+    let overdue = !done && now > deadline;
+    set(
+        &mut status,
+        "Overdue",
+        if overdue {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        if overdue {
+            "DeadlinePassed"
+        } else {
+            "WithinDeadline"
+        },
+        format!("the policy's deadline ({deadline_days} days) ends at {deadline}"),
+    );
+    let until_deadline = deadline.duration_since(now).as_secs().max(1);
+    let requeue =
+        (!done).then(|| Duration::from_secs(u64::try_from(until_deadline).unwrap_or(60).min(300)));
+    finish(req, ctx, api, status, None, requeue).await
+}
+
+fn scope_text(req: &DataDeletionRequest) -> String {
+    if req.spec.scope.is_whole_tenant() {
+        "all data".to_owned()
+    } else {
+        format!(
+            "prefixes {}",
+            req.spec
+                .scope
+                .prefixes
+                .clone()
+                .unwrap_or_default()
+                .join(", ")
+        )
+    }
+}
+
+async fn finish(
+    req: &DataDeletionRequest,
+    ctx: &Context,
+    api: &Api<DataDeletionRequest>,
+    status: DataDeletionRequestStatus,
+    warning: Option<(&str, String)>,
+    requeue: Option<Duration>,
+) -> Result<Action, Error> {
+    if req.status.as_ref() != Some(&status) {
+        let patch = json!({ "status": status });
+        api.patch_status(
+            &req.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        if let Some((reason, message)) = warning {
+            publish(ctx, req, EventType::Warning, reason, message).await;
+        }
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn build_job(
+    req: &DataDeletionRequest,
+    ns: &str,
+    name: &str,
+    job_name: &str,
+    ctx: &Context,
+) -> Job {
+    let purge = &ctx.settings.purge;
+    let labels = BTreeMap::from([
+        (REQUEST_LABEL.to_owned(), request_label(ns, name)),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "tenant-storage-operator".to_owned(),
+        ),
+    ]);
+    let env: Vec<EnvVar> = purge
+        .env
+        .iter()
+        .map(|(k, v)| EnvVar {
+            name: k.clone(),
+            value: Some(v.clone()),
+            ..EnvVar::default()
+        })
+        .collect();
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name.to_owned()),
+            namespace: Some(purge.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([
+                (REQUEST_ANNOTATION.to_owned(), format!("{ns}/{name}")),
+                (
+                    "storage.tenancy.dev/request-uid".to_owned(),
+                    req.uid().unwrap_or_default(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            // Each retry resumes from the checkpoint, so retries are cheap and safe.
+            backoff_limit: Some(6),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(purge.service_account.clone()),
+                    restart_policy: Some("Never".to_owned()),
+                    containers: vec![Container {
+                        name: "purge".to_owned(),
+                        image: Some(purge.image.clone()),
+                        command: Some(vec!["tenant-storage-operator".to_owned()]),
+                        args: Some(vec![
+                            "purge".to_owned(),
+                            "--namespace".to_owned(),
+                            ns.to_owned(),
+                            "--request".to_owned(),
+                            name.to_owned(),
+                        ]),
+                        env: Some(env),
+                        security_context: Some(SecurityContext {
+                            run_as_non_root: Some(true),
+                            read_only_root_filesystem: Some(true),
+                            allow_privilege_escalation: Some(false),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".to_owned()]),
+                                ..Capabilities::default()
+                            }),
+                            seccomp_profile: Some(SeccompProfile {
+                                type_: "RuntimeDefault".to_owned(),
+                                ..SeccompProfile::default()
+                            }),
+                            ..SecurityContext::default()
+                        }),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Deleting a request stops its Job and keeps the certificate and manifest: they lose their
+/// owner reference (so garbage collection cannot take them) and are labelled as the record of a
+/// deleted request.
+async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Error> {
+    let ns = req
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = req.name_any();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let job = job_name(&ns, &name);
+    if jobs.get_opt(&job).await?.is_some() {
+        let params = kube::api::DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        jobs.delete(&job, &params).await?;
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = req.uid().unwrap_or_default();
+    let mut kept = Vec::new();
+    for cm in config_maps.list(&ListParams::default()).await?.items {
+        let owned = cm
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid);
+        if !owned {
+            continue;
+        }
+        let remaining: Vec<_> = cm
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.uid != uid)
+            .cloned()
+            .collect();
+        let patch = json!({"metadata": {
+            "ownerReferences": remaining,
+            "labels": {"storage.tenancy.dev/deleted-request": request_label(&ns, &name)}
+        }});
+        config_maps
+            .patch(
+                &cm.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        kept.push(cm.name_any());
+    }
+    if !kept.is_empty() {
+        let note = format!(
+            "request deleted; its deletion job is stopped and its evidence is kept: ConfigMaps {} (labelled storage.tenancy.dev/deleted-request)",
+            kept.join(", ")
+        );
+        publish(ctx, req, EventType::Normal, "CertificateKept", note).await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn publish(
+    ctx: &Context,
+    req: &DataDeletionRequest,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Delete".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &req.object_ref(&())).await {
+        warn!(error = %e, reason, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_short_and_unique() {
+        let long = "n".repeat(63);
+        let a = job_name(&long, &"r".repeat(253));
+        let b = job_name(&long, &format!("{}x", "r".repeat(252)));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(job_name("acme", "gdpr-42").starts_with("purge-acme-gdpr-42-"));
+        assert!(request_label(&long, &"r".repeat(30)).len() <= 63);
+    }
+}

@@ -1,0 +1,343 @@
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tenant_storage_operator::api::{ConditionStatus, DataDeletionRequest, DeletionPhase};
+use tenant_storage_operator::controllers::deletion_job_name;
+
+use crate::harness::{Aws, Scenario, condition, eu_spec, eventually, tenant};
+
+fn request(name: &str, tenant: &str, extra: serde_json::Value) -> DataDeletionRequest {
+    let mut spec = json!({
+        "tenantStorageRef": {"name": tenant},
+        "scope": {"wholeTenant": true},
+        "method": "Purge",
+        "requestedBy": "dpo@example.com",
+        "reason": "GDPR-1234: customer left",
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    DataDeletionRequest::new(name, serde_json::from_value(spec).expect("request spec"))
+}
+
+fn ddr_condition<'a>(
+    r: &'a DataDeletionRequest,
+    type_: &str,
+) -> Option<&'a tenant_storage_operator::api::Condition> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// An accepted request becomes a hardened Job running `purge` under the purge service account;
+/// while it runs the tenant shows it and its bucket refuses new writes; the request mirrors the
+/// Job, and when the purge reports success the tenant accepts writes again.
+#[tokio::test]
+async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
+    let s = Scenario::new("ddrjob").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s
+        .operator(&[
+            "--purge-namespace",
+            &s.ns,
+            "--purge-image",
+            "registry.example/tso:test",
+        ])
+        .await;
+    s.create(&tenant("t", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    let bucket = s
+        .wait_ready("t")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    requests
+        .create(&PostParams::default(), &request("leave", "t", json!({})))
+        .await
+        .expect("create request");
+
+    let job_name = deletion_job_name(&s.ns, "leave");
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    let job = eventually("deletion job", || async {
+        jobs.get_opt(&job_name).await.ok()?
+    })
+    .await;
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|j| j.template.spec.clone())
+        .expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("tenant-storage-purge")
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.example/tso:test")
+    );
+    assert_eq!(
+        container.args.clone().unwrap_or_default(),
+        ["purge", "--namespace", s.ns.as_str(), "--request", "leave"]
+    );
+    let sc = container
+        .security_context
+        .clone()
+        .expect("security context");
+    assert_eq!(
+        (
+            sc.run_as_non_root,
+            sc.read_only_root_filesystem,
+            sc.allow_privilege_escalation
+        ),
+        (Some(true), Some(true), Some(false))
+    );
+
+    let req = eventually("request accepted", || async {
+        let r = requests.get("leave").await.ok()?;
+        (ddr_condition(&r, "Accepted")?.status == ConditionStatus::True).then_some(r)
+    })
+    .await;
+    let status = req.status.clone().expect("status");
+    assert_eq!(status.phase, Some(DeletionPhase::Pending));
+    assert_eq!(status.job_name.as_deref(), Some(job_name.as_str()));
+    let created = req.metadata.creation_timestamp.clone().expect("created").0;
+    let deadline: k8s_openapi::jiff::Timestamp = status
+        .deadline
+        .expect("deadline")
+        .parse()
+        .expect("RFC 3339");
+    assert_eq!(
+        deadline.duration_since(created).as_hours(),
+        30 * 24,
+        "the policy's 30 days"
+    );
+    assert_eq!(
+        ddr_condition(&req, "Overdue").map(|c| c.status),
+        Some(ConditionStatus::False)
+    );
+
+    // The tenant shows the purge and refuses writes.
+    let ts = s
+        .wait_condition("t", "DeletionInProgress", ConditionStatus::True)
+        .await;
+    assert!(condition(&ts, "DeletionInProgress").is_some_and(|c| c.message.contains("leave")));
+    let user = Aws::user().await.s3("eu-central-1");
+    let put = || {
+        user.put_object()
+            .bucket(&bucket)
+            .key("during-purge")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+    };
+    eventually("writes refused during the purge", || async {
+        put().await.is_err().then_some(())
+    })
+    .await;
+
+    // The Job's pod starts: the request says Running.
+    jobs.patch_status(
+        &job_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"active": 1}})),
+    )
+    .await
+    .expect("mark job active");
+    eventually("request Running", || async {
+        let r = requests.get("leave").await.ok()?;
+        (r.status?.phase == Some(DeletionPhase::Running)).then_some(())
+    })
+    .await;
+
+    // The purge command reports success (what `tenant-storage-operator purge` writes at the end).
+    requests
+        .patch_status(
+            "leave",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .expect("report success");
+    let done = eventually("request complete", || async {
+        let r = requests.get("leave").await.ok()?;
+        (ddr_condition(&r, "Complete")?.status == ConditionStatus::True).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        done.status.and_then(|st| st.phase),
+        Some(DeletionPhase::Succeeded)
+    );
+    s.wait_condition("t", "DeletionInProgress", ConditionStatus::False)
+        .await;
+    eventually("writes accepted again", || async {
+        put().await.is_ok().then_some(())
+    })
+    .await;
+}
+
+/// A request for another namespace's tenant is rejected and never gets a Job; its spec cannot
+/// change after acceptance; crypto-shredding needs the whole tenant.
+#[tokio::test]
+async fn invalid_requests_are_refused() {
+    let s = Scenario::new("ddrbad").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    s.create(&tenant("t", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    s.wait_ready("t").await;
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+
+    let foreign = request(
+        "foreign",
+        "t",
+        json!({"tenantStorageRef": {"name": "t", "namespace": "someone-else"}}),
+    );
+    requests
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("create");
+    let r = eventually("request rejected", || async {
+        let r = requests.get("foreign").await.ok()?;
+        (r.status.as_ref()?.phase == Some(DeletionPhase::Rejected)).then_some(r)
+    })
+    .await;
+    let accepted = ddr_condition(&r, "Accepted").expect("Accepted");
+    assert_eq!(
+        (accepted.status, accepted.reason.as_str()),
+        (ConditionStatus::False, "CrossNamespaceReference")
+    );
+    assert!(
+        accepted.message.contains("spec.tenantStorageRef.namespace"),
+        "{}",
+        accepted.message
+    );
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    assert!(
+        jobs.get_opt(&deletion_job_name(&s.ns, "foreign"))
+            .await
+            .expect("get job")
+            .is_none()
+    );
+
+    let err = requests
+        .create(
+            &PostParams::default(),
+            &request(
+                "shred-part",
+                "t",
+                json!({"method": "CryptoShred", "scope": {"prefixes": ["users/1/"]}}),
+            ),
+        )
+        .await
+        .expect_err("crypto-shredding a prefix is refused");
+    assert!(
+        err.to_string().contains("needs spec.scope.wholeTenant"),
+        "{err}"
+    );
+
+    requests
+        .create(
+            &PostParams::default(),
+            &request("fixed", "t", json!({"scope": {"prefixes": ["users/1/"]}})),
+        )
+        .await
+        .expect("create");
+    let err = requests
+        .patch(
+            "fixed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"scope": {"prefixes": ["users/2/"]}}})),
+        )
+        .await
+        .expect_err("scope is immutable");
+    assert!(err.to_string().contains("immutable once accepted"), "{err}");
+}
+
+/// Deleting a request stops its Job and keeps its certificate: the ConfigMap loses its owner
+/// reference (garbage collection cannot take it) and is labelled as evidence of a deleted request.
+#[tokio::test]
+async fn deleting_a_request_keeps_its_certificate() {
+    let s = Scenario::new("ddrkeep").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    s.create(&tenant("t", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    s.wait_ready("t").await;
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    let req = requests
+        .create(
+            &PostParams::default(),
+            &request("old", "t", json!({"dryRun": true})),
+        )
+        .await
+        .expect("create");
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    let job_name = deletion_job_name(&s.ns, "old");
+    eventually("deletion job", || async {
+        jobs.get_opt(&job_name).await.ok()?
+    })
+    .await;
+
+    // The certificate as the purge Job writes it: owned by the request.
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let owner = req.controller_owner_ref(&()).expect("owner reference");
+    let certificate: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "old-certificate", "ownerReferences": [owner]},
+        "data": {"certificate.json": "{\"sha256\": \"...\"}"}
+    }))
+    .expect("configmap");
+    config_maps
+        .create(&PostParams::default(), &certificate)
+        .await
+        .expect("create certificate");
+
+    requests
+        .delete("old", &Default::default())
+        .await
+        .expect("delete request");
+    eventually("request gone", || async {
+        requests.get_opt("old").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let kept = config_maps
+        .get("old-certificate")
+        .await
+        .expect("certificate kept");
+    assert!(
+        kept.owner_references().is_empty(),
+        "no owner left for garbage collection"
+    );
+    assert!(
+        kept.labels()
+            .contains_key("storage.tenancy.dev/deleted-request")
+    );
+    assert!(
+        jobs.get_opt(&job_name)
+            .await
+            .expect("get job")
+            .is_none_or(|j| j.metadata.deletion_timestamp.is_some()),
+        "the job is stopped"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.client.clone(), &s.ns);
+    let noted = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("CertificateKept")
+                && e.note.unwrap_or_default().contains("old-certificate")
+        });
+    assert!(noted, "the user is told the certificate was kept");
+}
