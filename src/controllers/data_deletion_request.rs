@@ -282,7 +282,7 @@ async fn apply(
             _ => "the deletion job has not finished".to_owned(),
         },
     );
-    let overdue = !done && now > deadline;
+    let overdue = is_overdue(done, now, deadline);
     set(
         &mut status,
         "Overdue",
@@ -298,10 +298,24 @@ async fn apply(
         },
         format!("the policy's deadline ({deadline_days} days) ends at {deadline}"),
     );
+    ctx.metrics.record_deletion(
+        &format!("{ns}/{name}"),
+        status.phase.map(|p| format!("{p:?}")),
+        status
+            .progress
+            .as_ref()
+            .map_or(0, |p| p.versions_deleted + p.delete_markers_deleted),
+    );
     let until_deadline = deadline.duration_since(now).as_secs().max(1);
     let requeue =
         (!done).then(|| Duration::from_secs(u64::try_from(until_deadline).unwrap_or(60).min(300)));
     finish(req, ctx, api, status, None, requeue).await
+}
+
+/// A request not completed by its deadline is overdue (a Blocked or Failed one too: the data is
+/// still there).
+fn is_overdue(done: bool, now: Timestamp, deadline: Timestamp) -> bool {
+    !done && now > deadline
 }
 
 fn scope_text(req: &DataDeletionRequest) -> String {
@@ -480,6 +494,8 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
             .await?;
         kept.push(cm.name_any());
     }
+    ctx.metrics
+        .record_deletion(&format!("{ns}/{name}"), None, 0);
     if !kept.is_empty() {
         let note = format!(
             "request deleted; its deletion job is stopped and its evidence is kept: ConfigMaps {} (labelled storage.tenancy.dev/deleted-request)",
@@ -512,6 +528,23 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overdue_only_when_unfinished_after_the_deadline() {
+        let deadline = Timestamp::now();
+        let later = deadline
+            .checked_add(SignedDuration::from_hours(1))
+            .unwrap_or(deadline);
+        let earlier = deadline
+            .checked_sub(SignedDuration::from_hours(1))
+            .unwrap_or(deadline);
+        assert!(is_overdue(false, later, deadline));
+        assert!(!is_overdue(false, earlier, deadline));
+        assert!(
+            !is_overdue(true, later, deadline),
+            "a completed request is never overdue"
+        );
+    }
 
     #[test]
     fn job_names_are_short_and_unique() {

@@ -38,6 +38,19 @@ pub struct TenantLabels {
     pub reason: String,
 }
 
+/// Labels of `tenant_storage_deletion_requests`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+/// Labels of `tenant_storage_deletion_objects_deleted`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `<namespace>/<name>` of the request.
+    pub request: String,
+}
+
 /// Labels of `tenant_storage_policy_tenants`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -60,6 +73,9 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram>,
     tenants: Family<TenantLabels, Gauge>,
     policy_tenants: Family<PolicyLabels, Gauge>,
+    deletion_requests: Family<PhaseLabels, Gauge>,
+    deletion_objects: Family<RequestLabels, Gauge>,
+    deletion_phases: Arc<Mutex<HashMap<String, String>>>,
     tenant_states: Arc<Mutex<HashMap<String, TenantLabels>>>,
 }
 
@@ -102,9 +118,24 @@ impl Default for Metrics {
             "TenantStorages bound to each ResidencyPolicy, and how many are out of compliance",
             policy_tenants.clone(),
         );
+        let deletion_requests = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "deletion_requests",
+            "DataDeletionRequests by phase",
+            deletion_requests.clone(),
+        );
+        let deletion_objects = Family::<RequestLabels, Gauge>::default();
+        registry.register(
+            "deletion_objects_deleted",
+            "Object versions and delete markers deleted so far, per DataDeletionRequest",
+            deletion_objects.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             policy_tenants,
+            deletion_requests,
+            deletion_objects,
+            deletion_phases: Arc::default(),
             aws_calls,
             reconciles,
             reconcile_duration,
@@ -138,6 +169,37 @@ impl Metrics {
         self.tenants.clear();
         for labels in states.values() {
             self.tenants.get_or_create(labels).inc();
+        }
+    }
+
+    /// Records a deletion request's phase and progress (`None` once it is gone).
+    pub fn record_deletion(&self, request: &str, phase: Option<String>, objects_deleted: u64) {
+        let mut phases = self
+            .deletion_phases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let labels = RequestLabels {
+            request: request.to_owned(),
+        };
+        match phase {
+            Some(phase) => {
+                phases.insert(request.to_owned(), phase);
+                self.deletion_objects
+                    .get_or_create(&labels)
+                    .set(i64::try_from(objects_deleted).unwrap_or(i64::MAX));
+            }
+            None => {
+                phases.remove(request);
+                self.deletion_objects.remove(&labels);
+            }
+        }
+        self.deletion_requests.clear();
+        for phase in phases.values() {
+            self.deletion_requests
+                .get_or_create(&PhaseLabels {
+                    phase: phase.clone(),
+                })
+                .inc();
         }
     }
 

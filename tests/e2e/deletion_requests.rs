@@ -41,7 +41,7 @@ fn ddr_condition<'a>(
 async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
     let s = Scenario::new("ddrjob").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s
+    let op = s
         .operator(&[
             "--purge-namespace",
             &s.ns,
@@ -177,6 +177,12 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
     );
     s.wait_condition("t", "DeletionInProgress", ConditionStatus::False)
         .await;
+    assert_eq!(
+        op.counter("tenant_storage_deletion_requests", &["phase=\"Succeeded\""])
+            .await,
+        1.0,
+        "deletion requests by phase are exported"
+    );
     eventually("writes accepted again", || async {
         put().await.is_ok().then_some(())
     })
