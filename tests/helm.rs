@@ -688,6 +688,19 @@ fn install_and_uninstall_on_api_server() {
         "ClusterRole rules"
     );
     assert!(!cr["rules"].to_string().contains("secrets"));
+    let purge = get_json(&["clusterrole", &format!("{name}-purge")]);
+    assert_no_wildcard(&purge);
+    assert_eq!(
+        purge["rules"],
+        json!([
+            {"apiGroups": ["storage.tenancy.dev"], "resources": ["datadeletionrequests", "tenantstorages", "residencypolicies"], "verbs": ["get"]},
+            group("datadeletionrequests/status", &["patch"]),
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"]},
+        ]),
+        "purge ClusterRole rules"
+    );
+    let purge_sa = get_json(&["serviceaccount", &format!("{name}-purge"), "-n", &ns]);
+    assert_eq!(purge_sa["metadata"]["name"], format!("{name}-purge"));
     let crb = get_json(&["clusterrolebinding", &name]);
     assert_eq!(crb["roleRef"]["name"], name);
     assert_eq!(
