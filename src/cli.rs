@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Compliance report of every tenant, with evidence read from AWS now (not from status).
     Report(ReportArgs),
+    /// Carry out one DataDeletionRequest (what its Job runs): purge, verify, crypto-shred,
+    /// certificate. Resumes from its checkpoint. Exits 0 when it succeeded, 3 when versions
+    /// under Object Lock remain (Blocked), 1 on failure.
+    Purge(PurgeArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<plural>.<group>.yaml` files here instead of printing.
@@ -144,6 +149,28 @@ pub struct ReportArgs {
     pub aws: AwsArgs,
 }
 
+/// Arguments of `purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Namespace of the DataDeletionRequest (and of its TenantStorage).
+    #[arg(long)]
+    pub namespace: String,
+    /// Name of the DataDeletionRequest.
+    #[arg(long)]
+    pub request: String,
+    /// `DeleteObjects` batches (of up to 1000 versions) in flight at once.
+    #[arg(long, env = "TSO_PURGE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Log format.
+    #[arg(long, env = "TSO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Exit status of `purge` when versions under Object Lock remain.
+pub const EXIT_BLOCKED: u8 = 3;
+
 #[derive(Debug, Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -163,13 +190,40 @@ pub enum CliError {
     Leader(#[from] LeaderError),
     #[error("report: {0}")]
     Report(#[from] crate::report::ReportError),
+    #[error("purge: {0}")]
+    Purge(#[from] crate::purge::RequestError),
 }
 
-pub async fn execute(cli: Cli) -> Result<(), CliError> {
+/// Runs a command; returns the process exit status.
+pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Crds { out_dir } => print_crds(out_dir),
-        Command::Run(args) => run(*args).await,
-        Command::Report(args) => report(args).await,
+        Command::Crds { out_dir } => print_crds(out_dir).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Report(args) => report(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Purge(args) => purge(args).await,
+    }
+}
+
+async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
+    telemetry::init_logging(args.log_format);
+    let cloud = Cloud::connect(&args.aws.settings(), &Metrics::default()).await?;
+    let client = kube::Client::try_default().await?;
+    let options = crate::purge::Options {
+        namespace: args.namespace,
+        request: args.request,
+        concurrency: usize::from(args.concurrency),
+    };
+    match crate::purge::run(client, &cloud, &options).await {
+        Ok(crate::purge::Outcome::Succeeded) => Ok(ExitCode::SUCCESS),
+        Ok(crate::purge::Outcome::Blocked) => {
+            warn!("versions under Object Lock remain: the request is Blocked");
+            Ok(ExitCode::from(EXIT_BLOCKED))
+        }
+        Err(e) => {
+            // Logged as well as returned, so it reaches the Job's log collector in JSON too.
+            tracing::error!(error = %e, "purge failed");
+            Err(e.into())
+        }
     }
 }
 

@@ -8,5 +8,6 @@ pub mod controllers;
 pub mod leader;
 pub mod plan;
 pub mod policy;
+pub mod purge;
 pub mod report;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = tenant_storage_operator::cli::Cli::parse();
     match tenant_storage_operator::cli::execute(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -150,21 +150,26 @@ pub enum DeletionPhase {
     Rejected,
 }
 
-/// Progress of the purge, written by the deletion Job at each checkpoint.
+/// Progress of the purge, written by the deletion Job at each checkpoint. Counts are `u64` in
+/// Rust and `int64` in the schema (the format Kubernetes knows).
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletionProgress {
     /// Object versions deleted (or, for a dry run, that would be).
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub versions_deleted: u64,
     /// Delete markers deleted (or that would be).
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub delete_markers_deleted: u64,
     /// Bytes of the deleted versions.
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub bytes_deleted: u64,
     /// Versions kept by Object Lock (retention or legal hold).
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub locked_versions: u64,
     /// When the purge started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +206,7 @@ pub struct CertificateSummary {
     /// SHA-256 (hex) of the sorted `key<TAB>versionId` lines of every deleted version and marker.
     pub sha256: String,
     /// Entries covered by the hash.
+    #[schemars(extend("format" = "int64"))]
     pub entries: u64,
     /// Whether the verification listing found nothing left in scope.
     pub verified: bool,

@@ -7,6 +7,14 @@ use crate::plan::ObservedKey;
 
 const KMS: &str = "kms";
 
+/// What KMS says about a key now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyState {
+    pub arn: String,
+    pub state: String,
+    pub deletion_date: Option<String>,
+}
+
 fn err<E>(
     op: &'static str,
 ) -> impl FnOnce(aws_sdk_kms::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
@@ -214,5 +222,61 @@ impl Regional {
                 }
             }
         }
+    }
+
+    /// State of a key (`Enabled`, `Disabled`, `PendingDeletion`, ...) and, when pending
+    /// deletion, the date it will be deleted (RFC 3339).
+    pub async fn key_state(&self, key_id: &str) -> Result<KeyState, CloudError> {
+        let out = self
+            .kms
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(err("DescribeKey"))?;
+        let meta = out.key_metadata().ok_or(CloudError::Incomplete {
+            service: KMS,
+            operation: "DescribeKey",
+            field: "KeyMetadata",
+        })?;
+        Ok(KeyState {
+            arn: meta
+                .arn()
+                .map_or_else(|| meta.key_id().to_owned(), str::to_owned),
+            state: meta
+                .key_state()
+                .map_or("Unknown", |s| s.as_str())
+                .to_owned(),
+            deletion_date: meta
+                .deletion_date()
+                .and_then(|d| d.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+        })
+    }
+
+    /// Disables a key: nothing can be encrypted or decrypted with it from now on.
+    pub async fn disable_key(&self, key_id: &str) -> Result<(), CloudError> {
+        self.kms
+            .disable_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(err("DisableKey"))?;
+        Ok(())
+    }
+
+    /// Schedules a key's deletion after `window_days` (7-30).
+    pub async fn schedule_key_deletion(
+        &self,
+        key_id: &str,
+        window_days: i32,
+    ) -> Result<(), CloudError> {
+        self.kms
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(window_days)
+            .send()
+            .await
+            .map_err(err("ScheduleKeyDeletion"))?;
+        Ok(())
     }
 }

@@ -18,7 +18,11 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use counter::CallCounter;
 pub use error::CloudError;
-pub use s3::{BucketPresence, ObservedTags};
+pub use kms::KeyState;
+pub use s3::{
+    BucketPresence, DeleteFailure, DeleteReport, ListedVersion, ObservedTags, VersionLock,
+    VersionPage,
+};
 
 use crate::telemetry::Metrics;
 

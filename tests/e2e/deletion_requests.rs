@@ -347,3 +347,123 @@ async fn deleting_a_request_keeps_its_certificate() {
         });
     assert!(noted, "the user is told the certificate was kept");
 }
+
+/// The whole flow, playing the kubelet: a `Delete`-policy tenant with data cannot be deleted;
+/// a whole-tenant DataDeletionRequest becomes a Job; running the Job's own command purges every
+/// version, the request succeeds with a certificate, and the tenant's deletion completes.
+#[tokio::test]
+async fn whole_tenant_purge_lets_a_delete_policy_tenant_go() {
+    let s = Scenario::new("ddrflow").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s
+        .operator(&["--purge-namespace", &s.ns, "--resync-period", "2s"])
+        .await;
+    s.create(&tenant(
+        "leaving",
+        &policy,
+        json!({"deletionPolicy": "Delete"}),
+    ))
+    .await
+    .expect("create tenant");
+    let status = s.wait_ready("leaving").await.status.expect("status");
+    let bucket = status.bucket_name.expect("bucket");
+    let key_arn = status.kms_key_arn.expect("key");
+    let s3 = Aws::root().await.s3("eu-central-1");
+    for (key, body) in [("a/1", "one"), ("a/1", "one again"), ("b/2", "two")] {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(ByteStream::from(body.as_bytes().to_vec()))
+            .send()
+            .await
+            .expect("write data");
+    }
+    s3.delete_object()
+        .bucket(&bucket)
+        .key("b/2")
+        .send()
+        .await
+        .expect("delete marker");
+    s.tenants()
+        .delete("leaving", &Default::default())
+        .await
+        .expect("delete tenant");
+    s.wait_reason("leaving", "Ready", "DeletionBlocked").await;
+
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    requests
+        .create(
+            &PostParams::default(),
+            &request("offboard", "leaving", json!({})),
+        )
+        .await
+        .expect("create request");
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    let job = eventually("deletion job", || async {
+        jobs.get_opt(&deletion_job_name(&s.ns, "offboard"))
+            .await
+            .ok()?
+    })
+    .await;
+    let container = job
+        .spec
+        .and_then(|j| j.template.spec)
+        .map(|p| p.containers[0].clone())
+        .expect("container");
+    // Play the kubelet: run the Job's command (this binary) with the Job's arguments and env.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"));
+    command.args(container.args.clone().unwrap_or_default());
+    for var in container.env.clone().unwrap_or_default() {
+        command.env(var.name, var.value.unwrap_or_default());
+    }
+    let out = command.output().expect("run the job's command");
+    assert!(
+        out.status.success(),
+        "purge failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let done = eventually("request succeeded", || async {
+        let r = requests.get("offboard").await.ok()?;
+        (r.status.as_ref()?.phase == Some(DeletionPhase::Succeeded)).then_some(r)
+    })
+    .await;
+    let status = done.status.expect("status");
+    let progress = status.progress.expect("progress");
+    assert_eq!(
+        (progress.versions_deleted, progress.delete_markers_deleted),
+        (3, 1),
+        "{progress:?}"
+    );
+    let certificate = status.certificate.expect("certificate");
+    assert!(certificate.verified);
+    assert_eq!(certificate.entries, 4);
+
+    eventually("tenant deleted", || async {
+        s.tenants()
+            .get_opt("leaving")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        s3.head_bucket().bucket(&bucket).send().await.is_err(),
+        "bucket deleted"
+    );
+    let key = Aws::root()
+        .await
+        .kms("eu-central-1")
+        .describe_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("key");
+    assert_eq!(
+        key.key_metadata()
+            .and_then(|m| m.key_state())
+            .map(|s| s.as_str()),
+        Some("PendingDeletion")
+    );
+}

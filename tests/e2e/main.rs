@@ -11,6 +11,7 @@ mod harness;
 mod operability;
 mod ownership;
 mod provisioning;
+mod purge;
 mod report;
 mod residency;
 mod restart;

@@ -1,0 +1,820 @@
+//! The purge engine: lists every version and delete marker in scope and deletes them in
+//! batches, several in flight, checkpointing so that a run killed at any instant is continued
+//! by the next one without counting anything twice or missing anything.
+//!
+//! Protocol (the checkpoint `State` is the single commit point):
+//! 1. A listed page becomes one or more batches. Each batch is first written to a batch record
+//!    (write-ahead), then one checkpoint registers them as in flight and moves the listing
+//!    position past the page. Only then is `DeleteObjects` sent.
+//! 2. When a batch returns, its deleted entries are appended to the manifest chunks, its locked
+//!    versions to the locked chunks, and one checkpoint records the new counts and journal
+//!    lengths and drops the batch from the in-flight list.
+//! 3. A rerun first truncates the journals to their committed length, re-sends every in-flight
+//!    batch (S3 answers "deleted" for a version id that is already gone, so the result is the
+//!    same), then lists on from the saved position.
+//!
+//! The entry the listing resumes after (the page's last) is held back ("carried") and deleted
+//! with the next page: ministack, and possibly other S3 implementations, skip the rest of a key
+//! when asked to list after a version that no longer exists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::manifest::{self, Entry, Journal, JournalState, Kind};
+use super::state::{InFlight, Marker, Pass, State, Verification};
+use crate::api::LockedVersion;
+use crate::cloud::{CloudError, DeleteReport, VersionLock, VersionPage};
+
+/// `DeleteObjects` takes at most 1000 keys.
+pub const BATCH_MAX: usize = 1000;
+/// A batch record must fit in one ConfigMap.
+const BATCH_MAX_BYTES: usize = 700 * 1024;
+/// Keys per listing page.
+const PAGE_SIZE: i32 = 1000;
+/// Listings of the scope before giving up on versions that keep failing or keep appearing.
+pub const MAX_PASSES: u32 = 5;
+/// Attempts for keys S3 reports as throttled or failed internally.
+const KEY_ATTEMPTS: u32 = 8;
+/// Attempts for a whole `DeleteObjects` call that failed after the SDK's own retries.
+const CALL_ATTEMPTS: u32 = 4;
+/// Per-key Object Lock lookups running at once within a batch.
+const LOCK_LOOKUPS: usize = 16;
+
+/// Per-key error codes that mean "try again later".
+const RETRYABLE: &[&str] = &[
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "OperationAborted",
+];
+
+/// The bucket, as the engine needs it. Implemented over S3 by [`super::BucketObjects`].
+pub trait Objects: Send + Sync + 'static {
+    /// One page of versions and delete markers under `prefix`, after `after`.
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&Marker>,
+        max_keys: i32,
+    ) -> impl Future<Output = Result<VersionPage, CloudError>> + Send;
+    /// `DeleteObjects` of `(key, versionId)` pairs, at most [`BATCH_MAX`].
+    fn delete(
+        &self,
+        versions: &[(String, String)],
+    ) -> impl Future<Output = Result<DeleteReport, CloudError>> + Send;
+    /// Object Lock retention and legal hold of one version.
+    fn lock(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> impl Future<Output = Result<VersionLock, CloudError>> + Send;
+}
+
+/// Which chunked journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JournalKind {
+    /// Deleted versions and markers: `key\tversionId\tkind\tsize`.
+    Manifest,
+    /// Versions Object Lock keeps: `key\tversionId\tmode\tretainUntil`.
+    Locked,
+}
+
+/// Where checkpoints live. Implemented over ConfigMaps by [`super::ConfigMapStore`].
+pub trait Store: Send + Sync {
+    fn load_state(&self) -> impl Future<Output = Result<Option<State>, StoreError>> + Send;
+    fn save_state(&self, state: &State) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Told after every checkpoint that changed the counts (e.g. to mirror them in status).
+    fn progress(&self, state: &State) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The write-ahead record of batch `id`, in `slot`.
+    fn write_batch(
+        &self,
+        slot: u32,
+        id: u64,
+        lines: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// `(id, lines)` of the batch record in `slot`.
+    fn read_batch(
+        &self,
+        slot: u32,
+    ) -> impl Future<Output = Result<Option<(u64, String)>, StoreError>> + Send;
+    fn write_chunk(
+        &self,
+        journal: JournalKind,
+        index: u32,
+        text: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn read_chunk(
+        &self,
+        journal: JournalKind,
+        index: u32,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Indexes of every chunk that exists, committed or not.
+    fn chunk_indices(
+        &self,
+        journal: JournalKind,
+    ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send;
+    fn delete_chunk(
+        &self,
+        journal: JournalKind,
+        index: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what}: {detail}")]
+    Invalid { what: String, detail: String },
+}
+
+#[derive(Debug, Error)]
+pub enum PurgeError {
+    #[error("AWS: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("checkpoint: {0}")]
+    Store(#[from] StoreError),
+    #[error("checkpoint is inconsistent: {0}")]
+    Corrupt(String),
+    #[error(
+        "after {passes} listings the scope still held {attempted} versions to delete (keys that failed: {codes}); the checkpoint is kept, rerun to retry"
+    )]
+    NotConverged {
+        passes: u32,
+        attempted: u64,
+        codes: String,
+    },
+    #[error("a deletion task stopped: {0}")]
+    Task(String),
+}
+
+/// What one batch achieved.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    deleted: Vec<Entry>,
+    locked: Vec<LockedVersion>,
+    /// Error codes of keys not deleted (not locked): the next pass tries them again.
+    failed: Vec<String>,
+}
+
+type Done = (u64, Result<BatchOutcome, CloudError>);
+
+pub struct Engine<O, S> {
+    objects: Arc<O>,
+    store: S,
+    concurrency: usize,
+    /// Keys per listing page ([`PAGE_SIZE`]; small in tests to make many pages).
+    page_size: i32,
+}
+
+impl<O: Objects, S: Store> Engine<O, S> {
+    pub fn new(objects: O, store: S, concurrency: usize) -> Self {
+        Engine {
+            objects: Arc::new(objects),
+            store,
+            concurrency: concurrency.max(1),
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Purges (or, for a dry run, counts) until `state.purged` is set, checkpointing as it goes.
+    pub async fn run(&self, state: &mut State) -> Result<(), PurgeError> {
+        if state.purged.is_some() {
+            return Ok(());
+        }
+        let manifest = self
+            .open_journal(JournalKind::Manifest, &state.manifest)
+            .await?;
+        let locked = self
+            .open_journal(JournalKind::Locked, &state.locked)
+            .await?;
+        let mut known_locked = HashSet::new();
+        for line in self
+            .read_journal(JournalKind::Locked, &state.locked)
+            .await?
+        {
+            let v =
+                manifest::parse_locked(&line).map_err(|e| PurgeError::Corrupt(e.to_string()))?;
+            known_locked.insert((v.key, v.version_id));
+        }
+        let mut run = Run {
+            engine: self,
+            state,
+            manifest,
+            locked,
+            known_locked,
+            tasks: JoinSet::new(),
+            failures: BTreeMap::new(),
+        };
+        run.resume_in_flight().await?;
+        loop {
+            run.pass().await?;
+            let pass = run.state.pass.clone();
+            let now = super::now();
+            if run.state.dry_run {
+                run.state.purged = Some(now);
+            } else if pass.attempted == 0 {
+                // Nothing left to delete: this listing is the verification.
+                run.state.verification = Some(Verification {
+                    remaining: pass.remaining_locked,
+                    passes: pass.number,
+                    time: now.clone(),
+                });
+                run.state.purged = Some(now);
+            } else if pass.number >= MAX_PASSES {
+                let codes = run
+                    .failures
+                    .iter()
+                    .map(|(code, n)| format!("{code}: {n}"))
+                    .collect::<Vec<_>>();
+                return Err(PurgeError::NotConverged {
+                    passes: pass.number,
+                    attempted: pass.attempted,
+                    codes: if codes.is_empty() {
+                        "none; versions kept appearing".to_owned()
+                    } else {
+                        codes.join(", ")
+                    },
+                });
+            } else {
+                info!(
+                    pass = pass.number,
+                    attempted = pass.attempted,
+                    "listing the scope again to verify"
+                );
+                run.state.pass = Pass::new(pass.number + 1);
+                run.failures.clear();
+            }
+            run.state.last_checkpoint = Some(checkpoint_text(run.state));
+            self.store.save_state(run.state).await?;
+            self.store.progress(run.state).await?;
+            if run.state.purged.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// SHA-256 of the committed manifest and its entry count, read back from the store (so it
+    /// is exactly what anyone re-checking the manifest ConfigMaps computes).
+    pub async fn manifest_hash(&self, state: &State) -> Result<(String, u64), PurgeError> {
+        let lines = self
+            .read_journal(JournalKind::Manifest, &state.manifest)
+            .await?;
+        Ok(manifest::manifest_sha256(lines.iter().map(String::as_str)))
+    }
+
+    /// Every locked version recorded.
+    pub async fn locked_versions(&self, state: &State) -> Result<Vec<LockedVersion>, PurgeError> {
+        self.read_journal(JournalKind::Locked, &state.locked)
+            .await?
+            .iter()
+            .map(|line| {
+                manifest::parse_locked(line).map_err(|e| PurgeError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The journal with its last chunk cut back to what the checkpoint committed, and chunks of
+    /// an interrupted commit beyond it removed.
+    async fn open_journal(
+        &self,
+        kind: JournalKind,
+        committed: &JournalState,
+    ) -> Result<Journal, PurgeError> {
+        for index in self.store.chunk_indices(kind).await? {
+            if index >= committed.chunks {
+                self.store.delete_chunk(kind, index).await?;
+            }
+        }
+        if committed.chunks == 0 {
+            return Ok(Journal::new(committed.clone(), Vec::new()));
+        }
+        let last = committed.chunks - 1;
+        let text = self
+            .store
+            .read_chunk(kind, last)
+            .await?
+            .ok_or_else(|| PurgeError::Corrupt(format!("{kind:?} chunk {last} is missing")))?;
+        let all = text.lines().count();
+        let tail: Vec<String> = text
+            .lines()
+            .take(committed.last_chunk_lines as usize)
+            .map(str::to_owned)
+            .collect();
+        if tail.len() < committed.last_chunk_lines as usize {
+            return Err(PurgeError::Corrupt(format!(
+                "{kind:?} chunk {last} has {} lines, the checkpoint committed {}",
+                tail.len(),
+                committed.last_chunk_lines
+            )));
+        }
+        if all > tail.len() {
+            self.store
+                .write_chunk(kind, last, &manifest::join(&tail))
+                .await?;
+        }
+        Ok(Journal::new(committed.clone(), tail))
+    }
+
+    /// Every committed line of a journal.
+    async fn read_journal(
+        &self,
+        kind: JournalKind,
+        committed: &JournalState,
+    ) -> Result<Vec<String>, PurgeError> {
+        let mut lines = Vec::new();
+        for index in 0..committed.chunks {
+            let text =
+                self.store.read_chunk(kind, index).await?.ok_or_else(|| {
+                    PurgeError::Corrupt(format!("{kind:?} chunk {index} is missing"))
+                })?;
+            let take = if index + 1 == committed.chunks {
+                committed.last_chunk_lines as usize
+            } else {
+                usize::MAX
+            };
+            lines.extend(text.lines().take(take).map(str::to_owned));
+        }
+        if lines.len() as u64 != committed.lines {
+            return Err(PurgeError::Corrupt(format!(
+                "{kind:?} holds {} lines, the checkpoint committed {}",
+                lines.len(),
+                committed.lines
+            )));
+        }
+        Ok(lines)
+    }
+}
+
+/// One run of the engine: the checkpoint and what is derived from it.
+struct Run<'a, O, S> {
+    engine: &'a Engine<O, S>,
+    state: &'a mut State,
+    manifest: Journal,
+    locked: Journal,
+    /// Versions known to be locked: skipped (not retried) by later listings.
+    known_locked: HashSet<(String, String)>,
+    tasks: JoinSet<Done>,
+    /// Error codes of keys that failed in this pass.
+    failures: BTreeMap<String, u64>,
+}
+
+/// A listed page and which prefix it belongs to.
+struct Listed {
+    prefix_index: usize,
+    page: VersionPage,
+}
+
+impl<O: Objects, S: Store> Run<'_, O, S> {
+    /// Re-sends the batches a killed run may have sent without recording their result.
+    async fn resume_in_flight(&mut self) -> Result<(), PurgeError> {
+        for f in self.state.in_flight.clone() {
+            let (id, text) = self.engine.store.read_batch(f.slot).await?.ok_or_else(|| {
+                PurgeError::Corrupt(format!("batch record {} is missing", f.slot))
+            })?;
+            if id != f.id {
+                return Err(PurgeError::Corrupt(format!(
+                    "batch record {} holds batch {id}, the checkpoint expects {}",
+                    f.slot, f.id
+                )));
+            }
+            let entries = text
+                .lines()
+                .map(Entry::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| PurgeError::Corrupt(e.to_string()))?;
+            info!(
+                batch = id,
+                versions = entries.len(),
+                "re-sending a batch in flight when the last run stopped"
+            );
+            self.spawn(id, entries);
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, id: u64, entries: Vec<Entry>) {
+        let objects = Arc::clone(&self.engine.objects);
+        self.tasks
+            .spawn(async move { (id, delete_batch(&*objects, entries).await) });
+    }
+
+    /// Lists the rest of the current pass and deletes what it finds.
+    async fn pass(&mut self) -> Result<(), PurgeError> {
+        let prefixes = self.state.prefixes.clone();
+        let (tx, mut rx) = mpsc::channel(2);
+        // Aborted when dropped, like the deletions: nothing outlives the run.
+        let mut lister = JoinSet::new();
+        let mut listing = self.state.pass.prefix_index < prefixes.len();
+        if listing {
+            lister.spawn(list_pass(
+                Arc::clone(&self.engine.objects),
+                prefixes.clone(),
+                (self.state.pass.prefix_index, self.state.pass.after.clone()),
+                self.engine.page_size,
+                tx,
+            ));
+        }
+        loop {
+            let room = self.state.in_flight.len() < self.engine.concurrency;
+            if !listing && self.tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                page = rx.recv(), if listing && room => match page {
+                    None => listing = false,
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(listed)) => self.take_page(listed).await?,
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let mut done = vec![done];
+                    while let Some(more) = self.tasks.try_join_next() {
+                        done.push(more);
+                    }
+                    self.commit(done).await?;
+                },
+                else => break,
+            }
+        }
+        if self.state.pass.prefix_index < prefixes.len() {
+            return Err(PurgeError::Task(
+                "the listing stopped before the end".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Turns a page into registered batches (or, for a dry run, counts it).
+    async fn take_page(&mut self, listed: Listed) -> Result<(), PurgeError> {
+        let Listed { prefix_index, page } = listed;
+        if prefix_index != self.state.pass.prefix_index {
+            return Err(PurgeError::Task(format!(
+                "listing returned prefix {prefix_index}, expected {}",
+                self.state.pass.prefix_index
+            )));
+        }
+        let next = page
+            .next
+            .map(|(key, version_id)| Marker { key, version_id });
+        let mut to_delete = Vec::with_capacity(page.versions.len() + 1);
+        let mut new_carry = None;
+        for v in page.versions {
+            let entry = Entry::from(v);
+            if self.state.dry_run {
+                add(&mut self.state.counts, &entry);
+                continue;
+            }
+            if self.known_locked.contains(&entry.id()) {
+                self.state.pass.remaining_locked += 1;
+                continue;
+            }
+            if next
+                .as_ref()
+                .is_some_and(|m| m.key == entry.key && m.version_id == entry.version_id)
+            {
+                new_carry = Some(entry);
+                continue;
+            }
+            to_delete.push(entry);
+        }
+        // The previous page's last entry is no longer needed as a listing position.
+        to_delete.extend(self.state.pass.carry.take());
+        self.state.pass.carry = new_carry;
+        self.state.pass.attempted += to_delete.len() as u64;
+        match next {
+            Some(marker) => self.state.pass.after = Some(marker),
+            None => {
+                self.state.pass.prefix_index += 1;
+                self.state.pass.after = None;
+            }
+        }
+        let mut batches = Vec::new();
+        for entries in split(to_delete) {
+            let id = self.state.next_batch;
+            self.state.next_batch += 1;
+            let slot = self.free_slot();
+            let lines: Vec<String> = entries.iter().map(Entry::line).collect();
+            self.engine
+                .store
+                .write_batch(slot, id, &manifest::join(&lines))
+                .await?;
+            self.state.in_flight.push(InFlight { id, slot });
+            batches.push((id, entries));
+        }
+        self.state.last_checkpoint = Some(checkpoint_text(self.state));
+        self.engine.store.save_state(self.state).await?;
+        if self.state.dry_run {
+            self.engine.store.progress(self.state).await?;
+        }
+        for (id, entries) in batches {
+            debug!(batch = id, versions = entries.len(), "deleting");
+            self.spawn(id, entries);
+        }
+        Ok(())
+    }
+
+    fn free_slot(&self) -> u32 {
+        let used: BTreeSet<u32> = self.state.in_flight.iter().map(|f| f.slot).collect();
+        (0..).find(|s| !used.contains(s)).unwrap_or_default()
+    }
+
+    /// Records finished batches in one checkpoint.
+    async fn commit(
+        &mut self,
+        done: Vec<Result<Done, tokio::task::JoinError>>,
+    ) -> Result<(), PurgeError> {
+        let mut first_error = None;
+        let mut manifest_lines = Vec::new();
+        let mut locked_lines = Vec::new();
+        for joined in done {
+            let (id, outcome) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    first_error.get_or_insert(PurgeError::Task(e.to_string()));
+                    continue;
+                }
+            };
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Stays in flight: the next run sends it again.
+                    first_error.get_or_insert(e.into());
+                    continue;
+                }
+            };
+            for entry in &outcome.deleted {
+                add(&mut self.state.counts, entry);
+                manifest_lines.push(entry.line());
+            }
+            for v in outcome.locked {
+                if self
+                    .known_locked
+                    .insert((v.key.clone(), v.version_id.clone()))
+                {
+                    self.state.counts.locked += 1;
+                    locked_lines.push(manifest::locked_line(&v));
+                }
+            }
+            for code in outcome.failed {
+                *self.failures.entry(code).or_default() += 1;
+            }
+            self.state.in_flight.retain(|f| f.id != id);
+        }
+        let store = &self.engine.store;
+        for (index, text) in self.manifest.append(manifest_lines) {
+            store
+                .write_chunk(JournalKind::Manifest, index, &text)
+                .await?;
+        }
+        for (index, text) in self.locked.append(locked_lines) {
+            store.write_chunk(JournalKind::Locked, index, &text).await?;
+        }
+        self.state.manifest = self.manifest.state().clone();
+        self.state.locked = self.locked.state().clone();
+        self.state.last_checkpoint = Some(checkpoint_text(self.state));
+        store.save_state(self.state).await?;
+        store.progress(self.state).await?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn add(counts: &mut super::state::Counts, entry: &Entry) {
+    match entry.kind {
+        Kind::Version => counts.versions += 1,
+        Kind::DeleteMarker => counts.delete_markers += 1,
+    }
+    counts.bytes += entry.size;
+}
+
+/// Human-readable position, for `status.progress.lastCheckpoint`.
+fn checkpoint_text(state: &State) -> String {
+    let pass = &state.pass;
+    let total = state.prefixes.len();
+    let position = match (state.prefixes.get(pass.prefix_index), &pass.after) {
+        (Some(prefix), Some(m)) => format!(
+            "prefix {}/{total} {prefix:?} after key {:?} version {}",
+            pass.prefix_index + 1,
+            m.key,
+            m.version_id
+        ),
+        (Some(prefix), None) => format!("prefix {}/{total} {prefix:?}", pass.prefix_index + 1),
+        (None, _) => "listing done".to_owned(),
+    };
+    let what = if pass.number == 1 {
+        "listing".to_owned()
+    } else {
+        format!("listing {} (verification)", pass.number)
+    };
+    format!(
+        "{what}: {position}; {} batches in flight; at {}",
+        state.in_flight.len(),
+        super::now()
+    )
+}
+
+/// Batches of at most [`BATCH_MAX`] entries whose record fits in a ConfigMap.
+fn split(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let len = entry.key.len() + entry.version_id.len() + 40;
+        if !current.is_empty() && (current.len() >= BATCH_MAX || bytes + len > BATCH_MAX_BYTES) {
+            batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += len;
+        current.push(entry);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// Lists prefixes from `start`, page after page, into `tx`.
+async fn list_pass<O: Objects>(
+    objects: Arc<O>,
+    prefixes: Vec<String>,
+    (start_index, start_after): (usize, Option<Marker>),
+    page_size: i32,
+    tx: mpsc::Sender<Result<Listed, CloudError>>,
+) {
+    let mut after = start_after;
+    for (prefix_index, prefix) in prefixes.iter().enumerate().skip(start_index) {
+        loop {
+            match objects.list(prefix, after.as_ref(), page_size).await {
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                Ok(page) => {
+                    after = page
+                        .next
+                        .clone()
+                        .map(|(key, version_id)| Marker { key, version_id });
+                    let more = after.is_some();
+                    if tx.send(Ok(Listed { prefix_index, page })).await.is_err() {
+                        return;
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Deletes one batch: retries throttled keys with backoff, looks up Object Lock for denied
+/// ones (never bypassing it), and reports the rest as failed.
+async fn delete_batch<O: Objects>(
+    objects: &O,
+    entries: Vec<Entry>,
+) -> Result<BatchOutcome, CloudError> {
+    let mut outcome = BatchOutcome::default();
+    let mut pending = entries;
+    for attempt in 1..=KEY_ATTEMPTS {
+        let ids: Vec<(String, String)> = pending.iter().map(Entry::id).collect();
+        let report = delete_call(objects, &ids).await?;
+        let mut waiting: HashMap<(String, String), Entry> =
+            pending.into_iter().map(|e| (e.id(), e)).collect();
+        for (key, version_id) in report.deleted {
+            let id = (key, version_id.unwrap_or_else(|| "null".to_owned()));
+            if let Some(entry) = waiting.remove(&id) {
+                outcome.deleted.push(entry);
+            }
+        }
+        let mut retry = Vec::new();
+        let mut denied = Vec::new();
+        for failure in report.failed {
+            let id = (
+                failure.key,
+                failure.version_id.unwrap_or_else(|| "null".to_owned()),
+            );
+            let Some(entry) = waiting.remove(&id) else {
+                continue;
+            };
+            if RETRYABLE.contains(&failure.code.as_str()) {
+                retry.push((entry, failure.code));
+            } else if failure.code == "AccessDenied" && entry.kind == Kind::Version {
+                denied.push(entry);
+            } else {
+                warn!(code = %failure.code, message = %failure.message, "a version could not be deleted");
+                outcome.failed.push(failure.code);
+            }
+        }
+        // Keys S3 did not answer for are simply sent again.
+        retry.extend(
+            waiting
+                .into_values()
+                .map(|entry| (entry, "NoResult".to_owned())),
+        );
+        let looked_up: Vec<Result<(Entry, VersionLock), CloudError>> =
+            futures::stream::iter(denied)
+                .map(|entry| async move {
+                    let lock = objects.lock(&entry.key, &entry.version_id).await?;
+                    Ok((entry, lock))
+                })
+                .buffer_unordered(LOCK_LOOKUPS)
+                .collect()
+                .await;
+        for result in looked_up {
+            let (entry, lock) = result?;
+            match locked_version(&entry, &lock) {
+                Some(locked) => outcome.locked.push(locked),
+                None => {
+                    warn!(
+                        "a version was denied deletion without Object Lock: check the purge role's s3:DeleteObjectVersion permission"
+                    );
+                    outcome.failed.push("AccessDenied".to_owned());
+                }
+            }
+        }
+        if retry.is_empty() {
+            return Ok(outcome);
+        }
+        if attempt == KEY_ATTEMPTS {
+            outcome
+                .failed
+                .extend(retry.into_iter().map(|(_, code)| code));
+            return Ok(outcome);
+        }
+        debug!(keys = retry.len(), attempt, "retrying throttled keys");
+        tokio::time::sleep(backoff(attempt)).await;
+        pending = retry.into_iter().map(|(entry, _)| entry).collect();
+    }
+    Ok(outcome)
+}
+
+/// `DeleteObjects`, retried when the whole call fails (the SDK has already retried it).
+async fn delete_call<O: Objects>(
+    objects: &O,
+    ids: &[(String, String)],
+) -> Result<DeleteReport, CloudError> {
+    let mut attempt = 1;
+    loop {
+        match objects.delete(ids).await {
+            Ok(report) => return Ok(report),
+            Err(e) if attempt < CALL_ATTEMPTS && e.code() != "AccessDenied" => {
+                warn!(error = %e, attempt, "DeleteObjects failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What the certificate says about a version Object Lock keeps; `None` when it is not locked.
+fn locked_version(entry: &Entry, lock: &VersionLock) -> Option<LockedVersion> {
+    let (mode, retain_until) = match (&lock.retention, lock.legal_hold) {
+        // A legal hold has no end: it is what keeps the version, whatever the retention says.
+        (retention, true) => (
+            "LegalHold".to_owned(),
+            retention.as_ref().and_then(|(_, until)| until.clone()),
+        ),
+        (Some((mode, until)), false) => (mode.clone(), until.clone()),
+        (None, false) => return None,
+    };
+    Some(LockedVersion {
+        key: entry.key.clone(),
+        version_id: entry.version_id.clone(),
+        mode,
+        retain_until,
+    })
+}
+
+/// Exponential backoff with jitter: 100 ms, 200 ms, ... capped at 5 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5000);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % (base / 2 + 1))
+        .unwrap_or(0);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

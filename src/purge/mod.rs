@@ -1,0 +1,64 @@
+//! The purge engine behind `tenant-storage-operator purge`: deletes every object version and
+//! delete marker in a DataDeletionRequest's scope, resumably and exactly, verifies, optionally
+//! crypto-shreds the tenant key, and writes the deletion certificate.
+
+mod engine;
+mod manifest;
+mod request;
+mod state;
+mod store;
+
+pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError};
+pub use request::{Options, Outcome, RequestError, run};
+pub use state::{Marker, State};
+pub use store::{ConfigMapStore, RECORD_LABEL, UID_LABEL};
+
+use crate::cloud::{CloudError, DeleteReport, Regional, VersionLock, VersionPage};
+
+/// The tenant's bucket, through the operator's S3 client.
+pub struct BucketObjects {
+    regional: Regional,
+    bucket: String,
+}
+
+impl BucketObjects {
+    pub fn new(regional: Regional, bucket: String) -> Self {
+        BucketObjects { regional, bucket }
+    }
+}
+
+impl Objects for BucketObjects {
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&Marker>,
+        max_keys: i32,
+    ) -> Result<VersionPage, CloudError> {
+        self.regional
+            .list_versions(
+                &self.bucket,
+                prefix,
+                after.map(|m| (m.key.as_str(), m.version_id.as_str())),
+                max_keys,
+            )
+            .await
+    }
+
+    async fn delete(&self, versions: &[(String, String)]) -> Result<DeleteReport, CloudError> {
+        self.regional.delete_versions(&self.bucket, versions).await
+    }
+
+    async fn lock(&self, key: &str, version_id: &str) -> Result<VersionLock, CloudError> {
+        self.regional
+            .version_lock(&self.bucket, key, version_id)
+            .await
+    }
+}
+
+/// Now, RFC 3339 to the second.
+fn now() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}

@@ -1,0 +1,380 @@
+//! `tenant-storage-operator purge`: one DataDeletionRequest, from its tenant's bucket to its
+//! certificate. Writes only the status fields the Job owns: `phase` (Running, then Succeeded,
+//! Blocked or Failed), `progress`, `lockedObjects` and `certificate`.
+
+use kube::ResourceExt;
+use kube::api::Api;
+use serde::Serialize;
+use serde_json::json;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::BucketObjects;
+use super::engine::{Engine, JournalKind, PurgeError, Store, StoreError};
+use super::state::{self, Counts, Shred, State, Verification};
+use super::store::ConfigMapStore;
+use crate::api::{
+    CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
+    LockedVersion, ResidencyPolicy, TenantStorage,
+};
+use crate::cloud::{Cloud, CloudError, Regional};
+
+/// Locked versions listed in status (the certificate and the locked ConfigMaps have them all).
+const STATUS_LOCKED: usize = 100;
+/// Locked versions listed in the certificate itself, so it stays one ConfigMap.
+const CERTIFICATE_LOCKED: usize = 500;
+
+#[derive(Debug, Error)]
+pub enum RequestError {
+    #[error("refusing to run: {0}")]
+    Refused(String),
+    #[error("Kubernetes API: {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+    #[error("checkpoint: {0}")]
+    Store(#[from] StoreError),
+    #[error("crypto-shred: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("serializing the certificate: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> RequestError {
+    let what = what.to_owned();
+    move |source| RequestError::Kube { what, source }
+}
+
+/// Which request, and how hard to push.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub namespace: String,
+    pub request: String,
+    /// `DeleteObjects` batches in flight.
+    pub concurrency: usize,
+}
+
+/// How a request ended (a failure is an error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Versions under Object Lock remain.
+    Blocked,
+}
+
+/// Runs (or resumes, or, once done, re-publishes) the purge of one request.
+pub async fn run(
+    client: kube::Client,
+    cloud: &Cloud,
+    opts: &Options,
+) -> Result<Outcome, RequestError> {
+    let ns = opts.namespace.as_str();
+    let requests: Api<DataDeletionRequest> = Api::namespaced(client.clone(), ns);
+    let req = requests
+        .get_opt(&opts.request)
+        .await
+        .map_err(kube_err("reading the DataDeletionRequest"))?
+        .ok_or_else(|| {
+            RequestError::Refused(format!(
+                "DataDeletionRequest {ns}/{} does not exist",
+                opts.request
+            ))
+        })?;
+    let uid = req
+        .uid()
+        .ok_or_else(|| RequestError::Refused("the request has no metadata.uid".into()))?;
+    let target = &req.spec.tenant_storage_ref;
+    if let Some(other) = target.namespace.as_deref().filter(|o| *o != ns) {
+        return Err(RequestError::Refused(format!(
+            "spec.tenantStorageRef.namespace is {other:?}: a request only deletes data of a TenantStorage in its own namespace ({ns})"
+        )));
+    }
+    if req.status.as_ref().and_then(|s| s.phase) == Some(DeletionPhase::Rejected) {
+        return Err(RequestError::Refused(
+            "the request was rejected (see its Accepted condition)".into(),
+        ));
+    }
+    let tenants: Api<TenantStorage> = Api::namespaced(client.clone(), ns);
+    let tenant = tenants
+        .get_opt(&target.name)
+        .await
+        .map_err(kube_err("reading the TenantStorage"))?
+        .ok_or_else(|| {
+            RequestError::Refused(format!("TenantStorage {ns}/{} does not exist", target.name))
+        })?;
+    let tenant_status = tenant.status.clone().unwrap_or_default();
+    let missing = |field: &str| {
+        RequestError::Refused(format!(
+            "TenantStorage {ns}/{} has no status.{field} yet",
+            target.name
+        ))
+    };
+    let bucket = tenant_status
+        .bucket_name
+        .clone()
+        .ok_or_else(|| missing("bucketName"))?;
+    let region = tenant_status
+        .region
+        .clone()
+        .ok_or_else(|| missing("region"))?;
+    let method = req.spec.method;
+    let shred_target = if method.shreds() && !req.spec.dry_run {
+        let key = tenant_status
+            .kms_key_arn
+            .clone()
+            .ok_or_else(|| missing("kmsKeyArn"))?;
+        let policies: Api<ResidencyPolicy> = Api::all(client.clone());
+        let policy = policies
+            .get_opt(&tenant.spec.policy_ref)
+            .await
+            .map_err(kube_err("reading the ResidencyPolicy"))?
+            .ok_or_else(|| {
+                RequestError::Refused(format!(
+                    "ResidencyPolicy {} (the tenant's) does not exist: its key deletion window is needed",
+                    tenant.spec.policy_ref
+                ))
+            })?;
+        Some((key, policy.spec.encryption.key_deletion_window_days))
+    } else {
+        None
+    };
+
+    let store = ConfigMapStore::new(client, &req)?;
+    store.check_names().await?;
+    let mut state = match store.load_state().await? {
+        None => State::new(
+            &uid,
+            &req.spec.scope.listing_prefixes(),
+            req.spec.dry_run,
+            super::now(),
+        ),
+        Some(s) if s.request_uid == uid && s.format == state::FORMAT => s,
+        Some(s) => {
+            return Err(RequestError::Refused(format!(
+                "{} holds the checkpoint of request uid {} (format {}), not of this one",
+                store.state_name(),
+                s.request_uid,
+                s.format
+            )));
+        }
+    };
+    let regional = cloud.region(&region);
+    let engine = Engine::new(
+        BucketObjects::new(regional.clone(), bucket.clone()),
+        store,
+        opts.concurrency,
+    );
+    info!(namespace = ns, request = %opts.request, tenant = %target.name, %bucket, %region, ?method, dry_run = req.spec.dry_run, resumed = state.next_batch > 0 || state.purged.is_some(), "purge starting");
+
+    if state.completion_time.is_none() {
+        engine
+            .store()
+            .patch_status(json!({"phase": DeletionPhase::Running, "progress": state.progress()}))
+            .await?;
+        if let Err(e) = work(&engine, &regional, method, shred_target, &mut state).await {
+            // Best effort: the checkpoint is what a rerun needs; the phase only informs.
+            if let Err(patch) = engine
+                .store()
+                .patch_status(json!({"phase": DeletionPhase::Failed}))
+                .await
+            {
+                warn!(error = %patch, "could not record the failure in status");
+            }
+            return Err(e);
+        }
+    }
+    finish(&engine, &req, &tenant, &bucket, &region, &state).await
+}
+
+/// Purge, shred, and mark the checkpoint complete.
+async fn work(
+    engine: &Engine<BucketObjects, ConfigMapStore>,
+    regional: &Regional,
+    method: DeletionMethod,
+    shred_target: Option<(String, i32)>,
+    state: &mut State,
+) -> Result<(), RequestError> {
+    if method.purges() {
+        engine.run(state).await?;
+        info!(
+            versions = state.counts.versions,
+            delete_markers = state.counts.delete_markers,
+            bytes = state.counts.bytes,
+            locked = state.counts.locked,
+            "purge done"
+        );
+    }
+    if let Some((key, window_days)) = shred_target
+        && state.shred.is_none()
+    {
+        let locked_remain = state.verification.as_ref().is_some_and(|v| v.remaining > 0);
+        state.shred = Some(if locked_remain {
+            // Destroying the key would make the retained versions unreadable: the same as
+            // deleting them, which Object Lock forbids.
+            let current = regional.key_state(&key).await?;
+            warn!(key = %current.arn, "not crypto-shredding: versions under Object Lock remain");
+            Shred {
+                key_arn: current.arn,
+                key_state: current.state,
+                deletion_date: current.deletion_date,
+                window_days,
+                skipped: Some(
+                    "versions under Object Lock remain; destroying the key would defeat their retention".into(),
+                ),
+            }
+        } else {
+            shred(regional, &key, window_days).await?
+        });
+        engine.store().save_state(state).await?;
+    }
+    state.completion_time = Some(super::now());
+    engine.store().save_state(state).await?;
+    Ok(())
+}
+
+/// Disables the key and schedules its deletion; a rerun finds it pending and leaves it so.
+async fn shred(regional: &Regional, key: &str, window_days: i32) -> Result<Shred, RequestError> {
+    let before = regional.key_state(key).await?;
+    if before.state != "PendingDeletion" {
+        if before.state == "Enabled" {
+            regional.disable_key(key).await?;
+        }
+        regional.schedule_key_deletion(key, window_days).await?;
+    }
+    let after = regional.key_state(key).await?;
+    info!(key = %after.arn, state = %after.state, deletion_date = ?after.deletion_date, "tenant key shredded");
+    Ok(Shred {
+        key_arn: after.arn,
+        key_state: after.state,
+        deletion_date: after.deletion_date,
+        window_days,
+        skipped: None,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+}
+
+/// The deletion certificate (`certificate.json`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Certificate<'a> {
+    kind: &'static str,
+    format: u32,
+    request: Identity<'a>,
+    requested_by: &'a str,
+    reason: &'a str,
+    tenant: Identity<'a>,
+    bucket: &'a str,
+    region: &'a str,
+    scope: &'a DeletionScope,
+    method: DeletionMethod,
+    dry_run: bool,
+    outcome: DeletionPhase,
+    counts: &'a Counts,
+    start_time: &'a str,
+    completion_time: Option<&'a str>,
+    sha256: &'a str,
+    entries: u64,
+    hash_input: &'static str,
+    manifest_config_maps: Vec<String>,
+    verification: Option<&'a Verification>,
+    locked_versions: &'a [LockedVersion],
+    locked_versions_total: u64,
+    locked_config_maps: Vec<String>,
+    crypto_shred: Option<&'a Shred>,
+}
+
+/// Writes the certificate and the final status; safe to repeat.
+async fn finish(
+    engine: &Engine<BucketObjects, ConfigMapStore>,
+    req: &DataDeletionRequest,
+    tenant: &TenantStorage,
+    bucket: &str,
+    region: &str,
+    state: &State,
+) -> Result<Outcome, RequestError> {
+    let store = engine.store();
+    let (sha256, entries) = engine.manifest_hash(state).await?;
+    let locked = engine.locked_versions(state).await?;
+    let blocked = state.verification.as_ref().is_some_and(|v| v.remaining > 0);
+    let (outcome, phase) = if blocked {
+        (Outcome::Blocked, DeletionPhase::Blocked)
+    } else {
+        (Outcome::Succeeded, DeletionPhase::Succeeded)
+    };
+    let ns = req.namespace().unwrap_or_default();
+    let name = req.name_any();
+    let uid = req.uid();
+    let tenant_name = tenant.name_any();
+    let certificate = Certificate {
+        kind: "DeletionCertificate",
+        format: 1,
+        request: Identity {
+            namespace: &ns,
+            name: &name,
+            uid: uid.as_deref(),
+        },
+        requested_by: &req.spec.requested_by,
+        reason: &req.spec.reason,
+        tenant: Identity {
+            namespace: &ns,
+            name: &tenant_name,
+            uid: None,
+        },
+        bucket,
+        region,
+        scope: &req.spec.scope,
+        method: req.spec.method,
+        dry_run: state.dry_run,
+        outcome: phase,
+        counts: &state.counts,
+        start_time: &state.start_time,
+        completion_time: state.completion_time.as_deref(),
+        sha256: &sha256,
+        entries,
+        hash_input: "SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: cut -f1,2 of the manifest entries | LC_ALL=C sort | sha256sum",
+        manifest_config_maps: (0..state.manifest.chunks)
+            .map(|i| store.chunk_name(JournalKind::Manifest, i))
+            .collect(),
+        verification: state.verification.as_ref(),
+        locked_versions: &locked[..locked.len().min(CERTIFICATE_LOCKED)],
+        locked_versions_total: locked.len() as u64,
+        locked_config_maps: (0..state.locked.chunks)
+            .map(|i| store.chunk_name(JournalKind::Locked, i))
+            .collect(),
+        crypto_shred: state.shred.as_ref(),
+    };
+    let config_map = store
+        .write_certificate(&serde_json::to_string_pretty(&certificate)?)
+        .await?;
+    let summary = CertificateSummary {
+        config_map,
+        sha256,
+        entries,
+        verified: state
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.remaining == 0),
+    };
+    store
+        .patch_status(json!({
+            "phase": phase,
+            "progress": state.progress(),
+            "lockedObjects": &locked[..locked.len().min(STATUS_LOCKED)],
+            "certificate": summary,
+        }))
+        .await?;
+    info!(?phase, sha256 = %summary.sha256, entries, "certificate written");
+    Ok(outcome)
+}

@@ -1,0 +1,220 @@
+//! The checkpoint: everything a rerun needs to continue exactly where a killed run stopped.
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{Entry, JournalState};
+use crate::api::DeletionProgress;
+
+/// Bumped when the checkpoint layout changes incompatibly.
+pub const FORMAT: u32 = 1;
+
+/// Totals so far (for a dry run: what would be deleted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub versions: u64,
+    pub delete_markers: u64,
+    pub bytes: u64,
+    /// Versions kept by Object Lock.
+    pub locked: u64,
+}
+
+/// A listing position: the last `(key, versionId)` returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Marker {
+    pub key: String,
+    pub version_id: String,
+}
+
+/// One listing of every scope prefix. The first pass deletes; later ones delete what the
+/// previous pass could not (or what was written meanwhile) until a pass finds nothing but
+/// locked versions: that pass is the verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pass {
+    pub number: u32,
+    /// Index into the prefixes of the one being listed; `prefixes.len()` once all are listed.
+    pub prefix_index: usize,
+    /// Listing resumes after this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Marker>,
+    /// The entry at `after`, not deleted yet: some S3 implementations cannot resume a listing
+    /// after a version that no longer exists, so it is deleted only with the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<Entry>,
+    /// Versions sent for deletion in this pass.
+    pub attempted: u64,
+    /// Versions listed in this pass that Object Lock keeps (known from earlier batches).
+    pub remaining_locked: u64,
+}
+
+impl Pass {
+    pub fn new(number: u32) -> Pass {
+        Pass {
+            number,
+            prefix_index: 0,
+            after: None,
+            carry: None,
+            attempted: 0,
+            remaining_locked: 0,
+        }
+    }
+}
+
+/// A batch whose `DeleteObjects` may have been sent and whose result is not recorded: its
+/// entries are in the batch record in `slot`, and a rerun sends it again (deleting a deleted
+/// version id succeeds) before anything else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlight {
+    pub id: u64,
+    pub slot: u32,
+}
+
+/// The final listing's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Versions left in scope (all of them under Object Lock).
+    pub remaining: u64,
+    /// Listings of the scope it took (the last one is the verification).
+    pub passes: u32,
+    pub time: String,
+}
+
+/// What crypto-shredding did to the tenant key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shred {
+    pub key_arn: String,
+    /// Key state after the calls, as KMS reports it.
+    pub key_state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<String>,
+    pub window_days: i32,
+    /// Set when the key was deliberately left alone, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// The checkpoint of one request's purge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub format: u32,
+    /// A checkpoint left by an earlier request of the same name is not this one's.
+    pub request_uid: String,
+    pub dry_run: bool,
+    /// Normalised scope: no prefix is inside another, `""` is the whole bucket.
+    pub prefixes: Vec<String>,
+    pub start_time: String,
+    pub counts: Counts,
+    pub manifest: JournalState,
+    pub locked: JournalState,
+    pub pass: Pass,
+    pub next_batch: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<InFlight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<String>,
+    /// When listing (and, unless a dry run, deleting and verifying) finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shred: Option<Shred>,
+    /// Set once everything is done; a rerun then only rewrites the certificate and status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+}
+
+impl State {
+    /// What `status.progress` shows.
+    pub fn progress(&self) -> DeletionProgress {
+        DeletionProgress {
+            versions_deleted: self.counts.versions,
+            delete_markers_deleted: self.counts.delete_markers,
+            bytes_deleted: self.counts.bytes,
+            locked_versions: self.counts.locked,
+            start_time: Some(self.start_time.clone()),
+            completion_time: self.completion_time.clone(),
+            last_checkpoint: self.last_checkpoint.clone(),
+        }
+    }
+
+    pub fn new(request_uid: &str, prefixes: &[String], dry_run: bool, now: String) -> State {
+        State {
+            format: FORMAT,
+            request_uid: request_uid.to_owned(),
+            dry_run,
+            prefixes: normalize_prefixes(prefixes),
+            start_time: now,
+            counts: Counts::default(),
+            manifest: JournalState::default(),
+            locked: JournalState::default(),
+            pass: Pass::new(1),
+            next_batch: 0,
+            in_flight: Vec::new(),
+            last_checkpoint: None,
+            purged: None,
+            verification: None,
+            shred: None,
+            completion_time: None,
+        }
+    }
+}
+
+/// Sorted, deduplicated prefixes without any that another one covers: overlapping prefixes
+/// would list (and count) the same version twice.
+pub fn normalize_prefixes(prefixes: &[String]) -> Vec<String> {
+    let mut sorted: Vec<String> = prefixes.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut kept: Vec<String> = Vec::with_capacity(sorted.len());
+    for p in sorted {
+        // Sorted order puts a covering prefix right before everything it covers.
+        if kept.last().is_some_and(|k| p.starts_with(k.as_str())) {
+            continue;
+        }
+        kept.push(p);
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn prefixes_never_overlap() {
+        assert_eq!(
+            normalize_prefixes(&strings(&["users/42/", "users/4", "logs/", "logs/", "a"])),
+            strings(&["a", "logs/", "users/4"])
+        );
+        assert_eq!(normalize_prefixes(&strings(&["x/", ""])), strings(&[""]));
+        assert_eq!(
+            normalize_prefixes(&strings(&["a/b", "a/c", "a/bc"])),
+            strings(&["a/b", "a/c"])
+        );
+    }
+
+    #[test]
+    fn state_round_trips_as_json() {
+        let mut s = State::new("uid-1", &strings(&["p/"]), false, "t0".into());
+        s.pass.carry = Some(Entry {
+            key: "k".into(),
+            version_id: "v".into(),
+            kind: super::super::manifest::Kind::Version,
+            size: 1,
+        });
+        s.in_flight.push(InFlight { id: 3, slot: 1 });
+        let json = serde_json::to_string(&s).expect("serialize");
+        assert_eq!(serde_json::from_str::<State>(&json).expect("parse"), s);
+    }
+}

@@ -1,0 +1,817 @@
+//! The purge engine end to end: a TenantStorage provisioned by the operator, a
+//! DataDeletionRequest, and `tenant-storage-operator purge` run by the test itself (the test API
+//! server has no kubelet to run the Job).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, ObjectLockLegalHoldStatus, ObjectLockMode,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tenant_storage_operator::api::{DataDeletionRequest, DeletionPhase};
+use tokio::process::{Child, Command};
+
+use crate::harness::{Aws, Scenario, eu_spec, eventually, put_bucket_tags, tenant};
+
+/// One version or delete marker the test wrote.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Written {
+    key: String,
+    version_id: String,
+    marker: bool,
+    size: u64,
+}
+
+/// Totals of a set of versions: (versions, delete markers, bytes).
+fn totals<'a>(written: impl IntoIterator<Item = &'a Written>) -> (u64, u64, u64) {
+    written.into_iter().fold((0, 0, 0), |(v, m, b), w| {
+        if w.marker {
+            (v, m + 1, b)
+        } else {
+            (v + 1, m, b + w.size)
+        }
+    })
+}
+
+/// What the certificate's hash must be: sorted `key\tversionId\n` lines.
+fn expected_hash<'a>(written: impl IntoIterator<Item = &'a Written>) -> String {
+    let mut lines: Vec<String> = written
+        .into_iter()
+        .map(|w| format!("{}\t{}\n", w.key, w.version_id))
+        .collect();
+    lines.sort();
+    hex(&Sha256::digest(lines.concat().as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `versions` versions of `key` (sizes 1, 2, ...) and then, if asked, a delete marker.
+async fn write_key(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    versions: usize,
+    marker: bool,
+) {
+    for v in 1..=versions {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(vec![b'x'; v]))
+            .send()
+            .await
+            .expect("put object");
+    }
+    if marker {
+        let del = s3
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("delete object");
+        assert_eq!(del.delete_marker(), Some(true));
+    }
+}
+
+/// Fills keys concurrently (`layout` is `(key, versions, delete marker)`) and returns what the
+/// bucket then holds: under load the SDK may retry a PutObject or DeleteObject whose first
+/// attempt did land, adding a version no response names, so the listing is the truth.
+async fn fill(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    layout: Vec<(String, usize, bool)>,
+) -> BTreeSet<Written> {
+    futures::stream::iter(layout)
+        .map(|(key, versions, marker)| async move {
+            write_key(s3, bucket, &key, versions, marker).await
+        })
+        .buffer_unordered(24)
+        .collect::<Vec<_>>()
+        .await;
+    snapshot(s3, bucket).await
+}
+
+/// A few keys under each prefix: 1-3 versions each, every other key ending in a delete marker.
+fn layout(prefixes: &[&str], keys: usize) -> Vec<(String, usize, bool)> {
+    prefixes
+        .iter()
+        .flat_map(|p| (0..keys).map(move |i| (format!("{p}f{i}.bin"), 1 + i % 3, i % 2 == 0)))
+        .collect()
+}
+
+/// Every version and delete marker in the bucket.
+async fn snapshot(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeSet<Written> {
+    let mut all = BTreeSet::new();
+    let mut marker: Option<(String, String)> = None;
+    loop {
+        let mut req = s3.list_object_versions().bucket(bucket);
+        if let Some((k, v)) = &marker {
+            req = req.key_marker(k).version_id_marker(v);
+        }
+        let page = req.send().await.expect("list versions");
+        for v in page.versions() {
+            all.insert(Written {
+                key: v.key().unwrap_or_default().to_owned(),
+                version_id: v.version_id().unwrap_or_default().to_owned(),
+                marker: false,
+                size: v.size().unwrap_or_default() as u64,
+            });
+        }
+        for m in page.delete_markers() {
+            all.insert(Written {
+                key: m.key().unwrap_or_default().to_owned(),
+                version_id: m.version_id().unwrap_or_default().to_owned(),
+                marker: true,
+                size: 0,
+            });
+        }
+        match (
+            page.is_truncated(),
+            page.next_key_marker(),
+            page.next_version_id_marker(),
+        ) {
+            (Some(true), Some(k), Some(v)) => marker = Some((k.to_owned(), v.to_owned())),
+            _ => return all,
+        }
+    }
+}
+
+/// Every version and delete marker in the bucket, as `(key, versionId)`.
+async fn listing(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeSet<(String, String)> {
+    ids(&snapshot(s3, bucket).await)
+}
+
+fn ids<'a>(written: impl IntoIterator<Item = &'a Written>) -> BTreeSet<(String, String)> {
+    written
+        .into_iter()
+        .map(|w| (w.key.clone(), w.version_id.clone()))
+        .collect()
+}
+
+fn request(
+    name: &str,
+    tenant: &str,
+    scope: Value,
+    method: &str,
+    dry_run: bool,
+) -> DataDeletionRequest {
+    DataDeletionRequest::new(
+        name,
+        serde_json::from_value(json!({
+            "tenantStorageRef": {"name": tenant},
+            "scope": scope,
+            "method": method,
+            "requestedBy": "dpo@example.com",
+            "reason": format!("GDPR-{name}"),
+            "dryRun": dry_run,
+        }))
+        .expect("request spec"),
+    )
+}
+
+fn requests(s: &Scenario) -> Api<DataDeletionRequest> {
+    Api::namespaced(s.client.clone(), &s.ns)
+}
+
+/// Creates the request and waits until the controller has accepted it (made its Job), so the
+/// purge below does what the Job would.
+async fn submit(s: &Scenario, req: &DataDeletionRequest) {
+    let api = requests(s);
+    api.create(&PostParams::default(), req)
+        .await
+        .expect("create request");
+    let name = req.name_any();
+    eventually(&format!("request {name} accepted"), || async {
+        api.get(&name).await.ok()?.status?.job_name.map(|_| ())
+    })
+    .await;
+}
+
+/// `tenant-storage-operator purge`, as the Job runs it.
+fn purge_command(s: &Scenario, request: &str, concurrency: u16) -> Child {
+    let log_path = PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
+        .join(format!("purge-{}-{request}.log", s.ns));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("purge log file");
+    Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"))
+        .args(["purge", "--namespace", &s.ns, "--request", request])
+        .args(["--concurrency", &concurrency.to_string()])
+        .env("RUST_LOG", "info,tenant_storage_operator=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start purge")
+}
+
+async fn purge(s: &Scenario, request: &str) -> ExitStatus {
+    let mut child = purge_command(s, request, 8);
+    tokio::time::timeout(Duration::from_secs(300), child.wait())
+        .await
+        .expect("purge finishes")
+        .expect("wait for purge")
+}
+
+async fn status(
+    s: &Scenario,
+    name: &str,
+) -> tenant_storage_operator::api::DataDeletionRequestStatus {
+    requests(s)
+        .get(name)
+        .await
+        .expect("get request")
+        .status
+        .expect("status")
+}
+
+async fn certificate(s: &Scenario, name: &str) -> Value {
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let cm = cms
+        .get(&format!("{name}-certificate"))
+        .await
+        .expect("certificate ConfigMap");
+    let owner = cm.owner_references().first().expect("owner reference");
+    assert_eq!(owner.kind, "DataDeletionRequest");
+    assert_eq!(owner.name, name);
+    let json = cm
+        .data
+        .and_then(|d| d.get("certificate.json").cloned())
+        .expect("certificate.json");
+    serde_json::from_str(&json).expect("certificate is JSON")
+}
+
+/// The hash recomputed by an auditor from the manifest ConfigMaps alone, and their
+/// `(key, versionId)` entries.
+async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
+    let uid = requests(s)
+        .get(name)
+        .await
+        .expect("request")
+        .uid()
+        .expect("uid");
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let selector = format!(
+        "storage.tenancy.dev/deletion-request-uid={uid},storage.tenancy.dev/purge-record=manifest"
+    );
+    let mut lines = Vec::new();
+    let mut entries = Vec::new();
+    for cm in cms
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("manifest chunks")
+        .items
+    {
+        assert!(cm.name_any().starts_with(&format!("{name}-manifest-")));
+        let text = cm
+            .data
+            .and_then(|d| d.get("entries").cloned())
+            .unwrap_or_default();
+        assert!(text.len() < 800 * 1024, "a chunk stays well under 1 MiB");
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 4, "{line:?}");
+            assert!(matches!(fields[2], "version" | "deleteMarker"), "{line:?}");
+            lines.push(format!("{}\t{}\n", fields[0], fields[1]));
+            entries.push((fields[0].to_owned(), fields[1].to_owned()));
+        }
+    }
+    lines.sort();
+    (hex(&Sha256::digest(lines.concat().as_bytes())), entries)
+}
+
+/// Checks status and certificate against what was deleted.
+async fn assert_deleted_exactly(s: &Scenario, name: &str, deleted: &BTreeSet<Written>) {
+    let (versions, markers, bytes) = totals(deleted);
+    let st = status(s, name).await;
+    assert_eq!(st.phase, Some(DeletionPhase::Succeeded));
+    let progress = st.progress.expect("progress");
+    assert_eq!(
+        (
+            progress.versions_deleted,
+            progress.delete_markers_deleted,
+            progress.bytes_deleted,
+            progress.locked_versions
+        ),
+        (versions, markers, bytes, 0)
+    );
+    assert!(progress.start_time.is_some() && progress.completion_time.is_some());
+    let summary = st.certificate.expect("certificate summary");
+    assert!(summary.verified);
+    assert_eq!(summary.entries, versions + markers);
+    assert_eq!(summary.sha256, expected_hash(deleted));
+    let (recomputed, entries) = manifest(s, name).await;
+    assert_eq!(
+        recomputed, summary.sha256,
+        "hash re-checked from the manifest"
+    );
+    assert_eq!(entries.len() as u64, versions + markers, "no entry twice");
+    assert_eq!(entries.into_iter().collect::<BTreeSet<_>>(), ids(deleted));
+    let cert = certificate(s, name).await;
+    assert_eq!(cert["sha256"], json!(summary.sha256));
+    assert_eq!(cert["entries"], json!(versions + markers));
+    assert_eq!(
+        cert["counts"],
+        json!({"versions": versions, "deleteMarkers": markers, "bytes": bytes, "locked": 0})
+    );
+    assert_eq!(cert["verification"]["remaining"], json!(0));
+    assert_eq!(cert["requestedBy"], json!("dpo@example.com"));
+    assert_eq!(cert["request"]["namespace"], json!(s.ns));
+    assert_eq!(cert["outcome"], json!("Succeeded"));
+}
+
+/// A tenant with a bucket, ready; returns the bucket name.
+async fn ready_tenant(s: &Scenario, policy: &str, name: &str) -> String {
+    s.create(&tenant(name, policy, json!({})))
+        .await
+        .expect("create tenant");
+    s.wait_ready(name)
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket")
+}
+
+/// Versions and delete markers across prefixes: a prefix request deletes exactly that prefix,
+/// then a whole-tenant request the rest; other prefixes and another tenant are untouched.
+#[tokio::test]
+async fn purge_by_prefix_then_whole_tenant() {
+    let s = Scenario::new("purge").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let bucket = ready_tenant(&s, &policy, "acme").await;
+    let other = ready_tenant(&s, &policy, "globex").await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(
+        &s3,
+        &bucket,
+        layout(&["users/42/", "users/420/", "users/7/", "logs/"], 12),
+    )
+    .await;
+    let theirs = fill(&s3, &other, layout(&["users/42/"], 6)).await;
+    let their_listing = listing(&s3, &other).await;
+    assert_eq!(their_listing, ids(&theirs));
+
+    // users/42/ only: users/420/ shares the string prefix "users/42" but not "users/42/".
+    let (in_scope, rest): (BTreeSet<Written>, BTreeSet<Written>) = written
+        .iter()
+        .cloned()
+        .partition(|w| w.key.starts_with("users/42/"));
+    assert!(totals(&in_scope).1 > 0 && in_scope.len() > 20);
+    submit(
+        &s,
+        &request(
+            "user-42",
+            "acme",
+            json!({"prefixes": ["users/42/"]}),
+            "Purge",
+            false,
+        ),
+    )
+    .await;
+    let exit = purge(&s, "user-42").await;
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert_eq!(
+        listing(&s3, &bucket).await,
+        ids(&rest),
+        "only users/42/ is gone"
+    );
+    assert_deleted_exactly(&s, "user-42", &in_scope).await;
+    let cert = certificate(&s, "user-42").await;
+    assert_eq!(cert["scope"], json!({"prefixes": ["users/42/"]}));
+    assert_eq!(cert["bucket"], json!(bucket));
+    assert_eq!(cert["region"], json!("eu-central-1"));
+    assert_eq!(cert["tenant"], json!({"namespace": s.ns, "name": "acme"}));
+    assert_eq!(cert["method"], json!("Purge"));
+    assert_eq!(cert["dryRun"], json!(false));
+
+    // A rerun of a finished request changes nothing and reports the same.
+    let exit = purge(&s, "user-42").await;
+    assert!(exit.success());
+    assert_deleted_exactly(&s, "user-42", &in_scope).await;
+
+    submit(
+        &s,
+        &request(
+            "leave",
+            "acme",
+            json!({"wholeTenant": true}),
+            "Purge",
+            false,
+        ),
+    )
+    .await;
+    let exit = purge(&s, "leave").await;
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert!(listing(&s3, &bucket).await.is_empty(), "bucket empty");
+    assert_deleted_exactly(&s, "leave", &rest).await;
+    assert_eq!(
+        listing(&s3, &other).await,
+        their_listing,
+        "the other tenant is untouched"
+    );
+}
+
+/// SIGKILL at several points (after the first, a third, two thirds of the versions), rerun
+/// until done: counts exact, nothing left, the hash matches the manifest.
+#[tokio::test]
+async fn killed_purges_resume_exactly() {
+    let s = Scenario::new("purgekill").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let bucket = ready_tenant(&s, &policy, "big").await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    // About 5000 versions and markers: several batches of 1000, under three prefixes.
+    let written = fill(&s3, &bucket, layout(&["a/", "b/", "c/"], 600)).await;
+    let total = written.len() as u64;
+    assert!(total > 4000);
+    submit(
+        &s,
+        &request("big", "big", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+
+    let mut kills = 0;
+    for threshold in [0, total / 3, 2 * total / 3] {
+        let mut child = purge_command(&s, "big", 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress past {threshold}"
+            );
+            if let Some(exit) = child.try_wait().expect("poll purge") {
+                panic!("purge finished ({exit:?}) before it could be killed past {threshold}");
+            }
+            let deleted = requests(&s)
+                .get("big")
+                .await
+                .ok()
+                .and_then(|r| r.status?.progress)
+                .map_or(0, |p| p.versions_deleted + p.delete_markers_deleted);
+            if deleted > threshold {
+                child.kill().await.expect("SIGKILL purge");
+                kills += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(kills, 3);
+    let exit = purge(&s, "big").await;
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert!(listing(&s3, &bucket).await.is_empty(), "nothing left");
+    assert_deleted_exactly(&s, "big", &written).await;
+}
+
+/// A dry run deletes nothing and counts what a real run then deletes.
+#[tokio::test]
+async fn dry_run_counts_what_a_real_run_deletes() {
+    let s = Scenario::new("purgedry").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let bucket = ready_tenant(&s, &policy, "t").await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["x/", "y/"], 15)).await;
+    let scope = json!({"prefixes": ["x/"]});
+    submit(&s, &request("count", "t", scope.clone(), "Purge", true)).await;
+    let exit = purge(&s, "count").await;
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert_eq!(
+        listing(&s3, &bucket).await,
+        ids(&written),
+        "nothing deleted"
+    );
+    let dry = status(&s, "count").await;
+    assert_eq!(dry.phase, Some(DeletionPhase::Succeeded));
+    let counted = dry.progress.clone().expect("progress");
+    let in_scope: BTreeSet<Written> = written
+        .iter()
+        .filter(|w| w.key.starts_with("x/"))
+        .cloned()
+        .collect();
+    let (versions, markers, bytes) = totals(&in_scope);
+    assert_eq!(
+        (
+            counted.versions_deleted,
+            counted.delete_markers_deleted,
+            counted.bytes_deleted
+        ),
+        (versions, markers, bytes)
+    );
+    let summary = dry.certificate.expect("certificate");
+    assert_eq!(summary.entries, 0, "a dry run records nothing as deleted");
+    assert!(!summary.verified);
+    assert!(manifest(&s, "count").await.1.is_empty());
+    let cert = certificate(&s, "count").await;
+    assert_eq!(cert["dryRun"], json!(true));
+    assert_eq!(cert["counts"]["versions"], json!(versions));
+
+    submit(&s, &request("real", "t", scope, "Purge", false)).await;
+    assert!(purge(&s, "real").await.success());
+    assert_deleted_exactly(&s, "real", &in_scope).await;
+    let real = status(&s, "real").await.progress.expect("progress");
+    assert_eq!(
+        (
+            real.versions_deleted,
+            real.delete_markers_deleted,
+            real.bytes_deleted
+        ),
+        (
+            counted.versions_deleted,
+            counted.delete_markers_deleted,
+            counted.bytes_deleted
+        )
+    );
+}
+
+/// Crypto-shred: the tenant key is disabled and scheduled for deletion with the policy's
+/// window. ministack's S3 does not check the key's state, so objects stay readable there (on
+/// AWS, reads fail once the key is disabled): only the key's state is observable here.
+#[tokio::test]
+async fn crypto_shred_schedules_key_deletion_with_the_policy_window() {
+    let s = Scenario::new("purgeshred").await;
+    let mut spec = eu_spec();
+    spec.encryption.key_deletion_window_days = 9;
+    let policy = s.policy(spec).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    s.create(&tenant("gone", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    let ts = s.wait_ready("gone").await.status.expect("status");
+    let (bucket, key_arn) = (
+        ts.bucket_name.expect("bucket"),
+        ts.kms_key_arn.expect("key"),
+    );
+    let aws = Aws::root().await;
+    let s3 = aws.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["d/"], 5)).await;
+
+    submit(
+        &s,
+        &request(
+            "shred",
+            "gone",
+            json!({"wholeTenant": true}),
+            "PurgeAndCryptoShred",
+            false,
+        ),
+    )
+    .await;
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(purge(&s, "shred").await.success());
+    assert!(listing(&s3, &bucket).await.is_empty());
+    assert_deleted_exactly(&s, "shred", &written).await;
+    let key = aws
+        .kms("eu-central-1")
+        .describe_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("key");
+    let meta = key.key_metadata().expect("metadata");
+    assert_eq!(
+        meta.key_state().map(|s| s.as_str()),
+        Some("PendingDeletion")
+    );
+    let days = (meta.deletion_date().expect("deletion date").as_secs_f64() - before) / 86_400.0;
+    assert!((8.9..9.1).contains(&days), "deletion in {days} days");
+    let cert = certificate(&s, "shred").await;
+    assert_eq!(cert["cryptoShred"]["keyArn"], json!(key_arn));
+    assert_eq!(cert["cryptoShred"]["keyState"], json!("PendingDeletion"));
+    assert_eq!(cert["cryptoShred"]["windowDays"], json!(9));
+    assert!(cert["cryptoShred"]["deletionDate"].is_string());
+
+    // Idempotent: a rerun (a Job retried after the shred) keeps the key pending deletion.
+    assert!(purge(&s, "shred").await.success());
+    let again = aws
+        .kms("eu-central-1")
+        .describe_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("key");
+    assert_eq!(
+        again
+            .key_metadata()
+            .and_then(|m| m.key_state())
+            .map(|s| s.as_str()),
+        Some("PendingDeletion")
+    );
+}
+
+/// Object Lock (enforced by ministack: per-key AccessDenied): GOVERNANCE and COMPLIANCE
+/// retention and legal holds are never bypassed; everything else goes; the request ends
+/// Blocked with the locked versions and their retain-until dates, and the key is not shredded.
+#[tokio::test]
+async fn object_lock_blocks_and_is_reported() {
+    let s = Scenario::new("purgelock").await;
+    let policy = s.policy(eu_spec()).await;
+    let aws = Aws::root().await;
+    let s3 = aws.s3("eu-central-1");
+    // The tenant's bucket, created beforehand with Object Lock and the ownership tags, so the
+    // operator adopts it (the operator itself never turns Object Lock on).
+    let bucket = s.bucket_for("vault");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create Object Lock bucket");
+    let tags = [
+        ("tenancy.dev/managed-by", "tenant-storage-operator"),
+        ("tenancy.dev/cluster-id", s.cluster_id.as_str()),
+        ("tenancy.dev/namespace", s.ns.as_str()),
+        ("tenancy.dev/name", "vault"),
+    ];
+    put_bucket_tags(&s3, &bucket, tags.iter().copied()).await;
+    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    s.create(&tenant("vault", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    let status_ts = s.wait_ready("vault").await.status.expect("status");
+    assert_eq!(
+        status_ts.bucket_name.as_deref(),
+        Some(bucket.as_str()),
+        "adopted"
+    );
+    let key_arn = status_ts.kms_key_arn.expect("key");
+
+    let free = fill(&s3, &bucket, layout(&["free/"], 6)).await;
+    let until_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + 86_400;
+    let until = DateTime::from_secs(until_secs);
+    let mut locked = BTreeMap::new();
+    for (key, mode) in [
+        ("keep/governance", "GOVERNANCE"),
+        ("keep/compliance", "COMPLIANCE"),
+    ] {
+        let put = s3
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"retained"))
+            .object_lock_mode(ObjectLockMode::from(mode))
+            .object_lock_retain_until_date(until)
+            .send()
+            .await
+            .expect("put retained object");
+        locked.insert(
+            key.to_owned(),
+            (put.version_id().expect("version").to_owned(), mode),
+        );
+    }
+    let held = s3
+        .put_object()
+        .bucket(&bucket)
+        .key("keep/held")
+        .body(ByteStream::from_static(b"on hold"))
+        .object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On)
+        .send()
+        .await
+        .expect("put held object");
+    locked.insert(
+        "keep/held".to_owned(),
+        (held.version_id().expect("version").to_owned(), "LegalHold"),
+    );
+
+    submit(
+        &s,
+        &request(
+            "vault",
+            "vault",
+            json!({"wholeTenant": true}),
+            "PurgeAndCryptoShred",
+            false,
+        ),
+    )
+    .await;
+    let exit = purge(&s, "vault").await;
+    assert_eq!(exit.code(), Some(3), "Blocked exits 3");
+    let left = listing(&s3, &bucket).await;
+    let expect_left: BTreeSet<(String, String)> = locked
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(left, expect_left, "exactly the locked versions remain");
+
+    let st = status(&s, "vault").await;
+    assert_eq!(st.phase, Some(DeletionPhase::Blocked));
+    let progress = st.progress.expect("progress");
+    let (versions, markers, _) = totals(&free);
+    assert_eq!(
+        (
+            progress.versions_deleted,
+            progress.delete_markers_deleted,
+            progress.locked_versions
+        ),
+        (versions, markers, 3)
+    );
+    let mut reported: Vec<(String, String, String, Option<String>)> = st
+        .locked_objects
+        .iter()
+        .map(|l| {
+            (
+                l.key.clone(),
+                l.version_id.clone(),
+                l.mode.clone(),
+                l.retain_until.clone(),
+            )
+        })
+        .collect();
+    reported.sort();
+    let until_text = until
+        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+        .expect("date");
+    let expected: Vec<(String, String, String, Option<String>)> = locked
+        .iter()
+        .map(|(k, (v, mode))| {
+            let retain = (*mode != "LegalHold").then(|| until_text.clone());
+            (k.clone(), v.clone(), (*mode).to_owned(), retain)
+        })
+        .collect();
+    assert_eq!(reported, expected);
+    let summary = st.certificate.expect("certificate");
+    assert!(!summary.verified, "locked versions remain");
+    assert_eq!(summary.sha256, expected_hash(&free));
+    let cert = certificate(&s, "vault").await;
+    assert_eq!(cert["outcome"], json!("Blocked"));
+    assert_eq!(cert["verification"]["remaining"], json!(3));
+    assert_eq!(cert["lockedVersions"].as_array().map(Vec::len), Some(3));
+    assert!(
+        cert["cryptoShred"]["skipped"].is_string(),
+        "{}",
+        cert["cryptoShred"]
+    );
+    let key = aws
+        .kms("eu-central-1")
+        .describe_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("key");
+    assert_eq!(
+        key.key_metadata()
+            .and_then(|m| m.key_state())
+            .map(|s| s.as_str()),
+        Some("Enabled"),
+        "the key of retained data is not destroyed"
+    );
+}
+
+/// The purge itself refuses a request naming another namespace's TenantStorage, whatever the
+/// controller did, and writes nothing.
+#[tokio::test]
+async fn purge_refuses_another_namespace() {
+    let s = Scenario::new("purgens").await;
+    let mut req = request(
+        "sneaky",
+        "victim",
+        json!({"wholeTenant": true}),
+        "Purge",
+        false,
+    );
+    req.spec.tenant_storage_ref.namespace = Some("kube-system".into());
+    requests(&s)
+        .create(&PostParams::default(), &req)
+        .await
+        .expect("create request");
+    let exit = purge(&s, "sneaky").await;
+    assert_eq!(exit.code(), Some(1));
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let names: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .filter(|n| n.starts_with("sneaky-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
