@@ -813,10 +813,18 @@ async fn cleanup(
         }
         DeletionPolicy::Delete => {
             if seen.is_some() {
-                if cloud.bucket_has_data(&bucket).await? {
-                    let message = format!(
-                        "deletionPolicy Delete: bucket {bucket} still holds objects or versions, so it is not deleted. Empty it with a DataDeletionRequest first; this object stays until then"
-                    );
+                // A running purge is still listing and verifying the bucket: deleting it under
+                // the purge would fail the request; wait until the request finishes.
+                let purging = whole_tenant_purge_in_progress(ctx, &id).await?;
+                if purging.is_some() || cloud.bucket_has_data(&bucket).await? {
+                    let message = match purging {
+                        Some(request) => format!(
+                            "deletionPolicy Delete: DataDeletionRequest {request} is purging bucket {bucket}; it is deleted once the request finishes"
+                        ),
+                        None => format!(
+                            "deletionPolicy Delete: bucket {bucket} still holds objects or versions, so it is not deleted. Empty it with a DataDeletionRequest first; this object stays until then"
+                        ),
+                    };
                     let mut report = Report::new(ts);
                     let first_time = report.previous_ready_reason() != Some("DeletionBlocked");
                     report.set(
