@@ -19,6 +19,9 @@ pub const CHUNK_MAX_LINES: usize = 5000;
 /// ...and at most this many bytes, so a chunk stays well under the 1 MiB ConfigMap limit even
 /// with long keys.
 pub const CHUNK_MAX_BYTES: usize = 700 * 1024;
+/// An append starts a new chunk once the last one holds this many lines: every append rewrites
+/// the last chunk, so letting it grow to the maximum would write each line several times.
+pub const CHUNK_ROLL_LINES: usize = 1000;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("malformed line {line:?}: {problem}")]
@@ -245,6 +248,11 @@ impl Journal {
     pub fn append(&mut self, lines: Vec<String>) -> Vec<(u32, String)> {
         let mut writes = Vec::new();
         let mut dirty = false;
+        if !lines.is_empty() && self.tail.len() >= CHUNK_ROLL_LINES {
+            self.tail.clear();
+            self.tail_bytes = 0;
+            self.state.chunks += 1;
+        }
         for line in lines {
             if self.state.chunks == 0 {
                 self.state.chunks = 1;
@@ -360,11 +368,16 @@ mod tests {
                 lines: CHUNK_MAX_LINES as u64 + 10
             }
         );
-        // Appending again rewrites only the last chunk.
+        // A small last chunk is rewritten with the new lines...
         let writes = j.append(vec!["x".into()]);
         assert_eq!(writes.len(), 1);
         assert_eq!(writes[0].0, 1);
         assert_eq!(writes[0].1.lines().count(), 11);
+        // ...one holding CHUNK_ROLL_LINES is left alone: a new one starts.
+        j.append(vec!["y".into(); CHUNK_ROLL_LINES]);
+        let writes = j.append(vec!["z".into()]);
+        assert_eq!(writes, vec![(2, "z\n".to_owned())]);
+        assert_eq!(j.state().chunks, 3);
 
         let long = "k".repeat(1100);
         let mut j = Journal::new(JournalState::default(), Vec::new());
