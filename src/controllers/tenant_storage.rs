@@ -665,9 +665,14 @@ async fn ensure_log_bucket(
         BucketPresence::Ours { .. } => match cloud.bucket_tags(&logs.bucket).await? {
             ObservedTags::Gone => None,
             ObservedTags::Tags(seen) => {
-                let ours = [tags::MANAGED_BY, tags::CLUSTER, tags::ROLE]
-                    .iter()
-                    .all(|k| seen.get(*k) == logs.tags.get(*k));
+                // No ownership tags at all: a creation of ours interrupted before tagging (the
+                // name hashes our cluster id, policy and region, and HEAD proved it is in our
+                // account). Tags naming anyone else: not ours.
+                let untagged = !seen.keys().any(|k| k.starts_with("tenancy.dev/"));
+                let ours = untagged
+                    || [tags::MANAGED_BY, tags::CLUSTER, tags::ROLE]
+                        .iter()
+                        .all(|k| seen.get(*k) == logs.tags.get(*k));
                 if !ours {
                     return Err(Error::LogBucketConflict {
                         bucket: logs.bucket.clone(),
