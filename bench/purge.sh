@@ -9,6 +9,8 @@
 #
 #   bench/purge.sh [N] [ROUNDS]     N versions+markers per bucket (default 100000), rounds (3)
 #   BENCH_TOOLS="engine s5cmd" bench/purge.sh ...   only some tools (default: all)
+#   BENCH_FIRST_ROUND=2 bench/purge.sh 100000 2      rounds 2-3 (to continue an interrupted run;
+#                                                    bench/purge-summary.py combines the TSVs)
 #
 # Besides time, each run records the CPU seconds the emulator (ministack, one Python process)
 # and the Kubernetes API server + etcd spent meanwhile: an emulator near 1 CPU-second per
@@ -195,7 +197,8 @@ if [[ " ${TOOLS[*]} " == *" s3rm "* ]]; then
   S3RM=1
   read -r -a TOOLS <<< "$(tr ' ' '\n' <<< "${TOOLS[*]}" | grep -vx s3rm | tr '\n' ' ')"
 fi
-for round in $(seq 1 "$ROUNDS"); do
+FIRST=${BENCH_FIRST_ROUND:-1}
+for round in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
   # Rotate the order, so no tool always runs first or last.
   order=("${TOOLS[@]:$(( (round - 1) % ${#TOOLS[@]} ))}" "${TOOLS[@]:0:$(( (round - 1) % ${#TOOLS[@]} ))}")
   # `aws s3 rm` deletes no version at all: one round shows its speed.
@@ -206,6 +209,8 @@ for round in $(seq 1 "$ROUNDS"); do
     bucket=$(tenant_bucket "r$round-$tool")
     log "round $round: $tool: filling $bucket with $N_TOTAL versions and delete markers"
     "$PY" "$ROOT/bench/fill.py" "$N" "$bucket" > /dev/null
+    filled=$(left "$bucket")
+    [ "$filled" = "$N_TOTAL" ] || { log "$bucket holds $filled entries, not $N_TOTAL"; exit 1; }
     log "round $round: $tool"
     cpu=
     emu0=$(cpu_of "$EMULATOR_PID"); api0=$(cpu_of "${API_PIDS[@]}")
@@ -221,31 +226,4 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-"$PY" - "$RESULTS" "$N_TOTAL" <<'PY'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-names = {"engine": "this engine (`purge`, 8 batches in flight)",
-         "s5cmd": "s5cmd 2.3.0 `rm --all-versions`",
-         "rclone": "rclone 1.60 `delete --s3-versions` + `backend cleanup-hidden`",
-         "s3api": "awscli 1.46 `s3api list-object-versions` + `delete-objects` loop",
-         "s3rm": "awscli 1.46 `s3 rm --recursive` (current objects only: versions stay)"}
-rate = {}
-for tool in names:
-    rs = [r for r in rows if r["tool"] == tool]
-    if rs:
-        rate[tool] = (statistics.median(int(r["objects"]) / float(r["seconds"]) for r in rs), rs)
-best = max((v[0] for t, v in rate.items() if t not in ("engine", "s3rm")), default=0)
-print("| tool | rounds | objects per round | median seconds | median objects/s | vs best other | emulator CPU busy | API server+etcd CPU | left in bucket |")
-print("|---|---|---|---|---|---|---|---|---|")
-for tool, (r, rs) in sorted(rate.items(), key=lambda kv: -kv[1][0]):
-    secs = statistics.median(float(x["seconds"]) for x in rs)
-    busy = statistics.median(float(x["emulator_cpu"]) / float(x["seconds"]) for x in rs)
-    api = statistics.median(float(x["api_cpu"]) / float(x["seconds"]) for x in rs)
-    left = ", ".join(sorted({x["left"] for x in rs}))
-    ratio = f"{r / best:.2f}x" if best else "-"
-    print(f"| {names[tool]} | {len(rs)} | {rs[0]['objects']} | {secs:.1f} | {r:,.0f} | {ratio} | {busy:.0%} | {api:.0%} | {left} |")
-eng = [r for r in rows if r["tool"] == "engine"]
-if eng:
-    cpu = statistics.median(float(r["cpu_seconds"]) / int(r["objects"]) * 1000 for r in eng)
-    print(f"\nEngine CPU (user+sys of the `purge` process): {cpu * 1000:.0f} ms per 1000 objects (median).")
-PY
+"$PY" "$ROOT/bench/purge-summary.py" "$RESULTS"
