@@ -10,8 +10,9 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::cloud::{AwsSettings, Cloud, CloudError};
-use crate::controllers::{self, PurgeSettings, Settings};
+use crate::controllers::{self, AccessSettings, PurgeSettings, Settings};
 use crate::leader::{Elector, LeaderError, LeaseSettings};
+use crate::plan::access;
 use crate::plan::naming::{self, NamingError};
 use crate::report::Format;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
@@ -108,6 +109,28 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (defaults to the pod name, then the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// IAM OIDC identity provider of this cluster (EKS IRSA), e.g.
+    /// `arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC`:
+    /// tenant roles trust it for `spec.access.serviceAccounts`.
+    #[arg(long, env = "TSO_OIDC_PROVIDER_ARN", value_parser = parse_oidc_provider_arn)]
+    pub oidc_provider_arn: Option<String>,
+    /// Audience of the service-account tokens presented to STS.
+    #[arg(long, env = "TSO_OIDC_AUDIENCE", default_value = "sts.amazonaws.com")]
+    pub oidc_audience: String,
+    /// Principals (ARNs, `*` allowed) that may always reach tenant buckets besides the tenant's
+    /// role and the operator: the deletion jobs' role and break-glass admins. Everyone else is
+    /// denied by the bucket policy.
+    #[arg(
+        long = "admin-principal-arn",
+        env = "TSO_ADMIN_PRINCIPAL_ARNS",
+        value_delimiter = ','
+    )]
+    pub admin_principal_arns: Vec<String>,
+    /// The operator's own role ARN with its IAM path, as customers must name it in a delegated
+    /// role's trust policy. Default: derived from the caller identity (correct for roles without
+    /// a path).
+    #[arg(long, env = "TSO_OPERATOR_ROLE_ARN")]
+    pub operator_role_arn: Option<String>,
 }
 
 /// How to reach AWS; shared by `run` and `report`.
@@ -227,6 +250,17 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+fn parse_oidc_provider_arn(arn: &str) -> Result<String, String> {
+    let provider = access::OidcProvider {
+        arn: arn.to_owned(),
+        audience: String::new(),
+    };
+    match (arn.starts_with("arn:aws"), provider.issuer()) {
+        (true, Some(_)) => Ok(arn.to_owned()),
+        _ => Err("expected an IAM OIDC provider ARN, e.g. arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC (aws eks describe-cluster --query cluster.identity.oidc.issuer gives the part after oidc-provider/)".into()),
+    }
+}
+
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
     let crds = crate::api::crds_yaml().map_err(|e| CliError::Output(e.to_string()))?;
     match out_dir {
@@ -261,8 +295,33 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         })?;
     info!(%addr, "serving /metrics, /healthz, /readyz");
     let cloud = Cloud::connect(&args.aws.settings(), &metrics).await?;
+    let (caller, account_id) = cloud.iam().caller_identity().await?;
+    let operator_arn = args.operator_role_arn.clone().unwrap_or_else(|| {
+        access::principal_patterns(&caller)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| caller.clone())
+    });
+    let mut allowed_principals = access::principal_patterns(&caller);
+    for arn in args
+        .admin_principal_arns
+        .iter()
+        .chain(&args.operator_role_arn)
+    {
+        allowed_principals.extend(access::principal_patterns(arn));
+    }
+    info!(operator = %operator_arn, "AWS identity");
     let client = kube::Client::try_default().await?;
     let settings = Settings {
+        access: AccessSettings {
+            oidc: args.oidc_provider_arn.map(|arn| access::OidcProvider {
+                arn,
+                audience: args.oidc_audience,
+            }),
+            account_id,
+            operator_arn,
+            allowed_principals,
+        },
         cluster_id: args.cluster_id,
         bucket_prefix: args.bucket_prefix,
         resync_period: args.resync_period,

@@ -15,10 +15,14 @@ pub use data_deletion_request::{
     TenantStorageRef,
 };
 pub use residency_policy::{
-    AccessLoggingSpec, DeletionSpec, EncryptionSpec, NamespaceSelector, ResidencyPolicy,
-    ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
+    AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionSpec, NamespaceSelector,
+    ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion, TransportSpec,
+    Versioning,
 };
-pub use tenant_storage::{DeletionPolicy, TenantStorage, TenantStorageSpec, TenantStorageStatus};
+pub use tenant_storage::{
+    AccessLevel, AccessSpec, AccessStatus, DelegatedSpec, DelegationStatus, DeletionPolicy,
+    ROLE_ARN_PATTERN, StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
+};
 
 use kube::CustomResourceExt;
 

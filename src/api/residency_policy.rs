@@ -99,6 +99,27 @@ pub struct ResidencyPolicySpec {
     /// How data deletion requests are handled.
     #[serde(default)]
     pub deletion: DeletionSpec,
+
+    /// Limits on the IAM roles the operator creates for tenants' workloads.
+    #[serde(default)]
+    pub access: AccessPolicySpec,
+}
+
+/// Limits on tenants' workload roles.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicySpec {
+    /// Managed policy set as the permissions boundary of every tenant role of this policy, e.g.
+    /// `arn:aws:iam::123456789012:policy/tenant-boundary`: the role can never get more than it
+    /// allows, whatever is attached to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(
+            pattern = r"^arn:aws(-[a-z]+)*:iam::([0-9]{12}|aws):policy/([\x21-\x7E]{0,510}/)?[A-Za-z0-9+=,.@_-]{1,128}$"
+        ),
+        length(max = 700)
+    )]
+    pub permissions_boundary_arn: Option<String>,
 }
 
 /// Data deletion rules.

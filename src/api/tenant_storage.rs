@@ -47,6 +47,9 @@ use super::residency_policy::REGION_PATTERN;
 #[x_kube(validation = Rule::new("!has(oldSelf.region) || (has(self.region) && self.region == oldSelf.region)")
     .message("spec.region is immutable once set: data is never moved between regions; create a new TenantStorage in the other region and migrate")
     .field_path(".region"))]
+#[x_kube(validation = Rule::new("(self.mode == 'Delegated') == has(self.delegated)")
+    .message("spec.delegated (the customer's bucket and role) is required with mode Delegated and not allowed with mode Managed")
+    .field_path(".delegated"))]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStorageSpec {
     /// Name of the cluster-scoped `ResidencyPolicy` this storage must satisfy. Immutable: a
@@ -66,6 +69,81 @@ pub struct TenantStorageSpec {
     /// schedules the key's deletion, and refuses while the bucket still holds data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Who hosts the bucket: `Managed` (default), the operator creates and keeps it; `Delegated`,
+    /// the customer's own bucket, reached through a role the customer grants. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.mode is immutable: create a new TenantStorage to change who hosts the data"))]
+    pub mode: StorageMode,
+
+    /// Which of this namespace's service accounts may use the storage, and how. Their pods get
+    /// an IAM role of this tenant (EKS IRSA); no other workload can reach the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
+
+    /// The customer's bucket and role, with `mode: Delegated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated: Option<DelegatedSpec>,
+}
+
+/// Who hosts a tenant's bucket.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StorageMode {
+    #[default]
+    Managed,
+    Delegated,
+}
+
+/// Kubernetes name of a service account: a DNS-1123 subdomain.
+pub const SERVICE_ACCOUNT_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// An IAM role ARN in any partition.
+pub const ROLE_ARN_PATTERN: &str =
+    r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\x21-\x7E]{0,510}/)?[A-Za-z0-9+=,.@_-]{1,64}$";
+/// A bucket name, or a bucket ARN (which names the partition).
+pub const BUCKET_PATTERN: &str = r"^(arn:aws(-[a-z]+)*:s3:::)?[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
+
+/// Workload access to a tenant's storage.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessSpec {
+    /// Names of service accounts in this TenantStorage's namespace whose pods may use the
+    /// storage. The tenant role's trust policy admits exactly these.
+    #[schemars(length(min = 1, max = 32), inner(regex(pattern = SERVICE_ACCOUNT_PATTERN), length(max = 253)))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(x, x == a))")
+        .message("spec.access.serviceAccounts must not list a service account twice"))]
+    pub service_accounts: Vec<String>,
+    /// `ReadWrite` (default): read, write and delete objects (a delete on a versioned bucket
+    /// adds a delete marker; data is only destroyed through a DataDeletionRequest). `ReadOnly`:
+    /// read and list only.
+    #[serde(default)]
+    pub level: AccessLevel,
+}
+
+/// What a tenant's workloads may do with its data.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AccessLevel {
+    ReadOnly,
+    #[default]
+    ReadWrite,
+}
+
+/// A bucket the customer hosts in their own AWS account, and the role they grant us.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!self.bucket.startsWith('arn:') || self.bucket.split(':')[1] == self.roleArn.split(':')[1]")
+    .message("spec.delegated.bucket and spec.delegated.roleArn must be in the same AWS partition")
+    .field_path(".bucket"))]
+#[serde(rename_all = "camelCase")]
+pub struct DelegatedSpec {
+    /// The customer's bucket: a name (`acme-data`) or an ARN (`arn:aws:s3:::acme-data`). The
+    /// operator only reads its configuration and never changes it.
+    #[schemars(regex(pattern = BUCKET_PATTERN), length(max = 128))]
+    pub bucket: String,
+    /// The role in the customer's account that grants access to the bucket, e.g.
+    /// `arn:aws:iam::111122223333:role/vendor-access`. Its trust policy must be the one this
+    /// object's status publishes (it names this tenant's role and requires its ExternalId).
+    #[schemars(regex(pattern = ROLE_ARN_PATTERN), length(max = 600))]
+    pub role_arn: String,
 }
 
 /// What happens to cloud resources when a `TenantStorage` is deleted.
@@ -113,4 +191,45 @@ pub struct TenantStorageStatus {
     /// annotation to a new value to force an immediate check of the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recheck: Option<String>,
+    /// The tenant's IAM role for its workloads, when `spec.access` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStatus>,
+    /// What the customer must set up, and what was verified, with `mode: Delegated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<DelegationStatus>,
+}
+
+/// The tenant's workload role as last applied.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessStatus {
+    /// ARN of the IAM role the tenant's pods assume.
+    pub role_arn: String,
+    /// The annotation to put on each listed service account, e.g.
+    /// `eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/...`.
+    pub service_account_annotation: String,
+    /// Service accounts the role's trust policy admits.
+    pub service_accounts: Vec<String>,
+    /// Access level the role's policy grants.
+    pub level: AccessLevel,
+}
+
+/// Delegated access: the customer's side, as published and as verified.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationStatus {
+    /// Secret (in this namespace) holding the ExternalId under `externalId` and the
+    /// ready-to-copy trust policy under `trust-policy.json`.
+    pub external_id_secret: String,
+    /// The trust policy the customer's role must have, with the ExternalId left out (it is in
+    /// the Secret): `kubectl get secret <externalIdSecret> -o jsonpath='{.data.trust-policy\.json}' | base64 -d`.
+    pub trust_policy: String,
+    /// The permissions policy the customer's role needs on their bucket, ready to copy.
+    pub permissions_policy: String,
+    /// Region of the customer's bucket, as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_region: Option<String>,
+    /// When the customer's setup was last verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<String>,
 }

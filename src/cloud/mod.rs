@@ -2,6 +2,7 @@
 
 mod counter;
 mod error;
+mod iam;
 mod kms;
 mod s3;
 
@@ -18,6 +19,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use counter::CallCounter;
 pub use error::CloudError;
+pub use iam::{Iam, SessionCredentials};
 pub use kms::KeyState;
 pub use s3::{
     BucketPresence, DeleteFailure, DeleteReport, ListedVersion, ObservedTags, VersionLock,
@@ -74,6 +76,7 @@ pub struct Cloud {
     force_path_style: bool,
     counter: CallCounter,
     regions: Arc<Mutex<HashMap<String, Regional>>>,
+    iam: Iam,
 }
 
 impl Cloud {
@@ -95,12 +98,65 @@ impl Cloud {
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        let base = loader.load().await;
+        let counter = CallCounter::new(metrics.clone());
+        // IAM is global; its endpoint (and STS's global one) answers in us-east-1 of the
+        // partition.
+        let global = Region::new(base.region().map_or("us-east-1", |r| r.as_ref()).to_owned());
+        let iam = Iam {
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&base)
+                    .region(global.clone())
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&base)
+                    .region(global)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+        };
         Ok(Cloud {
-            base: loader.load().await,
+            base,
             force_path_style: settings.force_path_style,
-            counter: CallCounter::new(metrics.clone()),
+            counter,
             regions: Arc::default(),
+            iam,
         })
+    }
+
+    /// IAM and STS.
+    pub fn iam(&self) -> &Iam {
+        &self.iam
+    }
+
+    /// S3 in `region` with an assumed role's credentials (a customer's role): used only to
+    /// read, never to change, the customer's bucket.
+    pub fn s3_as(&self, region: &str, creds: &SessionCredentials) -> Regional {
+        let provider = aws_sdk_s3::config::Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.clone(),
+            Some(creds.session_token.clone()),
+            None,
+            "assumed-role",
+        );
+        let s3 = aws_sdk_s3::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .force_path_style(self.force_path_style)
+            .credentials_provider(provider.clone())
+            .interceptor(self.counter.clone())
+            .build();
+        let kms = aws_sdk_kms::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(provider)
+            .interceptor(self.counter.clone())
+            .build();
+        Regional {
+            region: region.to_owned(),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            kms: aws_sdk_kms::Client::from_conf(kms),
+        }
     }
 
     /// Clients for `region`.

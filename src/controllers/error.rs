@@ -19,6 +19,10 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("cannot read random bytes for an ExternalId: {0}")]
+    Random(String),
+    #[error("Secret {secret} cannot be used for the ExternalId: {why}")]
+    ExternalIdSecret { secret: String, why: String },
 }
 
 impl Error {
@@ -34,6 +38,8 @@ impl Error {
                 _ => "FinalizerError".into(),
             },
             Error::MissingField(_) => "InvalidObject".into(),
+            Error::Random(_) => "RandomUnavailable".into(),
+            Error::ExternalIdSecret { .. } => "ExternalIdSecretInvalid".into(),
         }
     }
 }

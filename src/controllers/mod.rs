@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 pub use data_deletion_request::{REQUEST_LABEL, job_name as deletion_job_name};
 pub use error::Error;
+pub use tenant_storage::delegation::EXTERNAL_ID_KEY;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
 use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
@@ -41,6 +42,22 @@ pub struct Settings {
     pub max_concurrent_reconciles: u16,
     /// How deletion Jobs are run.
     pub purge: PurgeSettings,
+    /// Who may reach tenant data, besides each tenant's own role.
+    pub access: AccessSettings,
+}
+
+/// Identities and the cluster's OIDC provider, for tenant roles and bucket policies.
+#[derive(Clone, Debug, Default)]
+pub struct AccessSettings {
+    /// The cluster's OIDC provider; without it, `spec.access` cannot be honoured.
+    pub oidc: Option<crate::plan::access::OidcProvider>,
+    /// Our AWS account: tenant roles live there.
+    pub account_id: String,
+    /// The operator's principal ARN, as a customer's trust policy must name it.
+    pub operator_arn: String,
+    /// Principal ARN patterns always allowed on tenant buckets: the operator, the deletion
+    /// jobs, break-glass admins.
+    pub allowed_principals: Vec<String>,
 }
 
 /// Deletion Jobs: where they run, as whom, with which image and environment.

@@ -14,13 +14,17 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+mod access;
+pub mod delegation;
+
 use super::conditions::{self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT};
 use super::{Context, Error};
 use crate::api::{
     ConditionStatus, DataDeletionRequest, DeletionPhase, DeletionPolicy, ResidencyPolicy,
-    TenantStorage, TenantStorageStatus,
+    StorageMode, TenantStorage, TenantStorageStatus,
 };
 use crate::cloud::{BucketPresence, ObservedTags, Regional};
+use crate::plan::access::managed_access_policy;
 use crate::plan::{
     self, BucketChange, Desired, DesiredLogBucket, KeyChange, Ownership, TenantIdentity, tags,
 };
@@ -294,6 +298,14 @@ async fn provision(
             return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await;
         }
     }
+    let id = TenantIdentity {
+        cluster_id: ctx.settings.cluster_id.clone(),
+        namespace: ns,
+        name,
+    };
+    if ts.spec.mode == StorageMode::Delegated {
+        return delegation::provision(ts, ctx, api, report, &policy_name, &policy.spec, &id).await;
+    }
     let recorded = report.status.region.clone();
     let mut region = match policy::resolve_region(
         &policy_name,
@@ -303,11 +315,6 @@ async fn provision(
     ) {
         Ok(r) => r,
         Err(e) => return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await,
-    };
-    let id = TenantIdentity {
-        cluster_id: ctx.settings.cluster_id.clone(),
-        namespace: ns,
-        name,
     };
     let mut desired = Desired::new(
         &ctx.settings.bucket_prefix,
@@ -506,6 +513,29 @@ async fn provision(
         ensure_log_bucket(ctx, &cloud, &logs).await?;
     }
 
+    // Who may reach the data: the tenant's role, the operator, admins; nobody else.
+    let role = match &ts.spec.access {
+        Some(spec) => match access::desired_role(
+            ctx,
+            &id,
+            desired.partition,
+            &desired.tags,
+            spec,
+            Some(managed_access_policy(
+                spec.level,
+                &desired.bucket_arn(),
+                &key_arn,
+                &region,
+            )),
+            policy.spec.access.permissions_boundary_arn.clone(),
+        ) {
+            Ok(role) => Some(role),
+            Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
+        },
+        None => None,
+    };
+    desired.allowed_principals = access::allowed_principals(ctx, role.as_ref());
+
     // Then the bucket.
     let shape = desired.shape(&key_arn);
     let observed = match existing_tags {
@@ -540,6 +570,12 @@ async fn provision(
         &bucket_changes,
     )
     .await;
+
+    if let Some(refusal) =
+        access::reconcile_role(ctx, ts, report, &id, role.as_ref(), ts.spec.access.as_ref()).await?
+    {
+        return refuse(report, ctx, api, None, refusal.reason, refusal.message).await;
+    }
 
     report.set(
         ENCRYPTED,
@@ -764,6 +800,29 @@ async fn cleanup(
     api: &Api<TenantStorage>,
 ) -> Result<Action, Error> {
     let status = ts.status.clone().unwrap_or_default();
+    if let Some(previous) = &status.access {
+        let id = TenantIdentity {
+            cluster_id: ctx.settings.cluster_id.clone(),
+            namespace: ts
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+            name: ts.name_any(),
+        };
+        let name = plan::naming::role_name(&id.cluster_id, &id.namespace, &id.name);
+        if access::remove_role(ctx, &id, &name).await? {
+            let kept = match (&status.bucket_name, ts.spec.deletion_policy) {
+                (Some(bucket), DeletionPolicy::Retain) => {
+                    format!("; bucket {bucket} and its data stay (deletionPolicy Retain)")
+                }
+                _ => String::new(),
+            };
+            let note = format!(
+                "deleted role {}: no workload can reach the data through it any more{kept}",
+                previous.role_arn
+            );
+            publish(ctx, ts, EventType::Normal, "RoleDeleted", "Delete", note).await;
+        }
+    }
     let (Some(bucket), Some(region)) = (status.bucket_name.clone(), status.region.clone()) else {
         // Nothing was ever claimed (e.g. the region was refused): nothing to release.
         return Ok(Action::await_change());

@@ -50,6 +50,9 @@ pub struct Desired {
     pub logging: Option<LoggingTarget>,
     /// A whole-tenant purge is running and the policy refuses new writes meanwhile.
     pub deny_writes: bool,
+    /// Principal ARN patterns that may reach the bucket (tenant role, operator, deletion jobs,
+    /// break-glass admins); every other principal is denied. Empty: no such restriction.
+    pub allowed_principals: Vec<String>,
 }
 
 impl Desired {
@@ -74,6 +77,7 @@ impl Desired {
         });
         Desired {
             deny_writes: false,
+            allowed_principals: Vec::new(),
             logging,
             bucket: naming::bucket_name(bucket_prefix, &id.cluster_id, &id.namespace, &id.name),
             partition: partition_of(&region),
@@ -187,16 +191,22 @@ impl Desired {
                 }
             ]
         });
-        if self.deny_writes
-            && let Some(statements) = policy["Statement"].as_array_mut()
-        {
-            statements.push(json!({
-                "Sid": "DenyWritesDuringPurge",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:PutObject",
-                "Resource": objects
-            }));
+        if let Some(statements) = policy["Statement"].as_array_mut() {
+            if !self.allowed_principals.is_empty() {
+                statements.push(super::access::deny_other_principals(
+                    &bucket,
+                    &self.allowed_principals,
+                ));
+            }
+            if self.deny_writes {
+                statements.push(json!({
+                    "Sid": "DenyWritesDuringPurge",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects
+                }));
+            }
         }
         policy
     }
@@ -313,6 +323,7 @@ mod tests {
             namespace_selector: None,
             access_logging: crate::api::AccessLoggingSpec::default(),
             deletion: crate::api::DeletionSpec::default(),
+            access: crate::api::AccessPolicySpec::default(),
         };
         let id = TenantIdentity {
             cluster_id: "c1".into(),

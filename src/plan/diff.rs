@@ -367,6 +367,7 @@ mod tests {
             namespace_selector: None,
             access_logging: crate::api::AccessLoggingSpec::default(),
             deletion: crate::api::DeletionSpec::default(),
+            access: crate::api::AccessPolicySpec::default(),
         };
         Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
     }

@@ -3,6 +3,7 @@
 //! Nothing here does I/O, so the whole decision logic is unit tested without a server and the
 //! change list can be shown to users as a dry run.
 
+pub mod access;
 mod desired;
 mod diff;
 pub mod naming;

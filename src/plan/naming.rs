@@ -80,6 +80,17 @@ pub fn log_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region: &st
     format!("{prefix}-logs-{region}-{hash}")
 }
 
+/// IAM name of a tenant's workload role: `tenant-<namespace>-<name>-<hash>`, the shape of a
+/// bucket name (at most 63 characters, which fits IAM's 64), unique per cluster and tenant.
+pub fn role_name(cluster_id: &str, namespace: &str, name: &str) -> String {
+    bucket_name("tenant", cluster_id, namespace, name)
+}
+
+/// IAM path of the roles of one cluster: the operator's IAM permissions can be scoped to it.
+pub fn role_path(cluster_id: &str) -> String {
+    format!("/tenant-storage-operator/{cluster_id}/")
+}
+
 /// KMS's limit on alias length.
 const MAX_ALIAS: usize = 256;
 

@@ -145,6 +145,7 @@ mod tests {
             namespace_selector: None,
             access_logging: crate::api::AccessLoggingSpec::default(),
             deletion: crate::api::DeletionSpec::default(),
+            access: crate::api::AccessPolicySpec::default(),
         }
     }
 

@@ -232,7 +232,8 @@ impl Metrics {
 
 /// Whether an AWS operation changes state (by AWS naming convention).
 pub fn is_mutating(operation: &str) -> bool {
-    !["Get", "Head", "List", "Describe"]
+    // Assuming a role changes nothing in the cloud: it only issues credentials.
+    !["Get", "Head", "List", "Describe", "AssumeRole"]
         .iter()
         .any(|p| operation.starts_with(p))
 }
@@ -248,6 +249,7 @@ mod tests {
             "HeadBucket",
             "ListObjectVersions",
             "DescribeKey",
+            "AssumeRole",
         ] {
             assert!(!is_mutating(op), "{op}");
         }

@@ -1,0 +1,396 @@
+//! IAM roles of tenants' workloads, and the STS calls of delegated access.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_iam::types::Tag;
+use serde_json::Value;
+
+use super::CloudError;
+use crate::plan::access::{DesiredRole, INLINE_POLICY, ObservedRole, RoleChange};
+
+const IAM: &str = "iam";
+const STS: &str = "sts";
+
+fn err<E>(
+    op: &'static str,
+) -> impl FnOnce(aws_sdk_iam::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    move |e| CloudError::from_sdk(IAM, op, e)
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986); some endpoints return them plain.
+fn decode_policy(op: &'static str, text: &str) -> Result<Value, CloudError> {
+    let plain = if text.trim_start().starts_with('{') {
+        text.to_owned()
+    } else {
+        percent_decode(text)
+    };
+    serde_json::from_str(&plain).map_err(|e| CloudError::Api {
+        service: IAM,
+        operation: op,
+        code: "MalformedPolicyDocument".into(),
+        message: e.to_string(),
+        status: None,
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// IAM (a global service) and STS, for tenant roles.
+#[derive(Clone, Debug)]
+pub struct Iam {
+    pub(super) iam: aws_sdk_iam::Client,
+    pub(super) sts: aws_sdk_sts::Client,
+}
+
+/// Temporary credentials of an assumed role.
+#[derive(Clone)]
+pub struct SessionCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+}
+
+impl std::fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iam {
+    /// The ARN and account of the operator's own credentials.
+    pub async fn caller_identity(&self) -> Result<(String, String), CloudError> {
+        let out = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk(STS, "GetCallerIdentity", e))?;
+        let incomplete = |field| CloudError::Incomplete {
+            service: STS,
+            operation: "GetCallerIdentity",
+            field,
+        };
+        Ok((
+            out.arn().ok_or_else(|| incomplete("Arn"))?.to_owned(),
+            out.account()
+                .ok_or_else(|| incomplete("Account"))?
+                .to_owned(),
+        ))
+    }
+
+    /// Assumes a customer's role with the tenant's ExternalId.
+    pub async fn assume_role(
+        &self,
+        role_arn: &str,
+        external_id: &str,
+        session_name: &str,
+    ) -> Result<SessionCredentials, CloudError> {
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .external_id(external_id)
+            .role_session_name(session_name)
+            .duration_seconds(900)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk(STS, "AssumeRole", e))?;
+        let creds = out.credentials().ok_or(CloudError::Incomplete {
+            service: STS,
+            operation: "AssumeRole",
+            field: "Credentials",
+        })?;
+        Ok(SessionCredentials {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: creds.secret_access_key().to_owned(),
+            session_token: creds.session_token().to_owned(),
+        })
+    }
+
+    /// The role as it is now, or `None` if it does not exist.
+    pub async fn observe_role(&self, name: &str) -> Result<Option<ObservedRole>, CloudError> {
+        let role = match self.iam.get_role().role_name(name).send().await {
+            Ok(out) => out.role,
+            Err(e) => {
+                let e = CloudError::from_sdk(IAM, "GetRole", e);
+                return if e.code() == "NoSuchEntity" {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        };
+        let Some(role) = role else {
+            return Ok(None);
+        };
+        let trust_policy = match role.assume_role_policy_document() {
+            Some(doc) => decode_policy("GetRole", doc)?,
+            None => Value::Null,
+        };
+        let tags = role
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect();
+        let permissions_boundary = role
+            .permissions_boundary()
+            .and_then(|b| b.permissions_boundary_arn())
+            .map(str::to_owned);
+        let names = self
+            .iam
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(err("ListRolePolicies"))?
+            .policy_names;
+        let mut inline_policies = BTreeMap::new();
+        for policy in names {
+            let out = self
+                .iam
+                .get_role_policy()
+                .role_name(name)
+                .policy_name(&policy)
+                .send()
+                .await
+                .map_err(err("GetRolePolicy"))?;
+            inline_policies.insert(
+                policy,
+                decode_policy("GetRolePolicy", out.policy_document())?,
+            );
+        }
+        let attached_policies = self
+            .iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(err("ListAttachedRolePolicies"))?
+            .attached_policies
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.policy_arn)
+            .collect();
+        Ok(Some(ObservedRole {
+            tags,
+            trust_policy,
+            permissions_boundary,
+            inline_policies,
+            attached_policies,
+        }))
+    }
+
+    /// Applies one planned change to the role.
+    pub async fn apply_role_change(
+        &self,
+        role: &DesiredRole,
+        change: &RoleChange,
+    ) -> Result<(), CloudError> {
+        let name = role.name.as_str();
+        match change {
+            RoleChange::Create => {
+                let tags = role
+                    .tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CloudError::Build("Tag", e.to_string()))?;
+                let created = self
+                    .iam
+                    .create_role()
+                    .role_name(name)
+                    .path(&role.path)
+                    .description(&role.description)
+                    .assume_role_policy_document(role.trust_policy.to_string())
+                    .max_session_duration(3600)
+                    .set_permissions_boundary(role.permissions_boundary.clone())
+                    .set_tags(Some(tags))
+                    .send()
+                    .await;
+                match created {
+                    Ok(_) => {}
+                    // A creation interrupted after CreateRole: the caller checked ownership of
+                    // what exists before planning, so the role is ours; correct its trust.
+                    Err(e) => {
+                        let e = CloudError::from_sdk(IAM, "CreateRole", e);
+                        if e.code() != "EntityAlreadyExists" {
+                            return Err(e);
+                        }
+                        self.update_trust(role).await?;
+                    }
+                }
+            }
+            RoleChange::UpdateTrust => self.update_trust(role).await?,
+            RoleChange::PutInlinePolicy => {
+                let Some(policy) = &role.inline_policy else {
+                    return Ok(());
+                };
+                self.iam
+                    .put_role_policy()
+                    .role_name(name)
+                    .policy_name(INLINE_POLICY)
+                    .policy_document(policy.to_string())
+                    .send()
+                    .await
+                    .map_err(err("PutRolePolicy"))?;
+            }
+            RoleChange::DeleteInlinePolicy(policy) => {
+                self.iam
+                    .delete_role_policy()
+                    .role_name(name)
+                    .policy_name(policy)
+                    .send()
+                    .await
+                    .map_err(err("DeleteRolePolicy"))?;
+            }
+            RoleChange::DetachPolicy(arn) => {
+                self.iam
+                    .detach_role_policy()
+                    .role_name(name)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(err("DetachRolePolicy"))?;
+            }
+            RoleChange::SetBoundary(arn) => {
+                self.iam
+                    .put_role_permissions_boundary()
+                    .role_name(name)
+                    .permissions_boundary(arn)
+                    .send()
+                    .await
+                    .map_err(err("PutRolePermissionsBoundary"))?;
+            }
+            RoleChange::RemoveBoundary => {
+                self.iam
+                    .delete_role_permissions_boundary()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(err("DeleteRolePermissionsBoundary"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_trust(&self, role: &DesiredRole) -> Result<(), CloudError> {
+        self.iam
+            .update_assume_role_policy()
+            .role_name(&role.name)
+            .policy_document(role.trust_policy.to_string())
+            .send()
+            .await
+            .map_err(err("UpdateAssumeRolePolicy"))?;
+        Ok(())
+    }
+
+    /// Removes a role and everything attached to it; a role already gone is fine.
+    pub async fn delete_role(&self, name: &str) -> Result<bool, CloudError> {
+        let Some(observed) = self.observe_role(name).await? else {
+            return Ok(false);
+        };
+        for policy in observed.inline_policies.keys() {
+            self.iam
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .send()
+                .await
+                .map_err(err("DeleteRolePolicy"))?;
+        }
+        for arn in &observed.attached_policies {
+            self.iam
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(err("DetachRolePolicy"))?;
+        }
+        match self.iam.delete_role().role_name(name).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = CloudError::from_sdk(IAM, "DeleteRole", e);
+                if e.code() == "NoSuchEntity" {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The role's tags (ownership check before deleting), or `None` if it does not exist.
+    pub async fn role_tags(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, CloudError> {
+        match self.iam.get_role().role_name(name).send().await {
+            Ok(out) => Ok(Some(
+                out.role
+                    .map(|r| {
+                        r.tags
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|t| (t.key, t.value))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )),
+            Err(e) => {
+                let e = CloudError::from_sdk(IAM, "GetRole", e);
+                if e.code() == "NoSuchEntity" {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_decoded_whether_encoded_or_not() {
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
+        let plain = r#"{"Version":"2012-10-17","Statement":[]}"#;
+        let want = serde_json::json!({"Version": "2012-10-17", "Statement": []});
+        assert_eq!(decode_policy("GetRole", encoded).ok(), Some(want.clone()));
+        assert_eq!(decode_policy("GetRole", plain).ok(), Some(want));
+        assert!(decode_policy("GetRole", "%7Bnot json").is_err());
+    }
+}

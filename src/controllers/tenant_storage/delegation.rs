@@ -1,0 +1,498 @@
+//! Delegated mode: the customer hosts the bucket and grants a role. The operator publishes what
+//! the customer must create, verifies it by assuming that role with the tenant's ExternalId,
+//! reads (never writes) the bucket's configuration, and gives the tenant's workloads a role
+//! that may only assume the customer's role.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::access::{self, Refusal};
+use super::{Report, publish, refuse};
+use crate::api::{
+    ConditionStatus, DelegatedSpec, DelegationStatus, ResidencyPolicySpec, TenantStorage,
+};
+use crate::cloud::{BucketPresence, CloudError};
+use crate::controllers::conditions::{
+    ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT,
+};
+use crate::controllers::{Context, Error};
+use crate::plan::access::{
+    EXTERNAL_ID_PLACEHOLDER, RoleName, chaining_policy, customer_permissions_policy,
+    customer_trust_policy,
+};
+use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of};
+use crate::policy;
+
+/// Key of the ExternalId in the tenant's delegation Secret.
+pub const EXTERNAL_ID_KEY: &str = "externalId";
+/// Key of the ready-to-copy trust policy (with the ExternalId) in that Secret.
+const TRUST_POLICY_KEY: &str = "trust-policy.json";
+const DELEGATION_VERIFIED: &str = "DelegationVerified";
+
+/// Name of the Secret holding a tenant's ExternalId.
+fn secret_name(tenant: &str) -> String {
+    format!("{tenant}-external-id")
+}
+
+/// The bucket name and, when given as an ARN, its partition.
+fn parse_bucket(bucket: &str) -> (&str, Option<&str>) {
+    match bucket.strip_prefix("arn:") {
+        Some(rest) => {
+            let mut parts = rest.splitn(5, ':');
+            let partition = parts.next();
+            (parts.nth(3).unwrap_or(bucket), partition)
+        }
+        None => (bucket, None),
+    }
+}
+
+/// A new ExternalId: 128 random bits from the kernel, hex.
+fn new_external_id() -> Result<String, Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Reads the tenant's ExternalId, creating its Secret (owned by the TenantStorage) the first
+/// time. Never logged.
+async fn external_id(ctx: &Context, ts: &TenantStorage, ns: &str) -> Result<String, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = secret_name(&ts.name_any());
+    if let Some(secret) = secrets.get_opt(&name).await? {
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(EXTERNAL_ID_KEY))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .filter(|v| v.len() >= 2 && !v.contains(char::is_whitespace));
+        return value.ok_or(Error::ExternalIdSecret {
+            secret: name,
+            why: format!("it has no usable {EXTERNAL_ID_KEY} key; delete the Secret to have a new ExternalId generated (the customer's trust policy must then be updated)"),
+        });
+    }
+    let id = new_external_id()?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns.to_owned()),
+            owner_references: ts.controller_owner_ref(&()).map(|o| vec![o]),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "tenant-storage-operator".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            EXTERNAL_ID_KEY.to_owned(),
+            ByteString(id.clone().into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    secrets.create(&PostParams::default(), &secret).await?;
+    Ok(id)
+}
+
+/// Keeps the ready-to-copy trust policy next to the ExternalId.
+async fn publish_trust_policy(
+    ctx: &Context,
+    ts: &TenantStorage,
+    ns: &str,
+    trust_policy: &str,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = secret_name(&ts.name_any());
+    let current = secrets.get(&name).await?;
+    let has = current
+        .data
+        .as_ref()
+        .and_then(|d| d.get(TRUST_POLICY_KEY))
+        .map(|v| v.0.as_slice());
+    if has != Some(trust_policy.as_bytes()) {
+        let patch = json!({"stringData": {TRUST_POLICY_KEY: trust_policy}});
+        secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the verification of the customer's side found.
+enum Verified {
+    /// The role could not be assumed or the bucket not reached: the reason and what to do.
+    Unreachable(&'static str, String),
+    Reached {
+        region: String,
+        kms_encrypted: Option<String>,
+        public_access: Option<PublicAccessBlock>,
+    },
+}
+
+async fn verify(
+    ctx: &Context,
+    spec: &DelegatedSpec,
+    bucket: &str,
+    external_id: &str,
+    start_region: &str,
+    secret: &str,
+) -> Result<Verified, Error> {
+    let creds = match ctx
+        .cloud
+        .iam()
+        .assume_role(
+            &spec.role_arn,
+            external_id,
+            "tenant-storage-operator-verify",
+        )
+        .await
+    {
+        Ok(creds) => creds,
+        Err(e) if e.status() == Some(403) || e.code() == "AccessDenied" => {
+            return Ok(Verified::Unreachable(
+                "AssumeRoleDenied",
+                format!(
+                    "cannot assume {} with this tenant's ExternalId ({}): the customer's role must have the trust policy stored in Secret {secret} (key {TRUST_POLICY_KEY}); it admits the operator and this tenant's role only with that ExternalId",
+                    spec.role_arn,
+                    e.code()
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let s3 = ctx.cloud.s3_as(start_region, &creds);
+    let region = match s3.bucket_presence(bucket).await? {
+        BucketPresence::Ours { region } => region,
+        BucketPresence::Absent => {
+            return Ok(Verified::Unreachable(
+                "BucketNotFound",
+                format!("bucket {bucket} (spec.delegated.bucket) does not exist"),
+            ));
+        }
+        BucketPresence::OtherAccount => {
+            return Ok(Verified::Unreachable(
+                "BucketNotReachable",
+                format!(
+                    "the customer's role {} may not reach bucket {bucket}: give it the permissions policy in status.delegation.permissionsPolicy",
+                    spec.role_arn
+                ),
+            ));
+        }
+    };
+    let s3 = ctx.cloud.s3_as(&region, &creds);
+    let denied = |e: &CloudError, what: &str| {
+        Verified::Unreachable(
+            "BucketNotReachable",
+            format!(
+                "the customer's role {} cannot read the {what} of bucket {bucket} ({}): give it the permissions policy in status.delegation.permissionsPolicy",
+                spec.role_arn,
+                e.code()
+            ),
+        )
+    };
+    let encryption = match s3.bucket_encryption(bucket).await {
+        Ok(enc) => enc,
+        Err(e) if e.status() == Some(403) => return Ok(denied(&e, "encryption")),
+        Err(e) => return Err(e.into()),
+    };
+    let public_access = match s3.public_access_block(bucket).await {
+        Ok(pab) => pab,
+        Err(e) if e.status() == Some(403) => return Ok(denied(&e, "public access block")),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Verified::Reached {
+        region,
+        kms_encrypted: encryption
+            .filter(|e| e.algorithm == "aws:kms" || e.algorithm == "aws:kms:dsse")
+            .map(|e| e.key_id.unwrap_or_else(|| "the AWS managed key".into())),
+        public_access,
+    })
+}
+
+/// The delegated pipeline: validate, ExternalId, publish, verify, role, status.
+pub(super) async fn provision(
+    ts: &TenantStorage,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    report: &mut Report<'_>,
+    policy_name: &str,
+    policy: &ResidencyPolicySpec,
+    id: &TenantIdentity,
+) -> Result<Action, Error> {
+    let spec = ts
+        .spec
+        .delegated
+        .as_ref()
+        .ok_or(Error::MissingField("spec.delegated"))?;
+    let partition = partition_of(&policy.default_region);
+    let role_partition = spec.role_arn.split(':').nth(1).unwrap_or_default();
+    let (bucket, bucket_partition) = parse_bucket(&spec.bucket);
+    for (field, given) in [
+        ("spec.delegated.roleArn", Some(role_partition)),
+        ("spec.delegated.bucket", bucket_partition),
+    ] {
+        if let Some(given) = given.filter(|p| *p != partition) {
+            let message = format!(
+                "{field} is in AWS partition {given}, but ResidencyPolicy {policy_name} places data in {partition} regions: name a role and bucket in {partition}"
+            );
+            return refuse(report, ctx, api, None, "PartitionMismatch", message).await;
+        }
+    }
+    if let Some(region) = &ts.spec.region
+        && let Err(e) = policy::check_actual_region(policy_name, policy, region)
+    {
+        return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await;
+    }
+    let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
+
+    let secret = secret_name(&id.name);
+    let external_id = external_id(ctx, ts, &id.namespace).await?;
+    let role_name = RoleName::new(
+        partition,
+        &ctx.settings.access.account_id,
+        &naming::role_path(&id.cluster_id),
+        naming::role_name(&id.cluster_id, &id.namespace, &id.name),
+    );
+    let mut principals = vec![ctx.settings.access.operator_arn.clone()];
+    if ts.spec.access.is_some() {
+        principals.push(role_name.arn.clone());
+    }
+    let trust = customer_trust_policy(&principals, &external_id);
+    publish_trust_policy(
+        ctx,
+        ts,
+        &id.namespace,
+        &serde_json::to_string_pretty(&trust).unwrap_or_default(),
+    )
+    .await?;
+
+    let start_region = ts
+        .spec
+        .region
+        .clone()
+        .or_else(|| {
+            report
+                .status
+                .delegation
+                .as_ref()
+                .and_then(|d| d.bucket_region.clone())
+        })
+        .unwrap_or_else(|| policy.default_region.clone());
+    let verified = verify(ctx, spec, bucket, &external_id, &start_region, &secret).await?;
+    let bucket_arn = format!("arn:{partition}:s3:::{bucket}");
+    let level = ts.spec.access.as_ref().map(|a| a.level).unwrap_or_default();
+
+    let mut usable = false;
+    let mut failure: Option<(&'static str, String)> = None;
+    let mut bucket_region = None;
+    match verified {
+        Verified::Unreachable(reason, message) => {
+            report.set(
+                DELEGATION_VERIFIED,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+            );
+            failure = Some((reason, message));
+        }
+        Verified::Reached {
+            region,
+            kms_encrypted,
+            public_access,
+        } => {
+            report.set(
+                DELEGATION_VERIFIED,
+                ConditionStatus::True,
+                "RoleAssumed",
+                format!("assumed {} with the tenant's ExternalId and reached bucket {bucket} in {region}", spec.role_arn),
+            );
+            let residency =
+                policy::check_actual_region(policy_name, policy, &region).and_then(|()| match &ts
+                    .spec
+                    .region
+                {
+                    Some(want) if *want != region => Err(policy::ResidencyError::RegionChange {
+                        requested: want.clone(),
+                        recorded: region.clone(),
+                    }),
+                    _ => Ok(()),
+                });
+            match residency {
+                Ok(()) => report.set(
+                    RESIDENCY_COMPLIANT,
+                    ConditionStatus::True,
+                    "RegionAllowed",
+                    format!(
+                        "bucket {bucket} is in {region}, allowed by ResidencyPolicy {policy_name}"
+                    ),
+                ),
+                Err(e) => {
+                    let message = format!(
+                        "customer bucket {bucket} is in {region}: {e}. The operator does not use it and the tenant's role may not assume the customer's role; the customer must provide a bucket in one of: {}",
+                        policy.allowed_regions.join(", ")
+                    );
+                    if report.previous_ready_reason() != Some("ResidencyViolation") {
+                        publish(
+                            ctx,
+                            ts,
+                            EventType::Warning,
+                            "ResidencyViolation",
+                            "Verify",
+                            message.clone(),
+                        )
+                        .await;
+                    }
+                    report.set(
+                        RESIDENCY_COMPLIANT,
+                        ConditionStatus::False,
+                        "ResidencyViolation",
+                        message.clone(),
+                    );
+                    failure = Some(("ResidencyViolation", message));
+                }
+            }
+            match kms_encrypted {
+                Some(key) => report.set(
+                    ENCRYPTED,
+                    ConditionStatus::True,
+                    "CustomerKmsEncryption",
+                    format!("default encryption of bucket {bucket} is SSE-KMS with {key}"),
+                ),
+                None => {
+                    let message = format!(
+                        "bucket {bucket} is not encrypted with SSE-KMS by default; the customer must set it: aws s3api put-bucket-encryption --bucket {bucket} --server-side-encryption-configuration '{{\"Rules\":[{{\"ApplyServerSideEncryptionByDefault\":{{\"SSEAlgorithm\":\"aws:kms\",\"KMSMasterKeyID\":\"<key arn>\"}},\"BucketKeyEnabled\":true}}]}}'"
+                    );
+                    report.set(
+                        ENCRYPTED,
+                        ConditionStatus::False,
+                        "NotEncryptedWithKms",
+                        message.clone(),
+                    );
+                    failure = failure.or(Some(("NotEncryptedWithKms", message)));
+                }
+            }
+            if public_access == Some(PublicAccessBlock::ALL_ON) {
+                report.set(
+                    PUBLIC_ACCESS_BLOCKED,
+                    ConditionStatus::True,
+                    "AllBlocked",
+                    format!("all four Block Public Access settings of bucket {bucket} are on"),
+                );
+            } else {
+                let message = format!(
+                    "Block Public Access of bucket {bucket} is not fully on; the customer must turn on all four settings: aws s3api put-public-access-block --bucket {bucket} --public-access-block-configuration BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true"
+                );
+                report.set(
+                    PUBLIC_ACCESS_BLOCKED,
+                    ConditionStatus::False,
+                    "PublicAccessNotBlocked",
+                    message.clone(),
+                );
+                failure = failure.or(Some(("PublicAccessNotBlocked", message)));
+            }
+            usable = failure.is_none();
+            bucket_region = Some(region);
+        }
+    }
+
+    let permissions_region = bucket_region.clone().unwrap_or(start_region);
+    report.status.delegation = Some(DelegationStatus {
+        external_id_secret: secret,
+        trust_policy: customer_trust_policy(&principals, EXTERNAL_ID_PLACEHOLDER).to_string(),
+        permissions_policy: customer_permissions_policy(
+            level,
+            &bucket_arn,
+            customer_account,
+            &permissions_region,
+            partition,
+        )
+        .to_string(),
+        bucket_region,
+        last_verified: Some(report.now.clone()),
+    });
+
+    // The workload role may assume the customer's role only once the bucket is verified.
+    let role = match &ts.spec.access {
+        Some(spec_access) => {
+            let inline = usable.then(|| chaining_policy(&spec.role_arn));
+            match access::desired_role(
+                ctx,
+                id,
+                partition,
+                &identity_tags(id, policy_name, policy),
+                spec_access,
+                inline,
+                policy.access.permissions_boundary_arn.clone(),
+            ) {
+                Ok(role) => Some(role),
+                Err(Refusal { reason, message }) => {
+                    return refuse(report, ctx, api, None, reason, message).await;
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(Refusal { reason, message }) =
+        access::reconcile_role(ctx, ts, report, id, role.as_ref(), ts.spec.access.as_ref()).await?
+    {
+        return refuse(report, ctx, api, None, reason, message).await;
+    }
+
+    match failure {
+        Some((reason, message)) => {
+            report.not_ready(reason, &message);
+        }
+        None => report.set(
+            READY,
+            ConditionStatus::True,
+            "Verified",
+            format!("customer bucket {bucket} verified: reachable through {}, region allowed, SSE-KMS, public access blocked", spec.role_arn),
+        ),
+    }
+    report.status.last_recheck = ts.annotations().get(super::RECHECK).cloned();
+    report.save(api).await?;
+    Ok(Action::requeue(ctx.settings.resync_period))
+}
+
+/// Tags of the tenant's role in delegated mode (there is no bucket of ours to copy them from).
+fn identity_tags(
+    id: &TenantIdentity,
+    policy_name: &str,
+    policy: &ResidencyPolicySpec,
+) -> BTreeMap<String, String> {
+    use crate::plan::tags;
+    let mut t = super::identity_tags(id);
+    t.insert(tags::POLICY.to_owned(), policy_name.to_owned());
+    t.insert(tags::JURISDICTION.to_owned(), policy.jurisdiction.clone());
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_names_or_arns() {
+        assert_eq!(parse_bucket("acme-data"), ("acme-data", None));
+        assert_eq!(
+            parse_bucket("arn:aws-cn:s3:::acme-data"),
+            ("acme-data", Some("aws-cn"))
+        );
+    }
+
+    #[test]
+    fn external_ids_are_random_hex() {
+        let (a, b) = (new_external_id().ok(), new_external_id().ok());
+        assert_ne!(a, b);
+        assert!(a.is_some_and(|a| a.len() == 32 && a.chars().all(|c| c.is_ascii_hexdigit())));
+    }
+}

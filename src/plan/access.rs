@@ -1,0 +1,586 @@
+//! Who may touch a tenant's data: the tenant's workload role (trust policy, permissions,
+//! boundary), the bucket-policy statement that keeps every other principal out, and, for a
+//! customer-hosted bucket, the policies the customer must create. Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::api::AccessLevel;
+
+use super::diff::normalize_policy;
+
+/// Name of the one inline policy the operator keeps on a tenant role.
+pub const INLINE_POLICY: &str = "tenant-storage-access";
+/// Service-account annotation of EKS IRSA.
+pub const IRSA_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+/// The cluster's OIDC identity provider, as registered in IAM (EKS IRSA).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcProvider {
+    /// `arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC`
+    pub arn: String,
+    /// Audience of the projected service-account tokens (`sts.amazonaws.com` on EKS).
+    pub audience: String,
+}
+
+impl OidcProvider {
+    /// The issuer host and path, which prefixes the provider's condition keys (`<issuer>:sub`).
+    pub fn issuer(&self) -> Option<&str> {
+        self.arn
+            .split_once(":oidc-provider/")
+            .map(|(_, issuer)| issuer)
+            .filter(|i| !i.is_empty())
+    }
+}
+
+/// The IAM role of a tenant's workloads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredRole {
+    pub name: String,
+    pub path: String,
+    pub arn: String,
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+    pub trust_policy: Value,
+    /// The inline policy; `None` while the role may do nothing yet (a delegated tenant whose
+    /// customer setup is not verified).
+    pub inline_policy: Option<Value>,
+    pub permissions_boundary: Option<String>,
+}
+
+/// Where a role lives and what it is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleName {
+    pub name: String,
+    pub path: String,
+    pub arn: String,
+}
+
+impl RoleName {
+    pub fn new(partition: &str, account_id: &str, path: &str, name: String) -> Self {
+        RoleName {
+            arn: format!("arn:{partition}:iam::{account_id}:role{path}{name}"),
+            path: path.to_owned(),
+            name,
+        }
+    }
+}
+
+/// Trust policy admitting exactly `service_accounts` of `namespace` through the cluster's OIDC
+/// provider, with the token audience pinned.
+pub fn irsa_trust_policy(
+    oidc: &OidcProvider,
+    issuer: &str,
+    namespace: &str,
+    service_accounts: &[String],
+) -> Value {
+    let subjects: Vec<String> = service_accounts
+        .iter()
+        .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"))
+        .collect();
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TenantServiceAccounts",
+            "Effect": "Allow",
+            "Principal": {"Federated": oidc.arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{issuer}:aud"): oidc.audience,
+                format!("{issuer}:sub"): subjects,
+            }}
+        }]
+    })
+}
+
+/// Object-level actions of an access level.
+fn object_actions(level: AccessLevel) -> Vec<&'static str> {
+    let mut actions = vec!["s3:GetObject", "s3:GetObjectVersion"];
+    if level == AccessLevel::ReadWrite {
+        // DeleteObject only adds a delete marker on a versioned bucket; versions are destroyed
+        // only by a DataDeletionRequest, so DeleteObjectVersion is never granted.
+        actions.extend([
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+            "s3:ListMultipartUploadParts",
+        ]);
+    }
+    actions
+}
+
+/// Bucket-level actions of an access level.
+fn bucket_actions(level: AccessLevel) -> Vec<&'static str> {
+    let mut actions = vec!["s3:ListBucket", "s3:GetBucketLocation"];
+    if level == AccessLevel::ReadWrite {
+        actions.push("s3:ListBucketMultipartUploads");
+    }
+    actions
+}
+
+/// The tenant role's permissions on a bucket the operator manages: the access level's actions
+/// on this bucket and its objects only, and the tenant key only through S3 in the bucket's
+/// region (`kms:ViaService`), so the key cannot be used directly.
+pub fn managed_access_policy(
+    level: AccessLevel,
+    bucket_arn: &str,
+    key_arn: &str,
+    region: &str,
+) -> Value {
+    let mut key_actions = vec!["kms:Decrypt"];
+    if level == AccessLevel::ReadWrite {
+        key_actions.push("kms:GenerateDataKey");
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TenantBucket",
+                "Effect": "Allow",
+                "Action": bucket_actions(level),
+                "Resource": bucket_arn
+            },
+            {
+                "Sid": "TenantObjects",
+                "Effect": "Allow",
+                "Action": object_actions(level),
+                "Resource": format!("{bucket_arn}/*")
+            },
+            {
+                "Sid": "TenantKeyThroughS3",
+                "Effect": "Allow",
+                "Action": key_actions,
+                "Resource": key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.amazonaws.com")}}
+            }
+        ]
+    })
+}
+
+/// The workload role of a delegated tenant may only assume the customer's role (role
+/// chaining), so pods never hold the customer's credentials themselves.
+pub fn chaining_policy(customer_role_arn: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "AssumeCustomerRole",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": customer_role_arn
+        }]
+    })
+}
+
+/// Bucket-policy statement denying everyone but `allowed` principal ARNs (the tenant role, the
+/// operator, the deletion jobs, break-glass admins). Patterns may use `*`.
+pub fn deny_other_principals(bucket_arn: &str, allowed: &[String]) -> Value {
+    let mut allowed = allowed.to_vec();
+    allowed.sort();
+    allowed.dedup();
+    json!({
+        "Sid": "DenyOtherPrincipals",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, format!("{bucket_arn}/*")],
+        "Condition": {"ArnNotLike": {"aws:PrincipalArn": allowed}}
+    })
+}
+
+/// Principal ARN patterns that stand for an identity: a role (or a session of it, as
+/// `GetCallerIdentity` reports it) counts with all its sessions. An assumed-role session ARN
+/// carries no IAM path, so a role known only from a session is admitted with any path. AWS
+/// evaluates `aws:PrincipalArn` of a session as the role ARN; the session form is listed too,
+/// since it names only sessions of the same role (and some emulators evaluate that form).
+pub fn principal_patterns(arn: &str) -> Vec<String> {
+    if let Some((prefix, rest)) = arn.split_once(":assumed-role/") {
+        let role = rest.split('/').next().unwrap_or(rest);
+        let iam = prefix.replacen(":sts::", ":iam::", 1);
+        return vec![
+            format!("{iam}:role/{role}"),
+            format!("{iam}:role/*/{role}"),
+            format!("{prefix}:assumed-role/{role}/*"),
+        ];
+    }
+    if let Some((prefix, rest)) = arn.split_once(":role/") {
+        let role = rest.rsplit('/').next().unwrap_or(rest);
+        let sts = prefix.replacen(":iam::", ":sts::", 1);
+        return vec![arn.to_owned(), format!("{sts}:assumed-role/{role}/*")];
+    }
+    vec![arn.to_owned()]
+}
+
+/// The trust policy the customer's role must have: our tenant role (for workloads) and the
+/// operator (for verification) may assume it, only with the tenant's ExternalId.
+pub fn customer_trust_policy(principals: &[String], external_id: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TenantStorageOperator",
+            "Effect": "Allow",
+            "Principal": {"AWS": principals},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
+        }]
+    })
+}
+
+/// What the ExternalId is replaced with in the trust policy published in status.
+pub const EXTERNAL_ID_PLACEHOLDER: &str = "<externalId from the Secret>";
+
+/// The permissions the customer's role needs: read the bucket's configuration (for
+/// verification; never write it) and the access level's data actions, and use of the bucket's
+/// KMS key only through S3 in its region.
+pub fn customer_permissions_policy(
+    level: AccessLevel,
+    bucket_arn: &str,
+    customer_account: &str,
+    region: &str,
+    partition: &str,
+) -> Value {
+    let mut bucket = bucket_actions(level);
+    bucket.extend([
+        "s3:GetEncryptionConfiguration",
+        "s3:GetBucketPublicAccessBlock",
+    ]);
+    let mut key_actions = vec!["kms:Decrypt"];
+    if level == AccessLevel::ReadWrite {
+        key_actions.push("kms:GenerateDataKey");
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Bucket",
+                "Effect": "Allow",
+                "Action": bucket,
+                "Resource": bucket_arn
+            },
+            {
+                "Sid": "Objects",
+                "Effect": "Allow",
+                "Action": object_actions(level),
+                "Resource": format!("{bucket_arn}/*")
+            },
+            {
+                "Sid": "BucketKeyThroughS3",
+                "Effect": "Allow",
+                "Action": key_actions,
+                "Resource": format!("arn:{partition}:kms:{region}:{customer_account}:key/*"),
+                "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.amazonaws.com")}}
+            }
+        ]
+    })
+}
+
+/// A tenant role as observed in IAM.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ObservedRole {
+    pub tags: BTreeMap<String, String>,
+    pub trust_policy: Value,
+    pub permissions_boundary: Option<String>,
+    /// Inline policies by name.
+    pub inline_policies: BTreeMap<String, Value>,
+    /// ARNs of attached managed policies.
+    pub attached_policies: Vec<String>,
+}
+
+/// One step that brings the role to its desired state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoleChange {
+    /// Create the role with its trust policy, tags and boundary.
+    Create,
+    UpdateTrust,
+    PutInlinePolicy,
+    DeleteInlinePolicy(String),
+    DetachPolicy(String),
+    SetBoundary(String),
+    RemoveBoundary,
+}
+
+impl RoleChange {
+    /// What the change restores, for drift events.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            RoleChange::Create => "role",
+            RoleChange::UpdateTrust => "roleTrustPolicy",
+            RoleChange::PutInlinePolicy | RoleChange::DeleteInlinePolicy(_) => "rolePolicy",
+            RoleChange::DetachPolicy(_) => "roleAttachedPolicies",
+            RoleChange::SetBoundary(_) | RoleChange::RemoveBoundary => "rolePermissionsBoundary",
+        }
+    }
+}
+
+/// The changes that make `observed` match `desired`. Anything that widens the role (another
+/// inline policy, an attached managed policy) is removed: the role grants exactly what the
+/// operator computed.
+pub fn role_changes(desired: &DesiredRole, observed: Option<&ObservedRole>) -> Vec<RoleChange> {
+    let Some(observed) = observed else {
+        let mut changes = vec![RoleChange::Create];
+        if desired.inline_policy.is_some() {
+            changes.push(RoleChange::PutInlinePolicy);
+        }
+        return changes;
+    };
+    let mut changes = Vec::new();
+    if normalize_policy(&observed.trust_policy) != normalize_policy(&desired.trust_policy) {
+        changes.push(RoleChange::UpdateTrust);
+    }
+    match (
+        &desired.permissions_boundary,
+        &observed.permissions_boundary,
+    ) {
+        (Some(want), have) if have.as_ref() != Some(want) => {
+            changes.push(RoleChange::SetBoundary(want.clone()))
+        }
+        (None, Some(_)) => changes.push(RoleChange::RemoveBoundary),
+        _ => {}
+    }
+    for (name, _) in observed
+        .inline_policies
+        .iter()
+        .filter(|(name, _)| name.as_str() != INLINE_POLICY || desired.inline_policy.is_none())
+    {
+        changes.push(RoleChange::DeleteInlinePolicy(name.clone()));
+    }
+    if let Some(want) = &desired.inline_policy
+        && observed
+            .inline_policies
+            .get(INLINE_POLICY)
+            .is_none_or(|have| normalize_policy(have) != normalize_policy(want))
+    {
+        changes.push(RoleChange::PutInlinePolicy);
+    }
+    for arn in &observed.attached_policies {
+        changes.push(RoleChange::DetachPolicy(arn.clone()));
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUCKET: &str = "arn:aws:s3:::tso-acme-data-0123456789ab";
+    const KEY: &str = "arn:aws:kms:eu-central-1:000000000000:key/1234";
+
+    fn oidc() -> OidcProvider {
+        OidcProvider {
+            arn:
+                "arn:aws:iam::000000000000:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC"
+                    .into(),
+            audience: "sts.amazonaws.com".into(),
+        }
+    }
+
+    fn role(level: AccessLevel, boundary: Option<&str>) -> DesiredRole {
+        let oidc = oidc();
+        let issuer = oidc.issuer().unwrap_or_default().to_owned();
+        DesiredRole {
+            name: "tenant-acme-data-0123456789ab".into(),
+            path: "/tenant-storage-operator/c1/".into(),
+            arn: "arn:aws:iam::000000000000:role/tenant-storage-operator/c1/tenant-acme-data-0123456789ab".into(),
+            description: "d".into(),
+            tags: BTreeMap::new(),
+            trust_policy: irsa_trust_policy(&oidc, &issuer, "acme", &["app".into()]),
+            inline_policy: Some(managed_access_policy(level, BUCKET, KEY, "eu-central-1")),
+            permissions_boundary: boundary.map(str::to_owned),
+        }
+    }
+
+    fn observed_as(desired: &DesiredRole) -> ObservedRole {
+        ObservedRole {
+            tags: desired.tags.clone(),
+            trust_policy: desired.trust_policy.clone(),
+            permissions_boundary: desired.permissions_boundary.clone(),
+            inline_policies: desired
+                .inline_policy
+                .clone()
+                .map(|p| BTreeMap::from([(INLINE_POLICY.to_owned(), p)]))
+                .unwrap_or_default(),
+            attached_policies: vec![],
+        }
+    }
+
+    #[test]
+    fn issuer_comes_from_the_provider_arn() {
+        assert_eq!(
+            oidc().issuer(),
+            Some("oidc.eks.eu-central-1.amazonaws.com/id/ABC")
+        );
+        let bad = OidcProvider {
+            arn: "arn:aws:iam::000000000000:role/x".into(),
+            audience: "sts.amazonaws.com".into(),
+        };
+        assert_eq!(bad.issuer(), None);
+    }
+
+    #[test]
+    fn trust_admits_exactly_the_listed_service_accounts_with_the_audience() {
+        let trust = irsa_trust_policy(
+            &oidc(),
+            "oidc.example/id/ABC",
+            "acme",
+            &["app".into(), "etl".into()],
+        );
+        let statement = &trust["Statement"][0];
+        assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+        assert_eq!(statement["Principal"]["Federated"], oidc().arn);
+        let cond = &statement["Condition"]["StringEquals"];
+        assert_eq!(
+            cond["oidc.example/id/ABC:sub"],
+            json!([
+                "system:serviceaccount:acme:app",
+                "system:serviceaccount:acme:etl"
+            ])
+        );
+        assert_eq!(cond["oidc.example/id/ABC:aud"], "sts.amazonaws.com");
+    }
+
+    #[test]
+    fn read_only_grants_no_write_and_no_data_key() {
+        let policy = managed_access_policy(AccessLevel::ReadOnly, BUCKET, KEY, "eu-central-1");
+        let text = policy.to_string();
+        for write in [
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "kms:GenerateDataKey",
+            "Multipart",
+        ] {
+            assert!(!text.contains(write), "{write} in {text}");
+        }
+        assert!(text.contains("s3:GetObject"));
+        let rw = managed_access_policy(AccessLevel::ReadWrite, BUCKET, KEY, "eu-central-1");
+        assert!(rw.to_string().contains("s3:PutObject"));
+        assert!(!rw.to_string().contains("DeleteObjectVersion"));
+    }
+
+    #[test]
+    fn permissions_name_only_this_bucket_and_key_and_the_key_only_through_s3() {
+        let policy = managed_access_policy(AccessLevel::ReadWrite, BUCKET, KEY, "eu-central-1");
+        for statement in policy["Statement"].as_array().into_iter().flatten() {
+            let resource = statement["Resource"].as_str().unwrap_or_default();
+            assert!(
+                resource == BUCKET || resource == format!("{BUCKET}/*") || resource == KEY,
+                "{resource}"
+            );
+            assert!(!resource.contains('*') || resource == format!("{BUCKET}/*"));
+        }
+        assert_eq!(
+            policy["Statement"][2]["Condition"]["StringEquals"]["kms:ViaService"],
+            "s3.eu-central-1.amazonaws.com"
+        );
+    }
+
+    #[test]
+    fn an_up_to_date_role_needs_no_change() {
+        let desired = role(
+            AccessLevel::ReadWrite,
+            Some("arn:aws:iam::000000000000:policy/b"),
+        );
+        assert_eq!(role_changes(&desired, Some(&observed_as(&desired))), vec![]);
+    }
+
+    #[test]
+    fn a_missing_role_is_created_with_its_policy() {
+        let desired = role(AccessLevel::ReadWrite, None);
+        assert_eq!(
+            role_changes(&desired, None),
+            vec![RoleChange::Create, RoleChange::PutInlinePolicy]
+        );
+    }
+
+    #[test]
+    fn changed_service_accounts_and_level_update_in_place() {
+        let before = role(AccessLevel::ReadWrite, None);
+        let mut after = role(AccessLevel::ReadOnly, None);
+        let oidc = oidc();
+        after.trust_policy = irsa_trust_policy(
+            &oidc,
+            oidc.issuer().unwrap_or_default(),
+            "acme",
+            &["app".into(), "reporting".into()],
+        );
+        assert_eq!(
+            role_changes(&after, Some(&observed_as(&before))),
+            vec![RoleChange::UpdateTrust, RoleChange::PutInlinePolicy]
+        );
+    }
+
+    #[test]
+    fn anything_that_widens_the_role_is_removed() {
+        let desired = role(AccessLevel::ReadOnly, None);
+        let mut seen = observed_as(&desired);
+        seen.inline_policies
+            .insert("extra".into(), json!({"Statement": []}));
+        seen.attached_policies
+            .push("arn:aws:iam::aws:policy/AmazonS3FullAccess".into());
+        seen.permissions_boundary = Some("arn:aws:iam::000000000000:policy/b".into());
+        assert_eq!(
+            role_changes(&desired, Some(&seen)),
+            vec![
+                RoleChange::RemoveBoundary,
+                RoleChange::DeleteInlinePolicy("extra".into()),
+                RoleChange::DetachPolicy("arn:aws:iam::aws:policy/AmazonS3FullAccess".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unverified_delegation_leaves_the_role_without_permissions() {
+        let mut desired = role(AccessLevel::ReadWrite, None);
+        let seen = observed_as(&desired);
+        desired.inline_policy = None;
+        assert_eq!(
+            role_changes(&desired, Some(&seen)),
+            vec![RoleChange::DeleteInlinePolicy(INLINE_POLICY.into())]
+        );
+    }
+
+    #[test]
+    fn caller_identities_become_principal_patterns() {
+        assert_eq!(
+            principal_patterns("arn:aws:sts::000000000000:assumed-role/tso-operator/i-123"),
+            vec![
+                "arn:aws:iam::000000000000:role/tso-operator",
+                "arn:aws:iam::000000000000:role/*/tso-operator",
+                "arn:aws:sts::000000000000:assumed-role/tso-operator/*"
+            ]
+        );
+        assert_eq!(
+            principal_patterns("arn:aws:iam::000000000000:role/tenant-storage-operator/c1/t"),
+            vec![
+                "arn:aws:iam::000000000000:role/tenant-storage-operator/c1/t",
+                "arn:aws:sts::000000000000:assumed-role/t/*"
+            ]
+        );
+        assert_eq!(
+            principal_patterns("arn:aws:iam::000000000000:user/admin"),
+            vec!["arn:aws:iam::000000000000:user/admin"]
+        );
+    }
+
+    #[test]
+    fn other_principals_are_denied_except_the_allowed_ones() {
+        let statement = deny_other_principals(BUCKET, &["b".into(), "a".into(), "b".into()]);
+        assert_eq!(statement["Effect"], "Deny");
+        assert_eq!(
+            statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"],
+            json!(["a", "b"])
+        );
+    }
+
+    #[test]
+    fn the_customer_trust_requires_the_external_id() {
+        let trust = customer_trust_policy(&["arn:aws:iam::000000000000:role/x".into()], "abc");
+        assert_eq!(
+            trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+            "abc"
+        );
+        assert_eq!(
+            chaining_policy("arn:aws:iam::111111111111:role/c")["Statement"][0]["Resource"],
+            "arn:aws:iam::111111111111:role/c"
+        );
+    }
+}
