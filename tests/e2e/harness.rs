@@ -23,6 +23,13 @@ use tokio::process::{Child, Command};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The cluster's OIDC provider every test operator is given (the emulator checks the token's
+/// issuer, subject and audience against the trust policy; it does not verify signatures).
+pub const OIDC_ISSUER: &str = "oidc.tso.test/id/E2E";
+pub const OIDC_PROVIDER_ARN: &str = "arn:aws:iam::000000000000:oidc-provider/oidc.tso.test/id/E2E";
+/// The IAM user of the enforcement tests: a break-glass admin of every test operator.
+pub const ADMIN_USER_ARN: &str = "arn:aws:iam::000000000000:user/tso-test-user";
+
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with scripts/test.sh, which starts the API server and AWS emulator")
@@ -245,6 +252,8 @@ impl Operator {
             .args(["--cluster-id", cluster_id, "--bucket-prefix", prefix])
             .args(["--namespace", &namespaces.join(",")])
             .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(["--oidc-provider-arn", OIDC_PROVIDER_ARN])
+            .args(["--admin-principal-arn", ADMIN_USER_ARN])
             .args(extra)
             .env("RUST_LOG", "info,tenant_storage_operator=debug")
             .envs(vars.iter().copied())
@@ -340,6 +349,90 @@ impl Aws {
         .await
     }
 
+    /// The root of another emulated account (a customer's).
+    pub async fn account_root(account: &str) -> Aws {
+        Aws::with(Some(Credentials::new(
+            account,
+            "secret",
+            None,
+            None,
+            "tso-tests",
+        )))
+        .await
+    }
+
+    /// Long-term keys (an IAM user's).
+    pub async fn keys(key: &str, secret: &str) -> Aws {
+        Aws::with(Some(Credentials::new(key, secret, None, None, "tso-tests"))).await
+    }
+
+    /// Temporary credentials (an assumed role's).
+    pub async fn session(key: &str, secret: &str, token: &str) -> Aws {
+        Aws::with(Some(Credentials::new(
+            key,
+            secret,
+            Some(token.to_owned()),
+            None,
+            "tso-tests",
+        )))
+        .await
+    }
+
+    /// Assumes `role_arn` with a service-account token for `subject` (EKS IRSA, as a pod's SDK
+    /// does).
+    pub async fn web_identity(
+        role_arn: &str,
+        subject: &str,
+    ) -> Result<
+        Aws,
+        aws_sdk_sts::error::SdkError<
+            aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError,
+        >,
+    > {
+        let out = Aws::root()
+            .await
+            .sts()
+            .assume_role_with_web_identity()
+            .role_arn(role_arn)
+            .role_session_name("e2e")
+            .web_identity_token(service_account_token(subject))
+            .send()
+            .await?;
+        let c = out
+            .credentials()
+            .expect("credentials in AssumeRoleWithWebIdentity");
+        Ok(Aws::session(c.access_key_id(), c.secret_access_key(), c.session_token()).await)
+    }
+
+    /// Assumes `role_arn` with these credentials.
+    pub async fn assume(
+        &self,
+        role_arn: &str,
+        external_id: &str,
+    ) -> Result<
+        Aws,
+        aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>,
+    > {
+        let out = self
+            .sts()
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name("e2e")
+            .external_id(external_id)
+            .send()
+            .await?;
+        let c = out.credentials().expect("credentials in AssumeRole");
+        Ok(Aws::session(c.access_key_id(), c.secret_access_key(), c.session_token()).await)
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.config)
+    }
+
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.config)
+    }
+
     async fn with(credentials: Option<Credentials>) -> Aws {
         let ca = PathBuf::from(env("AWS_CA_BUNDLE"));
         let http = tenant_storage_operator::cloud::https_client(Some(&ca)).expect("https client");
@@ -369,6 +462,31 @@ impl Aws {
             .build();
         aws_sdk_kms::Client::from_conf(conf)
     }
+}
+
+/// A projected service-account token as the cluster's OIDC issuer would sign it (unsigned: the
+/// emulator does not verify signatures, AWS would).
+pub fn service_account_token(subject: &str) -> String {
+    let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let claims = serde_json::json!({
+        "iss": format!("https://{OIDC_ISSUER}"),
+        "sub": subject,
+        "aud": "sts.amazonaws.com",
+    });
+    format!("{header}.{}.", base64url(claims.to_string().as_bytes()))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| acc << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
 }
 
 /// Runs kubectl against the test API server; returns (success, stdout, stderr).
@@ -428,6 +546,17 @@ impl Scenario {
             &self.ns,
             name,
         )
+    }
+
+    /// Asks the operator for an immediate check of the cloud (the recheck annotation).
+    pub async fn recheck(&self, name: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            tenant_storage_operator::controllers::RECHECK: unique_suffix()
+        }}});
+        self.tenants()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate recheck");
     }
 
     pub async fn create(&self, ts: &TenantStorage) -> Result<TenantStorage, kube::Error> {

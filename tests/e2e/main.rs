@@ -1,6 +1,7 @@
 //! Integration tests: the operator binary against a real Kubernetes API server and an AWS
 //! emulator with authorization enforced. Start them with `scripts/test.sh`.
 
+mod access;
 mod access_logging;
 mod admission;
 mod argocd;

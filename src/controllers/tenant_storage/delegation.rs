@@ -119,7 +119,9 @@ async fn publish_trust_policy(
         .and_then(|d| d.get(TRUST_POLICY_KEY))
         .map(|v| v.0.as_slice());
     if has != Some(trust_policy.as_bytes()) {
-        let patch = json!({"stringData": {TRUST_POLICY_KEY: trust_policy}});
+        // `data`, not `stringData`: the write-only field is not converted by every API server.
+        let patch =
+            json!({"data": {TRUST_POLICY_KEY: ByteString(trust_policy.as_bytes().to_vec())}});
         secrets
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;

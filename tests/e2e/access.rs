@@ -1,0 +1,591 @@
+//! Tenant access (#3): each tenant's role reaches only its own bucket and key, only the listed
+//! service accounts can assume it, read-only is read-only, nobody else gets in; delegated
+//! access to a customer's bucket in another account is verified and chained.
+
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use tenant_storage_operator::api::{ConditionStatus, TenantStorage};
+
+use crate::harness::*;
+
+const REGION: &str = "eu-central-1";
+
+fn access(service_accounts: &[&str], level: &str) -> serde_json::Value {
+    json!({"access": {"serviceAccounts": service_accounts, "level": level}})
+}
+
+fn role_arn(ts: &TenantStorage) -> String {
+    ts.status
+        .as_ref()
+        .and_then(|s| s.access.as_ref())
+        .map(|a| a.role_arn.clone())
+        .expect("status.access.roleArn")
+}
+
+fn sa(ns: &str, name: &str) -> String {
+    format!("system:serviceaccount:{ns}:{name}")
+}
+
+/// The SDK error's HTTP status (403 for a denial).
+fn status_of<E, R>(result: &Result<R, aws_sdk_s3::error::SdkError<E>>) -> Option<u16> {
+    match result {
+        Ok(_) => Some(200),
+        Err(e) => e.raw_response().map(|r| r.status().as_u16()),
+    }
+}
+
+async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<u16> {
+    status_of(
+        &s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"data"))
+            .send()
+            .await,
+    )
+}
+
+async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<u16> {
+    status_of(&s3.get_object().bucket(bucket).key(key).send().await)
+}
+
+async fn list(s3: &aws_sdk_s3::Client, bucket: &str) -> Option<u16> {
+    status_of(&s3.list_objects_v2().bucket(bucket).send().await)
+}
+
+async fn delete(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<u16> {
+    status_of(&s3.delete_object().bucket(bucket).key(key).send().await)
+}
+
+#[tokio::test]
+async fn tenant_roles_reach_only_their_own_bucket_and_key() {
+    let s = Scenario::new("access").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("a", &policy, access(&["app", "etl"], "ReadWrite")))
+        .await
+        .expect("create a");
+    s.create(&tenant("b", &policy, access(&["reader"], "ReadOnly")))
+        .await
+        .expect("create b");
+    let a = s.wait_condition("a", "Ready", ConditionStatus::True).await;
+    let b = s.wait_condition("b", "Ready", ConditionStatus::True).await;
+    let (bucket_a, bucket_b) = (s.bucket_for("a"), s.bucket_for("b"));
+    let (role_a, role_b) = (role_arn(&a), role_arn(&b));
+    let a_access = a
+        .status
+        .as_ref()
+        .and_then(|st| st.access.clone())
+        .expect("access status");
+    assert_eq!(
+        a_access.service_account_annotation,
+        format!("eks.amazonaws.com/role-arn: {role_a}")
+    );
+    let key_b = b
+        .status
+        .as_ref()
+        .and_then(|st| st.kms_key_arn.clone())
+        .expect("key b");
+    let key_a = a
+        .status
+        .as_ref()
+        .and_then(|st| st.kms_key_arn.clone())
+        .expect("key a");
+
+    // The trust policy admits exactly the listed service accounts of this namespace.
+    let as_a = Aws::web_identity(&role_a, &sa(&s.ns, "app"))
+        .await
+        .expect("app assumes tenant a's role");
+    assert!(Aws::web_identity(&role_a, &sa(&s.ns, "etl")).await.is_ok());
+    for outsider in [
+        sa(&s.ns, "other"),
+        sa(&s.ns, "reader"),
+        sa("elsewhere", "app"),
+    ] {
+        let refused = Aws::web_identity(&role_a, &outsider).await;
+        assert!(
+            refused.is_err(),
+            "{outsider} must not assume tenant a's role"
+        );
+    }
+
+    // Tenant a reads and writes its own bucket...
+    let s3 = as_a.s3(REGION);
+    assert_eq!(put(&s3, &bucket_a, "x").await, Some(200));
+    assert_eq!(get(&s3, &bucket_a, "x").await, Some(200));
+    assert_eq!(list(&s3, &bucket_a).await, Some(200));
+    // ...and nothing of tenant b: objects, listing, or its key.
+    let root = Aws::root().await;
+    root.s3(REGION)
+        .put_object()
+        .bucket(&bucket_b)
+        .key("b-secret")
+        .body(ByteStream::from_static(b"b"))
+        .send()
+        .await
+        .expect("seed b");
+    assert_eq!(put(&s3, &bucket_b, "x").await, Some(403));
+    assert_eq!(get(&s3, &bucket_b, "b-secret").await, Some(403));
+    assert_eq!(list(&s3, &bucket_b).await, Some(403));
+    assert_eq!(delete(&s3, &bucket_b, "b-secret").await, Some(403));
+    let kms = as_a.kms(REGION);
+    for key in [&key_b, &key_a] {
+        // Not even its own key directly: only through S3 (kms:ViaService).
+        let direct = kms
+            .generate_data_key()
+            .key_id(key)
+            .number_of_bytes(32)
+            .send()
+            .await;
+        assert!(
+            direct.is_err(),
+            "direct GenerateDataKey on {key} must be denied"
+        );
+    }
+
+    // Read-only is read-only.
+    let as_b = Aws::web_identity(&role_b, &sa(&s.ns, "reader"))
+        .await
+        .expect("reader assumes tenant b's role");
+    let s3b = as_b.s3(REGION);
+    assert_eq!(get(&s3b, &bucket_b, "b-secret").await, Some(200));
+    assert_eq!(list(&s3b, &bucket_b).await, Some(200));
+    assert_eq!(put(&s3b, &bucket_b, "new").await, Some(403));
+    assert_eq!(delete(&s3b, &bucket_b, "b-secret").await, Some(403));
+    assert_eq!(get(&s3b, &bucket_a, "x").await, Some(403));
+
+    // A principal that is neither tenant, operator nor admin is denied by the bucket policy,
+    // though its own IAM policy allows s3:*.
+    let iam = root.iam();
+    let user = format!("outsider-{}", s.cluster_id);
+    iam.create_user()
+        .user_name(&user)
+        .send()
+        .await
+        .expect("create user");
+    iam.put_user_policy()
+        .user_name(&user)
+        .policy_name("all-s3")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .expect("user policy");
+    let key = iam
+        .create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .expect("access key");
+    let key = key.access_key().expect("access key");
+    let outsider = Aws::keys(key.access_key_id(), key.secret_access_key()).await;
+    let s3o = outsider.s3(REGION);
+    assert_eq!(get(&s3o, &bucket_a, "x").await, Some(403));
+    assert_eq!(put(&s3o, &bucket_a, "y").await, Some(403));
+    assert_eq!(list(&s3o, &bucket_a).await, Some(403));
+    // The same user can use a bucket of its own: the denial is the tenant bucket's policy.
+    let own = format!("own-{}", s.cluster_id);
+    root.s3(REGION)
+        .create_bucket()
+        .bucket(&own)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuCentral1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("own bucket");
+    assert_eq!(put(&s3o, &own, "y").await, Some(200));
+    // The break-glass admin of the operator's configuration still gets in.
+    assert_eq!(
+        list(&Aws::user().await.s3(REGION), &bucket_a).await,
+        Some(200)
+    );
+}
+
+#[tokio::test]
+async fn access_changes_in_place_and_retain_removes_only_the_role() {
+    let s = Scenario::new("access-change").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("t", &policy, access(&["app"], "ReadWrite")))
+        .await
+        .expect("create");
+    let t = s.wait_condition("t", "Ready", ConditionStatus::True).await;
+    let role = role_arn(&t);
+    let bucket = s.bucket_for("t");
+    let as_app = Aws::web_identity(&role, &sa(&s.ns, "app"))
+        .await
+        .expect("app");
+    assert_eq!(put(&as_app.s3(REGION), &bucket, "k").await, Some(200));
+
+    // Another service account, read-only: trust and permissions follow, in place.
+    let patch = json!({"spec": {"access": {"serviceAccounts": ["etl"], "level": "ReadOnly"}}});
+    s.tenants()
+        .patch("t", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch access");
+    eventually("app no longer admitted", || async {
+        Aws::web_identity(&role, &sa(&s.ns, "app"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let as_etl = eventually("etl admitted", || async {
+        Aws::web_identity(&role, &sa(&s.ns, "etl")).await.ok()
+    })
+    .await;
+    let s3 = as_etl.s3(REGION);
+    eventually("etl is read-only", || async {
+        (put(&s3, &bucket, "k2").await == Some(403)).then_some(())
+    })
+    .await;
+    assert_eq!(get(&s3, &bucket, "k").await, Some(200));
+    s.wait_event("t", "AccessChanged").await;
+    let t = s.get("t").await;
+    assert_eq!(
+        t.status
+            .and_then(|st| st.access)
+            .map(|a| a.service_accounts),
+        Some(vec!["etl".to_owned()])
+    );
+
+    // Someone widens the role behind the operator's back: undone at the next check.
+    let root = Aws::root().await;
+    let role_name = role.rsplit('/').next().expect("role name");
+    root.iam()
+        .attach_role_policy()
+        .role_name(role_name)
+        .policy_arn("arn:aws:iam::aws:policy/AmazonS3FullAccess")
+        .send()
+        .await
+        .expect("attach");
+    s.recheck("t").await;
+    eventually("attached policy removed", || async {
+        let attached = root
+            .iam()
+            .list_attached_role_policies()
+            .role_name(role_name)
+            .send()
+            .await
+            .ok()?;
+        attached.attached_policies().is_empty().then_some(())
+    })
+    .await;
+
+    // Retain: the role goes (and the event says so), the bucket and its data stay.
+    s.tenants()
+        .delete("t", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("TenantStorage gone", || async {
+        s.tenants().get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let gone = root.iam().get_role().role_name(role_name).send().await;
+    assert!(gone.is_err(), "role must be deleted");
+    assert_eq!(get(&root.s3(REGION), &bucket, "k").await, Some(200));
+    s.wait_event("t", "RoleDeleted").await;
+}
+
+#[tokio::test]
+async fn bad_access_input_is_rejected_naming_the_field() {
+    let s = Scenario::new("access-input").await;
+    let policy = s.policy(eu_spec()).await;
+    let cases = [
+        (access(&["Not_A_Name"], "ReadWrite"), "serviceAccounts"),
+        (access(&["app", "app"], "ReadWrite"), "serviceAccounts"),
+        (
+            json!({"mode": "Delegated", "delegated": {"bucket": "acme-data", "roleArn": "arn:aws:iam::12345:role/x"}}),
+            "roleArn",
+        ),
+        (
+            json!({"mode": "Delegated", "delegated": {"bucket": "arn:aws-cn:s3:::acme-data", "roleArn": "arn:aws:iam::111111111111:role/x"}}),
+            "delegated.bucket",
+        ),
+        (json!({"mode": "Delegated"}), "delegated"),
+    ];
+    for (i, (extra, field)) in cases.into_iter().enumerate() {
+        let err = s
+            .create(&tenant(&format!("bad{i}"), &policy, extra.clone()))
+            .await
+            .expect_err("must be rejected at admission");
+        assert!(err.to_string().contains(field), "{extra}: {err}");
+    }
+
+    // Consistent but in another partition than the policy's regions: a condition names it.
+    let _op = s.operator(&[]).await;
+    let cn = json!({"mode": "Delegated", "delegated": {"bucket": "acme-data", "roleArn": "arn:aws-cn:iam::111111111111:role/x"}});
+    s.create(&tenant("cn", &policy, cn))
+        .await
+        .expect("create cn");
+    let ts = s.wait_reason("cn", "Ready", "PartitionMismatch").await;
+    let ready = condition(&ts, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("spec.delegated.roleArn"),
+        "{}",
+        ready.message
+    );
+}
+
+const CUSTOMER: &str = "111111111111";
+
+/// A customer's bucket in their own account, set up as the policy requires (or not).
+async fn customer_bucket(customer: &Aws, bucket: &str, region: &str) {
+    let s3 = customer.s3(region);
+    let mut create = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(region.into())
+                .build(),
+        );
+    }
+    create.send().await.expect("customer bucket");
+    let key = customer
+        .kms(region)
+        .create_key()
+        .send()
+        .await
+        .expect("customer key");
+    let key_arn = key
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("key arn")
+        .to_owned();
+    let rule = aws_sdk_s3::types::ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(
+            aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .kms_master_key_id(key_arn)
+                .build()
+                .expect("sse default"),
+        )
+        .bucket_key_enabled(true)
+        .build();
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()
+                .expect("sse config"),
+        )
+        .send()
+        .await
+        .expect("customer bucket encryption");
+}
+
+async fn delegation_secret(s: &Scenario, tenant: &str) -> (String, String) {
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns);
+    eventually("ExternalId Secret with the trust policy", || async {
+        let secret = secrets
+            .get_opt(&format!("{tenant}-external-id"))
+            .await
+            .ok()??;
+        let data = secret.data?;
+        let text = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        };
+        Some((text("externalId")?, text("trust-policy.json")?))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn delegated_access_is_verified_and_chained() {
+    let s = Scenario::new("delegated").await;
+    let policy = s.policy(eu_spec()).await;
+    let op = s.operator(&["--resync-period", "2s"]).await;
+    let customer = Aws::account_root(CUSTOMER).await;
+    let bucket = format!("customer-{}", s.cluster_id);
+    customer_bucket(&customer, &bucket, "eu-west-1").await;
+    let customer_role = format!("vendor-{}", s.cluster_id);
+    let customer_role_arn = format!("arn:aws:iam::{CUSTOMER}:role/{customer_role}");
+
+    let spec = json!({
+        "mode": "Delegated",
+        "delegated": {"bucket": bucket, "roleArn": customer_role_arn},
+        "access": {"serviceAccounts": ["app"], "level": "ReadWrite"}
+    });
+    s.create(&tenant("d", &policy, spec))
+        .await
+        .expect("create d");
+    let (external_id, trust) = delegation_secret(&s, "d").await;
+    assert!(
+        !op.logs().contains(&external_id),
+        "the ExternalId must never be logged"
+    );
+    let ts = s
+        .wait_reason("d", "DelegationVerified", "AssumeRoleDenied")
+        .await;
+    let published = ts
+        .status
+        .as_ref()
+        .and_then(|st| st.delegation.clone())
+        .expect("delegation status");
+    assert!(
+        !published.trust_policy.contains(&external_id),
+        "status must not carry the ExternalId"
+    );
+
+    // The customer creates the role with a wrong ExternalId: verification fails and says how to fix it.
+    let wrong = trust.replace(&external_id, "not-the-external-id");
+    let iam = customer.iam();
+    iam.create_role()
+        .role_name(&customer_role)
+        .assume_role_policy_document(wrong)
+        .send()
+        .await
+        .expect("customer role");
+    iam.put_role_policy()
+        .role_name(&customer_role)
+        .policy_name("vendor")
+        .policy_document(&published.permissions_policy)
+        .send()
+        .await
+        .expect("customer role policy");
+    let before = published.last_verified.clone();
+    let ts = eventually("a verification after the customer role exists", || async {
+        let ts = s.get("d").await;
+        let verified = ts
+            .status
+            .as_ref()?
+            .delegation
+            .as_ref()?
+            .last_verified
+            .clone();
+        (verified != before).then_some(ts)
+    })
+    .await;
+    let cond = condition(&ts, "DelegationVerified").expect("condition");
+    assert_eq!(cond.reason, "AssumeRoleDenied");
+    assert!(cond.message.contains("d-external-id"), "{}", cond.message);
+    assert_eq!(
+        condition(&ts, "Ready").map(|c| c.status),
+        Some(ConditionStatus::False)
+    );
+    let role = role_arn(&ts);
+    // Until verified, the tenant's role may not assume the customer's role.
+    let pod = Aws::web_identity(&role, &sa(&s.ns, "app"))
+        .await
+        .expect("pod identity");
+    assert!(pod.assume(&customer_role_arn, &external_id).await.is_err());
+
+    // The customer applies the published trust policy: Ready, and pods reach the data by chaining.
+    iam.update_assume_role_policy()
+        .role_name(&customer_role)
+        .policy_document(&trust)
+        .send()
+        .await
+        .expect("fix trust");
+    let ts = s.wait_condition("d", "Ready", ConditionStatus::True).await;
+    for c in [
+        "DelegationVerified",
+        "ResidencyCompliant",
+        "Encrypted",
+        "PublicAccessBlocked",
+    ] {
+        assert_eq!(
+            condition(&ts, c).map(|c| c.status),
+            Some(ConditionStatus::True),
+            "{c}"
+        );
+    }
+    assert_eq!(
+        ts.status
+            .as_ref()
+            .and_then(|st| st.delegation.as_ref())
+            .and_then(|d| d.bucket_region.clone()),
+        Some("eu-west-1".into())
+    );
+    let chained = eventually("role chaining allowed", || async {
+        pod.assume(&customer_role_arn, &external_id).await.ok()
+    })
+    .await;
+    assert_eq!(
+        put(&chained.s3("eu-west-1"), &bucket, "from-pod").await,
+        Some(200)
+    );
+    // The pod's own role cannot touch the customer's bucket directly.
+    assert_eq!(
+        put(&pod.s3("eu-west-1"), &bucket, "direct").await,
+        Some(403)
+    );
+
+    // A customer bucket outside the policy's regions: a residency violation, never used.
+    let us_bucket = format!("customer-us-{}", s.cluster_id);
+    customer_bucket(&customer, &us_bucket, "us-east-1").await;
+    let spec = json!({
+        "mode": "Delegated",
+        "delegated": {"bucket": us_bucket, "roleArn": customer_role_arn},
+        "access": {"serviceAccounts": ["app"], "level": "ReadWrite"}
+    });
+    s.create(&tenant("us", &policy, spec))
+        .await
+        .expect("create us");
+    let (us_external_id, _) = delegation_secret(&s, "us").await;
+    // The customer trusts this tenant too (same role, both ExternalIds).
+    let both = serde_json::from_str::<serde_json::Value>(&trust)
+        .map(|mut doc| {
+            doc["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] =
+                json!([external_id, us_external_id]);
+            let mut principals = doc["Statement"][0]["Principal"]["AWS"].clone();
+            if let Some(list) = principals.as_array_mut() {
+                list.push(json!(format!(
+                    "arn:aws:iam::000000000000:role/tenant-storage-operator/{}/{}",
+                    s.cluster_id,
+                    tenant_storage_operator::plan::naming::role_name(&s.cluster_id, &s.ns, "us")
+                )));
+            }
+            doc["Statement"][0]["Principal"]["AWS"] = principals;
+            doc.to_string()
+        })
+        .expect("trust json");
+    iam.update_assume_role_policy()
+        .role_name(&customer_role)
+        .policy_document(both)
+        .send()
+        .await
+        .expect("trust both");
+    iam.put_role_policy()
+        .role_name(&customer_role)
+        .policy_name("vendor-us")
+        .policy_document(published.permissions_policy.replace(&bucket, &us_bucket))
+        .send()
+        .await
+        .expect("customer role policy us");
+    let ts = s
+        .wait_reason("us", "ResidencyCompliant", "ResidencyViolation")
+        .await;
+    assert_eq!(
+        condition(&ts, "Ready").map(|c| c.reason.clone()),
+        Some("ResidencyViolation".into())
+    );
+    s.wait_event("us", "ResidencyViolation").await;
+    let us_pod = Aws::web_identity(&role_arn(&ts), &sa(&s.ns, "app"))
+        .await
+        .expect("us pod");
+    assert!(
+        us_pod
+            .assume(&customer_role_arn, &us_external_id)
+            .await
+            .is_err(),
+        "a non-compliant customer bucket is never used"
+    );
+    // The operator only read the customer's buckets: their configuration is as the customer left it.
+    let policy_of = customer
+        .s3("eu-west-1")
+        .get_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await;
+    assert!(
+        policy_of.is_err(),
+        "no bucket policy was written to the customer's bucket"
+    );
+}
