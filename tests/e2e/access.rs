@@ -11,6 +11,8 @@ use tenant_storage_operator::api::{ConditionStatus, TenantStorage};
 use crate::harness::*;
 
 const REGION: &str = "eu-central-1";
+const CALLS: &str = "tenant_storage_aws_calls_total";
+const RECONCILES: &str = "tenant_storage_reconciles_total";
 
 fn access(service_accounts: &[&str], level: &str) -> serde_json::Value {
     json!({"access": {"serviceAccounts": service_accounts, "level": level}})
@@ -503,6 +505,18 @@ async fn delegated_access_is_verified_and_chained() {
             .and_then(|d| d.bucket_region.clone()),
         Some("eu-west-1".into())
     );
+    // Steady state: re-verification reads the customer's side and writes nothing.
+    let writes = op.counter(CALLS, &["mutating=\"true\""]).await;
+    let reads = op.counter(CALLS, &["mutating=\"false\""]).await;
+    let before = op.counter(RECONCILES, &["result=\"ok\""]).await;
+    let after = eventually("two resyncs", || async {
+        let now = op.counter(RECONCILES, &["result=\"ok\""]).await;
+        (now >= before + 2.0).then_some(now)
+    })
+    .await;
+    assert_eq!(op.counter(CALLS, &["mutating=\"true\""]).await, writes);
+    let per_resync = (op.counter(CALLS, &["mutating=\"false\""]).await - reads) / (after - before);
+    println!("delegated: {writes} mutating calls to converge, {per_resync} reads per no-op resync");
     let chained = eventually("role chaining allowed", || async {
         pod.assume(&customer_role_arn, &external_id).await.ok()
     })

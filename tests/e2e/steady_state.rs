@@ -14,12 +14,32 @@ const RECONCILES: &str = "tenant_storage_reconciles_total";
 /// Prometheus counter.
 #[tokio::test]
 async fn no_op_resync_makes_zero_mutating_calls() {
-    let s = Scenario::new("noop").await;
+    // S3: tags, encryption, public access block, ownership, versioning, policy, logging; KMS:
+    // key and rotation. (The shared access-log bucket is off here: it is re-verified once per
+    // resync period per policy and region, not per tenant.)
+    no_op_resync("noop", json!({}), 9.0).await;
+}
+
+/// The same with a workload role: the role adds reads (role, its inline and attached
+/// policies) and still no write.
+#[tokio::test]
+async fn no_op_resync_with_a_tenant_role_makes_zero_mutating_calls() {
+    // The above plus IAM GetRole, ListRolePolicies, GetRolePolicy, ListAttachedRolePolicies.
+    no_op_resync(
+        "noop-role",
+        json!({"access": {"serviceAccounts": ["app"]}}),
+        13.0,
+    )
+    .await;
+}
+
+async fn no_op_resync(tag: &str, extra: serde_json::Value, max_reads: f64) {
+    let s = Scenario::new(tag).await;
     let mut spec = eu_spec();
     spec.access_logging.enabled = false;
     let policy = s.policy(spec).await;
     let op = s.operator(&["--resync-period", "1s"]).await;
-    s.create(&tenant("steady", &policy, json!({})))
+    s.create(&tenant("steady", &policy, extra))
         .await
         .expect("create");
     s.wait_ready("steady").await;
@@ -32,8 +52,12 @@ async fn no_op_resync_makes_zero_mutating_calls() {
 
     let writes = op.counter(CALLS, &["mutating=\"true\""]).await;
     let reads = op.counter(CALLS, &["mutating=\"false\""]).await;
+    let iam_writes = op
+        .counter(CALLS, &["service=\"iam\"", "mutating=\"true\""])
+        .await;
     println!(
-        "AWS calls to converge one tenant (incl. reconciles after its own status writes): {writes} mutating, {reads} reads"
+        "{tag}: AWS calls to converge one tenant (incl. reconciles after its own status writes): {writes} mutating ({} IAM), {reads} reads",
+        iam_writes + 0.0
     );
     let before = op.counter(RECONCILES, &["result=\"ok\""]).await;
     assert!(writes > 0.0, "provisioning itself made mutating calls");
@@ -49,11 +73,8 @@ async fn no_op_resync_makes_zero_mutating_calls() {
     );
     let reads_after = op.counter(CALLS, &["mutating=\"false\""]).await;
     let per_resync = (reads_after - reads) / (after - before);
-    println!("AWS read calls per no-op resync: {per_resync}");
-    // S3: tags, encryption, public access block, ownership, versioning, policy, logging; KMS:
-    // key and rotation. (The shared access-log bucket is off here: it is re-verified once per
-    // resync period per policy and region, not per tenant.)
-    assert!(per_resync <= 9.0, "{per_resync} reads per resync");
+    println!("{tag}: AWS read calls per no-op resync: {per_resync}");
+    assert!(per_resync <= max_reads, "{per_resync} reads per resync");
     assert!(
         reads_after > reads,
         "resyncs read the cloud (drift detection)"
