@@ -25,6 +25,7 @@ kubectl apply -f examples/
 
 log "starting the operator (logs: $TSO_RUN/operator.log)"
 "$BIN" run --cluster-id demo --bucket-prefix demo --resync-period 5s --metrics-addr 127.0.0.1:0 \
+  --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.demo.local/id/DEMO \
   > "$TSO_RUN/operator.log" 2>&1 &
 echo $! > "$TSO_RUN/operator.pid"
 kubectl wait --for=condition=Ready tenantstorages --all -A --timeout=120s
@@ -52,6 +53,13 @@ for ts in acme-eu/acme globex-us/globex; do
   echo "access logs:   $("${aws[@]}" s3api get-bucket-logging --bucket "$bucket" --region "$region" --query 'LoggingEnabled.[TargetBucket,TargetPrefix]' --output text | tr '\t' '/')"
   echo "kms key:       $key ($("${aws[@]}" kms describe-key --key-id "$key" --region "$region" --query KeyMetadata.KeyState --output text), rotation $("${aws[@]}" kms get-key-rotation-status --key-id "$key" --region "$region" --query KeyRotationEnabled --output text))"
   echo "bucket policy statements: $("${aws[@]}" s3api get-bucket-policy --bucket "$bucket" --region "$region" --query Policy --output text | python3 -c 'import json,sys; print(", ".join(s["Sid"] for s in json.load(sys.stdin)["Statement"]))')"
+  role=$(kubectl get ts "$name" -n "$ns" -o jsonpath='{.status.access.roleArn}')
+  if [ -n "$role" ]; then
+    echo "workload role: $role"
+    echo "  annotate:    $(kubectl get ts "$name" -n "$ns" -o jsonpath='{.status.access.serviceAccountAnnotation}')"
+    echo "  trust:       $("${aws[@]}" iam get-role --role-name "${role##*/}" --output json --query Role.AssumeRolePolicyDocument | tr -d ' \n')"
+    echo "  permissions: $("${aws[@]}" iam get-role-policy --role-name "${role##*/}" --policy-name tenant-storage-access --output json --query PolicyDocument | tr -d ' \n')"
+  fi
 done
 
 log "compliance report (evidence read from AWS now)"

@@ -129,7 +129,7 @@ pub struct RunArgs {
     /// The operator's own role ARN with its IAM path, as customers must name it in a delegated
     /// role's trust policy. Default: derived from the caller identity (correct for roles without
     /// a path).
-    #[arg(long, env = "TSO_OPERATOR_ROLE_ARN")]
+    #[arg(long, env = "TSO_OPERATOR_ROLE_ARN", value_parser = parse_principal_arn)]
     pub operator_role_arn: Option<String>,
 }
 
@@ -248,6 +248,18 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
             Err(e.into())
         }
     }
+}
+
+fn parse_principal_arn(arn: &str) -> Result<String, String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && matches!(parts[2], "iam" | "sts")
+        && !parts[5].is_empty();
+    ok.then(|| arn.to_owned()).ok_or_else(|| {
+        "expected an IAM principal ARN such as arn:aws:iam::123456789012:role/break-glass (wildcards allowed in the name)".into()
+    })
 }
 
 fn parse_oidc_provider_arn(arn: &str) -> Result<String, String> {
@@ -471,5 +483,29 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("25h").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn principal_and_provider_arns() {
+        for ok in [
+            "arn:aws:iam::123456789012:role/break-glass",
+            "arn:aws:iam::123456789012:role/admins/*",
+            "arn:aws-us-gov:iam::123456789012:user/ops",
+        ] {
+            assert_eq!(parse_principal_arn(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "break-glass",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::123456789012:",
+        ] {
+            assert!(parse_principal_arn(bad).is_err(), "{bad}");
+        }
+        assert!(parse_oidc_provider_arn("arn:aws:iam::1:oidc-provider/oidc.example/id/A").is_ok());
+        assert!(
+            parse_oidc_provider_arn("https://oidc.example/id/A")
+                .unwrap_err()
+                .contains("oidc-provider/")
+        );
     }
 }

@@ -174,6 +174,29 @@ async fn apply(
         )
         .await;
     };
+    if let Some(delegated) = &tenant.spec.delegated {
+        let message = format!(
+            "TenantStorage {:?} is delegated: its data is in the customer's bucket {} in their own AWS account, which the operator only reads. The customer deletes it there",
+            req.spec.tenant_storage_ref.name, delegated.bucket
+        );
+        status.phase = Some(DeletionPhase::Rejected);
+        set(
+            &mut status,
+            "Accepted",
+            ConditionStatus::False,
+            "DelegatedTenant",
+            message.clone(),
+        );
+        return finish(
+            req,
+            ctx,
+            api,
+            status,
+            Some(("DelegatedTenant", message)),
+            None,
+        )
+        .await;
+    }
     if tenant
         .status
         .as_ref()

@@ -333,7 +333,10 @@ pub async fn collect(
                 name,
                 &ts.spec.policy_ref,
                 policy,
-                "(not provisioned)".into(),
+                match &ts.spec.delegated {
+                    Some(d) => format!("(delegated: {})", d.bucket),
+                    None => "(not provisioned)".into(),
+                },
                 None,
                 &Evidence::default(),
             ));
