@@ -603,3 +603,95 @@ async fn delegated_access_is_verified_and_chained() {
         "no bucket policy was written to the customer's bucket"
     );
 }
+
+#[tokio::test]
+async fn the_policy_boundary_caps_the_role_and_foreign_roles_are_not_touched() {
+    let s = Scenario::new("access-boundary").await;
+    let root = Aws::root().await;
+    let boundary = root
+        .iam()
+        .create_policy()
+        .policy_name(format!("read-only-{}", s.cluster_id))
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket"],"Resource":"*"}]}"#)
+        .send()
+        .await
+        .expect("boundary policy");
+    let boundary_arn = boundary
+        .policy()
+        .and_then(|p| p.arn())
+        .expect("arn")
+        .to_owned();
+    let mut spec = eu_spec();
+    spec.access.permissions_boundary_arn = Some(boundary_arn.clone());
+    let policy = s.policy(spec).await;
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("t", &policy, access(&["app"], "ReadWrite")))
+        .await
+        .expect("create");
+    let t = s.wait_condition("t", "Ready", ConditionStatus::True).await;
+    let role = role_arn(&t);
+    let name = role.rsplit('/').next().expect("role name");
+    let got = root
+        .iam()
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .expect("get role");
+    assert_eq!(
+        got.role()
+            .and_then(|r| r.permissions_boundary())
+            .and_then(|b| b.permissions_boundary_arn()),
+        Some(boundary_arn.as_str())
+    );
+    // ReadWrite in the inline policy, but the boundary allows no write.
+    let pod = Aws::web_identity(&role, &sa(&s.ns, "app"))
+        .await
+        .expect("pod");
+    let bucket = s.bucket_for("t");
+    assert_eq!(put(&pod.s3(REGION), &bucket, "k").await, Some(403));
+    assert_eq!(list(&pod.s3(REGION), &bucket).await, Some(200));
+
+    // A role already holding the name of another tenant's role, not ours: refused, untouched.
+    let taken = tenant_storage_operator::plan::naming::role_name(&s.cluster_id, &s.ns, "taken");
+    let foreign_trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:root"},"Action":"sts:AssumeRole"}]}"#;
+    root.iam()
+        .create_role()
+        .role_name(&taken)
+        .path(format!("/tenant-storage-operator/{}/", s.cluster_id))
+        .assume_role_policy_document(foreign_trust)
+        .send()
+        .await
+        .expect("foreign role");
+    s.create(&tenant("taken", &policy, access(&["app"], "ReadWrite")))
+        .await
+        .expect("create taken");
+    let ts = s.wait_reason("taken", "Ready", "RoleConflict").await;
+    assert!(condition(&ts, "Ready").is_some_and(|c| c.message.contains(&taken)));
+    let untouched = root
+        .iam()
+        .get_role()
+        .role_name(&taken)
+        .send()
+        .await
+        .expect("still there");
+    let doc = untouched
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .expect("trust");
+    assert!(
+        !doc.contains("AssumeRoleWithWebIdentity"),
+        "foreign trust policy kept: {doc}"
+    );
+    let inline = root
+        .iam()
+        .list_role_policies()
+        .role_name(&taken)
+        .send()
+        .await
+        .expect("list");
+    assert!(
+        inline.policy_names().is_empty(),
+        "no policy put on a foreign role"
+    );
+}
