@@ -711,11 +711,11 @@ fn install_and_uninstall_on_api_server() {
             group("datadeletionrequests/status", &["get", "patch", "update"]),
             group("datadeletionrequests/finalizers", &["update"]),
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "patch"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         ]),
         "ClusterRole rules"
     );
+    assert!(!cr["rules"].to_string().contains("secrets"));
     let purge = get_json(&["clusterrole", &format!("{name}-purge")]);
     assert_no_wildcard(&purge);
     assert_eq!(
@@ -743,7 +743,8 @@ fn install_and_uninstall_on_api_server() {
         role["rules"],
         json!([
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]}
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]}
         ])
     );
     let rb = get_json(&["rolebinding", &role_name, "-n", &ns]);

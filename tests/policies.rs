@@ -242,8 +242,9 @@ fn documents() -> Vec<Document> {
             name: "customer-trust",
             kind: Kind::Trust(CUSTOMER_ROLE_ARN),
             policy: access::customer_trust_policy(
-                &[TENANT_ROLE_ARN.into(), operator_role],
-                "9f4c1d2e-7b3a-4e8f-a1c6-5d2b8e0f3a7c",
+                &operator_role,
+                "9f4c1d2e7b3a4e8fa1c65d2b8e0f3a7c",
+                Some(TENANT_ROLE_ARN),
             ),
         },
         Document {

@@ -823,6 +823,16 @@ async fn cleanup(
             publish(ctx, ts, EventType::Normal, "RoleDeleted", "Delete", note).await;
         }
     }
+    if ts.spec.mode == StorageMode::Delegated {
+        let id = TenantIdentity {
+            cluster_id: ctx.settings.cluster_id.clone(),
+            namespace: ts
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+            name: ts.name_any(),
+        };
+        delegation::forget_external_id(ctx, &id).await?;
+    }
     let (Some(bucket), Some(region)) = (status.bucket_name.clone(), status.region.clone()) else {
         // Nothing was ever claimed (e.g. the region was refused): nothing to release.
         return Ok(Action::await_change());

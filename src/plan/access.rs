@@ -211,23 +211,32 @@ pub fn principal_patterns(arn: &str) -> Vec<String> {
     vec![arn.to_owned()]
 }
 
-/// The trust policy the customer's role must have: our tenant role (for workloads) and the
-/// operator (for verification) may assume it, only with the tenant's ExternalId.
-pub fn customer_trust_policy(principals: &[String], external_id: &str) -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "TenantStorageOperator",
+/// The trust policy the customer's role must have. The operator (which serves every tenant,
+/// so could be a confused deputy) may assume it only with this tenant's ExternalId; the
+/// tenant's own workload role, which exists for this tenant alone, may assume it (role
+/// chaining) without it, so pods never need the ExternalId.
+pub fn customer_trust_policy(
+    operator: &str,
+    external_id: &str,
+    tenant_role: Option<&str>,
+) -> Value {
+    let mut statements = vec![json!({
+        "Sid": "TenantStorageOperatorVerifies",
+        "Effect": "Allow",
+        "Principal": {"AWS": operator},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
+    })];
+    if let Some(role) = tenant_role {
+        statements.push(json!({
+            "Sid": "TenantWorkloads",
             "Effect": "Allow",
-            "Principal": {"AWS": principals},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
-        }]
-    })
+            "Principal": {"AWS": role},
+            "Action": "sts:AssumeRole"
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
 }
-
-/// What the ExternalId is replaced with in the trust policy published in status.
-pub const EXTERNAL_ID_PLACEHOLDER: &str = "<externalId from the Secret>";
 
 /// The permissions the customer's role needs: read the bucket's configuration (for
 /// verification; never write it) and the access level's data actions, and use of the bucket's
@@ -572,12 +581,26 @@ mod tests {
     }
 
     #[test]
-    fn the_customer_trust_requires_the_external_id() {
-        let trust = customer_trust_policy(&["arn:aws:iam::000000000000:role/x".into()], "abc");
+    fn the_customer_trust_requires_the_external_id_of_the_operator() {
+        let trust = customer_trust_policy(
+            "arn:aws:iam::000000000000:role/operator",
+            "abc",
+            Some("arn:aws:iam::000000000000:role/tenant"),
+        );
         assert_eq!(
             trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
             "abc"
         );
+        assert_eq!(
+            trust["Statement"][0]["Principal"]["AWS"],
+            "arn:aws:iam::000000000000:role/operator"
+        );
+        assert_eq!(
+            trust["Statement"][1]["Principal"]["AWS"],
+            "arn:aws:iam::000000000000:role/tenant"
+        );
+        let alone = customer_trust_policy("arn:aws:iam::000000000000:role/operator", "abc", None);
+        assert_eq!(alone["Statement"].as_array().map(Vec::len), Some(1));
         assert_eq!(
             chaining_policy("arn:aws:iam::111111111111:role/c")["Statement"][0]["Resource"],
             "arn:aws:iam::111111111111:role/c"

@@ -381,21 +381,26 @@ async fn customer_bucket(customer: &Aws, bucket: &str, region: &str) {
         .expect("customer bucket encryption");
 }
 
-async fn delegation_secret(s: &Scenario, tenant: &str) -> (String, String) {
-    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns);
-    eventually("ExternalId Secret with the trust policy", || async {
+/// The tenant's ExternalId (from its Secret in the operator's namespace, where tests run the
+/// operator with the default `--purge-namespace`) and the trust policy its status publishes.
+async fn delegation(s: &Scenario, tenant: &str) -> (String, String) {
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
+    let role = tenant_storage_operator::plan::naming::role_name(&s.cluster_id, &s.ns, tenant);
+    let external_id = eventually("ExternalId Secret", || async {
         let secret = secrets
-            .get_opt(&format!("{tenant}-external-id"))
+            .get_opt(&format!("{role}-external-id"))
             .await
             .ok()??;
-        let data = secret.data?;
-        let text = |k: &str| {
-            data.get(k)
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        };
-        Some((text("externalId")?, text("trust-policy.json")?))
+        let value = secret.data?.get("externalId")?.0.clone();
+        Some(String::from_utf8_lossy(&value).into_owned())
     })
-    .await
+    .await;
+    let trust = eventually("published trust policy", || async {
+        let ts = s.tenants().get(tenant).await.ok()?;
+        Some(ts.status?.delegation?.trust_policy)
+    })
+    .await;
+    (external_id, trust)
 }
 
 #[tokio::test]
@@ -417,7 +422,21 @@ async fn delegated_access_is_verified_and_chained() {
     s.create(&tenant("d", &policy, spec))
         .await
         .expect("create d");
-    let (external_id, trust) = delegation_secret(&s, "d").await;
+    let (external_id, trust) = delegation(&s, "d").await;
+    assert!(
+        trust.contains(&external_id),
+        "the published trust policy is ready to copy"
+    );
+    let own_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns);
+    assert!(
+        own_secrets
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "the ExternalId is not kept where the tenant could change it"
+    );
     assert!(
         !op.logs().contains(&external_id),
         "the ExternalId must never be logged"
@@ -430,11 +449,6 @@ async fn delegated_access_is_verified_and_chained() {
         .as_ref()
         .and_then(|st| st.delegation.clone())
         .expect("delegation status");
-    assert!(
-        !published.trust_policy.contains(&external_id),
-        "status must not carry the ExternalId"
-    );
-
     // The customer creates the role with a wrong ExternalId: verification fails and says how to fix it.
     let wrong = trust.replace(&external_id, "not-the-external-id");
     let iam = customer.iam();
@@ -466,7 +480,7 @@ async fn delegated_access_is_verified_and_chained() {
     .await;
     let cond = condition(&ts, "DelegationVerified").expect("condition");
     assert_eq!(cond.reason, "AssumeRoleDenied");
-    assert!(cond.message.contains("d-external-id"), "{}", cond.message);
+    assert!(cond.message.contains("status.delegation.trustPolicy"), "{}", cond.message);
     assert_eq!(
         condition(&ts, "Ready").map(|c| c.status),
         Some(ConditionStatus::False)
@@ -476,7 +490,7 @@ async fn delegated_access_is_verified_and_chained() {
     let pod = Aws::web_identity(&role, &sa(&s.ns, "app"))
         .await
         .expect("pod identity");
-    assert!(pod.assume(&customer_role_arn, &external_id).await.is_err());
+    assert!(pod.assume(&customer_role_arn, None).await.is_err());
 
     // The customer applies the published trust policy: Ready, and pods reach the data by chaining.
     iam.update_assume_role_policy()
@@ -518,7 +532,7 @@ async fn delegated_access_is_verified_and_chained() {
     let per_resync = (op.counter(CALLS, &["mutating=\"false\""]).await - reads) / (after - before);
     println!("delegated: {writes} mutating calls to converge, {per_resync} reads per no-op resync");
     let chained = eventually("role chaining allowed", || async {
-        pod.assume(&customer_role_arn, &external_id).await.ok()
+        pod.assume(&customer_role_arn, None).await.ok()
     })
     .await;
     assert_eq!(
@@ -536,39 +550,24 @@ async fn delegated_access_is_verified_and_chained() {
     customer_bucket(&customer, &us_bucket, "us-east-1").await;
     let spec = json!({
         "mode": "Delegated",
-        "delegated": {"bucket": us_bucket, "roleArn": customer_role_arn},
+        "delegated": {"bucket": us_bucket, "roleArn": format!("arn:aws:iam::{CUSTOMER}:role/vendor-us-{}", s.cluster_id)},
         "access": {"serviceAccounts": ["app"], "level": "ReadWrite"}
     });
     s.create(&tenant("us", &policy, spec))
         .await
         .expect("create us");
-    let (us_external_id, _) = delegation_secret(&s, "us").await;
-    // The customer trusts this tenant too (same role, both ExternalIds).
-    let both = serde_json::from_str::<serde_json::Value>(&trust)
-        .map(|mut doc| {
-            doc["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"] =
-                json!([external_id, us_external_id]);
-            let mut principals = doc["Statement"][0]["Principal"]["AWS"].clone();
-            if let Some(list) = principals.as_array_mut() {
-                list.push(json!(format!(
-                    "arn:aws:iam::000000000000:role/tenant-storage-operator/{}/{}",
-                    s.cluster_id,
-                    tenant_storage_operator::plan::naming::role_name(&s.cluster_id, &s.ns, "us")
-                )));
-            }
-            doc["Statement"][0]["Principal"]["AWS"] = principals;
-            doc.to_string()
-        })
-        .expect("trust json");
-    iam.update_assume_role_policy()
-        .role_name(&customer_role)
-        .policy_document(both)
+    // The customer grants a role for this tenant too, exactly as published.
+    let (_, us_trust) = delegation(&s, "us").await;
+    let us_role = format!("vendor-us-{}", s.cluster_id);
+    iam.create_role()
+        .role_name(&us_role)
+        .assume_role_policy_document(us_trust)
         .send()
         .await
-        .expect("trust both");
+        .expect("customer role us");
     iam.put_role_policy()
-        .role_name(&customer_role)
-        .policy_name("vendor-us")
+        .role_name(&us_role)
+        .policy_name("vendor")
         .policy_document(published.permissions_policy.replace(&bucket, &us_bucket))
         .send()
         .await
@@ -584,11 +583,14 @@ async fn delegated_access_is_verified_and_chained() {
     let us_pod = Aws::web_identity(&role_arn(&ts), &sa(&s.ns, "app"))
         .await
         .expect("us pod");
+    let us_role_arn = format!("arn:aws:iam::{CUSTOMER}:role/{us_role}");
+    // The operator itself got in (it read the bucket's region), the pods may not.
+    assert_eq!(
+        condition(&ts, "DelegationVerified").map(|c| c.status),
+        Some(ConditionStatus::True)
+    );
     assert!(
-        us_pod
-            .assume(&customer_role_arn, &us_external_id)
-            .await
-            .is_err(),
+        us_pod.assume(&us_role_arn, None).await.is_err(),
         "a non-compliant customer bucket is never used"
     );
     // The operator only read the customer's buckets: their configuration is as the customer left it.
@@ -601,6 +603,38 @@ async fn delegated_access_is_verified_and_chained() {
     assert!(
         policy_of.is_err(),
         "no bucket policy was written to the customer's bucket"
+    );
+
+    // Deleting a delegated tenant removes our role and its ExternalId; the customer's bucket
+    // and data stay.
+    let secret = format!(
+        "{}-external-id",
+        tenant_storage_operator::plan::naming::role_name(&s.cluster_id, &s.ns, "d")
+    );
+    s.tenants()
+        .delete("d", &DeleteParams::default())
+        .await
+        .expect("delete d");
+    eventually("d gone", || async {
+        s.tenants().get_opt("d").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
+    assert!(secrets.get_opt(&secret).await.expect("get").is_none());
+    let role_name = role.rsplit('/').next().expect("role name");
+    assert!(
+        Aws::root()
+            .await
+            .iam()
+            .get_role()
+            .role_name(role_name)
+            .send()
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        get(&customer.s3("eu-west-1"), &bucket, "from-pod").await,
+        Some(200)
     );
 }
 

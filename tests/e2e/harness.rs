@@ -408,7 +408,7 @@ impl Aws {
     pub async fn assume(
         &self,
         role_arn: &str,
-        external_id: &str,
+        external_id: Option<&str>,
     ) -> Result<
         Aws,
         aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>,
@@ -418,7 +418,7 @@ impl Aws {
             .assume_role()
             .role_arn(role_arn)
             .role_session_name("e2e")
-            .external_id(external_id)
+            .set_external_id(external_id.map(str::to_owned))
             .send()
             .await?;
         let c = out.credentials().expect("credentials in AssumeRole");

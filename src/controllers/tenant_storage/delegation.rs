@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::access::{self, Refusal};
 use super::{Report, publish, refuse};
@@ -24,21 +23,24 @@ use crate::controllers::conditions::{
 };
 use crate::controllers::{Context, Error};
 use crate::plan::access::{
-    EXTERNAL_ID_PLACEHOLDER, RoleName, chaining_policy, customer_permissions_policy,
-    customer_trust_policy,
+    RoleName, chaining_policy, customer_permissions_policy, customer_trust_policy,
 };
-use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of};
+use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of, tags};
 use crate::policy;
 
-/// Key of the ExternalId in the tenant's delegation Secret.
+/// Key of the ExternalId in the tenant's ExternalId Secret.
 pub const EXTERNAL_ID_KEY: &str = "externalId";
-/// Key of the ready-to-copy trust policy (with the ExternalId) in that Secret.
-const TRUST_POLICY_KEY: &str = "trust-policy.json";
 const DELEGATION_VERIFIED: &str = "DelegationVerified";
 
-/// Name of the Secret holding a tenant's ExternalId.
-fn secret_name(tenant: &str) -> String {
-    format!("{tenant}-external-id")
+/// The Secret holding a tenant's ExternalId lives in the operator's namespace, not the
+/// tenant's: a tenant must never choose or change its ExternalId, or it could present another
+/// customer's and make the operator act for that customer (the confused deputy the ExternalId
+/// exists to prevent).
+fn secret_name(id: &TenantIdentity) -> String {
+    format!(
+        "{}-external-id",
+        naming::role_name(&id.cluster_id, &id.namespace, &id.name)
+    )
 }
 
 /// The bucket name and, when given as an ARN, its partition.
@@ -63,11 +65,10 @@ fn new_external_id() -> Result<String, Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Reads the tenant's ExternalId, creating its Secret (owned by the TenantStorage) the first
-/// time. Never logged.
-async fn external_id(ctx: &Context, ts: &TenantStorage, ns: &str) -> Result<String, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = secret_name(&ts.name_any());
+/// Reads the tenant's ExternalId, creating its Secret the first time. Never logged.
+async fn external_id(ctx: &Context, id: &TenantIdentity) -> Result<String, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let name = secret_name(id);
     if let Some(secret) = secrets.get_opt(&name).await? {
         let value = secret
             .data
@@ -76,57 +77,45 @@ async fn external_id(ctx: &Context, ts: &TenantStorage, ns: &str) -> Result<Stri
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
             .filter(|v| v.len() >= 2 && !v.contains(char::is_whitespace));
         return value.ok_or(Error::ExternalIdSecret {
-            secret: name,
+            secret: format!("{}/{name}", ctx.settings.purge.namespace),
             why: format!("it has no usable {EXTERNAL_ID_KEY} key; delete the Secret to have a new ExternalId generated (the customer's trust policy must then be updated)"),
         });
     }
-    let id = new_external_id()?;
+    let external_id = new_external_id()?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(ns.to_owned()),
-            owner_references: ts.controller_owner_ref(&()).map(|o| vec![o]),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_owned(),
-                "tenant-storage-operator".to_owned(),
-            )])),
+            namespace: Some(ctx.settings.purge.namespace.clone()),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "tenant-storage-operator".to_owned(),
+                ),
+                (tags::NAMESPACE.to_owned(), id.namespace.clone()),
+                (tags::NAME.to_owned(), id.name.clone()),
+            ])),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
             EXTERNAL_ID_KEY.to_owned(),
-            ByteString(id.clone().into_bytes()),
+            ByteString(external_id.clone().into_bytes()),
         )])),
         ..Secret::default()
     };
     secrets.create(&PostParams::default(), &secret).await?;
-    Ok(id)
+    Ok(external_id)
 }
 
-/// Keeps the ready-to-copy trust policy next to the ExternalId.
-async fn publish_trust_policy(
-    ctx: &Context,
-    ts: &TenantStorage,
-    ns: &str,
-    trust_policy: &str,
-) -> Result<(), Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = secret_name(&ts.name_any());
-    let current = secrets.get(&name).await?;
-    let has = current
-        .data
-        .as_ref()
-        .and_then(|d| d.get(TRUST_POLICY_KEY))
-        .map(|v| v.0.as_slice());
-    if has != Some(trust_policy.as_bytes()) {
-        // `data`, not `stringData`: the write-only field is not converted by every API server.
-        let patch =
-            json!({"data": {TRUST_POLICY_KEY: ByteString(trust_policy.as_bytes().to_vec())}});
-        secrets
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+/// Deletes the tenant's ExternalId Secret (it is in another namespace than the TenantStorage,
+/// so garbage collection cannot).
+pub(super) async fn forget_external_id(ctx: &Context, id: &TenantIdentity) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    match secrets.delete(&secret_name(id), &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// What the verification of the customer's side found.
@@ -146,7 +135,6 @@ async fn verify(
     bucket: &str,
     external_id: &str,
     start_region: &str,
-    secret: &str,
 ) -> Result<Verified, Error> {
     let creds = match ctx
         .cloud
@@ -163,7 +151,7 @@ async fn verify(
             return Ok(Verified::Unreachable(
                 "AssumeRoleDenied",
                 format!(
-                    "cannot assume {} with this tenant's ExternalId ({}): the customer's role must have the trust policy stored in Secret {secret} (key {TRUST_POLICY_KEY}); it admits the operator and this tenant's role only with that ExternalId",
+                    "cannot assume {} with this tenant's ExternalId ({}): the customer's role must have the trust policy in status.delegation.trustPolicy, which admits the operator only with this tenant's ExternalId",
                     spec.role_arn,
                     e.code()
                 ),
@@ -256,26 +244,15 @@ pub(super) async fn provision(
     }
     let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
 
-    let secret = secret_name(&id.name);
-    let external_id = external_id(ctx, ts, &id.namespace).await?;
+    let external_id = external_id(ctx, id).await?;
     let role_name = RoleName::new(
         partition,
         &ctx.settings.access.account_id,
         &naming::role_path(&id.cluster_id),
         naming::role_name(&id.cluster_id, &id.namespace, &id.name),
     );
-    let mut principals = vec![ctx.settings.access.operator_arn.clone()];
-    if ts.spec.access.is_some() {
-        principals.push(role_name.arn.clone());
-    }
-    let trust = customer_trust_policy(&principals, &external_id);
-    publish_trust_policy(
-        ctx,
-        ts,
-        &id.namespace,
-        &serde_json::to_string_pretty(&trust).unwrap_or_default(),
-    )
-    .await?;
+    let workloads = ts.spec.access.as_ref().map(|_| role_name.arn.as_str());
+    let trust = customer_trust_policy(&ctx.settings.access.operator_arn, &external_id, workloads);
 
     let start_region = ts
         .spec
@@ -289,7 +266,7 @@ pub(super) async fn provision(
                 .and_then(|d| d.bucket_region.clone())
         })
         .unwrap_or_else(|| policy.default_region.clone());
-    let verified = verify(ctx, spec, bucket, &external_id, &start_region, &secret).await?;
+    let verified = verify(ctx, spec, bucket, &external_id, &start_region).await?;
     let bucket_arn = format!("arn:{partition}:s3:::{bucket}");
     let level = ts.spec.access.as_ref().map(|a| a.level).unwrap_or_default();
 
@@ -408,8 +385,8 @@ pub(super) async fn provision(
 
     let permissions_region = bucket_region.clone().unwrap_or(start_region);
     report.status.delegation = Some(DelegationStatus {
-        external_id_secret: secret,
-        trust_policy: customer_trust_policy(&principals, EXTERNAL_ID_PLACEHOLDER).to_string(),
+        external_id_secret: format!("{}/{}", ctx.settings.purge.namespace, secret_name(id)),
+        trust_policy: trust.to_string(),
         permissions_policy: customer_permissions_policy(
             level,
             &bucket_arn,
@@ -471,7 +448,6 @@ fn identity_tags(
     policy_name: &str,
     policy: &ResidencyPolicySpec,
 ) -> BTreeMap<String, String> {
-    use crate::plan::tags;
     let mut t = super::identity_tags(id);
     t.insert(tags::POLICY.to_owned(), policy_name.to_owned());
     t.insert(tags::JURISDICTION.to_owned(), policy.jurisdiction.clone());
