@@ -67,8 +67,8 @@ fn accepted() -> Vec<Accepted> {
     let mut accepted = vec![
         // The community auditor flags every action that returns credentials. Obtaining the
         // credentials of one role is what these documents are for: the tenant role may assume
-        // only the customer's role (role chaining, by ARN); the customer's trust admits only our
-        // tenant role and the operator, with the tenant's ExternalId; the IRSA trust admits only
+        // only the customer's role (role chaining, by ARN); the customer's trust admits only the
+        // operator with the tenant's ExternalId and the tenant's own role; the IRSA trust admits only
         // the tenant's named service accounts through the cluster's OIDC provider, audience
         // pinned.
         accept("role-chaining", "CREDENTIALS_EXPOSURE", "sts:assumerole"),

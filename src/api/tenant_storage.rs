@@ -230,7 +230,4 @@ pub struct DelegationStatus {
     /// Region of the customer's bucket, as last observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_region: Option<String>,
-    /// When the customer's setup was last verified.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_verified: Option<String>,
 }

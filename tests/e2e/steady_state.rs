@@ -59,6 +59,7 @@ async fn no_op_resync(tag: &str, extra: serde_json::Value, max_reads: f64) {
         "{tag}: AWS calls to converge one tenant (incl. reconciles after its own status writes): {writes} mutating ({} IAM), {reads} reads",
         iam_writes + 0.0
     );
+    let version = s.get("steady").await.metadata.resource_version;
     let before = op.counter(RECONCILES, &["result=\"ok\""]).await;
     assert!(writes > 0.0, "provisioning itself made mutating calls");
     let after = eventually("three resyncs", || async {
@@ -75,6 +76,11 @@ async fn no_op_resync(tag: &str, extra: serde_json::Value, max_reads: f64) {
     let per_resync = (reads_after - reads) / (after - before);
     println!("{tag}: AWS read calls per no-op resync: {per_resync}");
     assert!(per_resync <= max_reads, "{per_resync} reads per resync");
+    assert_eq!(
+        s.get("steady").await.metadata.resource_version,
+        version,
+        "a no-op resync does not rewrite the object"
+    );
     assert!(
         reads_after > reads,
         "resyncs read the cloud (drift detection)"

@@ -396,7 +396,6 @@ pub(super) async fn provision(
         )
         .to_string(),
         bucket_region,
-        last_verified: Some(report.now.clone()),
     });
 
     // The workload role may assume the customer's role only once the bucket is verified.
