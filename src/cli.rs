@@ -252,13 +252,22 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
 
 fn parse_principal_arn(arn: &str) -> Result<String, String> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    // A principal type and a name that is not only a wildcard: a pattern like `...:*` or
+    // `role/*` would admit every principal of the account.
+    let resource = parts.get(5).copied().unwrap_or_default();
+    let named = resource == "root"
+        || ["role/", "user/", "assumed-role/"].iter().any(|t| {
+            resource
+                .strip_prefix(t)
+                .is_some_and(|name| name.chars().any(|c| c != '*' && c != '/' && c != '?'))
+        });
     let ok = parts.len() == 6
         && parts[0] == "arn"
         && parts[1].starts_with("aws")
         && matches!(parts[2], "iam" | "sts")
-        && !parts[5].is_empty();
+        && named;
     ok.then(|| arn.to_owned()).ok_or_else(|| {
-        "expected an IAM principal ARN such as arn:aws:iam::123456789012:role/break-glass (wildcards allowed in the name)".into()
+        "expected an IAM principal ARN such as arn:aws:iam::123456789012:role/break-glass (wildcards allowed in the name, not for the whole name)".into()
     })
 }
 

@@ -222,7 +222,7 @@ fn documents() -> Vec<Document> {
                 level,
                 CUSTOMER_BUCKET_ARN,
                 CUSTOMER_ACCOUNT,
-                REGION,
+                &[REGION.to_owned(), "eu-west-1".to_owned()],
                 PARTITION,
             ),
         });

@@ -21,7 +21,7 @@ pub use residency_policy::{
 };
 pub use tenant_storage::{
     AccessLevel, AccessSpec, AccessStatus, DelegatedSpec, DelegationStatus, DeletionPolicy,
-    ROLE_ARN_PATTERN, StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
+    StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
 };
 
 use kube::CustomResourceExt;

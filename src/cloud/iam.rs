@@ -109,18 +109,18 @@ impl Iam {
         ))
     }
 
-    /// Assumes a customer's role with the tenant's ExternalId.
+    /// Assumes a customer's role, presenting `external_id`.
     pub async fn assume_role(
         &self,
         role_arn: &str,
-        external_id: &str,
+        external_id: Option<&str>,
         session_name: &str,
     ) -> Result<SessionCredentials, CloudError> {
         let out = self
             .sts
             .assume_role()
             .role_arn(role_arn)
-            .external_id(external_id)
+            .set_external_id(external_id.map(str::to_owned))
             .role_session_name(session_name)
             .duration_seconds(900)
             .send()
@@ -226,8 +226,7 @@ impl Iam {
                     .map(|(k, v)| Tag::builder().key(k).value(v).build())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| CloudError::Build("Tag", e.to_string()))?;
-                let created = self
-                    .iam
+                self.iam
                     .create_role()
                     .role_name(name)
                     .path(&role.path)
@@ -237,19 +236,8 @@ impl Iam {
                     .set_permissions_boundary(role.permissions_boundary.clone())
                     .set_tags(Some(tags))
                     .send()
-                    .await;
-                match created {
-                    Ok(_) => {}
-                    // A creation interrupted after CreateRole: the caller checked ownership of
-                    // what exists before planning, so the role is ours; correct its trust.
-                    Err(e) => {
-                        let e = CloudError::from_sdk(IAM, "CreateRole", e);
-                        if e.code() != "EntityAlreadyExists" {
-                            return Err(e);
-                        }
-                        self.update_trust(role).await?;
-                    }
-                }
+                    .await
+                    .map_err(err("CreateRole"))?;
             }
             RoleChange::UpdateTrust => self.update_trust(role).await?,
             RoleChange::PutInlinePolicy => {

@@ -22,7 +22,6 @@ use tracing::{info, warn};
 
 pub use data_deletion_request::{REQUEST_LABEL, job_name as deletion_job_name};
 pub use error::Error;
-pub use tenant_storage::delegation::EXTERNAL_ID_KEY;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
 use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
@@ -82,6 +81,30 @@ pub struct Context {
     pub settings: Settings,
     /// Access-log buckets verified recently, by name.
     pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+/// A JSON merge patch (RFC 7386) from `old` to `new`: `new`, plus `null` for every field `old`
+/// has and `new` lacks. Optional status fields are left out when empty, and a merge patch that
+/// leaves a field out keeps the stored value; without the nulls a cleared field never clears.
+pub(crate) fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                let value = match old.get(key) {
+                    Some(before) => merge_patch(before, value),
+                    None => value.clone(),
+                };
+                patch.insert(key.clone(), value);
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
 }
 
 /// Waits until every watched scope can be listed with our credentials.
@@ -242,5 +265,23 @@ fn error_policy(_ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Acti
             Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
         }
         _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::merge_patch;
+
+    #[test]
+    fn cleared_fields_become_null_and_the_rest_is_kept() {
+        let old = json!({"access": {"roleArn": "r"}, "region": "eu", "delegation": {"bucketRegion": "x", "trustPolicy": "t"}});
+        let new = json!({"region": "eu", "delegation": {"trustPolicy": "t2"}, "conditions": []});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"access": null, "region": "eu", "delegation": {"bucketRegion": null, "trustPolicy": "t2"}, "conditions": []})
+        );
+        assert_eq!(merge_patch(&serde_json::Value::Null, &new), new);
     }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 mod access;
-pub mod delegation;
+mod delegation;
 
 use super::conditions::{self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT};
 use super::{Context, Error};
@@ -136,7 +136,9 @@ impl<'a> Report<'a> {
         if self.ts.status.as_ref() == Some(&self.status) {
             return Ok(());
         }
-        let patch = json!({ "status": self.status });
+        let old = serde_json::to_value(&self.ts.status).unwrap_or_default();
+        let new = serde_json::to_value(&self.status).unwrap_or_default();
+        let patch = json!({ "status": super::merge_patch(&old, &new) });
         api.patch_status(
             &self.ts.name_any(),
             &PatchParams::default(),
@@ -513,26 +515,33 @@ async fn provision(
         ensure_log_bucket(ctx, &cloud, &logs).await?;
     }
 
-    // Who may reach the data: the tenant's role, the operator, admins; nobody else.
-    let role = match &ts.spec.access {
-        Some(spec) => match access::desired_role(
-            ctx,
-            &id,
-            desired.partition,
-            &desired.tags,
-            spec,
-            Some(managed_access_policy(
-                spec.level,
-                &desired.bucket_arn(),
-                &key_arn,
-                &region,
-            )),
-            policy.spec.access.permissions_boundary_arn.clone(),
-        ) {
-            Ok(role) => Some(role),
-            Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
-        },
-        None => None,
+    // Who may reach the data: the tenant's role, the operator, admins; nobody else. A role
+    // name held by someone else is refused before it could appear in the bucket policy.
+    let (role, observed_role) = match &ts.spec.access {
+        Some(spec) => {
+            let role = match access::desired_role(
+                ctx,
+                &id,
+                desired.partition,
+                &desired.tags,
+                spec,
+                Some(managed_access_policy(
+                    spec.level,
+                    &desired.bucket_arn(),
+                    &key_arn,
+                    &region,
+                )),
+                policy.spec.access.permissions_boundary_arn.clone(),
+            ) {
+                Ok(role) => role,
+                Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
+            };
+            match access::observe(ctx, &id, &role).await? {
+                Ok(seen) => (Some(role), seen),
+                Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
+            }
+        }
+        None => (None, None),
     };
     desired.allowed_principals = access::allowed_principals(ctx, role.as_ref());
 
@@ -571,8 +580,17 @@ async fn provision(
     )
     .await;
 
-    if let Some(refusal) =
-        access::reconcile_role(ctx, ts, report, &id, role.as_ref(), ts.spec.access.as_ref()).await?
+    if let Some(refusal) = access::reconcile_role(
+        ctx,
+        ts,
+        report,
+        api,
+        &id,
+        role.as_ref(),
+        observed_role,
+        ts.spec.access.as_ref(),
+    )
+    .await?
     {
         return refuse(report, ctx, api, None, refusal.reason, refusal.message).await;
     }
@@ -800,7 +818,9 @@ async fn cleanup(
     api: &Api<TenantStorage>,
 ) -> Result<Action, Error> {
     let status = ts.status.clone().unwrap_or_default();
-    if let Some(previous) = &status.access {
+    // The status records a role before it is created (write-ahead), and spec.access covers a
+    // role whose creation was never recorded at all.
+    if status.access.is_some() || ts.spec.access.is_some() {
         let id = TenantIdentity {
             cluster_id: ctx.settings.cluster_id.clone(),
             namespace: ts
@@ -817,8 +837,7 @@ async fn cleanup(
                 _ => String::new(),
             };
             let note = format!(
-                "deleted role {}: no workload can reach the data through it any more{kept}",
-                previous.role_arn
+                "deleted role {name}: no workload can reach the data through it any more{kept}"
             );
             publish(ctx, ts, EventType::Normal, "RoleDeleted", "Delete", note).await;
         }

@@ -94,6 +94,16 @@ pub fn irsa_trust_policy(
     })
 }
 
+/// The `kms:ViaService` value of S3 in `region` (China regions have their own domain).
+fn s3_via(region: &str) -> String {
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("s3.{region}.{domain}")
+}
+
 /// Object-level actions of an access level.
 fn object_actions(level: AccessLevel) -> Vec<&'static str> {
     let mut actions = vec!["s3:GetObject", "s3:GetObjectVersion"];
@@ -152,7 +162,7 @@ pub fn managed_access_policy(
                 "Effect": "Allow",
                 "Action": key_actions,
                 "Resource": key_arn,
-                "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.amazonaws.com")}}
+                "Condition": {"StringEquals": {"kms:ViaService": s3_via(region)}}
             }
         ]
     })
@@ -205,6 +215,10 @@ pub fn principal_patterns(arn: &str) -> Vec<String> {
     }
     if let Some((prefix, rest)) = arn.split_once(":role/") {
         let role = rest.rsplit('/').next().unwrap_or(rest);
+        // A pattern's session form would match sessions of any role.
+        if role.contains('*') || role.contains('?') {
+            return vec![arn.to_owned()];
+        }
         let sts = prefix.replacen(":iam::", ":sts::", 1);
         return vec![arn.to_owned(), format!("{sts}:assumed-role/{role}/*")];
     }
@@ -240,12 +254,13 @@ pub fn customer_trust_policy(
 
 /// The permissions the customer's role needs: read the bucket's configuration (for
 /// verification; never write it) and the access level's data actions, and use of the bucket's
-/// KMS key only through S3 in its region.
+/// KMS keys only through S3. The bucket must be in one of `regions` (the policy's), so the KMS
+/// statement names those and does not change once the bucket's region is known.
 pub fn customer_permissions_policy(
     level: AccessLevel,
     bucket_arn: &str,
     customer_account: &str,
-    region: &str,
+    regions: &[String],
     partition: &str,
 ) -> Value {
     let mut bucket = bucket_actions(level);
@@ -257,6 +272,11 @@ pub fn customer_permissions_policy(
     if level == AccessLevel::ReadWrite {
         key_actions.push("kms:GenerateDataKey");
     }
+    let keys: Vec<String> = regions
+        .iter()
+        .map(|r| format!("arn:{partition}:kms:{r}:{customer_account}:key/*"))
+        .collect();
+    let via: Vec<String> = regions.iter().map(|r| s3_via(r)).collect();
     json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -273,11 +293,11 @@ pub fn customer_permissions_policy(
                 "Resource": format!("{bucket_arn}/*")
             },
             {
-                "Sid": "BucketKeyThroughS3",
+                "Sid": "BucketKeysThroughS3",
                 "Effect": "Allow",
                 "Action": key_actions,
-                "Resource": format!("arn:{partition}:kms:{region}:{customer_account}:key/*"),
-                "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.amazonaws.com")}}
+                "Resource": keys,
+                "Condition": {"StringEquals": {"kms:ViaService": via}}
             }
         ]
     })
@@ -480,6 +500,7 @@ mod tests {
             policy["Statement"][2]["Condition"]["StringEquals"]["kms:ViaService"],
             "s3.eu-central-1.amazonaws.com"
         );
+        assert_eq!(s3_via("cn-north-1"), "s3.cn-north-1.amazonaws.com.cn");
     }
 
     #[test]
@@ -563,6 +584,10 @@ mod tests {
                 "arn:aws:iam::000000000000:role/tenant-storage-operator/c1/t",
                 "arn:aws:sts::000000000000:assumed-role/t/*"
             ]
+        );
+        assert_eq!(
+            principal_patterns("arn:aws:iam::000000000000:role/admins/*"),
+            vec!["arn:aws:iam::000000000000:role/admins/*"]
         );
         assert_eq!(
             principal_patterns("arn:aws:iam::000000000000:user/admin"),

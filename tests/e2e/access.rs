@@ -90,6 +90,7 @@ async fn tenant_roles_reach_only_their_own_bucket_and_key() {
         .as_ref()
         .and_then(|st| st.kms_key_arn.clone())
         .expect("key b");
+    let root = Aws::root().await;
     let key_a = a
         .status
         .as_ref()
@@ -106,12 +107,15 @@ async fn tenant_roles_reach_only_their_own_bucket_and_key() {
         sa(&s.ns, "reader"),
         sa("elsewhere", "app"),
     ] {
-        let refused = Aws::web_identity(&role_a, &outsider).await;
-        assert!(
-            refused.is_err(),
+        let refused = Aws::web_identity(&role_a, &outsider).await.err();
+        assert_eq!(
+            refused.as_deref(),
+            Some("AccessDenied"),
             "{outsider} must not assume tenant a's role"
         );
     }
+    let other_audience = Aws::web_identity_for(&role_a, &sa(&s.ns, "app"), "other").await;
+    assert_eq!(other_audience.err().as_deref(), Some("AccessDenied"));
 
     // Tenant a reads and writes its own bucket...
     let s3 = as_a.s3(REGION);
@@ -119,7 +123,6 @@ async fn tenant_roles_reach_only_their_own_bucket_and_key() {
     assert_eq!(get(&s3, &bucket_a, "x").await, Some(200));
     assert_eq!(list(&s3, &bucket_a).await, Some(200));
     // ...and nothing of tenant b: objects, listing, or its key.
-    let root = Aws::root().await;
     root.s3(REGION)
         .put_object()
         .bucket(&bucket_b)
@@ -141,11 +144,30 @@ async fn tenant_roles_reach_only_their_own_bucket_and_key() {
             .number_of_bytes(32)
             .send()
             .await;
-        assert!(
-            direct.is_err(),
-            "direct GenerateDataKey on {key} must be denied"
+        assert_eq!(
+            direct.err().map(|e| error_code(&e)).as_deref(),
+            Some("AccessDeniedException"),
+            "direct GenerateDataKey on {key}"
         );
     }
+    let sealed = root
+        .kms(REGION)
+        .encrypt()
+        .key_id(&key_b)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"b's data key".to_vec()))
+        .send()
+        .await
+        .expect("encrypt with b's key");
+    let opened = kms
+        .decrypt()
+        .ciphertext_blob(sealed.ciphertext_blob().expect("ciphertext").clone())
+        .send()
+        .await;
+    assert_eq!(
+        opened.err().map(|e| error_code(&e)).as_deref(),
+        Some("AccessDeniedException"),
+        "tenant a decrypting with b's key"
+    );
 
     // Read-only is read-only.
     let as_b = Aws::web_identity(&role_b, &sa(&s.ns, "reader"))
@@ -288,9 +310,54 @@ async fn access_changes_in_place_and_retain_removes_only_the_role() {
     })
     .await;
     let gone = root.iam().get_role().role_name(role_name).send().await;
-    assert!(gone.is_err(), "role must be deleted");
+    assert_eq!(
+        gone.err().map(|e| error_code(&e)).as_deref(),
+        Some("NoSuchEntity"),
+        "role must be deleted"
+    );
     assert_eq!(get(&root.s3(REGION), &bucket, "k").await, Some(200));
     s.wait_event("t", "RoleDeleted").await;
+
+    // Removing spec.access removes the role and its status; the tenant stays Ready.
+    s.create(&tenant("u", &policy, access(&["app"], "ReadWrite")))
+        .await
+        .expect("create u");
+    let u = s.wait_condition("u", "Ready", ConditionStatus::True).await;
+    let u_role = role_arn(&u);
+    let patch = json!({"spec": {"access": null}});
+    s.tenants()
+        .patch("u", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("remove access");
+    let u = eventually("status.access cleared", || async {
+        let u = s.get("u").await;
+        u.status.as_ref()?.access.is_none().then_some(u)
+    })
+    .await;
+    assert_eq!(
+        condition(&u, "Ready").map(|c| c.status),
+        Some(ConditionStatus::True)
+    );
+    s.wait_event("u", "RoleDeleted").await;
+    let u_name = u_role.rsplit('/').next().expect("role name");
+    let gone = root.iam().get_role().role_name(u_name).send().await;
+    assert_eq!(
+        gone.err().map(|e| error_code(&e)).as_deref(),
+        Some("NoSuchEntity")
+    );
+    let bucket_policy = root
+        .s3(REGION)
+        .get_bucket_policy()
+        .bucket(s.bucket_for("u"))
+        .send()
+        .await
+        .expect("bucket policy")
+        .policy
+        .unwrap_or_default();
+    assert!(
+        !bucket_policy.contains(u_name),
+        "the deleted role is no longer admitted"
+    );
 }
 
 #[tokio::test]
@@ -381,6 +448,49 @@ async fn customer_bucket(customer: &Aws, bucket: &str, region: &str) {
         .expect("customer bucket encryption");
 }
 
+/// What the customer configured on their bucket: encryption, public access block, policy.
+async fn bucket_config(customer: &Aws, bucket: &str) -> (String, String, Option<String>) {
+    let s3 = customer.s3("eu-west-1");
+    let enc = s3
+        .get_bucket_encryption()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("encryption");
+    let pab = s3
+        .get_public_access_block()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("public access block");
+    let policy = s3
+        .get_bucket_policy()
+        .bucket(bucket)
+        .send()
+        .await
+        .ok()
+        .and_then(|p| p.policy);
+    (
+        format!("{:?}", enc.server_side_encryption_configuration()),
+        format!("{:?}", pab.public_access_block_configuration()),
+        policy,
+    )
+}
+
+/// Inline policies of one of our roles.
+async fn root_role_policies(role_arn: &str) -> Vec<String> {
+    let name = role_arn.rsplit('/').next().expect("role name");
+    Aws::root()
+        .await
+        .iam()
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .expect("list role policies")
+        .policy_names
+}
+
 /// The tenant's ExternalId (from its Secret in the operator's namespace, where tests run the
 /// operator with the default `--purge-namespace`) and the trust policy its status publishes.
 async fn delegation(s: &Scenario, tenant: &str) -> (String, String) {
@@ -411,6 +521,7 @@ async fn delegated_access_is_verified_and_chained() {
     let customer = Aws::account_root(CUSTOMER).await;
     let bucket = format!("customer-{}", s.cluster_id);
     customer_bucket(&customer, &bucket, "eu-west-1").await;
+    let config_before = bucket_config(&customer, &bucket).await;
     let customer_role = format!("vendor-{}", s.cluster_id);
     let customer_role_arn = format!("arn:aws:iam::{CUSTOMER}:role/{customer_role}");
 
@@ -488,7 +599,10 @@ async fn delegated_access_is_verified_and_chained() {
     let pod = Aws::web_identity(&role, &sa(&s.ns, "app"))
         .await
         .expect("pod identity");
-    assert!(pod.assume(&customer_role_arn, None).await.is_err());
+    assert_eq!(
+        pod.assume(&customer_role_arn, None).await.err().as_deref(),
+        Some("AccessDenied")
+    );
 
     // The customer applies the published trust policy: Ready, and pods reach the data by chaining.
     iam.update_assume_role_policy()
@@ -591,20 +705,47 @@ async fn delegated_access_is_verified_and_chained() {
         Some(ConditionStatus::True)
     );
     assert!(
-        us_pod.assume(&us_role_arn, None).await.is_err(),
+        us_pod.assume(&us_role_arn, None).await.err().as_deref() == Some("AccessDenied"),
         "a non-compliant customer bucket is never used"
     );
-    // The operator only read the customer's buckets: their configuration is as the customer left it.
-    let policy_of = customer
-        .s3("eu-west-1")
-        .get_bucket_policy()
-        .bucket(&bucket)
+    // A customer role that does not require the ExternalId: any tenant could name it, so it is
+    // refused and nothing is granted.
+    let loose_role = format!("vendor-loose-{}", s.cluster_id);
+    let loose_trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "sts:AssumeRole"}]});
+    iam.create_role()
+        .role_name(&loose_role)
+        .assume_role_policy_document(loose_trust.to_string())
         .send()
+        .await
+        .expect("loose customer role");
+    iam.put_role_policy()
+        .role_name(&loose_role)
+        .policy_name("vendor")
+        .policy_document(&published.permissions_policy)
+        .send()
+        .await
+        .expect("loose role policy");
+    let spec = json!({
+        "mode": "Delegated",
+        "delegated": {"bucket": bucket, "roleArn": format!("arn:aws:iam::{CUSTOMER}:role/{loose_role}")},
+        "access": {"serviceAccounts": ["app"], "level": "ReadWrite"}
+    });
+    s.create(&tenant("loose", &policy, spec))
+        .await
+        .expect("create loose");
+    let ts = s
+        .wait_reason("loose", "DelegationVerified", "ExternalIdNotEnforced")
         .await;
-    assert!(
-        policy_of.is_err(),
-        "no bucket policy was written to the customer's bucket"
+    assert_eq!(
+        condition(&ts, "Ready").map(|c| c.status),
+        Some(ConditionStatus::False)
     );
+    let granted = root_role_policies(&role_arn(&ts)).await;
+    assert!(granted.is_empty(), "no permission granted: {granted:?}");
+
+    // The operator only read the customer's buckets: their configuration is as the customer left it.
+    assert_eq!(bucket_config(&customer, &bucket).await, config_before);
 
     // Deleting a delegated tenant removes our role and its ExternalId; the customer's bucket
     // and data stay.
@@ -623,15 +764,16 @@ async fn delegated_access_is_verified_and_chained() {
     let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
     assert!(secrets.get_opt(&secret).await.expect("get").is_none());
     let role_name = role.rsplit('/').next().expect("role name");
-    assert!(
-        Aws::root()
-            .await
-            .iam()
-            .get_role()
-            .role_name(role_name)
-            .send()
-            .await
-            .is_err()
+    let gone = Aws::root()
+        .await
+        .iam()
+        .get_role()
+        .role_name(role_name)
+        .send()
+        .await;
+    assert_eq!(
+        gone.err().map(|e| error_code(&e)).as_deref(),
+        Some("NoSuchEntity")
     );
     assert_eq!(
         get(&customer.s3("eu-west-1"), &bucket, "from-pod").await,
@@ -729,4 +871,15 @@ async fn the_policy_boundary_caps_the_role_and_foreign_roles_are_not_touched() {
         inline.policy_names().is_empty(),
         "no policy put on a foreign role"
     );
+    // Nor is that role admitted to the tenant's bucket.
+    let policy_text = root
+        .s3(REGION)
+        .get_bucket_policy()
+        .bucket(s.bucket_for("taken"))
+        .send()
+        .await
+        .ok()
+        .and_then(|p| p.policy)
+        .unwrap_or_default();
+    assert!(!policy_text.contains(&taken), "{policy_text}");
 }

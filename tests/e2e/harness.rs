@@ -380,39 +380,34 @@ impl Aws {
 
     /// Assumes `role_arn` with a service-account token for `subject` (EKS IRSA, as a pod's SDK
     /// does).
-    pub async fn web_identity(
+    pub async fn web_identity(role_arn: &str, subject: &str) -> Result<Aws, String> {
+        Aws::web_identity_for(role_arn, subject, "sts.amazonaws.com").await
+    }
+
+    /// The same with a token for another audience. Errors are the AWS error code.
+    pub async fn web_identity_for(
         role_arn: &str,
         subject: &str,
-    ) -> Result<
-        Aws,
-        aws_sdk_sts::error::SdkError<
-            aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError,
-        >,
-    > {
+        audience: &str,
+    ) -> Result<Aws, String> {
         let out = Aws::root()
             .await
             .sts()
             .assume_role_with_web_identity()
             .role_arn(role_arn)
             .role_session_name("e2e")
-            .web_identity_token(service_account_token(subject))
+            .web_identity_token(service_account_token(subject, audience))
             .send()
-            .await?;
+            .await
+            .map_err(|e| error_code(&e))?;
         let c = out
             .credentials()
             .expect("credentials in AssumeRoleWithWebIdentity");
         Ok(Aws::session(c.access_key_id(), c.secret_access_key(), c.session_token()).await)
     }
 
-    /// Assumes `role_arn` with these credentials.
-    pub async fn assume(
-        &self,
-        role_arn: &str,
-        external_id: Option<&str>,
-    ) -> Result<
-        Aws,
-        aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>,
-    > {
+    /// Assumes `role_arn` with these credentials. Errors are the AWS error code.
+    pub async fn assume(&self, role_arn: &str, external_id: Option<&str>) -> Result<Aws, String> {
         let out = self
             .sts()
             .assume_role()
@@ -420,7 +415,8 @@ impl Aws {
             .role_session_name("e2e")
             .set_external_id(external_id.map(str::to_owned))
             .send()
-            .await?;
+            .await
+            .map_err(|e| error_code(&e))?;
         let c = out.credentials().expect("credentials in AssumeRole");
         Ok(Aws::session(c.access_key_id(), c.secret_access_key(), c.session_token()).await)
     }
@@ -464,14 +460,19 @@ impl Aws {
     }
 }
 
+/// The AWS error code of a failed call (`AccessDenied`, `NoSuchEntity`, ...).
+pub fn error_code(e: &impl aws_sdk_s3::error::ProvideErrorMetadata) -> String {
+    e.code().unwrap_or("(no code)").to_owned()
+}
+
 /// A projected service-account token as the cluster's OIDC issuer would sign it (unsigned: the
 /// emulator does not verify signatures, AWS would).
-pub fn service_account_token(subject: &str) -> String {
+pub fn service_account_token(subject: &str, audience: &str) -> String {
     let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
     let claims = serde_json::json!({
         "iss": format!("https://{OIDC_ISSUER}"),
         "sub": subject,
-        "aud": "sts.amazonaws.com",
+        "aud": audience,
     });
     format!("{header}.{}.", base64url(claims.to_string().as_bytes()))
 }

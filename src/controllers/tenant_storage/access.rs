@@ -1,20 +1,22 @@
 //! The tenant's workload role: built from `spec.access`, kept in shape, removed when no longer
 //! wanted.
 
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use serde_json::Value;
 use tracing::info;
 
 use super::{Report, publish};
 use crate::api::{AccessSpec, AccessStatus, TenantStorage};
+use crate::cloud::CloudError;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{
-    DesiredRole, IRSA_ANNOTATION, RoleChange, RoleName, irsa_trust_policy, principal_patterns,
-    role_changes,
+    DesiredRole, IRSA_ANNOTATION, ObservedRole, RoleChange, RoleName, irsa_trust_policy,
+    principal_patterns, role_changes,
 };
 use crate::plan::{self, Ownership, TenantIdentity, naming};
 
-/// Why the tenant's role cannot be built; each names the setting to fix.
+/// Why the tenant's role cannot be built or used; each names the setting to fix.
 #[derive(Debug)]
 pub(super) struct Refusal {
     pub reason: &'static str,
@@ -52,10 +54,8 @@ pub(super) fn desired_role(
     );
     Ok(DesiredRole {
         description: format!(
-            "tenant-storage-operator: workloads of {}/{} (service accounts {})",
-            id.namespace,
-            id.name,
-            access.service_accounts.join(", ")
+            "tenant-storage-operator: workloads of TenantStorage {}/{}",
+            id.namespace, id.name
         ),
         trust_policy: irsa_trust_policy(oidc, issuer, &id.namespace, &access.service_accounts),
         tags: tags.clone(),
@@ -65,6 +65,28 @@ pub(super) fn desired_role(
         path: name.path,
         arn: name.arn,
     })
+}
+
+/// The role as it is now; a refusal if its name is held by a role that is not this tenant's.
+/// Called before the role is named in any bucket policy.
+pub(super) async fn observe(
+    ctx: &Context,
+    id: &TenantIdentity,
+    role: &DesiredRole,
+) -> Result<Result<Option<ObservedRole>, Refusal>, Error> {
+    let observed = ctx.cloud.iam().observe_role(&role.name).await?;
+    if let Some(seen) = &observed
+        && let Ownership::Foreign(why) = plan::ownership(&seen.tags, id, false)
+    {
+        return Ok(Err(Refusal {
+            reason: "RoleConflict",
+            message: format!(
+                "IAM role {} already exists and is not this tenant's: {why}. The operator neither uses nor modifies it; delete it or rename this TenantStorage",
+                role.arn
+            ),
+        }));
+    }
+    Ok(Ok(observed))
 }
 
 /// Principal patterns that may reach the tenant's bucket: the operator's own and the admins',
@@ -77,14 +99,31 @@ pub(super) fn allowed_principals(ctx: &Context, role: Option<&DesiredRole>) -> V
     allowed
 }
 
+/// A failed role change that the user must fix, or an error to retry.
+fn refusal_for(role: &DesiredRole, change: &RoleChange, e: &CloudError) -> Option<Refusal> {
+    let boundary_change = matches!(change, RoleChange::Create | RoleChange::SetBoundary(_));
+    match &role.permissions_boundary {
+        Some(boundary) if boundary_change && e.code() == "NoSuchEntity" => Some(Refusal {
+            reason: "PermissionsBoundaryNotFound",
+            message: format!(
+                "the ResidencyPolicy's spec.access.permissionsBoundaryArn {boundary} does not exist or cannot be attached ({e}); create that managed policy in this account or correct the ARN"
+            ),
+        }),
+        _ => None,
+    }
+}
+
 /// Brings the tenant role to `role` (or removes a role no longer wanted) and records it in
-/// status. Returns a refusal when the role's name is taken by something that is not ours.
+/// status. `observed` comes from [`observe`].
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn reconcile_role(
     ctx: &Context,
     ts: &TenantStorage,
     report: &mut Report<'_>,
+    api: &Api<TenantStorage>,
     id: &TenantIdentity,
     role: Option<&DesiredRole>,
+    observed: Option<ObservedRole>,
     access: Option<&AccessSpec>,
 ) -> Result<Option<Refusal>, Error> {
     let iam = ctx.cloud.iam();
@@ -101,30 +140,56 @@ pub(super) async fn reconcile_role(
         }
         return Ok(None);
     };
-    let observed = iam.observe_role(&role.name).await?;
-    if let Some(seen) = &observed
-        && let Ownership::Foreign(why) = plan::ownership(&seen.tags, id, false)
-    {
-        return Ok(Some(Refusal {
-            reason: "RoleConflict",
-            message: format!(
-                "IAM role {} already exists and is not this tenant's: {why}. The operator does not modify it; delete it or rename this TenantStorage",
-                role.arn
-            ),
-        }));
-    }
-    let changes = role_changes(role, observed.as_ref());
-    for change in &changes {
-        iam.apply_role_change(role, change).await?;
-    }
     let previous = report.status.access.clone();
-    report.status.access = Some(AccessStatus {
+    let applied = AccessStatus {
         role_arn: role.arn.clone(),
         service_account_annotation: format!("{IRSA_ANNOTATION}: {}", role.arn),
         service_accounts: access.service_accounts.clone(),
         level: access.level,
-    });
-    if changes.contains(&RoleChange::Create) {
+    };
+    let mut changes = role_changes(role, observed.as_ref());
+    let mut created = false;
+    if changes.contains(&RoleChange::Create) && previous.is_none() {
+        // Write-ahead: recorded before the role exists, so a crash after CreateRole still
+        // leaves the role known to the cleanup.
+        report.status.access = Some(applied.clone());
+        report.save(api).await?;
+    }
+    let mut i = 0;
+    while i < changes.len() {
+        match iam.apply_role_change(role, &changes[i]).await {
+            Ok(()) => created |= changes[i] == RoleChange::Create,
+            // Created meanwhile (or IAM not yet showing our own creation): look again, and
+            // use it only if it is ours.
+            Err(e) if changes[i] == RoleChange::Create && e.code() == "EntityAlreadyExists" => {
+                let seen = match observe(ctx, id, role).await? {
+                    Ok(seen) => seen,
+                    Err(refusal) => return Ok(Some(refusal)),
+                };
+                changes = role_changes(role, seen.as_ref())
+                    .into_iter()
+                    .filter(|c| *c != RoleChange::Create)
+                    .collect();
+                i = 0;
+                continue;
+            }
+            Err(e) => {
+                return match refusal_for(role, &changes[i], &e) {
+                    Some(refusal) => Ok(Some(refusal)),
+                    None => Err(e.into()),
+                };
+            }
+        }
+        i += 1;
+    }
+    report.status.access = Some(applied);
+    let same = |a: &[String], b: &[String]| {
+        let (mut a, mut b) = (a.to_vec(), b.to_vec());
+        a.sort();
+        b.sort();
+        a == b
+    };
+    if created {
         info!(role = %role.arn, "tenant role created");
         let note = format!(
             "created role {} for service accounts {} ({:?}); annotate them with {IRSA_ANNOTATION}: {}",
@@ -135,7 +200,7 @@ pub(super) async fn reconcile_role(
         );
         publish(ctx, ts, EventType::Normal, "RoleCreated", "Create", note).await;
     } else if let Some(previous) = previous
-        .filter(|p| p.service_accounts != access.service_accounts || p.level != access.level)
+        .filter(|p| !same(&p.service_accounts, &access.service_accounts) || p.level != access.level)
     {
         let note = format!(
             "role {}: service accounts {} ({:?}), were {} ({:?})",

@@ -29,7 +29,7 @@ use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of, tags}
 use crate::policy;
 
 /// Key of the ExternalId in the tenant's ExternalId Secret.
-pub const EXTERNAL_ID_KEY: &str = "externalId";
+const EXTERNAL_ID_KEY: &str = "externalId";
 const DELEGATION_VERIFIED: &str = "DelegationVerified";
 
 /// The Secret holding a tenant's ExternalId lives in the operator's namespace, not the
@@ -86,11 +86,12 @@ async fn external_id(ctx: &Context, id: &TenantIdentity) -> Result<String, Error
         metadata: ObjectMeta {
             name: Some(name),
             namespace: Some(ctx.settings.purge.namespace.clone()),
-            labels: Some(BTreeMap::from([
-                (
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    "tenant-storage-operator".to_owned(),
-                ),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "tenant-storage-operator".to_owned(),
+            )])),
+            // Annotations, not labels: a TenantStorage name may be longer than a label value.
+            annotations: Some(BTreeMap::from([
                 (tags::NAMESPACE.to_owned(), id.namespace.clone()),
                 (tags::NAME.to_owned(), id.name.clone()),
             ])),
@@ -136,12 +137,11 @@ async fn verify(
     external_id: &str,
     start_region: &str,
 ) -> Result<Verified, Error> {
-    let creds = match ctx
-        .cloud
-        .iam()
+    let iam = ctx.cloud.iam();
+    let creds = match iam
         .assume_role(
             &spec.role_arn,
-            external_id,
+            Some(external_id),
             "tenant-storage-operator-verify",
         )
         .await
@@ -159,6 +159,27 @@ async fn verify(
         }
         Err(e) => return Err(e.into()),
     };
+    // The role must refuse the operator without this ExternalId: otherwise any tenant could name
+    // it and the operator would act for whoever it belongs to (the confused deputy).
+    let wrong = new_external_id()?;
+    for probe in [Some(wrong.as_str()), None] {
+        match iam
+            .assume_role(&spec.role_arn, probe, "tenant-storage-operator-verify")
+            .await
+        {
+            Ok(_) => {
+                return Ok(Verified::Unreachable(
+                    "ExternalIdNotEnforced",
+                    format!(
+                        "the trust policy of {} lets the operator assume it without this tenant's ExternalId; the customer must require it (the sts:ExternalId condition of status.delegation.trustPolicy). Nothing is granted until then",
+                        spec.role_arn
+                    ),
+                ));
+            }
+            Err(e) if e.status() == Some(403) || e.code() == "AccessDenied" => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let s3 = ctx.cloud.s3_as(start_region, &creds);
     let region = match s3.bucket_presence(bucket).await? {
         BucketPresence::Ours { region } => region,
@@ -237,12 +258,19 @@ pub(super) async fn provision(
             return refuse(report, ctx, api, None, "PartitionMismatch", message).await;
         }
     }
+    let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
+    if customer_account == ctx.settings.access.account_id {
+        let message = format!(
+            "spec.delegated.roleArn {} is in the operator's own AWS account; delegated mode reaches a bucket in the customer's account through a role the customer grants. Use mode Managed for buckets in this account",
+            spec.role_arn
+        );
+        return refuse(report, ctx, api, None, "RoleInOwnAccount", message).await;
+    }
     if let Some(region) = &ts.spec.region
         && let Err(e) = policy::check_actual_region(policy_name, policy, region)
     {
         return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await;
     }
-    let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
 
     let external_id = external_id(ctx, id).await?;
     let role_name = RoleName::new(
@@ -383,7 +411,6 @@ pub(super) async fn provision(
         }
     }
 
-    let permissions_region = bucket_region.clone().unwrap_or(start_region);
     report.status.delegation = Some(DelegationStatus {
         external_id_secret: format!("{}/{}", ctx.settings.purge.namespace, secret_name(id)),
         trust_policy: trust.to_string(),
@@ -391,7 +418,7 @@ pub(super) async fn provision(
             level,
             &bucket_arn,
             customer_account,
-            &permissions_region,
+            &policy.allowed_regions,
             partition,
         )
         .to_string(),
@@ -399,10 +426,10 @@ pub(super) async fn provision(
     });
 
     // The workload role may assume the customer's role only once the bucket is verified.
-    let role = match &ts.spec.access {
+    let (role, observed_role) = match &ts.spec.access {
         Some(spec_access) => {
             let inline = usable.then(|| chaining_policy(&spec.role_arn));
-            match access::desired_role(
+            let role = match access::desired_role(
                 ctx,
                 id,
                 partition,
@@ -411,16 +438,31 @@ pub(super) async fn provision(
                 inline,
                 policy.access.permissions_boundary_arn.clone(),
             ) {
-                Ok(role) => Some(role),
+                Ok(role) => role,
+                Err(Refusal { reason, message }) => {
+                    return refuse(report, ctx, api, None, reason, message).await;
+                }
+            };
+            match access::observe(ctx, id, &role).await? {
+                Ok(seen) => (Some(role), seen),
                 Err(Refusal { reason, message }) => {
                     return refuse(report, ctx, api, None, reason, message).await;
                 }
             }
         }
-        None => None,
+        None => (None, None),
     };
-    if let Some(Refusal { reason, message }) =
-        access::reconcile_role(ctx, ts, report, id, role.as_ref(), ts.spec.access.as_ref()).await?
+    if let Some(Refusal { reason, message }) = access::reconcile_role(
+        ctx,
+        ts,
+        report,
+        api,
+        id,
+        role.as_ref(),
+        observed_role,
+        ts.spec.access.as_ref(),
+    )
+    .await?
     {
         return refuse(report, ctx, api, None, reason, message).await;
     }
