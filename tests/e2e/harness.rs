@@ -301,6 +301,27 @@ impl Operator {
             .sum()
     }
 
+    /// AWS calls across `n` reconciles: waits for a reconcile to end, then for `n` more,
+    /// sampling the counters right after each boundary (a sample taken mid-reconcile would count
+    /// part of one). Returns (mutating calls, read calls per reconcile).
+    pub async fn calls_over_reconciles(&self, n: f64) -> (f64, f64) {
+        const RECONCILES: &str = "tenant_storage_reconciles_total";
+        const CALLS: &str = "tenant_storage_aws_calls_total";
+        let sample = |after: f64| async move {
+            let done = self.counter(RECONCILES, &["result=\"ok\""]).await;
+            if done < after {
+                return None;
+            }
+            let writes = self.counter(CALLS, &["mutating=\"true\""]).await;
+            let reads = self.counter(CALLS, &["mutating=\"false\""]).await;
+            Some((done, writes, reads))
+        };
+        let start = self.counter(RECONCILES, &["result=\"ok\""]).await;
+        let (c0, w0, r0) = eventually("a reconcile to end", || sample(start + 1.0)).await;
+        let (c1, w1, r1) = eventually("more reconciles", || sample(c0 + n)).await;
+        (w1 - w0, (r1 - r0) / (c1 - c0))
+    }
+
     /// SIGKILL, as a crash or an OOM kill would.
     pub async fn crash(mut self) {
         self.child.kill().await.expect("kill operator");
