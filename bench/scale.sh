@@ -3,6 +3,7 @@
 # Measures time until all are Ready, the operator's memory (RSS), AWS calls per tenant to
 # converge, and AWS calls per tenant per no-op resync.
 #   bench/scale.sh [N=1000] [RESYNC=60s]
+#   BENCH_ACCESS=1 bench/scale.sh ...   every tenant also gets a workload role (spec.access)
 set -euo pipefail
 N=${1:-1000}
 RESYNC=${2:-60s}
@@ -22,10 +23,11 @@ kubectl apply -f examples/10-residencypolicy-eu.yaml >/dev/null
 kubectl create namespace bench >/dev/null
 kubectl label namespace bench tenancy.dev/jurisdiction=eu >/dev/null
 log "creating $N TenantStorages"
-python3 - "$N" > "$TSO_RUN/tenants.yaml" <<'PY'
+python3 - "$N" "${BENCH_ACCESS:-0}" > "$TSO_RUN/tenants.yaml" <<'PY'
 import sys
+access = "\n  access:\n    serviceAccounts: [app]" if sys.argv[2] == "1" else ""
 for i in range(int(sys.argv[1])):
-    print(f"---\napiVersion: storage.tenancy.dev/v1alpha1\nkind: TenantStorage\nmetadata:\n  name: t{i:05d}\n  namespace: bench\nspec:\n  policyRef: eu")
+    print(f"---\napiVersion: storage.tenancy.dev/v1alpha1\nkind: TenantStorage\nmetadata:\n  name: t{i:05d}\n  namespace: bench\nspec:\n  policyRef: eu{access}")
 PY
 kubectl apply -f "$TSO_RUN/tenants.yaml" >/dev/null
 
@@ -38,6 +40,7 @@ rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$OP_PID/s
 log "starting the operator (release build, resync $RESYNC)"
 T0=$(date +%s.%N)
 "$BIN" run --cluster-id bench --bucket-prefix bench --namespace bench --resync-period "$RESYNC" \
+  --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.bench.local/id/BENCH \
   --metrics-addr "127.0.0.1:$PORT" > "$TSO_RUN/operator.log" 2>&1 &
 OP_PID=$!
 while [ "$(ready_count)" -lt "$N" ]; do sleep 1; done
