@@ -167,14 +167,16 @@ impl Iam {
             .permissions_boundary()
             .and_then(|b| b.permissions_boundary_arn())
             .map(str::to_owned);
-        let names = self
+        let names: Vec<String> = self
             .iam
             .list_role_policies()
             .role_name(name)
+            .into_paginator()
+            .items()
             .send()
+            .try_collect()
             .await
-            .map_err(err("ListRolePolicies"))?
-            .policy_names;
+            .map_err(err("ListRolePolicies"))?;
         let mut inline_policies = BTreeMap::new();
         for policy in names {
             let out = self
@@ -194,11 +196,12 @@ impl Iam {
             .iam
             .list_attached_role_policies()
             .role_name(name)
+            .into_paginator()
+            .items()
             .send()
+            .try_collect()
             .await
             .map_err(err("ListAttachedRolePolicies"))?
-            .attached_policies
-            .unwrap_or_default()
             .into_iter()
             .filter_map(|p| p.policy_arn)
             .collect();
