@@ -123,7 +123,8 @@ pub struct RunArgs {
     #[arg(
         long = "admin-principal-arn",
         env = "TSO_ADMIN_PRINCIPAL_ARNS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_principal_arn
     )]
     pub admin_principal_arns: Vec<String>,
     /// The operator's own role ARN with its IAM path, as customers must name it in a delegated

@@ -34,15 +34,19 @@ pub enum CloudError {
     },
 }
 
+/// The error type of any SDK operation.
+pub trait OperationError: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static {}
+impl<T: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static> OperationError for T {}
+
+/// A failed SDK call, as every adapter receives it.
+pub type SdkFailure<E> = SdkError<E, Response>;
+
 impl CloudError {
-    pub fn from_sdk<E>(
+    pub fn from_sdk<E: OperationError>(
         service: &'static str,
         operation: &'static str,
-        err: SdkError<E, Response>,
-    ) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
+        err: SdkFailure<E>,
+    ) -> Self {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_owned).unwrap_or_else(|| match &err {
             SdkError::TimeoutError(_) => "Timeout".into(),
@@ -77,6 +81,11 @@ impl CloudError {
             CloudError::Api { status, .. } => *status,
             _ => None,
         }
+    }
+
+    /// Whether AWS refused the caller (HTTP 403 or `AccessDenied`).
+    pub fn is_denied(&self) -> bool {
+        self.status() == Some(403) || self.code() == "AccessDenied"
     }
 
     /// Whether the error says the thing asked about does not exist.

@@ -3,24 +3,17 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iam::types::Tag;
+use aws_sdk_sts::config::Credentials;
 use serde_json::Value;
 
 use super::CloudError;
+use super::error::{OperationError, SdkFailure};
 use crate::plan::access::{DesiredRole, INLINE_POLICY, ObservedRole, RoleChange};
 
 const IAM: &str = "iam";
 const STS: &str = "sts";
 
-fn err<E>(
-    op: &'static str,
-) -> impl FnOnce(aws_sdk_iam::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-{
+fn err<E: OperationError>(op: &'static str) -> impl FnOnce(SdkFailure<E>) -> CloudError {
     move |e| CloudError::from_sdk(IAM, op, e)
 }
 
@@ -71,22 +64,6 @@ pub struct Iam {
     pub(super) sts: aws_sdk_sts::Client,
 }
 
-/// Temporary credentials of an assumed role.
-#[derive(Clone)]
-pub struct SessionCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: String,
-}
-
-impl std::fmt::Debug for SessionCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Iam {
     /// The ARN and account of the operator's own credentials.
     pub async fn caller_identity(&self) -> Result<(String, String), CloudError> {
@@ -115,7 +92,7 @@ impl Iam {
         role_arn: &str,
         external_id: Option<&str>,
         session_name: &str,
-    ) -> Result<SessionCredentials, CloudError> {
+    ) -> Result<Credentials, CloudError> {
         let out = self
             .sts
             .assume_role()
@@ -131,11 +108,14 @@ impl Iam {
             operation: "AssumeRole",
             field: "Credentials",
         })?;
-        Ok(SessionCredentials {
-            access_key_id: creds.access_key_id().to_owned(),
-            secret_access_key: creds.secret_access_key().to_owned(),
-            session_token: creds.session_token().to_owned(),
-        })
+        // The SDK's credentials type redacts the secret and token in Debug output.
+        Ok(Credentials::new(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            Some(creds.session_token().to_owned()),
+            None,
+            "assumed-role",
+        ))
     }
 
     /// The role as it is now, or `None` if it does not exist.
@@ -257,23 +237,9 @@ impl Iam {
                     .map_err(err("PutRolePolicy"))?;
             }
             RoleChange::DeleteInlinePolicy(policy) => {
-                self.iam
-                    .delete_role_policy()
-                    .role_name(name)
-                    .policy_name(policy)
-                    .send()
-                    .await
-                    .map_err(err("DeleteRolePolicy"))?;
+                self.delete_inline_policy(name, policy).await?
             }
-            RoleChange::DetachPolicy(arn) => {
-                self.iam
-                    .detach_role_policy()
-                    .role_name(name)
-                    .policy_arn(arn)
-                    .send()
-                    .await
-                    .map_err(err("DetachRolePolicy"))?;
-            }
+            RoleChange::DetachPolicy(arn) => self.detach_policy(name, arn).await?,
             RoleChange::SetBoundary(arn) => {
                 self.iam
                     .put_role_permissions_boundary()
@@ -306,28 +272,40 @@ impl Iam {
         Ok(())
     }
 
-    /// Removes a role and everything attached to it; a role already gone is fine.
-    pub async fn delete_role(&self, name: &str) -> Result<bool, CloudError> {
-        let Some(observed) = self.observe_role(name).await? else {
-            return Ok(false);
-        };
+    async fn delete_inline_policy(&self, role: &str, policy: &str) -> Result<(), CloudError> {
+        self.iam
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(policy)
+            .send()
+            .await
+            .map_err(err("DeleteRolePolicy"))?;
+        Ok(())
+    }
+
+    async fn detach_policy(&self, role: &str, arn: &str) -> Result<(), CloudError> {
+        self.iam
+            .detach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(err("DetachRolePolicy"))?;
+        Ok(())
+    }
+
+    /// Removes a role as `observed`, with everything attached to it; false if it was gone
+    /// already.
+    pub async fn delete_role(
+        &self,
+        name: &str,
+        observed: &ObservedRole,
+    ) -> Result<bool, CloudError> {
         for policy in observed.inline_policies.keys() {
-            self.iam
-                .delete_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .send()
-                .await
-                .map_err(err("DeleteRolePolicy"))?;
+            self.delete_inline_policy(name, policy).await?;
         }
         for arn in &observed.attached_policies {
-            self.iam
-                .detach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(err("DetachRolePolicy"))?;
+            self.detach_policy(name, arn).await?;
         }
         match self.iam.delete_role().role_name(name).send().await {
             Ok(_) => Ok(true),
@@ -335,34 +313,6 @@ impl Iam {
                 let e = CloudError::from_sdk(IAM, "DeleteRole", e);
                 if e.code() == "NoSuchEntity" {
                     Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    /// The role's tags (ownership check before deleting), or `None` if it does not exist.
-    pub async fn role_tags(
-        &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, CloudError> {
-        match self.iam.get_role().role_name(name).send().await {
-            Ok(out) => Ok(Some(
-                out.role
-                    .map(|r| {
-                        r.tags
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|t| (t.key, t.value))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            )),
-            Err(e) => {
-                let e = CloudError::from_sdk(IAM, "GetRole", e);
-                if e.code() == "NoSuchEntity" {
-                    Ok(None)
                 } else {
                     Err(e)
                 }

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_kms::types::Tag;
 
+use super::error::{OperationError, SdkFailure};
 use super::{CloudError, Regional};
 use crate::plan::ObservedKey;
 
@@ -15,16 +16,7 @@ pub struct KeyState {
     pub deletion_date: Option<String>,
 }
 
-fn err<E>(
-    op: &'static str,
-) -> impl FnOnce(aws_sdk_kms::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-{
+fn err<E: OperationError>(op: &'static str) -> impl FnOnce(SdkFailure<E>) -> CloudError {
     move |e| CloudError::from_sdk(KMS, op, e)
 }
 

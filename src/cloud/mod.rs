@@ -14,12 +14,13 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sts::config::Credentials;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use counter::CallCounter;
 pub use error::CloudError;
-pub use iam::{Iam, SessionCredentials};
+pub use iam::Iam;
 pub use kms::KeyState;
 pub use s3::{
     BucketPresence, DeleteFailure, DeleteReport, ListedVersion, ObservedTags, VersionLock,
@@ -131,32 +132,10 @@ impl Cloud {
         &self.iam
     }
 
-    /// S3 in `region` with an assumed role's credentials (a customer's role): used only to
-    /// read, never to change, the customer's bucket.
-    pub fn s3_as(&self, region: &str, creds: &SessionCredentials) -> Regional {
-        let provider = aws_sdk_s3::config::Credentials::new(
-            creds.access_key_id.clone(),
-            creds.secret_access_key.clone(),
-            Some(creds.session_token.clone()),
-            None,
-            "assumed-role",
-        );
-        let s3 = aws_sdk_s3::config::Builder::from(&self.base)
-            .region(Region::new(region.to_owned()))
-            .force_path_style(self.force_path_style)
-            .credentials_provider(provider.clone())
-            .interceptor(self.counter.clone())
-            .build();
-        let kms = aws_sdk_kms::config::Builder::from(&self.base)
-            .region(Region::new(region.to_owned()))
-            .credentials_provider(provider)
-            .interceptor(self.counter.clone())
-            .build();
-        Regional {
-            region: region.to_owned(),
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            kms: aws_sdk_kms::Client::from_conf(kms),
-        }
+    /// S3 (and KMS) in `region` with an assumed role's credentials (a customer's role): used
+    /// only to read, never to change, the customer's bucket.
+    pub fn s3_as(&self, region: &str, credentials: &Credentials) -> Regional {
+        self.regional(region, Some(credentials))
     }
 
     /// Clients for `region`.
@@ -167,22 +146,27 @@ impl Cloud {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         regions
             .entry(region.to_owned())
-            .or_insert_with(|| {
-                let s3 = aws_sdk_s3::config::Builder::from(&self.base)
-                    .region(Region::new(region.to_owned()))
-                    .force_path_style(self.force_path_style)
-                    .interceptor(self.counter.clone())
-                    .build();
-                let kms = aws_sdk_kms::config::Builder::from(&self.base)
-                    .region(Region::new(region.to_owned()))
-                    .interceptor(self.counter.clone())
-                    .build();
-                Regional {
-                    region: region.to_owned(),
-                    s3: aws_sdk_s3::Client::from_conf(s3),
-                    kms: aws_sdk_kms::Client::from_conf(kms),
-                }
-            })
+            .or_insert_with(|| self.regional(region, None))
             .clone()
+    }
+
+    /// S3 and KMS clients for `region`, with other credentials than the operator's if given.
+    fn regional(&self, region: &str, credentials: Option<&Credentials>) -> Regional {
+        let mut s3 = aws_sdk_s3::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .force_path_style(self.force_path_style)
+            .interceptor(self.counter.clone());
+        let mut kms = aws_sdk_kms::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .interceptor(self.counter.clone());
+        if let Some(credentials) = credentials {
+            s3 = s3.credentials_provider(credentials.clone());
+            kms = kms.credentials_provider(credentials.clone());
+        }
+        Regional {
+            region: region.to_owned(),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+        }
     }
 }

@@ -9,6 +9,7 @@ use aws_sdk_s3::types::{
     Tag, Tagging, VersioningConfiguration,
 };
 
+use super::error::{OperationError, SdkFailure};
 use super::{CloudError, Regional};
 use crate::api::Versioning;
 use crate::plan::{
@@ -37,16 +38,7 @@ pub enum ObservedTags {
     Tags(BTreeMap<String, String>),
 }
 
-fn err<E>(
-    op: &'static str,
-) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> CloudError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-{
+fn err<E: OperationError>(op: &'static str) -> impl FnOnce(SdkFailure<E>) -> CloudError {
     move |e| CloudError::from_sdk(S3, op, e)
 }
 

@@ -121,6 +121,18 @@ async fn apply(
         );
     };
 
+    // A refusal for good: the request never runs.
+    let reject = |status: &mut DataDeletionRequestStatus, reason: &str, message: &str| {
+        status.phase = Some(DeletionPhase::Rejected);
+        set(
+            status,
+            "Accepted",
+            ConditionStatus::False,
+            reason,
+            message.to_owned(),
+        );
+    };
+
     // Validate: a request never reaches another namespace, and needs its tenant.
     if let Some(other) = req
         .spec
@@ -132,14 +144,7 @@ async fn apply(
         let message = format!(
             "spec.tenantStorageRef.namespace is {other:?}, but a DataDeletionRequest may only delete data of a TenantStorage in its own namespace ({ns}); create the request in {other:?}"
         );
-        status.phase = Some(DeletionPhase::Rejected);
-        set(
-            &mut status,
-            "Accepted",
-            ConditionStatus::False,
-            "CrossNamespaceReference",
-            message.clone(),
-        );
+        reject(&mut status, "CrossNamespaceReference", &message);
         return finish(
             req,
             ctx,
@@ -179,14 +184,7 @@ async fn apply(
             "TenantStorage {:?} is delegated: its data is in the customer's bucket {} in their own AWS account, which the operator only reads. The customer deletes it there",
             req.spec.tenant_storage_ref.name, delegated.bucket
         );
-        status.phase = Some(DeletionPhase::Rejected);
-        set(
-            &mut status,
-            "Accepted",
-            ConditionStatus::False,
-            "DelegatedTenant",
-            message.clone(),
-        );
+        reject(&mut status, "DelegatedTenant", &message);
         return finish(
             req,
             ctx,

@@ -518,29 +518,25 @@ async fn provision(
     // Who may reach the data: the tenant's role, the operator, admins; nobody else. A role
     // name held by someone else is refused before it could appear in the bucket policy.
     let (role, observed_role) = match &ts.spec.access {
-        Some(spec) => {
-            let role = match access::desired_role(
-                ctx,
-                &id,
-                desired.partition,
-                &desired.tags,
-                spec,
-                Some(managed_access_policy(
-                    spec.level,
-                    &desired.bucket_arn(),
-                    &key_arn,
-                    &region,
-                )),
-                policy.spec.access.permissions_boundary_arn.clone(),
-            ) {
-                Ok(role) => role,
-                Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
-            };
-            match access::observe(ctx, &id, &role).await? {
-                Ok(seen) => (Some(role), seen),
-                Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
-            }
-        }
+        Some(spec) => match access::wanted_role(
+            ctx,
+            &id,
+            desired.partition,
+            &desired.tags,
+            spec,
+            Some(managed_access_policy(
+                spec.level,
+                &desired.bucket_arn(),
+                &key_arn,
+                &region,
+            )),
+            policy.spec.access.permissions_boundary_arn.clone(),
+        )
+        .await?
+        {
+            Ok((role, seen)) => (Some(role), seen),
+            Err(r) => return refuse(report, ctx, api, None, r.reason, r.message).await,
+        },
         None => (None, None),
     };
     desired.allowed_principals = access::allowed_principals(ctx, role.as_ref());
@@ -818,16 +814,16 @@ async fn cleanup(
     api: &Api<TenantStorage>,
 ) -> Result<Action, Error> {
     let status = ts.status.clone().unwrap_or_default();
+    let id = TenantIdentity {
+        cluster_id: ctx.settings.cluster_id.clone(),
+        namespace: ts
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?,
+        name: ts.name_any(),
+    };
     // The status records a role before it is created (write-ahead), and spec.access covers a
     // role whose creation was never recorded at all.
     if status.access.is_some() || ts.spec.access.is_some() {
-        let id = TenantIdentity {
-            cluster_id: ctx.settings.cluster_id.clone(),
-            namespace: ts
-                .namespace()
-                .ok_or(Error::MissingField("metadata.namespace"))?,
-            name: ts.name_any(),
-        };
         let name = plan::naming::role_name(&id.cluster_id, &id.namespace, &id.name);
         if access::remove_role(ctx, &id, &name).await? {
             let kept = match (&status.bucket_name, ts.spec.deletion_policy) {
@@ -843,13 +839,6 @@ async fn cleanup(
         }
     }
     if ts.spec.mode == StorageMode::Delegated {
-        let id = TenantIdentity {
-            cluster_id: ctx.settings.cluster_id.clone(),
-            namespace: ts
-                .namespace()
-                .ok_or(Error::MissingField("metadata.namespace"))?,
-            name: ts.name_any(),
-        };
         delegation::forget_external_id(ctx, &id).await?;
     }
     let (Some(bucket), Some(region)) = (status.bucket_name.clone(), status.region.clone()) else {
@@ -857,14 +846,6 @@ async fn cleanup(
         return Ok(Action::await_change());
     };
     let cloud = ctx.cloud.region(&region);
-    let ns = ts
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let id = TenantIdentity {
-        cluster_id: ctx.settings.cluster_id.clone(),
-        namespace: ns,
-        name: ts.name_any(),
-    };
     let seen = match cloud.bucket_tags(&bucket).await? {
         ObservedTags::Gone => None,
         ObservedTags::Tags(t) => Some(t),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::api::AccessLevel;
 
 use super::diff::normalize_policy;
+use super::{TenantIdentity, naming};
 
 /// Name of the one inline policy the operator keeps on a tenant role.
 pub const INLINE_POLICY: &str = "tenant-storage-access";
@@ -49,7 +50,7 @@ pub struct DesiredRole {
     pub permissions_boundary: Option<String>,
 }
 
-/// Where a role lives and what it is called.
+/// Where a tenant's role lives and what it is called.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleName {
     pub name: String,
@@ -58,10 +59,12 @@ pub struct RoleName {
 }
 
 impl RoleName {
-    pub fn new(partition: &str, account_id: &str, path: &str, name: String) -> Self {
+    pub fn of(partition: &str, account_id: &str, id: &TenantIdentity) -> Self {
+        let path = naming::role_path(&id.cluster_id);
+        let name = naming::role_name(&id.cluster_id, &id.namespace, &id.name);
         RoleName {
             arn: format!("arn:{partition}:iam::{account_id}:role{path}{name}"),
-            path: path.to_owned(),
+            path,
             name,
         }
     }

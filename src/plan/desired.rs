@@ -34,6 +34,22 @@ pub struct TenantIdentity {
     pub name: String,
 }
 
+/// Tags of every resource of a tenant: who owns it, and the policy it answers to.
+pub fn tenant_tags(
+    id: &TenantIdentity,
+    policy_name: &str,
+    jurisdiction: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+        (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
+        (tags::NAMESPACE.to_owned(), id.namespace.clone()),
+        (tags::NAME.to_owned(), id.name.clone()),
+        (tags::POLICY.to_owned(), policy_name.to_owned()),
+        (tags::JURISDICTION.to_owned(), jurisdiction.to_owned()),
+    ])
+}
+
 /// Everything the tenant's bucket and key must look like.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
@@ -63,14 +79,7 @@ impl Desired {
         policy: &ResidencyPolicySpec,
         region: String,
     ) -> Self {
-        let tags = BTreeMap::from([
-            (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-            (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
-            (tags::NAMESPACE.to_owned(), id.namespace.clone()),
-            (tags::NAME.to_owned(), id.name.clone()),
-            (tags::POLICY.to_owned(), policy_name.to_owned()),
-            (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
-        ]);
+        let tags = tenant_tags(id, policy_name, &policy.jurisdiction);
         let logging = policy.access_logging.enabled.then(|| LoggingTarget {
             bucket: naming::log_bucket_name(bucket_prefix, &id.cluster_id, policy_name, &region),
             prefix: format!("{}/{}/", id.namespace, id.name),

@@ -8,7 +8,7 @@ mod desired;
 mod diff;
 pub mod naming;
 
-pub use desired::{Desired, DesiredLogBucket, TenantIdentity, partition_of, tags};
+pub use desired::{Desired, DesiredLogBucket, TenantIdentity, partition_of, tags, tenant_tags};
 pub use diff::{
     BucketChange, BucketShape, DefaultEncryption, KeyChange, KeyNotUsable, LoggingTarget,
     ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock, bucket_changes,

@@ -11,8 +11,6 @@ use tenant_storage_operator::api::{ConditionStatus, TenantStorage};
 use crate::harness::*;
 
 const REGION: &str = "eu-central-1";
-const CALLS: &str = "tenant_storage_aws_calls_total";
-const RECONCILES: &str = "tenant_storage_reconciles_total";
 
 fn access(service_accounts: &[&str], level: &str) -> serde_json::Value {
     json!({"access": {"serviceAccounts": service_accounts, "level": level}})

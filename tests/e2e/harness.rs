@@ -23,6 +23,10 @@ use tokio::process::{Child, Command};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The operator's counters of AWS calls and of finished reconciles.
+pub const CALLS: &str = "tenant_storage_aws_calls_total";
+pub const RECONCILES: &str = "tenant_storage_reconciles_total";
+
 /// The cluster's OIDC provider every test operator is given (the emulator checks the token's
 /// issuer, subject and audience against the trust policy; it does not verify signatures).
 pub const OIDC_ISSUER: &str = "oidc.tso.test/id/E2E";
@@ -305,8 +309,6 @@ impl Operator {
     /// sampling the counters right after each boundary (a sample taken mid-reconcile would count
     /// part of one). Returns (mutating calls, read calls per reconcile).
     pub async fn calls_over_reconciles(&self, n: f64) -> (f64, f64) {
-        const RECONCILES: &str = "tenant_storage_reconciles_total";
-        const CALLS: &str = "tenant_storage_aws_calls_total";
         let sample = |after: f64| async move {
             let done = self.counter(RECONCILES, &["result=\"ok\""]).await;
             if done < after {

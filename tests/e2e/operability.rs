@@ -6,9 +6,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
 
-use crate::harness::{Aws, Operator, Scenario, condition, eu_spec, eventually, kubectl, tenant};
-
-const RECONCILES: &str = "tenant_storage_reconciles_total";
+use crate::harness::{
+    Aws, Operator, RECONCILES, Scenario, condition, eu_spec, eventually, kubectl, tenant,
+};
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases.get_opt(name).await.ok()??.spec?.holder_identity

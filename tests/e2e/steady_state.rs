@@ -5,10 +5,9 @@ use aws_sdk_s3::types::{
 };
 use serde_json::json;
 
-use crate::harness::{Aws, Scenario, bucket_tags, eu_spec, eventually, put_bucket_tags, tenant};
-
-const CALLS: &str = "tenant_storage_aws_calls_total";
-const RECONCILES: &str = "tenant_storage_reconciles_total";
+use crate::harness::{
+    Aws, CALLS, RECONCILES, Scenario, bucket_tags, eu_spec, eventually, put_bucket_tags, tenant,
+};
 
 /// Reconciling an up-to-date tenant makes no mutating AWS call, counted by the operator's own
 /// Prometheus counter.

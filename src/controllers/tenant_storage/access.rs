@@ -23,8 +23,35 @@ pub(super) struct Refusal {
     pub message: String,
 }
 
+/// The tenant role `access` asks for, with the given permissions, and the role as it is now.
+/// A refusal when it cannot be built, or when its name is held by a role that is not this
+/// tenant's (checked before the role is named in any bucket policy).
+pub(super) async fn wanted_role(
+    ctx: &Context,
+    id: &TenantIdentity,
+    partition: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+    access: &AccessSpec,
+    inline_policy: Option<Value>,
+    permissions_boundary: Option<String>,
+) -> Result<Result<(DesiredRole, Option<ObservedRole>), Refusal>, Error> {
+    let role = match desired_role(
+        ctx,
+        id,
+        partition,
+        tags,
+        access,
+        inline_policy,
+        permissions_boundary,
+    ) {
+        Ok(role) => role,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    Ok(observe(ctx, id, &role).await?.map(|seen| (role, seen)))
+}
+
 /// The tenant role for `access`, with the given permissions.
-pub(super) fn desired_role(
+fn desired_role(
     ctx: &Context,
     id: &TenantIdentity,
     partition: &str,
@@ -46,12 +73,7 @@ pub(super) fn desired_role(
             oidc.arn
         ),
     })?;
-    let name = RoleName::new(
-        partition,
-        &ctx.settings.access.account_id,
-        &naming::role_path(&id.cluster_id),
-        naming::role_name(&id.cluster_id, &id.namespace, &id.name),
-    );
+    let name = RoleName::of(partition, &ctx.settings.access.account_id, id);
     Ok(DesiredRole {
         description: format!(
             "tenant-storage-operator: workloads of TenantStorage {}/{}",
@@ -68,8 +90,7 @@ pub(super) fn desired_role(
 }
 
 /// The role as it is now; a refusal if its name is held by a role that is not this tenant's.
-/// Called before the role is named in any bucket policy.
-pub(super) async fn observe(
+async fn observe(
     ctx: &Context,
     id: &TenantIdentity,
     role: &DesiredRole,
@@ -234,9 +255,9 @@ pub(super) async fn remove_role(
     name: &str,
 ) -> Result<bool, Error> {
     let iam = ctx.cloud.iam();
-    match iam.role_tags(name).await? {
-        Some(tags) if plan::ownership(&tags, id, false) == Ownership::Ours => {
-            Ok(iam.delete_role(name).await?)
+    match iam.observe_role(name).await? {
+        Some(seen) if plan::ownership(&seen.tags, id, false) == Ownership::Ours => {
+            Ok(iam.delete_role(name, &seen).await?)
         }
         _ => Ok(false),
     }

@@ -25,7 +25,7 @@ use crate::controllers::{Context, Error};
 use crate::plan::access::{
     RoleName, chaining_policy, customer_permissions_policy, customer_trust_policy,
 };
-use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of, tags};
+use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of, tags, tenant_tags};
 use crate::policy;
 
 /// Key of the ExternalId in the tenant's ExternalId Secret.
@@ -147,7 +147,7 @@ async fn verify(
         .await
     {
         Ok(creds) => creds,
-        Err(e) if e.status() == Some(403) || e.code() == "AccessDenied" => {
+        Err(e) if e.is_denied() => {
             return Ok(Verified::Unreachable(
                 "AssumeRoleDenied",
                 format!(
@@ -176,7 +176,7 @@ async fn verify(
                     ),
                 ));
             }
-            Err(e) if e.status() == Some(403) || e.code() == "AccessDenied" => {}
+            Err(e) if e.is_denied() => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -212,12 +212,12 @@ async fn verify(
     };
     let encryption = match s3.bucket_encryption(bucket).await {
         Ok(enc) => enc,
-        Err(e) if e.status() == Some(403) => return Ok(denied(&e, "encryption")),
+        Err(e) if e.is_denied() => return Ok(denied(&e, "encryption")),
         Err(e) => return Err(e.into()),
     };
     let public_access = match s3.public_access_block(bucket).await {
         Ok(pab) => pab,
-        Err(e) if e.status() == Some(403) => return Ok(denied(&e, "public access block")),
+        Err(e) if e.is_denied() => return Ok(denied(&e, "public access block")),
         Err(e) => return Err(e.into()),
     };
     Ok(Verified::Reached {
@@ -273,12 +273,7 @@ pub(super) async fn provision(
     }
 
     let external_id = external_id(ctx, id).await?;
-    let role_name = RoleName::new(
-        partition,
-        &ctx.settings.access.account_id,
-        &naming::role_path(&id.cluster_id),
-        naming::role_name(&id.cluster_id, &id.namespace, &id.name),
-    );
+    let role_name = RoleName::of(partition, &ctx.settings.access.account_id, id);
     let workloads = ts.spec.access.as_ref().map(|_| role_name.arn.as_str());
     let trust = customer_trust_policy(&ctx.settings.access.operator_arn, &external_id, workloads);
 
@@ -427,29 +422,22 @@ pub(super) async fn provision(
 
     // The workload role may assume the customer's role only once the bucket is verified.
     let (role, observed_role) = match &ts.spec.access {
-        Some(spec_access) => {
-            let inline = usable.then(|| chaining_policy(&spec.role_arn));
-            let role = match access::desired_role(
-                ctx,
-                id,
-                partition,
-                &identity_tags(id, policy_name, policy),
-                spec_access,
-                inline,
-                policy.access.permissions_boundary_arn.clone(),
-            ) {
-                Ok(role) => role,
-                Err(Refusal { reason, message }) => {
-                    return refuse(report, ctx, api, None, reason, message).await;
-                }
-            };
-            match access::observe(ctx, id, &role).await? {
-                Ok(seen) => (Some(role), seen),
-                Err(Refusal { reason, message }) => {
-                    return refuse(report, ctx, api, None, reason, message).await;
-                }
+        Some(spec_access) => match access::wanted_role(
+            ctx,
+            id,
+            partition,
+            &tenant_tags(id, policy_name, &policy.jurisdiction),
+            spec_access,
+            usable.then(|| chaining_policy(&spec.role_arn)),
+            policy.access.permissions_boundary_arn.clone(),
+        )
+        .await?
+        {
+            Ok((role, seen)) => (Some(role), seen),
+            Err(Refusal { reason, message }) => {
+                return refuse(report, ctx, api, None, reason, message).await;
             }
-        }
+        },
         None => (None, None),
     };
     if let Some(Refusal { reason, message }) = access::reconcile_role(
@@ -481,18 +469,6 @@ pub(super) async fn provision(
     report.status.last_recheck = ts.annotations().get(super::RECHECK).cloned();
     report.save(api).await?;
     Ok(Action::requeue(ctx.settings.resync_period))
-}
-
-/// Tags of the tenant's role in delegated mode (there is no bucket of ours to copy them from).
-fn identity_tags(
-    id: &TenantIdentity,
-    policy_name: &str,
-    policy: &ResidencyPolicySpec,
-) -> BTreeMap<String, String> {
-    let mut t = super::identity_tags(id);
-    t.insert(tags::POLICY.to_owned(), policy_name.to_owned());
-    t.insert(tags::JURISDICTION.to_owned(), policy.jurisdiction.clone());
-    t
 }
 
 #[cfg(test)]
