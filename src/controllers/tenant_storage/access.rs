@@ -35,46 +35,16 @@ pub(super) async fn wanted_role(
     inline_policy: Option<Value>,
     permissions_boundary: Option<String>,
 ) -> Result<Result<(DesiredRole, Option<ObservedRole>), Refusal>, Error> {
-    let role = match desired_role(
-        ctx,
-        id,
-        partition,
-        tags,
-        access,
-        inline_policy,
-        permissions_boundary,
-    ) {
-        Ok(role) => role,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    Ok(observe(ctx, id, &role).await?.map(|seen| (role, seen)))
-}
-
-/// The tenant role for `access`, with the given permissions.
-fn desired_role(
-    ctx: &Context,
-    id: &TenantIdentity,
-    partition: &str,
-    tags: &std::collections::BTreeMap<String, String>,
-    access: &AccessSpec,
-    inline_policy: Option<Value>,
-    permissions_boundary: Option<String>,
-) -> Result<DesiredRole, Refusal> {
-    let Some(oidc) = &ctx.settings.access.oidc else {
-        return Err(Refusal {
+    // The flag's parser accepts only provider ARNs, so an issuer is always there.
+    let provider = ctx.settings.access.oidc.as_ref();
+    let Some((oidc, issuer)) = provider.and_then(|o| Some((o, o.issuer()?))) else {
+        return Ok(Err(Refusal {
             reason: "OidcProviderNotConfigured",
             message: "spec.access needs the cluster's IAM OIDC provider, which the operator was not given: set --oidc-provider-arn (Helm value access.oidcProviderArn), or remove spec.access".into(),
-        });
+        }));
     };
-    let issuer = oidc.issuer().ok_or_else(|| Refusal {
-        reason: "OidcProviderNotConfigured",
-        message: format!(
-            "--oidc-provider-arn {:?} is not an IAM OIDC provider ARN",
-            oidc.arn
-        ),
-    })?;
     let name = RoleName::of(partition, &ctx.settings.access.account_id, id);
-    Ok(DesiredRole {
+    let role = DesiredRole {
         description: format!(
             "tenant-storage-operator: workloads of TenantStorage {}/{}",
             id.namespace, id.name
@@ -86,7 +56,8 @@ fn desired_role(
         name: name.name,
         path: name.path,
         arn: name.arn,
-    })
+    };
+    Ok(observe(ctx, id, &role).await?.map(|seen| (role, seen)))
 }
 
 /// The role as it is now; a refusal if its name is held by a role that is not this tenant's.
