@@ -89,6 +89,58 @@ PY
   fi
 }
 
+# The chart as the tests install it: release $TSO_RELEASE in namespace $TSO_SYSTEM_NAMESPACE. The
+# operator and the deletion Jobs run as its service accounts, with its RBAC.
+export TSO_RELEASE=tso TSO_SYSTEM_NAMESPACE=tso-system
+TSO_OPERATOR_USER=system:serviceaccount:$TSO_SYSTEM_NAMESPACE:$TSO_RELEASE-tenant-storage-operator
+TSO_PURGE_USER=$TSO_OPERATOR_USER-purge
+export TSO_PURGE_SERVICE_ACCOUNT=${TSO_PURGE_USER##*:}
+
+# Static tokens of the test identities (token,user,uid,"groups"), besides the admin's. Tokens are
+# random per run; each identity gets a kubeconfig (testenv_kubeconfigs).
+testenv_tokens() {
+  local sa_groups="system:serviceaccounts,system:serviceaccounts:$TSO_SYSTEM_NAMESPACE" id
+  for id in operator purge editor auditor rbac-probe; do
+    printf -v "TOKEN_${id//-/_}" '%s' "$(openssl rand -hex 16)"
+  done
+  echo "$TOKEN_operator,$TSO_OPERATOR_USER,operator-uid,\"$sa_groups\""
+  echo "$TOKEN_purge,$TSO_PURGE_USER,purge-uid,\"$sa_groups\""
+  # A tenant-namespace editor (bound to `edit` in its namespace by the tests that need one) and
+  # an auditor (bound to `view`).
+  echo "$TOKEN_editor,tenant-editor,editor-uid"
+  echo "$TOKEN_auditor,auditor,auditor-uid"
+  # tests/e2e/authorizer.rs binds rules to this user and its group.
+  echo "$TOKEN_rbac_probe,rbac-probe,rbac-probe-uid,\"rbac-probers\""
+}
+
+# kubeconfig-<identity> beside the admin's, and the chart's objects applied as they render.
+testenv_install_chart() {
+  local id token
+  while IFS=, read -r token user _; do
+    case "$user" in
+      "$TSO_OPERATOR_USER") id=operator ;; "$TSO_PURGE_USER") id=purge ;; *) id=$user ;;
+    esac
+    sed -e "s/users: \[{name: admin, user: {token: test-token}}\]/users: [{name: $id, user: {token: $token}}]/" \
+        -e "s/user: admin, namespace/user: $id, namespace/" \
+      "$TSO_RUN/k8s/kubeconfig-token" > "$TSO_RUN/k8s/kubeconfig-$id"
+  done < "$TSO_RUN/k8s/extra-tokens.csv"
+  export TSO_KUBECONFIG_OPERATOR=$TSO_RUN/k8s/kubeconfig-operator
+  export TSO_KUBECONFIG_PURGE=$TSO_RUN/k8s/kubeconfig-purge
+  export TSO_KUBECONFIG_EDITOR=$TSO_RUN/k8s/kubeconfig-tenant-editor
+  export TSO_KUBECONFIG_AUDITOR=$TSO_RUN/k8s/kubeconfig-auditor
+  kubectl apply -f "$TSO_ROOT/testenv/rbac/default-roles.yaml" >/dev/null
+  kubectl create namespace "$TSO_SYSTEM_NAMESPACE" >/dev/null
+  kubectl apply -f "$TSO_ROOT/crds" >/dev/null
+  # The admission policies are bound to labelled namespaces only: most tests check the
+  # operator's own refusals, which residency admission would otherwise pre-empt; the hostile-
+  # tenant tests (tests/e2e/hostile.rs) label theirs.
+  "$TSO_HELM" template "$TSO_RELEASE" "$TSO_ROOT/charts/tenant-storage-operator" \
+    --namespace "$TSO_SYSTEM_NAMESPACE" --set clusterId=e2e \
+    --set "admissionPolicy.namespaceSelector.matchLabels.tso\.test/admission=enforced" \
+    > "$TSO_RUN/k8s/chart.yaml"
+  kubectl apply -n "$TSO_SYSTEM_NAMESPACE" -f "$TSO_RUN/k8s/chart.yaml" >/dev/null
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -102,11 +154,14 @@ testenv_up() {
   # etcd also takes eport+1 for peers.
   while [ "$eport" = "$kport" ] || [ "$((eport + 1))" = "$kport" ]; do eport=$(free_port); done
   log "starting Kubernetes API server on 127.0.0.1:$kport"
-  # ValidatingAdmissionPolicy is off by default in this server; the shipped residency admission
-  # policy needs it.
-  W=$K8S_W D=$TSO_RUN/k8s PORT=$kport EPORT=$eport bash "$TSO_ROOT/testenv/k8s/start.sh" \
-    --enable-admission-plugins=ValidatingAdmissionPolicy >&2
+  mkdir -p "$TSO_RUN/k8s"
+  testenv_tokens > "$TSO_RUN/k8s/extra-tokens.csv"
+  # ValidatingAdmissionPolicy is off by default in this server; the chart's admission policies
+  # need it.
+  W=$K8S_W D=$TSO_RUN/k8s PORT=$kport EPORT=$eport EXTRA_TOKENS=$TSO_RUN/k8s/extra-tokens.csv \
+    bash "$TSO_ROOT/testenv/k8s/start.sh" --enable-admission-plugins=ValidatingAdmissionPolicy >&2
   export KUBECONFIG=$TSO_RUN/k8s/kubeconfig
+  testenv_install_chart
 
   aport=$(free_port)
   log "starting ministack $MINISTACK_VERSION (AUTH=true USE_SSL=1) on 127.0.0.1:$aport"

@@ -10,7 +10,9 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::cloud::{AwsSettings, Cloud, CloudError};
-use crate::controllers::{self, AccessSettings, PurgeSettings, Settings};
+use crate::controllers::{
+    self, AccessSettings, CaBundleSource, MountedCaBundle, PurgeSettings, Settings,
+};
 use crate::leader::{Elector, LeaderError, LeaseSettings};
 use crate::plan::access;
 use crate::plan::naming::{self, NamingError};
@@ -90,6 +92,17 @@ pub struct RunArgs {
         default_value = "tenant-storage-operator:0.1.0"
     )]
     pub purge_image: String,
+    /// ConfigMap in the Jobs' namespace holding the `--ca-bundle` file: deletion Jobs mount it
+    /// where the operator has it, so they trust the same CAs.
+    #[arg(
+        long,
+        env = "TSO_CA_BUNDLE_CONFIG_MAP",
+        conflicts_with = "ca_bundle_secret"
+    )]
+    pub ca_bundle_config_map: Option<String>,
+    /// Secret in the Jobs' namespace holding the `--ca-bundle` file (instead of a ConfigMap).
+    #[arg(long, env = "TSO_CA_BUNDLE_SECRET")]
+    pub ca_bundle_secret: Option<String>,
     /// Elect a leader through a Lease so several replicas can run; only the leader reconciles.
     #[arg(long, env = "TSO_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -182,6 +195,10 @@ pub struct PurgeArgs {
     /// Name of the DataDeletionRequest.
     #[arg(long)]
     pub request: String,
+    /// Namespace of the request's checkpoint, manifest and certificate: the operator's own (the
+    /// Job's), where no tenant can write.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub records_namespace: String,
     /// `DeleteObjects` batches (of up to 1000 versions) in flight at once.
     #[arg(long, env = "TSO_PURGE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -235,6 +252,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     let options = crate::purge::Options {
         namespace: args.namespace,
         request: args.request,
+        records_namespace: args.records_namespace,
         concurrency: usize::from(args.concurrency),
     };
     match crate::purge::run(client, &cloud, &options).await {
@@ -305,6 +323,11 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
 async fn run(args: RunArgs) -> Result<(), CliError> {
     telemetry::init_logging(args.log_format);
     let purge_env = purge_env(&args.aws, args.log_format);
+    let purge_ca_bundle = purge_ca_bundle(
+        args.aws.ca_bundle.as_deref(),
+        args.ca_bundle_config_map.clone(),
+        args.ca_bundle_secret.clone(),
+    )?;
     naming::validate_prefix(&args.bucket_prefix)?;
     naming::validate_cluster_id(&args.cluster_id)?;
     let metrics = Metrics::default();
@@ -353,6 +376,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
             namespace: args.purge_namespace,
             service_account: args.purge_service_account,
             image: args.purge_image,
+            ca_bundle: purge_ca_bundle,
             env: purge_env,
         },
     };
@@ -417,6 +441,27 @@ async fn report(args: ReportArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where deletion Jobs get the operator's CA bundle from, when it comes from a ConfigMap or a
+/// Secret (in a test or on a node, the file is simply there).
+fn purge_ca_bundle(
+    path: Option<&std::path::Path>,
+    config_map: Option<String>,
+    secret: Option<String>,
+) -> Result<Option<MountedCaBundle>, CliError> {
+    let Some(source) = config_map
+        .map(CaBundleSource::ConfigMap)
+        .or(secret.map(CaBundleSource::Secret))
+    else {
+        return Ok(None);
+    };
+    let dir = path.and_then(std::path::Path::parent).ok_or_else(|| {
+            CliError::Output(
+                "--ca-bundle-config-map and --ca-bundle-secret need --ca-bundle (AWS_CA_BUNDLE): the path where the bundle is mounted".to_owned(),
+            )
+        })?;
+    Ok(Some(source.at(dir)))
+}
+
 /// What deletion Jobs need to reach AWS the way the operator does.
 fn purge_env(aws: &AwsArgs, log_format: LogFormat) -> Vec<(String, String)> {
     let mut env = vec![(
@@ -433,7 +478,11 @@ fn purge_env(aws: &AwsArgs, log_format: LogFormat) -> Vec<(String, String)> {
     if aws.s3_force_path_style {
         env.push(("TSO_S3_FORCE_PATH_STYLE".to_owned(), "true".to_owned()));
     }
-    for passthrough in ["AWS_REGION", "RUST_LOG"] {
+    if let Some(ca) = &aws.ca_bundle {
+        env.push(("AWS_CA_BUNDLE".to_owned(), ca.display().to_string()));
+    }
+    // The SDK's own endpoint variable too: a Job must reach AWS as the operator does.
+    for passthrough in ["AWS_REGION", "AWS_ENDPOINT_URL", "RUST_LOG"] {
         if let Ok(value) = std::env::var(passthrough) {
             env.push((passthrough.to_owned(), value));
         }

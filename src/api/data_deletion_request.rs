@@ -203,6 +203,10 @@ pub struct LockedVersion {
 pub struct CertificateSummary {
     /// ConfigMap holding the full certificate.
     pub config_map: String,
+    /// Namespace of that ConfigMap and of the manifest's: the operator's, where no tenant can
+    /// write.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     /// SHA-256 (hex) of the sorted `key<TAB>versionId` lines of every deleted version and marker.
     pub sha256: String,
     /// Entries covered by the hash.

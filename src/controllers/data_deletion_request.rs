@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, EnvVar, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecurityContext,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -22,20 +22,21 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
 use super::conditions;
-use super::{Context, Error};
+use super::{CaBundleSource, Context, Error, MountedCaBundle};
 use crate::api::{
     ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase,
     ResidencyPolicy, TenantStorage,
 };
+use crate::plan::naming::{
+    DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name, deletion_request_label,
+};
+use crate::purge::UID_LABEL;
 
 /// Keeps a request until its Job is stopped and its certificate detached from it.
 pub const FINALIZER: &str = "storage.tenancy.dev/keep-certificate";
-/// Label on Jobs and ConfigMaps: the request they belong to (`<namespace>.<name>`).
-pub const REQUEST_LABEL: &str = "storage.tenancy.dev/deletion-request";
 /// Annotation on Jobs: `<namespace>/<name>` of the request they serve.
 pub const REQUEST_ANNOTATION: &str = "storage.tenancy.dev/request";
 const KIND: &str = "DataDeletionRequest";
@@ -62,34 +63,6 @@ pub async fn reconcile(req: Arc<DataDeletionRequest>, ctx: Arc<Context>) -> Resu
     ctx.metrics
         .count_reconcile(KIND, &outcome, started.elapsed().as_secs_f64());
     result
-}
-
-/// Name of the Job serving a request: readable, at most 63 characters, unique per request.
-pub fn job_name(namespace: &str, name: &str) -> String {
-    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
-    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-    let readable: String = format!("purge-{namespace}-{name}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(52)
-        .collect();
-    format!("{}-{hash}", readable.trim_end_matches('-'))
-}
-
-fn request_label(namespace: &str, name: &str) -> String {
-    // Label values: at most 63 characters; the hash keeps long names unique.
-    let value = format!("{namespace}.{name}");
-    if value.len() <= 63 {
-        value
-    } else {
-        job_name(namespace, name)
-    }
 }
 
 async fn apply(
@@ -242,7 +215,7 @@ async fn apply(
 
     // The Job: created once, then mirrored.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
-    let job_name = job_name(&ns, &name);
+    let job_name = deletion_job_name(&ns, &name);
     status.job_name = Some(job_name.clone());
     let job = match jobs.get_opt(&job_name).await? {
         Some(job) => job,
@@ -387,7 +360,7 @@ fn build_job(
 ) -> Job {
     let purge = &ctx.settings.purge;
     let labels = BTreeMap::from([
-        (REQUEST_LABEL.to_owned(), request_label(ns, name)),
+        (REQUEST_LABEL.to_owned(), deletion_request_label(ns, name)),
         (
             "app.kubernetes.io/managed-by".to_owned(),
             "tenant-storage-operator".to_owned(),
@@ -402,6 +375,7 @@ fn build_job(
             ..EnvVar::default()
         })
         .collect();
+    let (volumes, mounts) = purge.ca_bundle.as_ref().map(ca_bundle_volume).unzip();
     Job {
         metadata: ObjectMeta {
             name: Some(job_name.to_owned()),
@@ -417,8 +391,11 @@ fn build_job(
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            // Each retry resumes from the checkpoint, so retries are cheap and safe.
+            // Each retry resumes from the checkpoint, so retries are cheap and safe; one pod at
+            // a time, and a replacement only once the previous pod has failed for good.
             backoff_limit: Some(6),
+            parallelism: Some(1),
+            pod_replacement_policy: Some("Failed".to_owned()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -437,8 +414,11 @@ fn build_job(
                             ns.to_owned(),
                             "--request".to_owned(),
                             name.to_owned(),
+                            "--records-namespace".to_owned(),
+                            purge.namespace.clone(),
                         ]),
                         env: Some(env),
+                        volume_mounts: mounts.map(|m| vec![m]),
                         security_context: Some(SecurityContext {
                             run_as_non_root: Some(true),
                             read_only_root_filesystem: Some(true),
@@ -455,6 +435,7 @@ fn build_job(
                         }),
                         ..Container::default()
                     }],
+                    volumes: volumes.map(|v| vec![v]),
                     ..PodSpec::default()
                 }),
             },
@@ -464,16 +445,45 @@ fn build_job(
     }
 }
 
-/// Deleting a request stops its Job and keeps the certificate and manifest: they lose their
-/// owner reference (so garbage collection cannot take them) and are labelled as the record of a
-/// deleted request.
+/// The operator's CA bundle, read-only at the path it has in the operator's pod.
+fn ca_bundle_volume(ca: &MountedCaBundle) -> (Volume, VolumeMount) {
+    const NAME: &str = "ca-bundle";
+    let volume = match &ca.source {
+        CaBundleSource::ConfigMap(name) => Volume {
+            name: NAME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        CaBundleSource::Secret(name) => Volume {
+            name: NAME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    };
+    let mount = VolumeMount {
+        name: NAME.to_owned(),
+        mount_path: ca.dir.clone(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
+}
+
+/// Deleting a request stops its Job and keeps the certificate and manifest, labelled as the
+/// record of a deleted request.
 async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Error> {
     let ns = req
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = req.name_any();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
-    let job = job_name(&ns, &name);
+    let job = deletion_job_name(&ns, &name);
     if jobs.get_opt(&job).await?.is_some() {
         let params = kube::api::DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -481,32 +491,20 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
         };
         jobs.delete(&job, &params).await?;
     }
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let uid = req.uid().unwrap_or_default();
+    // The records have no owner to be collected with; labelling them says their request is gone.
+    let records: Api<ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let selector = format!("{UID_LABEL}={}", req.uid().unwrap_or_default());
     let mut kept = Vec::new();
-    for cm in config_maps.list(&ListParams::default()).await?.items {
-        let owned = cm
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.uid == uid);
-        if !owned {
-            continue;
-        }
-        let remaining: Vec<_> = cm
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|o| o.uid != uid)
-            .cloned()
-            .collect();
+    for cm in records
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
         let patch = json!({"metadata": {
-            "ownerReferences": remaining,
-            "labels": {"storage.tenancy.dev/deleted-request": request_label(&ns, &name)}
+            "labels": {"storage.tenancy.dev/deleted-request": deletion_request_label(&ns, &name)}
         }});
-        config_maps
+        records
             .patch(
                 &cm.name_any(),
                 &PatchParams::default(),
@@ -519,8 +517,9 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
         .record_deletion(&format!("{ns}/{name}"), None, 0);
     if !kept.is_empty() {
         let note = format!(
-            "request deleted; its deletion job is stopped and its evidence is kept: ConfigMaps {} (labelled storage.tenancy.dev/deleted-request)",
-            kept.join(", ")
+            "request deleted; its deletion job is stopped and its evidence is kept: ConfigMaps {} in namespace {} (labelled storage.tenancy.dev/deleted-request)",
+            kept.join(", "),
+            ctx.settings.purge.namespace
         );
         publish(ctx, req, EventType::Normal, "CertificateKept", note).await;
     }
@@ -565,16 +564,5 @@ mod tests {
             !is_overdue(true, later, deadline),
             "a completed request is never overdue"
         );
-    }
-
-    #[test]
-    fn job_names_are_short_and_unique() {
-        let long = "n".repeat(63);
-        let a = job_name(&long, &"r".repeat(253));
-        let b = job_name(&long, &format!("{}x", "r".repeat(252)));
-        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
-        assert_ne!(a, b);
-        assert!(job_name("acme", "gdpr-42").starts_with("purge-acme-gdpr-42-"));
-        assert!(request_label(&long, &"r".repeat(30)).len() <= 63);
     }
 }

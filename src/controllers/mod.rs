@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
-pub use data_deletion_request::{REQUEST_LABEL, job_name as deletion_job_name};
+pub use crate::plan::naming::{DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name};
 pub use error::Error;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
@@ -68,8 +68,34 @@ pub struct PurgeSettings {
     pub service_account: String,
     /// Image of the Jobs (this operator's image).
     pub image: String,
-    /// Environment passed to the Jobs (AWS endpoint, region, log settings).
+    /// Environment passed to the Jobs (AWS endpoint, region, CA bundle, log settings).
     pub env: Vec<(String, String)>,
+    /// The operator's CA bundle, mounted into the Jobs at the same path.
+    pub ca_bundle: Option<MountedCaBundle>,
+}
+
+/// Where the operator's CA bundle comes from in its pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaBundleSource {
+    ConfigMap(String),
+    Secret(String),
+}
+
+impl CaBundleSource {
+    /// Mounted whole at `dir` (the bundle is the file named after its key).
+    pub fn at(self, dir: &std::path::Path) -> MountedCaBundle {
+        MountedCaBundle {
+            source: self,
+            dir: dir.display().to_string(),
+        }
+    }
+}
+
+/// A CA bundle's ConfigMap or Secret, mounted as a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountedCaBundle {
+    pub source: CaBundleSource,
+    pub dir: String,
 }
 
 /// Shared state of the reconcilers.

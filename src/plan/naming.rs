@@ -113,6 +113,39 @@ pub fn key_alias(cluster_id: &str, namespace: &str, name: &str) -> String {
     cut
 }
 
+/// Label on deletion Jobs and on a request's records: the request they serve.
+pub const DELETION_REQUEST_LABEL: &str = "storage.tenancy.dev/deletion-request";
+
+/// Name of the Job serving a DataDeletionRequest, and the prefix of its records' names:
+/// readable, at most 63 characters, unique per request namespace and name.
+pub fn deletion_job_name(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let readable: String = format!("purge-{namespace}-{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(52)
+        .collect();
+    format!("{}-{hash}", readable.trim_end_matches('-'))
+}
+
+/// Value of [`DELETION_REQUEST_LABEL`]: `<namespace>.<name>`, or the Job name when that is
+/// longer than a label value may be (63 characters).
+pub fn deletion_request_label(namespace: &str, name: &str) -> String {
+    let value = format!("{namespace}.{name}");
+    if value.len() <= 63 {
+        value
+    } else {
+        deletion_job_name(namespace, name)
+    }
+}
+
 fn identity_hash(cluster_id: &str, namespace: &str, name: &str) -> String {
     let digest = Sha256::digest(format!("{cluster_id}/{namespace}/{name}").as_bytes());
     digest
@@ -242,5 +275,16 @@ mod tests {
             );
         }
         assert_ne!(aliases[1], aliases[2], "cutting must not merge two tenants");
+    }
+
+    #[test]
+    fn deletion_job_names_are_short_and_unique() {
+        let long = "n".repeat(63);
+        let a = deletion_job_name(&long, &"r".repeat(253));
+        let b = deletion_job_name(&long, &format!("{}x", "r".repeat(252)));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(deletion_job_name("acme", "gdpr-42").starts_with("purge-acme-gdpr-42-"));
+        assert!(deletion_request_label(&long, &"r".repeat(30)).len() <= 63);
     }
 }

@@ -54,6 +54,8 @@ fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> RequestError {
 pub struct Options {
     pub namespace: String,
     pub request: String,
+    /// Where the request's records are kept.
+    pub records_namespace: String,
     /// `DeleteObjects` batches in flight.
     pub concurrency: usize,
 }
@@ -143,7 +145,7 @@ pub async fn run(
         None
     };
 
-    let store = ConfigMapStore::new(client, &req)?;
+    let store = ConfigMapStore::new(client, &req, &opts.records_namespace)?;
     store.check_names().await?;
     let mut state = match store.load_state().await? {
         None => State::new(
@@ -360,6 +362,7 @@ async fn finish(
         .await?;
     let summary = CertificateSummary {
         config_map,
+        namespace: store.namespace().to_owned(),
         sha256,
         entries,
         verified: state

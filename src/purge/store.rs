@@ -1,34 +1,38 @@
-//! Checkpoints in ConfigMaps in the request's namespace, each owned by the request:
-//! `<request>-purge-state` (`state.json`), `<request>-purge-batch-<slot>` (write-ahead records
-//! of batches in flight), `<request>-manifest-NNNN` and `<request>-locked-NNNN` (`entries`), and
-//! `<request>-certificate` (`certificate.json`). All carry the request's uid as a label, which is
-//! how chunks are found and how a record of another request of the same name is recognised.
+//! Checkpoints in ConfigMaps in the operator's namespace (the deletion Jobs' own), where no
+//! tenant has rights: a namespace editor can neither forge a finished state nor alter the
+//! manifest. Named after the request's Job (`<job>` is unique per request namespace and name):
+//! `<job>-purge-state` (`state.json`), `<job>-purge-batch-<slot>` (write-ahead records of
+//! batches in flight), `<job>-manifest-NNNN` and `<job>-locked-NNNN` (`entries`), and
+//! `<job>-certificate` (`certificate.json`). All carry the request's uid as a label, which is how
+//! chunks are found and how a record of another request of the same name is recognised. They
+//! have no owner (an owner in another namespace is invalid), so they outlive the request.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
 
 use super::engine::{JournalKind, Store, StoreError};
 use super::state::State;
 use crate::api::DataDeletionRequest;
+use crate::plan::naming::{
+    DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name, deletion_request_label,
+};
 
 const FIELD_MANAGER: &str = "tenant-storage-operator-purge";
 /// Label: uid of the DataDeletionRequest a record belongs to.
 pub const UID_LABEL: &str = "storage.tenancy.dev/deletion-request-uid";
 /// Label: which record (`state`, `batch`, `manifest`, `locked`, `certificate`).
 pub const RECORD_LABEL: &str = "storage.tenancy.dev/purge-record";
-/// Longest request name whose record names stay valid object names (253 characters).
-const MAX_REQUEST_NAME: usize = 253 - "-purge-batch-".len() - 8;
-
 pub struct ConfigMapStore {
     config_maps: Api<ConfigMap>,
     requests: Api<DataDeletionRequest>,
     request: String,
+    /// Prefix of every record's name: the request's Job name.
+    prefix: String,
+    request_label: String,
     uid: String,
-    owner: OwnerReference,
 }
 
 fn kube_err(what: String) -> impl FnOnce(kube::Error) -> StoreError {
@@ -43,85 +47,70 @@ fn journal_name(kind: JournalKind) -> &'static str {
 }
 
 impl ConfigMapStore {
-    pub fn new(client: kube::Client, req: &DataDeletionRequest) -> Result<Self, StoreError> {
+    /// The records of `req`, kept in `records_namespace`.
+    pub fn new(
+        client: kube::Client,
+        req: &DataDeletionRequest,
+        records_namespace: &str,
+    ) -> Result<Self, StoreError> {
         let invalid = |detail: &str| StoreError::Invalid {
             what: format!("DataDeletionRequest {}", req.name_any()),
             detail: detail.to_owned(),
         };
         let namespace = req.namespace().ok_or_else(|| invalid("has no namespace"))?;
-        let owner = req
-            .controller_owner_ref(&())
-            .ok_or_else(|| invalid("has no uid"))?;
+        let uid = req.uid().ok_or_else(|| invalid("has no uid"))?;
         let request = req.name_any();
-        if request.len() > MAX_REQUEST_NAME {
-            return Err(invalid(&format!(
-                "name is longer than {MAX_REQUEST_NAME} characters: the ConfigMaps named after it would be invalid"
-            )));
-        }
         Ok(ConfigMapStore {
-            config_maps: Api::namespaced(client.clone(), &namespace),
+            config_maps: Api::namespaced(client.clone(), records_namespace),
             requests: Api::namespaced(client, &namespace),
-            uid: owner.uid.clone(),
+            prefix: deletion_job_name(&namespace, &request),
+            request_label: deletion_request_label(&namespace, &request),
             request,
-            owner,
+            uid,
         })
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.config_maps.namespace().unwrap_or_default()
     }
 
     pub fn state_name(&self) -> String {
-        format!("{}-purge-state", self.request)
+        format!("{}-purge-state", self.prefix)
     }
 
     fn batch_name(&self, slot: u32) -> String {
-        format!("{}-purge-batch-{slot}", self.request)
+        format!("{}-purge-batch-{slot}", self.prefix)
     }
 
     pub fn chunk_name(&self, kind: JournalKind, index: u32) -> String {
-        format!("{}-{}-{index:04}", self.request, journal_name(kind))
+        format!("{}-{}-{index:04}", self.prefix, journal_name(kind))
     }
 
     pub fn certificate_name(&self) -> String {
-        format!("{}-certificate", self.request)
+        format!("{}-certificate", self.prefix)
     }
 
-    /// Whether `name` is one this request's records would use.
-    fn is_record_name(&self, name: &str) -> bool {
-        if name == self.state_name() || name == self.certificate_name() {
-            return true;
-        }
-        let Some(rest) = name
-            .strip_prefix(self.request.as_str())
-            .and_then(|r| r.strip_prefix('-'))
-        else {
-            return false;
-        };
-        ["purge-batch-", "manifest-", "locked-"].iter().any(|p| {
-            rest.strip_prefix(p)
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-    }
-
-    /// Refuses to write over a ConfigMap that is not this request's: a user's, or the kept
-    /// record of an earlier (deleted) request with the same name.
+    /// Refuses to write over the kept records of an earlier (deleted) request with the same
+    /// namespace and name: they are that request's evidence.
     pub async fn check_names(&self) -> Result<(), StoreError> {
+        let selector = format!("{REQUEST_LABEL}={}", self.request_label);
         let list = self
             .config_maps
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels(&selector))
             .await
             .map_err(kube_err("listing ConfigMaps".to_owned()))?;
-        for cm in list.items {
-            let name = cm.name_any();
-            if !self.is_record_name(&name) {
-                continue;
-            }
+        let earlier = list
+            .items
+            .iter()
+            .find(|cm| cm.labels().get(UID_LABEL) != Some(&self.uid));
+        if let Some(cm) = earlier {
             let owner = cm.labels().get(UID_LABEL).cloned().unwrap_or_default();
-            if owner != self.uid {
-                return Err(StoreError::Invalid {
-                    what: format!("ConfigMap {name}"),
-                    detail: format!(
-                        "it is not this request's (labelled {UID_LABEL}={owner:?}); it may be the kept record of an earlier request of the same name. Keep it and use another request name"
-                    ),
-                });
-            }
+            return Err(StoreError::Invalid {
+                what: format!("ConfigMap {}/{}", self.namespace(), cm.name_any()),
+                detail: format!(
+                    "it is not this request's (labelled {UID_LABEL}={owner:?}); it is the kept record of an earlier request of the same name. Keep it and use another request name"
+                ),
+            });
         }
         Ok(())
     }
@@ -132,18 +121,19 @@ impl ConfigMapStore {
         record: &str,
         data: BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
+        let labels = BTreeMap::from([
+            (UID_LABEL.to_owned(), self.uid.clone()),
+            (REQUEST_LABEL.to_owned(), self.request_label.clone()),
+            (RECORD_LABEL.to_owned(), record.to_owned()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "tenant-storage-operator".to_owned(),
+            ),
+        ]);
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
-                labels: Some(BTreeMap::from([
-                    (UID_LABEL.to_owned(), self.uid.clone()),
-                    (RECORD_LABEL.to_owned(), record.to_owned()),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "tenant-storage-operator".to_owned(),
-                    ),
-                ])),
-                owner_references: Some(vec![self.owner.clone()]),
+                labels: Some(labels),
                 ..ObjectMeta::default()
             },
             data: Some(data),
@@ -308,7 +298,7 @@ impl Store for ConfigMapStore {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(kube_err(format!("listing {} chunks", journal_name(kind))))?;
-        let prefix = format!("{}-{}-", self.request, journal_name(kind));
+        let prefix = format!("{}-{}-", self.prefix, journal_name(kind));
         Ok(list
             .items
             .iter()

@@ -489,10 +489,10 @@ async fn root_role_policies(role_arn: &str) -> Vec<String> {
         .policy_names
 }
 
-/// The tenant's ExternalId (from its Secret in the operator's namespace, where tests run the
-/// operator with the default `--purge-namespace`) and the trust policy its status publishes.
+/// The tenant's ExternalId (from its Secret in the operator's namespace) and the trust policy
+/// its status publishes.
 async fn delegation(s: &Scenario, tenant: &str) -> (String, String) {
-    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &system_namespace());
     let role = tenant_storage_operator::plan::naming::role_name(&s.cluster_id, &s.ns, tenant);
     let external_id = eventually("ExternalId Secret", || async {
         let secret = secrets
@@ -755,7 +755,7 @@ async fn delegated_access_is_verified_and_chained() {
         s.tenants().get_opt("d").await.ok()?.is_none().then_some(())
     })
     .await;
-    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &system_namespace());
     assert!(secrets.get_opt(&secret).await.expect("get").is_none());
     let role_name = role.rsplit('/').next().expect("role name");
     let gone = Aws::root()

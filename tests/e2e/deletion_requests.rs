@@ -1,13 +1,16 @@
 use aws_sdk_s3::primitives::ByteStream;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tenant_storage_operator::api::{ConditionStatus, DataDeletionRequest, DeletionPhase};
 use tenant_storage_operator::controllers::deletion_job_name;
+use tenant_storage_operator::purge::UID_LABEL;
 
-use crate::harness::{Aws, Scenario, condition, eu_spec, eventually, tenant};
+use crate::harness::{
+    Aws, Scenario, client_as, condition, eu_spec, eventually, job_command, system_namespace, tenant,
+};
 
 fn request(name: &str, tenant: &str, extra: serde_json::Value) -> DataDeletionRequest {
     let mut spec = json!({
@@ -42,12 +45,7 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
     let s = Scenario::new("ddrjob").await;
     let policy = s.policy(eu_spec()).await;
     let op = s
-        .operator(&[
-            "--purge-namespace",
-            &s.ns,
-            "--purge-image",
-            "registry.example/tso:test",
-        ])
+        .operator(&["--purge-image", "registry.example/tso:test"])
         .await;
     s.create(&tenant("t", &policy, json!({})))
         .await
@@ -65,7 +63,7 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
         .expect("create request");
 
     let job_name = deletion_job_name(&s.ns, "leave");
-    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &system_namespace());
     let job = eventually("deletion job", || async {
         jobs.get_opt(&job_name).await.ok()?
     })
@@ -76,8 +74,14 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
         .and_then(|j| j.template.spec.clone())
         .expect("pod spec");
     assert_eq!(
-        pod.service_account_name.as_deref(),
-        Some("tenant-storage-purge")
+        pod.service_account_name,
+        Some(crate::harness::env("TSO_PURGE_SERVICE_ACCOUNT"))
+    );
+    let spec = job.spec.as_ref().expect("job spec");
+    assert_eq!(
+        (spec.parallelism, spec.pod_replacement_policy.as_deref()),
+        (Some(1), Some("Failed")),
+        "one pod at a time, replaced only once failed"
     );
     let container = &pod.containers[0];
     assert_eq!(
@@ -86,7 +90,15 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
     );
     assert_eq!(
         container.args.clone().unwrap_or_default(),
-        ["purge", "--namespace", s.ns.as_str(), "--request", "leave"]
+        [
+            "purge",
+            "--namespace",
+            s.ns.as_str(),
+            "--request",
+            "leave",
+            "--records-namespace",
+            &system_namespace()
+        ]
     );
     let sc = container
         .security_context
@@ -157,8 +169,10 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
     })
     .await;
 
-    // The purge command reports success (what `tenant-storage-operator purge` writes at the end).
-    requests
+    // The purge command reports success (what `tenant-storage-operator purge` writes at the end),
+    // as the purge service account.
+    let as_purge: Api<DataDeletionRequest> = Api::namespaced(client_as("purge").await, &s.ns);
+    as_purge
         .patch_status(
             "leave",
             &PatchParams::default(),
@@ -195,7 +209,7 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
 async fn invalid_requests_are_refused() {
     let s = Scenario::new("ddrbad").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     s.create(&tenant("t", &policy, json!({})))
         .await
         .expect("create tenant");
@@ -226,7 +240,7 @@ async fn invalid_requests_are_refused() {
         "{}",
         accepted.message
     );
-    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &system_namespace());
     assert!(
         jobs.get_opt(&deletion_job_name(&s.ns, "foreign"))
             .await
@@ -268,13 +282,13 @@ async fn invalid_requests_are_refused() {
     assert!(err.to_string().contains("immutable once accepted"), "{err}");
 }
 
-/// Deleting a request stops its Job and keeps its certificate: the ConfigMap loses its owner
-/// reference (garbage collection cannot take it) and is labelled as evidence of a deleted request.
+/// Deleting a request stops its Job and keeps its certificate, labelled as evidence of a deleted
+/// request, in the operator's namespace.
 #[tokio::test]
 async fn deleting_a_request_keeps_its_certificate() {
     let s = Scenario::new("ddrkeep").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     s.create(&tenant("t", &policy, json!({})))
         .await
         .expect("create tenant");
@@ -287,18 +301,22 @@ async fn deleting_a_request_keeps_its_certificate() {
         )
         .await
         .expect("create");
-    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &system_namespace());
     let job_name = deletion_job_name(&s.ns, "old");
     eventually("deletion job", || async {
         jobs.get_opt(&job_name).await.ok()?
     })
     .await;
 
-    // The certificate as the purge Job writes it: owned by the request.
-    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
-    let owner = req.controller_owner_ref(&()).expect("owner reference");
+    // The certificate as the purge Job writes it, as the purge service account.
+    let config_maps: Api<ConfigMap> =
+        Api::namespaced(client_as("purge").await, &system_namespace());
+    let certificate_name = format!("{job_name}-certificate");
     let certificate: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "old-certificate", "ownerReferences": [owner]},
+        "metadata": {"name": certificate_name, "labels": {
+            UID_LABEL: req.uid().expect("uid"),
+            "storage.tenancy.dev/purge-record": "certificate",
+        }},
         "data": {"certificate.json": "{\"sha256\": \"...\"}"}
     }))
     .expect("configmap");
@@ -315,17 +333,16 @@ async fn deleting_a_request_keeps_its_certificate() {
         requests.get_opt("old").await.ok()?.is_none().then_some(())
     })
     .await;
-    let kept = config_maps
-        .get("old-certificate")
-        .await
-        .expect("certificate kept");
+    let kept = eventually("certificate labelled as kept", || async {
+        let cm = config_maps.get(&certificate_name).await.ok()?;
+        cm.labels()
+            .contains_key("storage.tenancy.dev/deleted-request")
+            .then_some(cm)
+    })
+    .await;
     assert!(
         kept.owner_references().is_empty(),
-        "no owner left for garbage collection"
-    );
-    assert!(
-        kept.labels()
-            .contains_key("storage.tenancy.dev/deleted-request")
+        "nothing to be collected with"
     );
     assert!(
         jobs.get_opt(&job_name)
@@ -343,7 +360,7 @@ async fn deleting_a_request_keeps_its_certificate() {
         .into_iter()
         .any(|e| {
             e.reason.as_deref() == Some("CertificateKept")
-                && e.note.unwrap_or_default().contains("old-certificate")
+                && e.note.unwrap_or_default().contains(&certificate_name)
         });
     assert!(noted, "the user is told the certificate was kept");
 }
@@ -355,9 +372,7 @@ async fn deleting_a_request_keeps_its_certificate() {
 async fn whole_tenant_purge_lets_a_delete_policy_tenant_go() {
     let s = Scenario::new("ddrflow").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s
-        .operator(&["--purge-namespace", &s.ns, "--resync-period", "2s"])
-        .await;
+    let _op = s.operator(&["--resync-period", "2s"]).await;
     s.create(&tenant(
         "leaving",
         &policy,
@@ -398,25 +413,12 @@ async fn whole_tenant_purge_lets_a_delete_policy_tenant_go() {
         )
         .await
         .expect("create request");
-    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &s.ns);
-    let job = eventually("deletion job", || async {
-        jobs.get_opt(&deletion_job_name(&s.ns, "offboard"))
-            .await
-            .ok()?
-    })
-    .await;
-    let container = job
-        .spec
-        .and_then(|j| j.template.spec)
-        .map(|p| p.containers[0].clone())
-        .expect("container");
-    // Play the kubelet: run the Job's command (this binary) with the Job's arguments and env.
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"));
-    command.args(container.args.clone().unwrap_or_default());
-    for var in container.env.clone().unwrap_or_default() {
-        command.env(var.name, var.value.unwrap_or_default());
-    }
-    let out = command.output().expect("run the job's command");
+    // Play the kubelet: run the Job's command as its pod would.
+    let out = job_command(&s.ns, "offboard")
+        .await
+        .output()
+        .await
+        .expect("run the job's command");
     assert!(
         out.status.success(),
         "purge failed: {}",

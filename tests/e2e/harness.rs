@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -38,6 +39,23 @@ pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with scripts/test.sh, which starts the API server and AWS emulator")
     })
+}
+
+/// The namespace the chart is installed in: the operator's Lease, deletion Jobs, their records
+/// and ExternalId Secrets live there, and no tenant has rights in it.
+pub fn system_namespace() -> String {
+    env("TSO_SYSTEM_NAMESPACE")
+}
+
+/// A client with one of the test identities' tokens (`operator`, `purge`, `editor`,
+/// `auditor`): the admin's kubeconfig is for setting up and asserting only.
+pub async fn client_as(identity: &str) -> Client {
+    let var = format!("TSO_KUBECONFIG_{}", identity.to_uppercase());
+    let kubeconfig = kube::config::Kubeconfig::read_from(env(&var)).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kube config");
+    Client::try_from(config).expect("kube client")
 }
 
 /// Polls `probe` until it returns `Some`, failing the test after [`TIMEOUT`].
@@ -251,6 +269,9 @@ impl Operator {
             .append(true)
             .open(&log_path)
             .expect("operator log file");
+        // The chart's deployment: its service account (through its token, with the chart's
+        // RBAC), its namespace for the Lease, the Jobs and their records.
+        let system = system_namespace();
         let child = Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"))
             .arg("run")
             .args(["--cluster-id", cluster_id, "--bucket-prefix", prefix])
@@ -258,7 +279,10 @@ impl Operator {
             .args(["--metrics-addr", &metrics_addr.to_string()])
             .args(["--oidc-provider-arn", OIDC_PROVIDER_ARN])
             .args(["--admin-principal-arn", ADMIN_USER_ARN])
+            .args(["--purge-namespace", &system, "--lease-namespace", &system])
+            .args(["--purge-service-account", &env("TSO_PURGE_SERVICE_ACCOUNT")])
             .args(extra)
+            .env("KUBECONFIG", env("TSO_KUBECONFIG_OPERATOR"))
             .env("RUST_LOG", "info,tenant_storage_operator=debug")
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
@@ -614,4 +638,61 @@ pub async fn put_bucket_tags<K: AsRef<str>, V: AsRef<str>>(
         .send()
         .await
         .expect("put bucket tags");
+}
+
+/// Plays the kubelet for the deletion Job of request `namespace/request`: waits for the Job the
+/// operator created, then returns its container's command with exactly its arguments and
+/// environment, plus what its pod would be given besides: the service account's token (here
+/// through a kubeconfig, with the chart's RBAC) and AWS credentials (IRSA on EKS; the emulator's
+/// account here). Nothing of the test's own environment leaks in.
+pub async fn job_command(namespace: &str, request: &str) -> Command {
+    let admin = Client::try_default().await.expect("kube client");
+    let jobs: Api<Job> = Api::namespaced(admin, &system_namespace());
+    let name = tenant_storage_operator::controllers::deletion_job_name(namespace, request);
+    let job = eventually(&format!("deletion job {name}"), || async {
+        jobs.get_opt(&name).await.ok()?
+    })
+    .await;
+    let pod = job
+        .spec
+        .and_then(|j| j.template.spec)
+        .expect("the Job has a pod template");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some(env("TSO_PURGE_SERVICE_ACCOUNT").as_str()),
+        "the Job runs as the chart's purge service account"
+    );
+    assert!(
+        pod.volumes.is_none(),
+        "the test operator has no CA bundle volume to mount"
+    );
+    let [container] = pod.containers.as_slice() else {
+        panic!("one container: {:?}", pod.containers);
+    };
+    pod_command(container)
+}
+
+/// The process a pod of the chart's purge service account runs for `container`.
+pub fn pod_command(container: &Container) -> Command {
+    assert_eq!(
+        container.command.as_deref(),
+        Some(["tenant-storage-operator".to_owned()].as_slice())
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"));
+    command
+        .env_clear()
+        .args(container.args.clone().unwrap_or_default())
+        .envs(
+            container
+                .env
+                .iter()
+                .flatten()
+                .map(|v| (v.name.clone(), v.value.clone().unwrap_or_default())),
+        )
+        .env("KUBECONFIG", env("TSO_KUBECONFIG_PURGE"))
+        .env("AWS_ACCESS_KEY_ID", env("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", env("AWS_SECRET_ACCESS_KEY"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true);
+    command
 }

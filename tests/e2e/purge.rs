@@ -1,6 +1,6 @@
 //! The purge engine end to end: a TenantStorage provisioned by the operator, a
-//! DataDeletionRequest, and `tenant-storage-operator purge` run by the test itself (the test API
-//! server has no kubelet to run the Job).
+//! DataDeletionRequest, and its Job's command run by the test as a kubelet would (the test API
+//! server has no kubelet), as the chart's purge service account.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -12,15 +12,21 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, ObjectLockLegalHoldStatus, ObjectLockMode,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tenant_storage_operator::api::{DataDeletionRequest, DeletionPhase};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::harness::{Aws, Scenario, eu_spec, eventually, put_bucket_tags, tenant};
+use tenant_storage_operator::controllers::deletion_job_name;
+use tenant_storage_operator::purge::UID_LABEL;
+
+use crate::harness::{
+    Aws, Scenario, eu_spec, eventually, job_command, pod_command, put_bucket_tags,
+    system_namespace, tenant,
+};
 
 /// One version or delete marker the test wrote.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -199,28 +205,28 @@ async fn submit(s: &Scenario, req: &DataDeletionRequest) {
     .await;
 }
 
-/// `tenant-storage-operator purge`, as the Job runs it.
-fn purge_command(s: &Scenario, request: &str, concurrency: u16) -> Child {
+/// The request's Job, started as its pod would be, logging to the run directory.
+async fn purge_command(s: &Scenario, request: &str) -> Command {
+    let mut command = job_command(&s.ns, request).await;
+    command.stdout(Stdio::null()).stderr(log_file(s, request));
+    command
+}
+
+fn log_file(s: &Scenario, request: &str) -> std::fs::File {
     let log_path = PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
         .join(format!("purge-{}-{request}.log", s.ns));
-    let log = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .expect("purge log file");
-    Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"))
-        .args(["purge", "--namespace", &s.ns, "--request", request])
-        .args(["--concurrency", &concurrency.to_string()])
-        .env("RUST_LOG", "info,tenant_storage_operator=debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start purge")
+        .expect("purge log file")
 }
 
 async fn purge(s: &Scenario, request: &str) -> ExitStatus {
-    let mut child = purge_command(s, request, 8);
+    let mut child = purge_command(s, request)
+        .await
+        .spawn()
+        .expect("start purge");
     tokio::time::timeout(Duration::from_secs(300), child.wait())
         .await
         .expect("purge finishes")
@@ -240,14 +246,24 @@ async fn status(
 }
 
 async fn certificate(s: &Scenario, name: &str) -> Value {
-    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let summary = status(s, name)
+        .await
+        .certificate
+        .expect("certificate summary");
+    assert_eq!(summary.namespace, system_namespace());
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &summary.namespace);
     let cm = cms
-        .get(&format!("{name}-certificate"))
+        .get(&summary.config_map)
         .await
         .expect("certificate ConfigMap");
-    let owner = cm.owner_references().first().expect("owner reference");
-    assert_eq!(owner.kind, "DataDeletionRequest");
-    assert_eq!(owner.name, name);
+    assert_eq!(
+        cm.name_any(),
+        format!("{}-certificate", deletion_job_name(&s.ns, name))
+    );
+    assert_eq!(
+        cm.labels().get(UID_LABEL),
+        requests(s).get(name).await.expect("request").uid().as_ref()
+    );
     let json = cm
         .data
         .and_then(|d| d.get("certificate.json").cloned())
@@ -264,7 +280,7 @@ async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
         .expect("request")
         .uid()
         .expect("uid");
-    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &system_namespace());
     let selector = format!(
         "storage.tenancy.dev/deletion-request-uid={uid},storage.tenancy.dev/purge-record=manifest"
     );
@@ -276,7 +292,8 @@ async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
         .expect("manifest chunks")
         .items
     {
-        assert!(cm.name_any().starts_with(&format!("{name}-manifest-")));
+        let prefix = format!("{}-manifest-", deletion_job_name(&s.ns, name));
+        assert!(cm.name_any().starts_with(&prefix));
         let text = cm
             .data
             .and_then(|d| d.get("entries").cloned())
@@ -352,7 +369,7 @@ async fn ready_tenant(s: &Scenario, policy: &str, name: &str) -> String {
 async fn purge_by_prefix_then_whole_tenant() {
     let s = Scenario::new("purge").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     let bucket = ready_tenant(&s, &policy, "acme").await;
     let other = ready_tenant(&s, &policy, "globex").await;
     let s3 = Aws::root().await.s3("eu-central-1");
@@ -432,7 +449,7 @@ async fn purge_by_prefix_then_whole_tenant() {
 async fn killed_purges_resume_exactly() {
     let s = Scenario::new("purgekill").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     let bucket = ready_tenant(&s, &policy, "big").await;
     let s3 = Aws::root().await.s3("eu-central-1");
     // About 5000 versions and markers: several batches of 1000, under three prefixes.
@@ -447,7 +464,12 @@ async fn killed_purges_resume_exactly() {
 
     let mut kills = 0;
     for threshold in [0, total / 3, 2 * total / 3] {
-        let mut child = purge_command(&s, "big", 2);
+        // Two batches in flight (not the Job's eight), so the kills land mid-run.
+        let mut child = purge_command(&s, "big")
+            .await
+            .env("TSO_PURGE_CONCURRENCY", "2")
+            .spawn()
+            .expect("start purge");
         let deadline = std::time::Instant::now() + Duration::from_secs(240);
         loop {
             assert!(
@@ -483,7 +505,7 @@ async fn killed_purges_resume_exactly() {
 async fn dry_run_counts_what_a_real_run_deletes() {
     let s = Scenario::new("purgedry").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     let bucket = ready_tenant(&s, &policy, "t").await;
     let s3 = Aws::root().await.s3("eu-central-1");
     let written = fill(&s3, &bucket, layout(&["x/", "y/"], 15)).await;
@@ -548,7 +570,7 @@ async fn crypto_shred_schedules_key_deletion_with_the_policy_window() {
     let mut spec = eu_spec();
     spec.encryption.key_deletion_window_days = 9;
     let policy = s.policy(spec).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     s.create(&tenant("gone", &policy, json!({})))
         .await
         .expect("create tenant");
@@ -647,7 +669,7 @@ async fn object_lock_blocks_and_is_reported() {
         ("tenancy.dev/name", "vault"),
     ];
     put_bucket_tags(&s3, &bucket, tags.iter().copied()).await;
-    let _op = s.operator(&["--purge-namespace", &s.ns]).await;
+    let _op = s.operator(&[]).await;
     s.create(&tenant("vault", &policy, json!({})))
         .await
         .expect("create tenant");
@@ -801,9 +823,45 @@ async fn purge_refuses_another_namespace() {
         .create(&PostParams::default(), &req)
         .await
         .expect("create request");
-    let exit = purge(&s, "sneaky").await;
-    assert_eq!(exit.code(), Some(1));
-    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns);
+    // No operator runs, so no Job: the command a Job for it would run.
+    let args = [
+        "purge",
+        "--namespace",
+        &s.ns,
+        "--request",
+        "sneaky",
+        "--records-namespace",
+        &system_namespace(),
+    ];
+    let container = Container {
+        command: Some(vec!["tenant-storage-operator".to_owned()]),
+        args: Some(args.map(str::to_owned).to_vec()),
+        env: Some(
+            [
+                "TSO_AWS_ENDPOINT_URL",
+                "TSO_S3_FORCE_PATH_STYLE",
+                "AWS_CA_BUNDLE",
+                "AWS_REGION",
+            ]
+            .map(|name| EnvVar {
+                name: name.to_owned(),
+                value: Some(crate::harness::env(name)),
+                ..EnvVar::default()
+            })
+            .to_vec(),
+        ),
+        ..Container::default()
+    };
+    let out = pod_command(&container).output().await.expect("run purge");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("only deletes data of a TenantStorage in its own namespace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &system_namespace());
+    let prefix = deletion_job_name(&s.ns, "sneaky");
     let names: Vec<String> = cms
         .list(&ListParams::default())
         .await
@@ -811,7 +869,7 @@ async fn purge_refuses_another_namespace() {
         .items
         .iter()
         .map(|c| c.name_any())
-        .filter(|n| n.starts_with("sneaky-"))
+        .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
