@@ -16,3 +16,7 @@ if ! cargo test --locked "$@"; then
   done
   exit 1
 fi
+# After the whole suite (not a filtered run): every right the chart grants was used by it.
+if [ $# -eq 0 ]; then
+  cargo test --locked --test rbac_usage -- --ignored
+fi

@@ -199,6 +199,10 @@ pub struct PurgeArgs {
     /// Job's), where no tenant can write.
     #[arg(long, env = "POD_NAMESPACE")]
     pub records_namespace: String,
+    /// The operator's cluster id: only a bucket and key tagged as the tenant's by this cluster
+    /// are purged or shredded.
+    #[arg(long, env = "TSO_CLUSTER_ID")]
+    pub cluster_id: String,
     /// `DeleteObjects` batches (of up to 1000 versions) in flight at once.
     #[arg(long, env = "TSO_PURGE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -247,12 +251,13 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
 
 async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     telemetry::init_logging(args.log_format);
-    let cloud = Cloud::connect(&args.aws.settings(), &Metrics::default()).await?;
+    let cloud = connect_as_owner(&args.aws.settings()).await?;
     let client = kube::Client::try_default().await?;
     let options = crate::purge::Options {
         namespace: args.namespace,
         request: args.request,
         records_namespace: args.records_namespace,
+        cluster_id: args.cluster_id,
         concurrency: usize::from(args.concurrency),
     };
     match crate::purge::run(client, &cloud, &options).await {
@@ -341,6 +346,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     info!(%addr, "serving /metrics, /healthz, /readyz");
     let cloud = Cloud::connect(&args.aws.settings(), &metrics).await?;
     let (caller, account_id) = cloud.iam().caller_identity().await?;
+    let cloud = cloud.owning_buckets_of(account_id.clone());
     let operator_arn = args.operator_role_arn.clone().unwrap_or_else(|| {
         access::principal_patterns(&caller)
             .into_iter()
@@ -431,8 +437,15 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Clients that expect every bucket they touch to be in the caller's own account.
+async fn connect_as_owner(settings: &AwsSettings) -> Result<Cloud, CliError> {
+    let cloud = Cloud::connect(settings, &Metrics::default()).await?;
+    let (_, account) = cloud.iam().caller_identity().await?;
+    Ok(cloud.owning_buckets_of(account))
+}
+
 async fn report(args: ReportArgs) -> Result<(), CliError> {
-    let cloud = Cloud::connect(&args.aws.settings(), &Metrics::default()).await?;
+    let cloud = connect_as_owner(&args.aws.settings()).await?;
     let client = kube::Client::try_default().await?;
     let reports = crate::report::collect(&client, &cloud, &args.namespaces).await?;
     let text = crate::report::render(&reports, args.output)

@@ -68,6 +68,10 @@ pub struct Regional {
     pub region: String,
     s3: aws_sdk_s3::Client,
     kms: aws_sdk_kms::Client,
+    /// Sent as `ExpectedBucketOwner` with every S3 call that names a bucket: S3 refuses the
+    /// call if the bucket is in another account, so a bucket someone else created under a name
+    /// we expected is never written to or read as ours.
+    bucket_owner: Option<String>,
 }
 
 /// Entry point to the cloud: one client pair per region, created on first use.
@@ -78,6 +82,7 @@ pub struct Cloud {
     counter: CallCounter,
     regions: Arc<Mutex<HashMap<String, Regional>>>,
     iam: Iam,
+    bucket_owner: Option<String>,
 }
 
 impl Cloud {
@@ -124,7 +129,17 @@ impl Cloud {
             counter,
             regions: Arc::default(),
             iam,
+            bucket_owner: None,
         })
+    }
+
+    /// The same clients, expecting every bucket they name to be owned by `account` (ours).
+    pub fn owning_buckets_of(self, account: String) -> Self {
+        Cloud {
+            bucket_owner: Some(account),
+            regions: Arc::default(),
+            ..self
+        }
     }
 
     /// IAM and STS.
@@ -132,10 +147,13 @@ impl Cloud {
         &self.iam
     }
 
-    /// S3 (and KMS) in `region` with an assumed role's credentials (a customer's role): used
-    /// only to read, never to change, the customer's bucket.
-    pub fn s3_as(&self, region: &str, credentials: &Credentials) -> Regional {
-        self.regional(region, Some(credentials))
+    /// S3 (and KMS) in `region` with an assumed role's credentials (a customer's role, in
+    /// `account`): used only to read, never to change, the customer's bucket.
+    pub fn s3_as(&self, region: &str, credentials: &Credentials, account: &str) -> Regional {
+        Regional {
+            bucket_owner: Some(account.to_owned()),
+            ..self.regional(region, Some(credentials))
+        }
     }
 
     /// Clients for `region`.
@@ -167,6 +185,7 @@ impl Cloud {
             region: region.to_owned(),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            bucket_owner: self.bucket_owner.clone(),
         }
     }
 }

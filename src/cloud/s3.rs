@@ -49,7 +49,14 @@ fn build(op: &'static str) -> impl FnOnce(aws_sdk_s3::error::BuildError) -> Clou
 impl Regional {
     /// HEAD the bucket: absent, ours (with its real region), or someone else's.
     pub async fn bucket_presence(&self, bucket: &str) -> Result<BucketPresence, CloudError> {
-        match self.s3.head_bucket().bucket(bucket).send().await {
+        match self
+            .s3
+            .head_bucket()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .send()
+            .await
+        {
             Ok(out) => Ok(BucketPresence::Ours {
                 region: out.bucket_region().unwrap_or(&self.region).to_owned(),
             }),
@@ -92,7 +99,14 @@ impl Regional {
     /// The bucket's tags; the first read of every reconcile, so it also tells if the bucket
     /// vanished.
     pub async fn bucket_tags(&self, bucket: &str) -> Result<ObservedTags, CloudError> {
-        match self.s3.get_bucket_tagging().bucket(bucket).send().await {
+        match self
+            .s3
+            .get_bucket_tagging()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .send()
+            .await
+        {
             Ok(out) => Ok(ObservedTags::Tags(
                 out.tag_set()
                     .iter()
@@ -172,6 +186,7 @@ impl Regional {
             .s3
             .get_bucket_logging()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .send()
             .await
             .map_err(err("GetBucketLogging"))?;
@@ -187,6 +202,7 @@ impl Regional {
             .s3
             .get_bucket_lifecycle_configuration()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .send()
             .await
         {
@@ -207,7 +223,14 @@ impl Regional {
         &self,
         bucket: &str,
     ) -> Result<Option<ObservedEncryption>, CloudError> {
-        match self.s3.get_bucket_encryption().bucket(bucket).send().await {
+        match self
+            .s3
+            .get_bucket_encryption()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .send()
+            .await
+        {
             Ok(out) => Ok(out
                 .server_side_encryption_configuration()
                 .and_then(|c| c.rules().first())
@@ -234,6 +257,7 @@ impl Regional {
             .s3
             .get_public_access_block()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .send()
             .await
         {
@@ -257,6 +281,7 @@ impl Regional {
             .s3
             .get_bucket_ownership_controls()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .send()
             .await
         {
@@ -276,6 +301,7 @@ impl Regional {
             .s3
             .get_bucket_versioning()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .send()
             .await
             .map_err(err("GetBucketVersioning"))?;
@@ -283,7 +309,14 @@ impl Regional {
     }
 
     pub async fn bucket_policy(&self, bucket: &str) -> Result<Option<String>, CloudError> {
-        match self.s3.get_bucket_policy().bucket(bucket).send().await {
+        match self
+            .s3
+            .get_bucket_policy()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .send()
+            .await
+        {
             Ok(out) => Ok(out.policy().map(str::to_owned)),
             Err(e) => none_if(
                 CloudError::from_sdk(S3, "GetBucketPolicy", e),
@@ -344,6 +377,7 @@ impl Regional {
                 self.s3
                     .put_bucket_tagging()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .tagging(tagging)
                     .send()
                     .await
@@ -360,6 +394,7 @@ impl Regional {
                 self.s3
                     .put_public_access_block()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .public_access_block_configuration(all_on)
                     .send()
                     .await
@@ -378,6 +413,7 @@ impl Regional {
                 self.s3
                     .put_bucket_ownership_controls()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .ownership_controls(controls)
                     .send()
                     .await
@@ -412,6 +448,7 @@ impl Regional {
                 self.s3
                     .put_bucket_encryption()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .server_side_encryption_configuration(config)
                     .send()
                     .await
@@ -426,6 +463,7 @@ impl Regional {
                 self.s3
                     .put_bucket_versioning()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .versioning_configuration(
                         VersioningConfiguration::builder().status(status).build(),
                     )
@@ -448,6 +486,7 @@ impl Regional {
                 self.s3
                     .put_bucket_logging()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .bucket_logging_status(status.build())
                     .send()
                     .await
@@ -469,6 +508,7 @@ impl Regional {
                 self.s3
                     .put_bucket_lifecycle_configuration()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .lifecycle_configuration(config)
                     .send()
                     .await
@@ -479,6 +519,7 @@ impl Regional {
                 self.s3
                     .put_bucket_policy()
                     .bucket(bucket)
+                    .set_expected_bucket_owner(self.bucket_owner.clone())
                     .policy(policy)
                     .send()
                     .await
@@ -494,6 +535,7 @@ impl Regional {
             .s3
             .list_object_versions()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .max_keys(1)
             .send()
             .await
@@ -503,7 +545,14 @@ impl Regional {
 
     /// Deletes an empty bucket; a bucket already gone is fine.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), CloudError> {
-        match self.s3.delete_bucket().bucket(bucket).send().await {
+        match self
+            .s3
+            .delete_bucket()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => none_if(
                 CloudError::from_sdk(S3, "DeleteBucket", e),
@@ -583,6 +632,7 @@ impl Regional {
             .s3
             .list_object_versions()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .prefix(prefix)
             .max_keys(max_keys);
         if let Some((key, version_id)) = after {
@@ -656,6 +706,7 @@ impl Regional {
             .s3
             .delete_objects()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
             .delete(delete)
             .send()
             .await
@@ -693,6 +744,7 @@ impl Regional {
                 .s3
                 .get_object_retention()
                 .bucket(bucket)
+                .set_expected_bucket_owner(self.bucket_owner.clone())
                 .key(key)
                 .version_id(version_id)
                 .send()
@@ -714,6 +766,7 @@ impl Regional {
                 .s3
                 .get_object_legal_hold()
                 .bucket(bucket)
+                .set_expected_bucket_owner(self.bucket_owner.clone())
                 .key(key)
                 .version_id(version_id)
                 .send()

@@ -416,6 +416,8 @@ fn build_job(
                             name.to_owned(),
                             "--records-namespace".to_owned(),
                             purge.namespace.clone(),
+                            "--cluster-id".to_owned(),
+                            ctx.settings.cluster_id.clone(),
                         ]),
                         env: Some(env),
                         volume_mounts: mounts.map(|m| vec![m]),

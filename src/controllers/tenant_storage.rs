@@ -393,6 +393,24 @@ async fn provision(
         );
         return refuse(report, ctx, api, None, "BucketConflict", message).await;
     }
+    if let Some(why) = existing_tags
+        .as_ref()
+        .and_then(|seen| plan::released_under_another_policy(seen, &policy_name))
+    {
+        let message = format!(
+            "bucket {} is not adopted: {why}. Use that policy, or another TenantStorage name",
+            desired.bucket
+        );
+        return refuse(
+            report,
+            ctx,
+            api,
+            None,
+            "ReleasedUnderAnotherPolicy",
+            message,
+        )
+        .await;
+    }
     let adopting = existing_tags.is_some() && !claimed;
 
     // Claim the name before creating anything, so a restart mid-way recognises its own work.

@@ -120,6 +120,24 @@ pub fn ownership(
     }
 }
 
+/// A bucket released by a deleted tenant (`deletionPolicy: Retain`) answers to the policy it
+/// was released under: a new tenant of the same namespace and name under another policy (perhaps
+/// another jurisdiction) does not get its data. Returns why, for the condition message.
+pub fn released_under_another_policy(
+    tags_seen: &BTreeMap<String, String>,
+    policy_name: &str,
+) -> Option<String> {
+    if tags_seen.get(tags::RELEASED).map(String::as_str) != Some("true") {
+        return None;
+    }
+    let released_under = tags_seen.get(tags::POLICY).map_or("-", String::as_str);
+    (released_under != policy_name).then(|| {
+        format!(
+            "it holds the data of a tenant released under ResidencyPolicy {released_under:?}, and this tenant names {policy_name:?}; it is re-adopted only under the policy it was released from"
+        )
+    })
+}
+
 /// A change to the tenant's KMS key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyChange {
@@ -527,6 +545,18 @@ mod tests {
             panic!("another cluster's bucket must be foreign");
         };
         assert!(why.contains("c2"), "{why}");
+    }
+
+    #[test]
+    fn released_buckets_stay_with_their_policy() {
+        let mut seen = desired().tags;
+        assert_eq!(released_under_another_policy(&seen, "eu"), None);
+        seen.insert(tags::RELEASED.into(), "true".into());
+        assert_eq!(released_under_another_policy(&seen, "eu"), None);
+        let why = released_under_another_policy(&seen, "us").expect("another policy");
+        assert!(why.contains("\"eu\"") && why.contains("\"us\""), "{why}");
+        seen.remove(tags::POLICY);
+        assert!(released_under_another_policy(&seen, "eu").is_some());
     }
 
     #[test]

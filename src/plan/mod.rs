@@ -12,5 +12,5 @@ pub use desired::{Desired, DesiredLogBucket, TenantIdentity, partition_of, tags,
 pub use diff::{
     BucketChange, BucketShape, DefaultEncryption, KeyChange, KeyNotUsable, LoggingTarget,
     ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock, bucket_changes,
-    key_changes, normalize_policy, ownership,
+    key_changes, normalize_policy, ownership, released_under_another_policy,
 };

@@ -17,7 +17,8 @@ use crate::api::{
     CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
     LockedVersion, ResidencyPolicy, TenantStorage,
 };
-use crate::cloud::{Cloud, CloudError, Regional};
+use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
+use crate::plan::{self, Ownership, TenantIdentity};
 
 /// Locked versions listed in status (the certificate and the locked ConfigMaps have them all).
 const STATUS_LOCKED: usize = 100;
@@ -56,6 +57,8 @@ pub struct Options {
     pub request: String,
     /// Where the request's records are kept.
     pub records_namespace: String,
+    /// The operator's cluster id: a bucket or key is the tenant's only if its tags say so.
+    pub cluster_id: String,
     /// `DeleteObjects` batches in flight.
     pub concurrency: usize,
 }
@@ -145,6 +148,14 @@ pub async fn run(
         None
     };
 
+    let regional = cloud.region(&region);
+    let identity = TenantIdentity {
+        cluster_id: opts.cluster_id.clone(),
+        namespace: ns.to_owned(),
+        name: target.name.clone(),
+    };
+    prove_ownership(&regional, &identity, &bucket, shred_target.as_ref()).await?;
+
     let store = ConfigMapStore::new(client, &req, &opts.records_namespace)?;
     store.check_names().await?;
     let mut state = match store.load_state().await? {
@@ -164,7 +175,6 @@ pub async fn run(
             )));
         }
     };
-    let regional = cloud.region(&region);
     let engine = Engine::new(
         BucketObjects::new(regional.clone(), bucket.clone()),
         store,
@@ -190,6 +200,42 @@ pub async fn run(
         }
     }
     finish(&engine, &req, &tenant, &bucket, &region, &state).await
+}
+
+/// Status is what the operator wrote, but whoever can write a status subresource could point
+/// it at any bucket: before anything is deleted, the bucket (and the key to shred) must carry
+/// this tenant's ownership tags, as the operator wrote them.
+async fn prove_ownership(
+    regional: &Regional,
+    identity: &TenantIdentity,
+    bucket: &str,
+    shred_target: Option<&(String, i32)>,
+) -> Result<(), RequestError> {
+    let refuse = |what: String, why: String| {
+        RequestError::Refused(format!(
+            "{what} named in the status of TenantStorage {}/{} is not that tenant's: {why}. Nothing was deleted",
+            identity.namespace, identity.name
+        ))
+    };
+    let tags = match regional.bucket_tags(bucket).await? {
+        ObservedTags::Tags(tags) => tags,
+        ObservedTags::Gone => {
+            return Err(refuse(
+                format!("bucket {bucket} (region {})", regional.region),
+                "it does not exist there".into(),
+            ));
+        }
+    };
+    if let Ownership::Foreign(why) = plan::ownership(&tags, identity, false) {
+        return Err(refuse(format!("bucket {bucket}"), why));
+    }
+    if let Some((key, _)) = shred_target
+        && let Ownership::Foreign(why) =
+            plan::ownership(&regional.key_tags(key).await?, identity, false)
+    {
+        return Err(refuse(format!("KMS key {key}"), why));
+    }
+    Ok(())
 }
 
 /// Purge, shred, and mark the checkpoint complete.

@@ -97,7 +97,9 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
             "--request",
             "leave",
             "--records-namespace",
-            &system_namespace()
+            &system_namespace(),
+            "--cluster-id",
+            &s.cluster_id
         ]
     );
     let sc = container

@@ -20,11 +20,12 @@ use sha2::{Digest, Sha256};
 use tenant_storage_operator::api::{DataDeletionRequest, DeletionPhase};
 use tokio::process::Command;
 
-use tenant_storage_operator::controllers::deletion_job_name;
+use tenant_storage_operator::controllers::{REQUEST_LABEL, deletion_job_name};
+use tenant_storage_operator::plan::naming::deletion_request_label;
 use tenant_storage_operator::purge::UID_LABEL;
 
 use crate::harness::{
-    Aws, Scenario, eu_spec, eventually, job_command, pod_command, put_bucket_tags,
+    Aws, Scenario, client_as, eu_spec, eventually, job_command, pod_command, put_bucket_tags,
     system_namespace, tenant,
 };
 
@@ -500,6 +501,48 @@ async fn killed_purges_resume_exactly() {
     assert_deleted_exactly(&s, "big", &written).await;
 }
 
+/// A pod killed after writing a manifest chunk and before its checkpoint leaves an uncommitted
+/// chunk: the next pod discards it (the chart's RBAC must let it delete ConfigMaps there) and
+/// certifies exactly what it deleted.
+#[tokio::test]
+async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
+    let s = Scenario::new("purgestale").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = ready_tenant(&s, &policy, "t").await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/"], 20)).await;
+    submit(
+        &s,
+        &request("stale", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    let uid = requests(&s)
+        .get("stale")
+        .await
+        .expect("request")
+        .uid()
+        .expect("uid");
+    let chunk: ConfigMap = serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{}-manifest-0000", deletion_job_name(&s.ns, "stale")),
+            "labels": {
+                UID_LABEL: uid,
+                REQUEST_LABEL: deletion_request_label(&s.ns, "stale"),
+                "storage.tenancy.dev/purge-record": "manifest",
+            },
+        },
+        "data": {"entries": "ghost\tv1\tversion\t1\n"},
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(client_as("purge").await, &system_namespace())
+        .create(&PostParams::default(), &chunk)
+        .await
+        .expect("the killed pod's chunk");
+    assert!(purge(&s, "stale").await.success());
+    assert_deleted_exactly(&s, "stale", &written).await;
+}
+
 /// A dry run deletes nothing and counts what a real run then deletes.
 #[tokio::test]
 async fn dry_run_counts_what_a_real_run_deletes() {
@@ -832,6 +875,8 @@ async fn purge_refuses_another_namespace() {
         "sneaky",
         "--records-namespace",
         &system_namespace(),
+        "--cluster-id",
+        &s.cluster_id,
     ];
     let container = Container {
         command: Some(vec!["tenant-storage-operator".to_owned()]),

@@ -180,7 +180,8 @@ async fn verify(
             Err(e) => return Err(e.into()),
         }
     }
-    let s3 = ctx.cloud.s3_as(start_region, &creds);
+    let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
+    let s3 = ctx.cloud.s3_as(start_region, &creds, customer_account);
     let region = match s3.bucket_presence(bucket).await? {
         BucketPresence::Ours { region } => region,
         BucketPresence::Absent => {
@@ -199,7 +200,7 @@ async fn verify(
             ));
         }
     };
-    let s3 = ctx.cloud.s3_as(&region, &creds);
+    let s3 = ctx.cloud.s3_as(&region, &creds, customer_account);
     let denied = |e: &CloudError, what: &str| {
         Verified::Unreachable(
             "BucketNotReachable",
