@@ -203,6 +203,9 @@ pub struct PurgeArgs {
     /// are purged or shredded.
     #[arg(long, env = "TSO_CLUSTER_ID")]
     pub cluster_id: String,
+    /// This pod's identity in the request's fence Lease (the pod name; default: host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// `DeleteObjects` batches (of up to 1000 versions) in flight at once.
     #[arg(long, env = "TSO_PURGE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -249,10 +252,34 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// How long a purge pod may go without renewing its fence before another may take over.
+const PURGE_FENCE: Duration = Duration::from_secs(30);
+
 async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     telemetry::init_logging(args.log_format);
     let cloud = connect_as_owner(&args.aws.settings()).await?;
     let client = kube::Client::try_default().await?;
+    // Two pods of one request (a replacement started while the first still runs, a paused node
+    // coming back) must never purge at once: each holds the request's Lease while it works, and
+    // stops if it cannot renew it in time.
+    let fence = Elector::new(
+        client.clone(),
+        LeaseSettings {
+            namespace: args.records_namespace.clone(),
+            name: format!(
+                "{}-fence",
+                naming::deletion_job_name(&args.namespace, &args.request)
+            ),
+            identity: args
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("purge-{}", std::process::id())),
+            duration: PURGE_FENCE,
+        },
+    );
+    info!("waiting for the request's fence (no other pod of this request may run)");
+    fence.acquire().await;
     let options = crate::purge::Options {
         namespace: args.namespace,
         request: args.request,
@@ -260,7 +287,12 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
         cluster_id: args.cluster_id,
         concurrency: usize::from(args.concurrency),
     };
-    match crate::purge::run(client, &cloud, &options).await {
+    let outcome = tokio::select! {
+        outcome = crate::purge::run(client, &cloud, &options) => outcome.map_err(CliError::from),
+        lost = fence.hold() => Err(lost.into()),
+    };
+    fence.release().await;
+    match outcome {
         Ok(crate::purge::Outcome::Succeeded) => Ok(ExitCode::SUCCESS),
         Ok(crate::purge::Outcome::Blocked) => {
             warn!("versions under Object Lock remain: the request is Blocked");
@@ -269,7 +301,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
         Err(e) => {
             // Logged as well as returned, so it reaches the Job's log collector in JSON too.
             tracing::error!(error = %e, "purge failed");
-            Err(e.into())
+            Err(e)
         }
     }
 }

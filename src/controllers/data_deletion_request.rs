@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -366,7 +367,7 @@ fn build_job(
             "tenant-storage-operator".to_owned(),
         ),
     ]);
-    let env: Vec<EnvVar> = purge
+    let mut env: Vec<EnvVar> = purge
         .env
         .iter()
         .map(|(k, v)| EnvVar {
@@ -375,6 +376,18 @@ fn build_job(
             ..EnvVar::default()
         })
         .collect();
+    // The pod's name identifies it in the request's fence Lease.
+    env.push(EnvVar {
+        name: "POD_NAME".to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    });
     let (volumes, mounts) = purge.ca_bundle.as_ref().map(ca_bundle_volume).unzip();
     Job {
         metadata: ObjectMeta {

@@ -682,13 +682,20 @@ pub fn pod_command(container: &Container) -> Command {
     command
         .env_clear()
         .args(container.args.clone().unwrap_or_default())
-        .envs(
-            container
-                .env
-                .iter()
-                .flatten()
-                .map(|v| (v.name.clone(), v.value.clone().unwrap_or_default())),
-        )
+        .envs(container.env.iter().flatten().map(|v| {
+            // The downward API: the pod's name, unique per started pod.
+            let from_field = v
+                .value_from
+                .as_ref()
+                .and_then(|f| f.field_ref.as_ref())
+                .map(|f| f.field_path.as_str());
+            let value = match from_field {
+                Some("metadata.name") => format!("purge-pod-{}", unique_suffix()),
+                Some(other) => panic!("no downward API value for {other}"),
+                None => v.value.clone().unwrap_or_default(),
+            };
+            (v.name.clone(), value)
+        }))
         .env("KUBECONFIG", env("TSO_KUBECONFIG_PURGE"))
         .env("AWS_ACCESS_KEY_ID", env("AWS_ACCESS_KEY_ID"))
         .env("AWS_SECRET_ACCESS_KEY", env("AWS_SECRET_ACCESS_KEY"))

@@ -12,6 +12,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, ObjectLockLegalHoldStatus, ObjectLockMode,
 };
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -541,6 +542,69 @@ async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
         .expect("the killed pod's chunk");
     assert!(purge(&s, "stale").await.success());
     assert_deleted_exactly(&s, "stale", &written).await;
+}
+
+/// Two pods of one request never purge at once: the second waits on the request's fence Lease
+/// while the first works, then finds the work done; the certificate is exact.
+#[tokio::test]
+async fn a_second_pod_of_a_request_waits_for_the_first() {
+    let s = Scenario::new("purgefence").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = ready_tenant(&s, &policy, "t").await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/", "b/"], 300)).await;
+    submit(
+        &s,
+        &request("twice", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    // One batch in flight, so the first pod is still at work when the second starts.
+    let mut first = purge_command(&s, "twice")
+        .await
+        .env("TSO_PURGE_CONCURRENCY", "1")
+        .spawn()
+        .expect("start the first pod");
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &system_namespace());
+    let fence = format!("{}-fence", deletion_job_name(&s.ns, "twice"));
+    let holder = eventually("the first pod holds the fence", || async {
+        leases.get_opt(&fence).await.ok()??.spec?.holder_identity
+    })
+    .await;
+    let second_log = PathBuf::from(crate::harness::env("TSO_RUN"))
+        .join(format!("purge-{}-twice-second.log", s.ns));
+    let mut second = job_command(&s.ns, "twice")
+        .await
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&second_log).expect("log file"))
+        .spawn()
+        .expect("start the second pod");
+    // While the first runs, the second only waits.
+    let first_exit = loop {
+        if let Some(exit) = first.try_wait().expect("poll the first pod") {
+            break exit;
+        }
+        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+        assert!(
+            !log.contains("purge starting"),
+            "two pods purge at once: {log}"
+        );
+        let lease = leases.get(&fence).await.expect("fence");
+        assert_eq!(
+            lease.spec.and_then(|l| l.holder_identity),
+            Some(holder.clone())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(first_exit.success(), "first pod exited {first_exit:?}");
+    let second_exit = tokio::time::timeout(Duration::from_secs(120), second.wait())
+        .await
+        .expect("the second pod finishes")
+        .expect("wait");
+    assert!(second_exit.success(), "second pod exited {second_exit:?}");
+    let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+    assert!(log.contains("waiting for the request's fence"), "{log}");
+    assert_deleted_exactly(&s, "twice", &written).await;
 }
 
 /// A dry run deletes nothing and counts what a real run then deletes.
