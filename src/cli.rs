@@ -40,6 +40,8 @@ pub enum Command {
     /// certificate. Resumes from its checkpoint. Exits 0 when it succeeded, 3 when versions
     /// under Object Lock remain (Blocked), 1 on failure.
     Purge(PurgeArgs),
+    /// Print the IAM policy an identity of this project needs, as JSON to attach to its role.
+    IamPolicy(IamPolicyArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<plural>.<group>.yaml` files here instead of printing.
@@ -216,6 +218,34 @@ pub struct PurgeArgs {
     pub log_format: LogFormat,
 }
 
+/// Whose IAM policy to print.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum IamIdentity {
+    /// The deletion Jobs' role (Helm `purge.irsaRoleArn`).
+    Purge,
+}
+
+/// Arguments of `iam-policy`.
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    pub identity: IamIdentity,
+    /// The operator's `--bucket-prefix`: tenant buckets are `<prefix>-*`.
+    #[arg(long, env = "TSO_BUCKET_PREFIX", default_value = "tenant")]
+    pub bucket_prefix: String,
+    /// The AWS account of the tenant keys (12 digits).
+    #[arg(long, value_parser = parse_account_id)]
+    pub account_id: String,
+    /// AWS partition: aws, aws-cn, aws-us-gov.
+    #[arg(long, default_value = "aws")]
+    pub partition: String,
+}
+
+fn parse_account_id(id: &str) -> Result<String, String> {
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.to_owned())
+        .ok_or_else(|| format!("{id:?} is not an AWS account id (12 digits)"))
+}
+
 /// Exit status of `purge` when versions under Object Lock remain.
 pub const EXIT_BLOCKED: u8 = 3;
 
@@ -249,7 +279,21 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Report(args) => report(args).await.map(|()| ExitCode::SUCCESS),
         Command::Purge(args) => purge(args).await,
+        Command::IamPolicy(args) => iam_policy(&args).map(|()| ExitCode::SUCCESS),
     }
+}
+
+fn iam_policy(args: &IamPolicyArgs) -> Result<(), CliError> {
+    naming::validate_prefix(&args.bucket_prefix)?;
+    let document = match args.identity {
+        IamIdentity::Purge => {
+            crate::plan::iam_policy::purge(&args.partition, &args.account_id, &args.bucket_prefix)
+        }
+    };
+    let text =
+        serde_json::to_string_pretty(&document).map_err(|e| CliError::Output(e.to_string()))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// How long a purge pod may go without renewing its fence before another may take over.

@@ -6,6 +6,7 @@
 pub mod access;
 mod desired;
 mod diff;
+pub mod iam_policy;
 pub mod naming;
 
 pub use desired::{Desired, DesiredLogBucket, TenantIdentity, partition_of, tags, tenant_tags};

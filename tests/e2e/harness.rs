@@ -34,6 +34,11 @@ pub const OIDC_ISSUER: &str = "oidc.tso.test/id/E2E";
 pub const OIDC_PROVIDER_ARN: &str = "arn:aws:iam::000000000000:oidc-provider/oidc.tso.test/id/E2E";
 /// The IAM user of the enforcement tests: a break-glass admin of every test operator.
 pub const ADMIN_USER_ARN: &str = "arn:aws:iam::000000000000:user/tso-test-user";
+/// The IAM user deletion Jobs run as (where EKS would give them the purge role through IRSA):
+/// it holds exactly the policy `tenant-storage-operator iam-policy purge` prints, and is admitted
+/// by tenant bucket policies as the chart admits `purge.irsaRoleArn`.
+pub const PURGE_USER: &str = "tso-purge";
+pub const PURGE_USER_ARN: &str = "arn:aws:iam::000000000000:user/tso-purge";
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -279,6 +284,7 @@ impl Operator {
             .args(["--metrics-addr", &metrics_addr.to_string()])
             .args(["--oidc-provider-arn", OIDC_PROVIDER_ARN])
             .args(["--admin-principal-arn", ADMIN_USER_ARN])
+            .args(["--admin-principal-arn", PURGE_USER_ARN])
             .args(["--purge-namespace", &system, "--lease-namespace", &system])
             .args(["--purge-service-account", &env("TSO_PURGE_SERVICE_ACCOUNT")])
             .args(extra)
@@ -643,8 +649,9 @@ pub async fn put_bucket_tags<K: AsRef<str>, V: AsRef<str>>(
 /// Plays the kubelet for the deletion Job of request `namespace/request`: waits for the Job the
 /// operator created, then returns its container's command with exactly its arguments and
 /// environment, plus what its pod would be given besides: the service account's token (here
-/// through a kubeconfig, with the chart's RBAC) and AWS credentials (IRSA on EKS; the emulator's
-/// account here). Nothing of the test's own environment leaks in.
+/// through a kubeconfig, with the chart's RBAC) and AWS credentials (IRSA on EKS; here the keys
+/// of [`PURGE_USER`], holding exactly the generated purge policy). Nothing of the test's own
+/// environment leaks in.
 pub async fn job_command(namespace: &str, request: &str) -> Command {
     let admin = Client::try_default().await.expect("kube client");
     let jobs: Api<Job> = Api::namespaced(admin, &system_namespace());
@@ -669,11 +676,45 @@ pub async fn job_command(namespace: &str, request: &str) -> Command {
     let [container] = pod.containers.as_slice() else {
         panic!("one container: {:?}", pod.containers);
     };
-    pod_command(container)
+    pod_command(container).await
+}
+
+/// Access keys of [`PURGE_USER`], created once per test process with the generated policy.
+async fn purge_keys() -> &'static (String, String) {
+    static KEYS: tokio::sync::OnceCell<(String, String)> = tokio::sync::OnceCell::const_new();
+    KEYS.get_or_init(|| async {
+        let iam = Aws::root().await.iam();
+        let policy = tenant_storage_operator::plan::iam_policy::purge("aws", "000000000000", "tso");
+        match iam.create_user().user_name(PURGE_USER).send().await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
+            Err(e) => panic!("create the purge user: {e:?}"),
+        }
+        iam.put_user_policy()
+            .user_name(PURGE_USER)
+            .policy_name("tenant-storage-purge")
+            .policy_document(serde_json::to_string(&policy).expect("policy JSON"))
+            .send()
+            .await
+            .expect("attach the generated purge policy");
+        let key = iam
+            .create_access_key()
+            .user_name(PURGE_USER)
+            .send()
+            .await
+            .expect("purge user access key");
+        let key = key.access_key().expect("access key");
+        (
+            key.access_key_id().to_owned(),
+            key.secret_access_key().to_owned(),
+        )
+    })
+    .await
 }
 
 /// The process a pod of the chart's purge service account runs for `container`.
-pub fn pod_command(container: &Container) -> Command {
+pub async fn pod_command(container: &Container) -> Command {
+    let (key, secret) = purge_keys().await;
     assert_eq!(
         container.command.as_deref(),
         Some(["tenant-storage-operator".to_owned()].as_slice())
@@ -697,8 +738,8 @@ pub fn pod_command(container: &Container) -> Command {
             (v.name.clone(), value)
         }))
         .env("KUBECONFIG", env("TSO_KUBECONFIG_PURGE"))
-        .env("AWS_ACCESS_KEY_ID", env("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", env("AWS_SECRET_ACCESS_KEY"))
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .kill_on_drop(true);
     command

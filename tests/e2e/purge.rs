@@ -607,6 +607,75 @@ async fn a_second_pod_of_a_request_waits_for_the_first() {
     assert_deleted_exactly(&s, "twice", &written).await;
 }
 
+/// The generated purge policy is what a Job needs, no more: without `s3:DeleteObject` (which
+/// `DeleteObjects` always requires) the same Job fails and deletes nothing.
+#[tokio::test]
+async fn a_job_without_the_generated_permissions_deletes_nothing() {
+    let s = Scenario::new("purgeiam").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s
+        .operator(&[
+            "--admin-principal-arn",
+            &format!("arn:aws:iam::000000000000:user/{}", s.ns),
+        ])
+        .await;
+    let bucket = ready_tenant(&s, &policy, "t").await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    fill(&s3, &bucket, layout(&["a/"], 5)).await;
+    let before = listing(&s3, &bucket).await;
+    submit(
+        &s,
+        &request("short", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    let mut document = serde_json::to_value(tenant_storage_operator::plan::iam_policy::purge(
+        "aws",
+        "000000000000",
+        "tso",
+    ))
+    .expect("policy");
+    let objects = &mut document["Statement"][1]["Action"];
+    let actions: Vec<Value> = objects
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| *a != "s3:DeleteObject")
+        .cloned()
+        .collect();
+    *objects = Value::Array(actions);
+    let iam = Aws::root().await.iam();
+    iam.create_user()
+        .user_name(&s.ns)
+        .send()
+        .await
+        .expect("user");
+    iam.put_user_policy()
+        .user_name(&s.ns)
+        .policy_name("purge-without-delete-object")
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .expect("policy");
+    let key = iam
+        .create_access_key()
+        .user_name(&s.ns)
+        .send()
+        .await
+        .expect("key");
+    let key = key.access_key().expect("access key");
+    let out = job_command(&s.ns, "short")
+        .await
+        .env("AWS_ACCESS_KEY_ID", key.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key())
+        .output()
+        .await
+        .expect("run the job");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("AccessDenied"), "{stderr}");
+    assert_eq!(listing(&s3, &bucket).await, before, "nothing deleted");
+}
+
 /// A dry run deletes nothing and counts what a real run then deletes.
 #[tokio::test]
 async fn dry_run_counts_what_a_real_run_deletes() {
@@ -961,7 +1030,11 @@ async fn purge_refuses_another_namespace() {
         ),
         ..Container::default()
     };
-    let out = pod_command(&container).output().await.expect("run purge");
+    let out = pod_command(&container)
+        .await
+        .output()
+        .await
+        .expect("run purge");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
