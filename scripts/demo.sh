@@ -23,8 +23,10 @@ kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl apply -f examples/
 
-log "starting the operator (logs: $TSO_RUN/operator.log)"
-"$BIN" run --cluster-id demo --bucket-prefix demo --resync-period 5s --metrics-addr 127.0.0.1:0 \
+log "starting the operator as the chart's service account, with the chart's RBAC (logs: $TSO_RUN/operator.log)"
+KUBECONFIG=$TSO_KUBECONFIG_OPERATOR "$BIN" run --cluster-id demo --bucket-prefix demo \
+  --resync-period 5s --metrics-addr 127.0.0.1:0 \
+  --purge-namespace "$TSO_SYSTEM_NAMESPACE" --lease-namespace "$TSO_SYSTEM_NAMESPACE" \
   --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.demo.local/id/DEMO \
   > "$TSO_RUN/operator.log" 2>&1 &
 echo $! > "$TSO_RUN/operator.pid"

@@ -450,3 +450,38 @@ fn every_generated_policy_passes_parliament() {
         failures.join("\n")
     );
 }
+
+/// The tenant bucket policy refuses uploads with a customer-provided key (SSE-C), AWS's
+/// documented form: a `Null` test on `s3:x-amz-server-side-encryption-customer-algorithm`, which
+/// every SSE-C `PutObject`, `CopyObject` and multipart upload carries. The emulator never sets
+/// that key, so the statement is asserted here (and linted above) rather than observed.
+#[test]
+fn tenant_bucket_policy_refuses_customer_provided_keys() {
+    let documents = documents();
+    let tenant = documents
+        .iter()
+        .find(|d| d.name == "tenant-bucket")
+        .expect("the tenant bucket policy");
+    let bucket_arn = tenant.policy["Statement"][0]["Resource"][0].clone();
+    let sse_c: Vec<&Value> = tenant.policy["Statement"]
+        .as_array()
+        .expect("a statement list")
+        .iter()
+        .filter(|st| {
+            st.to_string()
+                .contains("x-amz-server-side-encryption-customer")
+        })
+        .collect();
+    assert_eq!(
+        sse_c,
+        [&json!({
+            "Sid": "DenyCustomerProvidedKeys",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": format!("{}/*", bucket_arn.as_str().expect("the bucket ARN")),
+            "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
+        })],
+        "exactly one statement names SSE-C, and it denies every SSE-C upload"
+    );
+}

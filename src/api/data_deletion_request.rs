@@ -85,17 +85,59 @@ pub struct TenantStorageRef {
 
 /// What a request deletes: the whole tenant, or key prefixes.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("(has(self.wholeTenant) && self.wholeTenant) != (has(self.prefixes) && size(self.prefixes) > 0)")
-    .message("spec.scope needs exactly one of wholeTenant: true or a non-empty prefixes list"))]
+#[x_kube(validation = Rule::new("(has(self.wholeTenant) && self.wholeTenant) != ((has(self.prefixes) && size(self.prefixes) > 0) || (has(self.rawPrefixes) && size(self.rawPrefixes) > 0))")
+    .message("spec.scope needs exactly one of wholeTenant: true or a non-empty prefixes (or rawPrefixes) list"))]
 #[serde(rename_all = "camelCase")]
 pub struct DeletionScope {
     /// Every object of the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whole_tenant: Option<bool>,
-    /// Key prefixes, e.g. one end user's `users/42/`.
+    /// Folders to delete, each ending in `/`, e.g. one end user's `users/42/`: every key under
+    /// it. S3 prefixes are literal, so `users/4` (which would also match `users/40/...`) and
+    /// wildcards (`users/*/tmp/`, which would match nothing) are refused; list each folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<FolderPrefix>>", length(max = 100))]
+    pub prefixes: Option<Vec<String>>,
+    /// Raw S3 key prefixes, for when a folder is not what is meant: a raw prefix matches every
+    /// key that starts with it, so `users/4` matches `users/4/...` and also `users/40/...` and
+    /// `users/4.json`. Every character is literal (`*` and `?` too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(min = 1, max = 1024)))]
-    pub prefixes: Option<Vec<String>>,
+    pub raw_prefixes: Option<Vec<String>>,
+}
+
+/// The schema of one `spec.scope.prefixes` item (the Rust field stays a `String`). The rules sit
+/// on the item so the API server names the offending index; `maxLength` and the list's
+/// `maxItems` bound the rules' cost within the API server's CEL budget. (`KubeSchema` derives
+/// only for structs with named fields, hence the schema by hand.)
+enum FolderPrefix {}
+
+impl JsonSchema for FolderPrefix {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FolderPrefix".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1024,
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.endsWith('/')",
+                    "message": "a prefix must end with '/': S3 prefixes are literal, so 'users/4' would also delete 'users/40/...' and 'users/4.json'; end it with '/' to mean a folder ('users/4/'), or list it in spec.scope.rawPrefixes to delete every key that starts with it"
+                },
+                {
+                    "rule": "!self.contains('*') && !self.contains('?')",
+                    "message": "a prefix cannot contain '*' or '?': S3 has no wildcards (prefixes are literal), so 'users/*/tmp/' would delete nothing; list each prefix ('users/1/tmp/', 'users/2/tmp/', ...), and put a prefix whose keys really contain '*' or '?' in spec.scope.rawPrefixes"
+                }
+            ]
+        })
+    }
 }
 
 impl DeletionScope {
@@ -103,13 +145,32 @@ impl DeletionScope {
         self.whole_tenant == Some(true)
     }
 
-    /// Prefixes to list; the empty prefix for the whole tenant.
+    /// Prefixes to list: folders and raw prefixes alike (the purge drops any inside another);
+    /// the empty prefix for the whole tenant.
     pub fn listing_prefixes(&self) -> Vec<String> {
         if self.is_whole_tenant() {
-            vec![String::new()]
-        } else {
-            self.prefixes.clone().unwrap_or_default()
+            return vec![String::new()];
         }
+        let folders = self.prefixes.iter().flatten();
+        folders
+            .chain(self.raw_prefixes.iter().flatten())
+            .cloned()
+            .collect()
+    }
+
+    /// The scope in words, for conditions and Events; raw prefixes are marked as such.
+    pub fn describe(&self) -> String {
+        if self.is_whole_tenant() {
+            return "all data".to_owned();
+        }
+        let mut parts = Vec::new();
+        if let Some(p) = self.prefixes.as_ref().filter(|p| !p.is_empty()) {
+            parts.push(format!("prefixes {}", p.join(", ")));
+        }
+        if let Some(p) = self.raw_prefixes.as_ref().filter(|p| !p.is_empty()) {
+            parts.push(format!("raw prefixes {}", p.join(", ")));
+        }
+        parts.join("; ")
     }
 }
 
@@ -171,6 +232,11 @@ pub struct DeletionProgress {
     #[serde(default)]
     #[schemars(extend("format" = "int64"))]
     pub locked_versions: u64,
+    /// Incomplete multipart uploads aborted, which deletes their parts (or, for a dry run, that
+    /// would be).
+    #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
+    pub multipart_uploads_aborted: u64,
     /// When the purge started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
@@ -244,4 +310,97 @@ pub struct DataDeletionRequestStatus {
     /// `Accepted`, `Complete`, `Overdue`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    fn scope(v: Value) -> DeletionScope {
+        serde_json::from_value(v).expect("a scope")
+    }
+
+    #[test]
+    fn listing_covers_folders_and_raw_prefixes() {
+        let s = scope(json!({"prefixes": ["users/4/"], "rawPrefixes": ["logs/2024-01"]}));
+        assert_eq!(s.listing_prefixes(), ["users/4/", "logs/2024-01"]);
+        assert_eq!(
+            scope(json!({"rawPrefixes": ["users/4"]})).listing_prefixes(),
+            ["users/4"]
+        );
+        let whole = scope(json!({"wholeTenant": true, "rawPrefixes": ["x"]}));
+        assert_eq!(whole.listing_prefixes(), [""]);
+    }
+
+    /// The purge's normalisation spans both lists: a folder inside a raw prefix (or the same
+    /// prefix in both) is listed once, so no version is counted twice.
+    #[test]
+    fn purge_scope_has_no_prefix_inside_another_across_lists() {
+        let s = scope(json!({
+            "prefixes": ["users/40/", "logs/", "users/5/"],
+            "rawPrefixes": ["users/4", "logs/"]
+        }));
+        let state = crate::purge::State::new("uid", &s.listing_prefixes(), false, "t0".into());
+        assert_eq!(state.prefixes, ["logs/", "users/4", "users/5/"]);
+    }
+
+    /// The certificate records the scope as the request gave it: raw prefixes stay marked raw.
+    #[test]
+    fn raw_prefixes_round_trip_under_their_own_name() {
+        let v = json!({"prefixes": ["a/"], "rawPrefixes": ["users/4"]});
+        assert_eq!(serde_json::to_value(scope(v.clone())).expect("JSON"), v);
+        let folders_only = json!({"prefixes": ["a/"]});
+        assert_eq!(
+            serde_json::to_value(scope(folders_only.clone())).expect("JSON"),
+            folders_only
+        );
+    }
+
+    #[test]
+    fn description_marks_raw_prefixes() {
+        let s = scope(json!({"prefixes": ["a/", "b/"], "rawPrefixes": ["users/4"]}));
+        assert_eq!(s.describe(), "prefixes a/, b/; raw prefixes users/4");
+        assert_eq!(
+            scope(json!({"rawPrefixes": ["users/4"]})).describe(),
+            "raw prefixes users/4"
+        );
+        assert_eq!(scope(json!({"wholeTenant": true})).describe(), "all data");
+    }
+
+    /// The CEL rules as the API server gets them: on each folder prefix (so the error names its
+    /// index), with `maxItems` and `maxLength` bounding their cost; raw prefixes have none.
+    #[test]
+    fn schema_refuses_ambiguous_prefixes_within_the_cel_budget() {
+        let crd = serde_json::to_value(DataDeletionRequest::crd()).expect("crd as JSON");
+        let scope = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["scope"];
+        let folders = &scope["properties"]["prefixes"];
+        let raw = &scope["properties"]["rawPrefixes"];
+        for list in [folders, raw] {
+            assert_eq!(list["maxItems"], 100, "{list}");
+            assert_eq!(list["items"]["maxLength"], 1024, "{list}");
+            assert_eq!(list["items"]["minLength"], 1, "{list}");
+            assert_eq!(list["items"]["type"], "string", "{list}");
+        }
+        let rules: Vec<&str> = folders["items"]["x-kubernetes-validations"]
+            .as_array()
+            .expect("rules on each folder prefix")
+            .iter()
+            .filter_map(|r| r["rule"].as_str())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "self.endsWith('/')",
+                "!self.contains('*') && !self.contains('?')"
+            ]
+        );
+        assert!(raw["items"].get("x-kubernetes-validations").is_none());
+        let scope_rule = scope["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .expect("scope rule");
+        assert!(scope_rule.contains("self.rawPrefixes"), "{scope_rule}");
+    }
 }

@@ -1,12 +1,12 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, BucketLocationConstraint, BucketLoggingStatus,
-    BucketVersioningStatus, CreateBucketConfiguration, ExpirationStatus, LifecycleExpiration,
-    LifecycleRule, LifecycleRuleFilter, LoggingEnabled, ObjectOwnership, OwnershipControls,
-    OwnershipControlsRule, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    Tag, Tagging, VersioningConfiguration,
+    BlockedEncryptionTypes, BucketLifecycleConfiguration, BucketLocationConstraint,
+    BucketLoggingStatus, BucketVersioningStatus, CreateBucketConfiguration, EncryptionType,
+    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, LoggingEnabled,
+    ObjectOwnership, OwnershipControls, OwnershipControlsRule, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+    ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
 
 use super::error::{OperationError, SdkFailure};
@@ -240,6 +240,9 @@ impl Regional {
                         algorithm: default.sse_algorithm().as_str().to_owned(),
                         key_id: default.kms_master_key_id().map(str::to_owned),
                         bucket_key: rule.bucket_key_enabled().unwrap_or(false),
+                        sse_c_blocked: rule
+                            .blocked_encryption_types()
+                            .is_some_and(|b| b.encryption_type().contains(&EncryptionType::SseC)),
                     })
                 })),
             Err(e) => none_if(
@@ -421,6 +424,11 @@ impl Regional {
                 Ok(())
             }
             BucketChange::PutEncryption(encryption) => {
+                // Uploads naming a customer-provided key (SSE-C) would escape the bucket's key
+                // and survive crypto-shredding; S3 refuses them on every bucket here.
+                let block_sse_c = BlockedEncryptionTypes::builder()
+                    .encryption_type(EncryptionType::SseC)
+                    .build();
                 let rule = match encryption {
                     DefaultEncryption::Kms(key_arn) => ServerSideEncryptionRule::builder()
                         .apply_server_side_encryption_by_default(
@@ -431,6 +439,7 @@ impl Regional {
                                 .map_err(build("PutBucketEncryption"))?,
                         )
                         .bucket_key_enabled(true)
+                        .blocked_encryption_types(block_sse_c)
                         .build(),
                     DefaultEncryption::S3Managed => ServerSideEncryptionRule::builder()
                         .apply_server_side_encryption_by_default(
@@ -439,6 +448,7 @@ impl Regional {
                                 .build()
                                 .map_err(build("PutBucketEncryption"))?,
                         )
+                        .blocked_encryption_types(block_sse_c)
                         .build(),
                 };
                 let config = ServerSideEncryptionConfiguration::builder()
@@ -785,5 +795,91 @@ impl Regional {
             retention,
             legal_hold,
         })
+    }
+}
+
+/// `(key, uploadId)` of each incomplete multipart upload on a page, and where the next page
+/// starts (`(key, uploadId)` markers; `None` when the listing is complete).
+pub type UploadListing = (Vec<(String, String)>, Option<(String, String)>);
+
+impl Regional {
+    /// One page of incomplete multipart uploads under `prefix`, after `after` (exclusive).
+    /// Both markers are sent: with `key-marker` alone, ministack lists the marker key's uploads
+    /// again (AWS skips them).
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        max_uploads: i32,
+    ) -> Result<UploadListing, CloudError> {
+        let mut req = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .prefix(prefix)
+            .max_uploads(max_uploads);
+        if let Some((key, upload_id)) = after {
+            req = req.key_marker(key).upload_id_marker(upload_id);
+        }
+        let out = req.send().await.map_err(err("ListMultipartUploads"))?;
+        let incomplete = |field| CloudError::Incomplete {
+            service: S3,
+            operation: "ListMultipartUploads",
+            field,
+        };
+        let uploads = out
+            .uploads()
+            .iter()
+            .map(|u| {
+                Ok((
+                    u.key().ok_or_else(|| incomplete("Upload.Key"))?.to_owned(),
+                    u.upload_id()
+                        .ok_or_else(|| incomplete("Upload.UploadId"))?
+                        .to_owned(),
+                ))
+            })
+            .collect::<Result<Vec<_>, CloudError>>()?;
+        let next = if out.is_truncated().unwrap_or(false) {
+            let key = out
+                .next_key_marker()
+                .ok_or_else(|| incomplete("NextKeyMarker"))?;
+            let upload_id = out
+                .next_upload_id_marker()
+                .ok_or_else(|| incomplete("NextUploadIdMarker"))?;
+            Some((key.to_owned(), upload_id.to_owned()))
+        } else {
+            None
+        };
+        Ok((uploads, next))
+    }
+
+    /// Aborts an incomplete multipart upload, deleting its parts. `Ok(false)`: there is no such
+    /// upload (already aborted, or completed into an object version, which the version listing
+    /// then finds).
+    pub async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<bool, CloudError> {
+        match self
+            .s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => none_if(
+                CloudError::from_sdk(S3, "AbortMultipartUpload", e),
+                &["NoSuchUpload"],
+            )
+            .map(|_: Option<()>| false),
+        }
     }
 }

@@ -209,7 +209,7 @@ async fn apply(
         "Accepted",
         format!(
             "deleting {} of TenantStorage {}",
-            scope_text(req),
+            req.spec.scope.describe(),
             req.spec.tenant_storage_ref.name
         ),
     );
@@ -311,22 +311,6 @@ async fn apply(
 /// still there).
 fn is_overdue(done: bool, now: Timestamp, deadline: Timestamp) -> bool {
     !done && now > deadline
-}
-
-fn scope_text(req: &DataDeletionRequest) -> String {
-    if req.spec.scope.is_whole_tenant() {
-        "all data".to_owned()
-    } else {
-        format!(
-            "prefixes {}",
-            req.spec
-                .scope
-                .prefixes
-                .clone()
-                .unwrap_or_default()
-                .join(", ")
-        )
-    }
 }
 
 async fn finish(

@@ -132,6 +132,8 @@ impl Desired {
     /// tenant's, so it is denied too. The `Null` guards
     /// make the encryption statements apply only to requests that name an encryption or key
     /// (negated operators match a missing key), so a request naming none gets the bucket default.
+    /// SSE-C (a customer-provided key, AWS's documented `Null` test on its algorithm header) is
+    /// denied: such objects would escape the tenant key and survive crypto-shredding.
     pub fn bucket_policy(&self, key_arn: &str) -> Value {
         let bucket = self.bucket_arn();
         let objects = format!("{bucket}/*");
@@ -186,6 +188,14 @@ impl Desired {
                         "s3:x-amz-server-side-encryption": "false",
                         "s3:x-amz-server-side-encryption-aws-kms-key-id": "true"
                     }}
+                },
+                {
+                    "Sid": "DenyCustomerProvidedKeys",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": objects,
+                    "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
                 },
                 {
                     "Sid": "DenyStalePresignedUrls",
@@ -380,6 +390,26 @@ mod tests {
         for st in p["Statement"].as_array().into_iter().flatten() {
             assert_eq!(st["Effect"], "Deny", "the policy only ever denies: {st}");
         }
+    }
+
+    /// Any upload that names a customer-provided key (SSE-C) is refused, on every object of the
+    /// bucket, whoever sends it. The emulator never sets the condition key, so this is asserted
+    /// here rather than observed.
+    #[test]
+    fn policy_refuses_customer_provided_keys() {
+        let d = desired();
+        let p = d.bucket_policy("arn:aws:kms:eu-central-1:000000000000:key/k1");
+        assert_eq!(
+            *statement(&p, "DenyCustomerProvidedKeys"),
+            json!({
+                "Sid": "DenyCustomerProvidedKeys",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": format!("{}/*", d.bucket_arn()),
+                "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
+            })
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct ObservedEncryption {
     pub algorithm: String,
     pub key_id: Option<String>,
     pub bucket_key: bool,
+    /// Whether the rule's `BlockedEncryptionTypes` refuses uploads with customer-provided keys.
+    pub sse_c_blocked: bool,
 }
 
 /// The four Block Public Access settings.
@@ -326,8 +328,12 @@ pub fn bucket_changes(shape: &BucketShape, observed: Option<&ObservedBucket>) ->
 }
 
 /// AWS may echo the key as ARN or as bare key id; both name the same key, so neither is drift.
+/// Every bucket here blocks SSE-C: a rule that allows it (or predates the setting) is drift.
 fn encryption_ok(seen: Option<&ObservedEncryption>, want: &DefaultEncryption) -> bool {
     let Some(enc) = seen else { return false };
+    if !enc.sse_c_blocked {
+        return false;
+    }
     match want {
         DefaultEncryption::Kms(key_arn) => {
             let key_matches = enc.key_id.as_deref().is_some_and(|k| {
@@ -399,6 +405,7 @@ mod tests {
                 algorithm: "aws:kms".into(),
                 key_id: Some(KEY.into()),
                 bucket_key: true,
+                sse_c_blocked: true,
             }),
             public_access_block: Some(PublicAccessBlock::ALL_ON),
             object_ownership: Some("BucketOwnerEnforced".into()),
@@ -450,6 +457,7 @@ mod tests {
             algorithm: "aws:kms".into(),
             key_id: Some("1234".into()),
             bucket_key: true,
+            sse_c_blocked: true,
         });
         assert_eq!(bucket_changes(&d.shape(KEY), Some(&seen)), vec![]);
     }
@@ -468,7 +476,16 @@ mod tests {
                         algorithm: "AES256".into(),
                         key_id: None,
                         bucket_key: false,
+                        sse_c_blocked: true,
                     })
+                }),
+            ),
+            (
+                "encryption",
+                Box::new(|b| {
+                    if let Some(e) = b.encryption.as_mut() {
+                        e.sse_c_blocked = false;
+                    }
                 }),
             ),
             (
@@ -514,6 +531,26 @@ mod tests {
             let changes = bucket_changes(&d.shape(KEY), Some(&seen));
             let got: Vec<_> = changes.iter().map(BucketChange::setting).collect();
             assert_eq!(got, [setting]);
+        }
+    }
+
+    /// Tenant and log buckets alike: default encryption that lets SSE-C uploads in is drift,
+    /// however right the rest of it is.
+    #[test]
+    fn encryption_allowing_sse_c_is_drift() {
+        for (want, algorithm, key_id) in [
+            (DefaultEncryption::Kms(KEY.into()), "aws:kms", Some(KEY)),
+            (DefaultEncryption::S3Managed, "AES256", None),
+        ] {
+            let mut seen = ObservedEncryption {
+                algorithm: algorithm.into(),
+                key_id: key_id.map(str::to_owned),
+                bucket_key: key_id.is_some(),
+                sse_c_blocked: true,
+            };
+            assert!(encryption_ok(Some(&seen), &want), "{want:?}");
+            seen.sse_c_blocked = false;
+            assert!(!encryption_ok(Some(&seen), &want), "{want:?}");
         }
     }
 

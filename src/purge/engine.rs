@@ -1,17 +1,21 @@
 //! The purge engine: lists every version and delete marker in scope and deletes them in
-//! batches, several in flight, checkpointing so that a run killed at any instant is continued
-//! by the next one without counting anything twice or missing anything.
+//! batches, then every incomplete multipart upload in scope and aborts them (their parts are
+//! data too, and `ListObjectVersions` does not show them), several batches in flight,
+//! checkpointing so that a run killed at any instant is continued by the next one without
+//! counting anything twice or missing anything.
 //!
 //! Protocol (the checkpoint `State` is the single commit point):
 //! 1. A listed page becomes one or more batches. Each batch is first written to a batch record
 //!    (write-ahead), then one checkpoint registers them as in flight and moves the listing
-//!    position past the page. Only then is `DeleteObjects` sent.
+//!    position past the page. Only then is `DeleteObjects` (or, for uploads, one
+//!    `AbortMultipartUpload` per upload) sent.
 //! 2. When a batch returns, its deleted entries are appended to the manifest chunks, its locked
 //!    versions to the locked chunks, and one checkpoint records the new counts and journal
 //!    lengths and drops the batch from the in-flight list.
 //! 3. A rerun first truncates the journals to their committed length, re-sends every in-flight
-//!    batch (S3 answers "deleted" for a version id that is already gone, so the result is the
-//!    same), then lists on from the saved position.
+//!    batch (S3 answers "deleted" for a version id that is already gone, and `NoSuchUpload` for
+//!    an upload already aborted, which counts as aborted, so the result is the same), then lists
+//!    on from the saved position.
 //!
 //! The entry the listing resumes after (the page's last) is held back ("carried") and deleted
 //! with the next page: ministack, and possibly other S3 implementations, skip the rest of a key
@@ -29,7 +33,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::manifest::{self, Entry, Journal, JournalState, Kind};
-use super::state::{InFlight, Marker, Pass, State, Verification};
+use super::state::{InFlight, Marker, Pass, Stage, State, Verification};
 use crate::api::LockedVersion;
 use crate::cloud::{CloudError, DeleteReport, VersionLock, VersionPage};
 
@@ -47,6 +51,8 @@ const KEY_ATTEMPTS: u32 = 8;
 const CALL_ATTEMPTS: u32 = 4;
 /// Per-key Object Lock lookups running at once within a batch.
 const LOCK_LOOKUPS: usize = 16;
+/// `AbortMultipartUpload` calls running at once within a batch (there is no batch call).
+const ABORTS: usize = 16;
 
 /// Per-key error codes that mean "try again later".
 const RETRYABLE: &[&str] = &[
@@ -77,12 +83,36 @@ pub trait Objects: Send + Sync + 'static {
         key: &str,
         version_id: &str,
     ) -> impl Future<Output = Result<VersionLock, CloudError>> + Send;
+    /// One page of incomplete multipart uploads under `prefix`, after `after` (its `version_id`
+    /// is the upload id).
+    fn list_uploads(
+        &self,
+        prefix: &str,
+        after: Option<&Marker>,
+        max_uploads: i32,
+    ) -> impl Future<Output = Result<UploadPage, CloudError>> + Send;
+    /// `AbortMultipartUpload`; `Ok(false)` when there is no such upload (`NoSuchUpload`).
+    fn abort_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<bool, CloudError>> + Send;
+}
+
+/// One page of `ListMultipartUploads`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadPage {
+    /// `(key, uploadId)` of each incomplete upload.
+    pub uploads: Vec<(String, String)>,
+    /// `(key, uploadId)` markers where the next page starts; `None` when the listing is
+    /// complete.
+    pub next: Option<(String, String)>,
 }
 
 /// Which chunked journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JournalKind {
-    /// Deleted versions and markers: `key\tversionId\tkind\tsize`.
+    /// Deleted versions and markers, aborted uploads: `key\tversionId\tkind\tsize`.
     Manifest,
     /// Versions Object Lock keeps: `key\tversionId\tmode\tretainUntil`.
     Locked,
@@ -164,6 +194,7 @@ pub enum PurgeError {
 /// What one batch achieved.
 #[derive(Debug, Default)]
 struct BatchOutcome {
+    /// Versions and markers deleted, uploads aborted.
     deleted: Vec<Entry>,
     locked: Vec<LockedVersion>,
     /// Error codes of keys not deleted (not locked): the next pass tries them again.
@@ -220,6 +251,7 @@ impl<O: Objects, S: Store> Engine<O, S> {
             manifest,
             locked,
             known_locked,
+            resent_uploads: HashSet::new(),
             tasks: JoinSet::new(),
             failures: BTreeMap::new(),
         };
@@ -271,13 +303,14 @@ impl<O: Objects, S: Store> Engine<O, S> {
         }
     }
 
-    /// SHA-256 of the committed manifest and its entry count, read back from the store (so it
-    /// is exactly what anyone re-checking the manifest ConfigMaps computes).
-    pub async fn manifest_hash(&self, state: &State) -> Result<(String, u64), PurgeError> {
+    /// SHA-256 of the committed manifest's versions and markers, and of its aborted uploads,
+    /// with their entry counts, read back from the store (so they are exactly what anyone
+    /// re-checking the manifest ConfigMaps computes).
+    pub async fn manifest_digests(&self, state: &State) -> Result<manifest::Digests, PurgeError> {
         let lines = self
             .read_journal(JournalKind::Manifest, &state.manifest)
             .await?;
-        Ok(manifest::manifest_sha256(lines.iter().map(String::as_str)))
+        Ok(manifest::digests(lines.iter().map(String::as_str)))
     }
 
     /// Every locked version recorded.
@@ -371,15 +404,20 @@ struct Run<'a, O, S> {
     locked: Journal,
     /// Versions known to be locked: skipped (not retried) by later listings.
     known_locked: HashSet<(String, String)>,
+    /// Uploads of batches re-sent on resuming: the listing must not take them again.
+    resent_uploads: HashSet<(String, String)>,
     tasks: JoinSet<Done>,
     /// Error codes of keys that failed in this pass.
     failures: BTreeMap<String, u64>,
 }
 
-/// A listed page and which prefix it belongs to.
+/// A listed page, as entries, and where in the pass it belongs.
 struct Listed {
+    stage: Stage,
     prefix_index: usize,
-    page: VersionPage,
+    entries: Vec<Entry>,
+    /// Where the next page starts; `None` at the end of the prefix.
+    next: Option<Marker>,
 }
 
 impl<O: Objects, S: Store> Run<'_, O, S> {
@@ -402,8 +440,14 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
                 .map_err(|e| PurgeError::Corrupt(e.to_string()))?;
             info!(
                 batch = id,
-                versions = entries.len(),
+                entries = entries.len(),
                 "re-sending a batch in flight when the last run stopped"
+            );
+            self.resent_uploads.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.kind == Kind::MultipartUpload)
+                    .map(Entry::id),
             );
             self.spawn(id, entries);
         }
@@ -413,21 +457,22 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
     fn spawn(&mut self, id: u64, entries: Vec<Entry>) {
         let objects = Arc::clone(&self.engine.objects);
         self.tasks
-            .spawn(async move { (id, delete_batch(&*objects, entries).await) });
+            .spawn(async move { (id, remove_batch(&*objects, entries).await) });
     }
 
-    /// Lists the rest of the current pass and deletes what it finds.
+    /// Lists the rest of the current pass and deletes (aborts) what it finds.
     async fn pass(&mut self) -> Result<(), PurgeError> {
         let prefixes = self.state.prefixes.clone();
         let (tx, mut rx) = mpsc::channel(2);
         // Aborted when dropped, like the deletions: nothing outlives the run.
         let mut lister = JoinSet::new();
-        let mut listing = self.state.pass.prefix_index < prefixes.len();
+        let mut listing = !self.state.pass.listed(prefixes.len());
         if listing {
             lister.spawn(list_pass(
                 Arc::clone(&self.engine.objects),
                 prefixes.clone(),
-                (self.state.pass.prefix_index, self.state.pass.after.clone()),
+                self.state.pass.clone(),
+                std::mem::take(&mut self.resent_uploads),
                 self.engine.page_size,
                 tx,
             ));
@@ -453,7 +498,7 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
                 else => break,
             }
         }
-        if self.state.pass.prefix_index < prefixes.len() {
+        if !self.state.pass.listed(prefixes.len()) {
             return Err(PurgeError::Task(
                 "the listing stopped before the end".into(),
             ));
@@ -463,31 +508,35 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
 
     /// Turns a page into registered batches (or, for a dry run, counts it).
     async fn take_page(&mut self, listed: Listed) -> Result<(), PurgeError> {
-        let Listed { prefix_index, page } = listed;
-        if prefix_index != self.state.pass.prefix_index {
+        let Listed {
+            stage,
+            prefix_index,
+            entries,
+            next,
+        } = listed;
+        if (stage, prefix_index) != (self.state.pass.stage, self.state.pass.prefix_index) {
             return Err(PurgeError::Task(format!(
-                "listing returned prefix {prefix_index}, expected {}",
-                self.state.pass.prefix_index
+                "listing returned {stage:?} of prefix {prefix_index}, expected {:?} of {}",
+                self.state.pass.stage, self.state.pass.prefix_index
             )));
         }
-        let next = page
-            .next
-            .map(|(key, version_id)| Marker { key, version_id });
-        let mut to_delete = Vec::with_capacity(page.versions.len() + 1);
+        let mut to_delete = Vec::with_capacity(entries.len() + 1);
         let mut new_carry = None;
-        for v in page.versions {
-            let entry = Entry::from(v);
+        for entry in entries {
             if self.state.dry_run {
                 add(&mut self.state.counts, &entry);
                 continue;
             }
-            if self.known_locked.contains(&entry.id()) {
+            if entry.kind != Kind::MultipartUpload && self.known_locked.contains(&entry.id()) {
                 self.state.pass.remaining_locked += 1;
                 continue;
             }
-            if next
-                .as_ref()
-                .is_some_and(|m| m.key == entry.key && m.version_id == entry.version_id)
+            // Uploads need no carry: an upload-id marker is compared, not looked up, so a
+            // listing resumes after an aborted upload.
+            if stage == Stage::Versions
+                && next
+                    .as_ref()
+                    .is_some_and(|m| m.key == entry.key && m.version_id == entry.version_id)
             {
                 new_carry = Some(entry);
                 continue;
@@ -500,10 +549,7 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
         self.state.pass.attempted += to_delete.len() as u64;
         match next {
             Some(marker) => self.state.pass.after = Some(marker),
-            None => {
-                self.state.pass.prefix_index += 1;
-                self.state.pass.after = None;
-            }
+            None => self.state.pass.next_prefix(self.state.prefixes.len()),
         }
         let mut batches = Vec::new();
         for entries in split(to_delete) {
@@ -524,7 +570,7 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
             self.engine.store.progress(self.state).await?;
         }
         for (id, entries) in batches {
-            debug!(batch = id, versions = entries.len(), "deleting");
+            debug!(batch = id, entries = entries.len(), "removing");
             self.spawn(id, entries);
         }
         Ok(())
@@ -602,6 +648,7 @@ fn add(counts: &mut super::state::Counts, entry: &Entry) {
     match entry.kind {
         Kind::Version => counts.versions += 1,
         Kind::DeleteMarker => counts.delete_markers += 1,
+        Kind::MultipartUpload => counts.multipart_uploads += 1,
     }
     counts.bytes += entry.size;
 }
@@ -610,14 +657,22 @@ fn add(counts: &mut super::state::Counts, entry: &Entry) {
 fn checkpoint_text(state: &State) -> String {
     let pass = &state.pass;
     let total = state.prefixes.len();
+    let (of, id) = match pass.stage {
+        Stage::Versions => ("versions", "version"),
+        Stage::Uploads => ("incomplete multipart uploads", "upload"),
+    };
     let position = match (state.prefixes.get(pass.prefix_index), &pass.after) {
+        _ if pass.listed(total) => "listing done".to_owned(),
         (Some(prefix), Some(m)) => format!(
-            "prefix {}/{total} {prefix:?} after key {:?} version {}",
+            "{of} of prefix {}/{total} {prefix:?} after key {:?} {id} {}",
             pass.prefix_index + 1,
             m.key,
             m.version_id
         ),
-        (Some(prefix), None) => format!("prefix {}/{total} {prefix:?}", pass.prefix_index + 1),
+        (Some(prefix), None) => format!(
+            "{of} of prefix {}/{total} {prefix:?}",
+            pass.prefix_index + 1
+        ),
         (None, _) => "listing done".to_owned(),
     };
     let what = if pass.number == 1 {
@@ -652,36 +707,151 @@ fn split(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     batches
 }
 
-/// Lists prefixes from `start`, page after page, into `tx`.
+/// Lists from `start` to the end of the pass, page after page, into `tx`: the versions and
+/// delete markers of every prefix, then the incomplete uploads of every prefix. `taken` are
+/// uploads already in batches (re-sent ones): never listed again.
 async fn list_pass<O: Objects>(
     objects: Arc<O>,
     prefixes: Vec<String>,
-    (start_index, start_after): (usize, Option<Marker>),
+    start: Pass,
+    taken: HashSet<(String, String)>,
     page_size: i32,
     tx: mpsc::Sender<Result<Listed, CloudError>>,
 ) {
-    let mut after = start_after;
-    for (prefix_index, prefix) in prefixes.iter().enumerate().skip(start_index) {
-        loop {
-            match objects.list(prefix, after.as_ref(), page_size).await {
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-                Ok(page) => {
-                    after = page
-                        .next
-                        .clone()
-                        .map(|(key, version_id)| Marker { key, version_id });
-                    let more = after.is_some();
-                    if tx.send(Ok(Listed { prefix_index, page })).await.is_err() {
-                        return;
-                    }
-                    if !more {
-                        break;
-                    }
-                }
+    let mut at = start;
+    let mut seen = SeenUploads {
+        taken,
+        key: String::new(),
+        ids: HashSet::new(),
+    };
+    while !at.listed(prefixes.len()) {
+        let Some(prefix) = prefixes.get(at.prefix_index) else {
+            // A position past the prefixes in the version stage: the pass reports the listing
+            // as stopped before the end.
+            return;
+        };
+        let page = match at.stage {
+            Stage::Versions => objects
+                .list(prefix, at.after.as_ref(), page_size)
+                .await
+                .map(|page| {
+                    let entries = page.versions.into_iter().map(Entry::from).collect();
+                    (entries, page.next)
+                }),
+            Stage::Uploads => objects
+                .list_uploads(prefix, at.after.as_ref(), page_size)
+                .await
+                .map(|page| (seen.fresh(page.uploads, at.after.as_ref()), page.next)),
+        };
+        let (entries, next) = match page {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
             }
+        };
+        let next = next.map(|(key, version_id)| Marker { key, version_id });
+        let listed = Listed {
+            stage: at.stage,
+            prefix_index: at.prefix_index,
+            entries,
+            next: next.clone(),
+        };
+        match next {
+            Some(marker) => at.after = Some(marker),
+            None => at.next_prefix(prefixes.len()),
+        }
+        if tx.send(Ok(listed)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps an upload from being taken twice in a pass: aborting it twice would answer
+/// `NoSuchUpload` the second time, which counts as aborted. AWS and ministack list strictly
+/// after both markers, but a server that ignored `upload-id-marker` (ministack does with
+/// `key-marker` alone) would list the marker key's uploads again.
+struct SeenUploads {
+    taken: HashSet<(String, String)>,
+    /// The key of the last upload listed, and the upload ids listed for it.
+    key: String,
+    ids: HashSet<String>,
+}
+
+impl SeenUploads {
+    /// The uploads of a page not taken already, as entries.
+    fn fresh(&mut self, uploads: Vec<(String, String)>, after: Option<&Marker>) -> Vec<Entry> {
+        let mut entries = Vec::with_capacity(uploads.len());
+        for (key, upload_id) in uploads {
+            if after.is_some_and(|m| key < m.key || (key == m.key && upload_id == m.version_id)) {
+                continue;
+            }
+            if self.taken.contains(&(key.clone(), upload_id.clone())) {
+                continue;
+            }
+            if key != self.key {
+                self.key.clone_from(&key);
+                self.ids.clear();
+            }
+            if !self.ids.insert(upload_id.clone()) {
+                continue;
+            }
+            entries.push(Entry::upload(key, upload_id));
+        }
+        entries
+    }
+}
+
+/// Deletes a batch's versions and markers and aborts its uploads (a batch holds one or the
+/// other, as listed; a mixed one would still be handled).
+async fn remove_batch<O: Objects>(
+    objects: &O,
+    entries: Vec<Entry>,
+) -> Result<BatchOutcome, CloudError> {
+    let (uploads, versions): (Vec<Entry>, Vec<Entry>) = entries
+        .into_iter()
+        .partition(|e| e.kind == Kind::MultipartUpload);
+    let mut outcome = if versions.is_empty() {
+        BatchOutcome::default()
+    } else {
+        delete_batch(objects, versions).await?
+    };
+    let aborted: Vec<Result<Entry, CloudError>> = futures::stream::iter(uploads)
+        .map(|entry| async move {
+            abort_call(objects, &entry.key, &entry.version_id).await?;
+            Ok(entry)
+        })
+        .buffer_unordered(ABORTS)
+        .collect()
+        .await;
+    for entry in aborted {
+        // One failure fails the batch: it stays in flight and a rerun sends it again, its
+        // aborted uploads answering NoSuchUpload.
+        outcome.deleted.push(entry?);
+    }
+    Ok(outcome)
+}
+
+/// `AbortMultipartUpload`, retried when it fails (the SDK has already retried it). An upload
+/// that is gone counts as aborted: it is when a re-sent batch finds its own earlier abort, and
+/// otherwise it was completed (the version listing finds the object) or aborted by someone
+/// else; either way its parts are gone.
+async fn abort_call<O: Objects>(objects: &O, key: &str, upload_id: &str) -> Result<(), CloudError> {
+    let mut attempt = 1;
+    loop {
+        match objects.abort_upload(key, upload_id).await {
+            Ok(aborted) => {
+                if !aborted {
+                    debug!(key, upload_id, "upload already gone");
+                }
+                return Ok(());
+            }
+            Err(e) if attempt < CALL_ATTEMPTS && !e.is_denied() => {
+                warn!(error = %e, attempt, "AbortMultipartUpload failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

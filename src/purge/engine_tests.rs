@@ -19,7 +19,8 @@ struct FakeVersion {
 }
 
 /// A versioned bucket. Listing follows ministack: asked to resume after a version that no
-/// longer exists, it skips the rest of that key.
+/// longer exists, it skips the rest of that key. Incomplete multipart uploads are listed, like
+/// AWS and ministack, in `(key, uploadId)` order strictly after both markers.
 #[derive(Default)]
 struct FakeBucket {
     /// Key -> versions, newest first.
@@ -27,6 +28,17 @@ struct FakeBucket {
     /// Versions whose next deletion attempt fails with SlowDown.
     slow_once: Mutex<HashSet<(String, String)>>,
     deletions: AtomicUsize,
+    /// Incomplete multipart uploads, `(key, uploadId)`.
+    uploads: Mutex<BTreeSet<(String, String)>>,
+    /// Uploads whose next abort fails with SlowDown.
+    abort_slow_once: Mutex<HashSet<(String, String)>>,
+    /// Uploads an abort answers for but leaves in place (a broken server).
+    sticky: Mutex<HashSet<(String, String)>>,
+    /// Aborts that removed an upload (not those answered NoSuchUpload).
+    aborts: AtomicUsize,
+    /// Lists every upload of the marker key again, as if `upload-id-marker` were ignored
+    /// (ministack does that with `key-marker` alone).
+    relist_marker_key: AtomicBool,
 }
 
 fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
@@ -48,6 +60,26 @@ impl FakeBucket {
             },
         );
         id
+    }
+
+    fn start_upload(&self, key: &str) -> String {
+        let mut uploads = lock(&self.uploads);
+        // Ids in another order than the uploads were started.
+        let id = format!("up-{:03}", (uploads.len() * 37) % 1000);
+        uploads.insert((key.to_owned(), id.clone()));
+        id
+    }
+
+    fn uploads(&self) -> BTreeSet<(String, String)> {
+        lock(&self.uploads).clone()
+    }
+
+    fn uploads_under(&self, prefixes: &[&str]) -> Vec<Entry> {
+        lock(&self.uploads)
+            .iter()
+            .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+            .map(|(k, id)| Entry::upload(k.clone(), id.clone()))
+            .collect()
     }
 
     fn all(&self) -> BTreeSet<(String, String)> {
@@ -169,6 +201,65 @@ impl Objects for Arc<FakeBucket> {
             .map(|v| v.lock.clone())
             .unwrap_or_default())
     }
+
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+        after: Option<&Marker>,
+        max_uploads: i32,
+    ) -> Result<UploadPage, CloudError> {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let relist = self.relist_marker_key.load(Ordering::SeqCst);
+        let max = usize::try_from(max_uploads).unwrap_or(0);
+        let listed: Vec<(String, String)> = lock(&self.uploads)
+            .iter()
+            .filter(|(key, id)| {
+                key.starts_with(prefix)
+                    && after.is_none_or(|m| {
+                        key.as_str() > m.key.as_str()
+                            || (key == &m.key && (relist || id.as_str() > m.version_id.as_str()))
+                    })
+            })
+            .take(max + 1)
+            .cloned()
+            .collect();
+        let truncated = listed.len() > max;
+        let uploads: Vec<(String, String)> = listed.into_iter().take(max).collect();
+        let next = if truncated {
+            uploads.last().cloned()
+        } else {
+            None
+        };
+        Ok(UploadPage { uploads, next })
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<bool, CloudError> {
+        // Slower than listing: a listing that resumes while a re-sent batch is in flight sees
+        // its uploads still there.
+        for _ in 0..60 {
+            tokio::task::yield_now().await;
+        }
+        let id = (key.to_owned(), upload_id.to_owned());
+        if lock(&self.abort_slow_once).remove(&id) {
+            return Err(CloudError::Api {
+                service: "s3",
+                operation: "AbortMultipartUpload",
+                code: "SlowDown".into(),
+                message: String::new(),
+                status: Some(503),
+            });
+        }
+        if lock(&self.sticky).contains(&id) {
+            return Ok(true);
+        }
+        let removed = lock(&self.uploads).remove(&id);
+        if removed {
+            self.aborts.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(removed)
+    }
 }
 
 /// Checkpoints in memory; can "die" (never return) at its N-th write.
@@ -285,7 +376,8 @@ impl Store for MemStore {
 const PAGE: i32 = 7;
 
 /// Three prefixes; keys with several versions, some ending in a delete marker; a key with
-/// more versions than a page.
+/// more versions than a page; incomplete uploads, several of one key, more than a page per
+/// prefix, one on a key that has versions.
 fn filled() -> Arc<FakeBucket> {
     let b = Arc::new(FakeBucket::default());
     for prefix in ["a/", "b/", "c/"] {
@@ -302,18 +394,28 @@ fn filled() -> Arc<FakeBucket> {
     for v in 0..20 {
         b.put("a/many", false, v, VersionLock::default());
     }
+    for prefix in ["a/", "b/", "c/"] {
+        for k in 0..4 {
+            for _ in 0..=k {
+                b.start_upload(&format!("{prefix}up{k}"));
+            }
+        }
+        b.start_upload(&format!("{prefix}1"));
+    }
     b
 }
 
-fn expected(b: &FakeBucket, prefixes: &[&str]) -> (Counts, String) {
-    let entries = b.entries_under(prefixes);
+/// What a purge of `prefixes` must count, and the hashes of its manifest: versions and
+/// markers, uploads.
+fn expected(b: &FakeBucket, prefixes: &[&str]) -> (Counts, manifest::Digests) {
+    let mut entries = b.entries_under(prefixes);
+    entries.extend(b.uploads_under(prefixes));
     let mut counts = Counts::default();
     for e in &entries {
         add(&mut counts, e);
     }
     let lines: Vec<String> = entries.iter().map(Entry::line).collect();
-    let (hash, _) = manifest::manifest_sha256(lines.iter().map(String::as_str));
-    (counts, hash)
+    (counts, manifest::digests(lines.iter().map(String::as_str)))
 }
 
 fn fresh(prefixes: &[&str], dry_run: bool) -> State {
@@ -349,13 +451,14 @@ async fn check_done(
     store: &MemStore,
     state: &State,
     counts: &Counts,
-    hash: &str,
+    digests: &manifest::Digests,
 ) {
     assert_eq!(&state.counts, counts);
     let e = engine(b, store);
-    let (got, n) = e.manifest_hash(state).await.expect("hash");
-    assert_eq!(got, hash, "manifest hash");
-    assert_eq!(n, counts.versions + counts.delete_markers);
+    let got = e.manifest_digests(state).await.expect("hash");
+    assert_eq!(&got, digests, "manifest hashes");
+    assert_eq!(got.versions.1, counts.versions + counts.delete_markers);
+    assert_eq!(got.uploads.1, counts.multipart_uploads);
     assert!(state.in_flight.is_empty());
     assert!(state.purged.is_some());
     let stale = store
@@ -373,33 +476,47 @@ async fn purges_exactly_the_scope() {
         .into_iter()
         .filter(|(k, _)| k.starts_with("b/"))
         .collect();
-    let (counts, hash) = expected(&b, &["a/", "c/"]);
+    let untouched_uploads: BTreeSet<_> = b
+        .uploads()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("b/"))
+        .collect();
+    assert_eq!(untouched_uploads.len(), 11);
+    let (counts, digests) = expected(&b, &["a/", "c/"]);
     let store = MemStore::new();
     let state = run_once(&b, &store, &fresh(&["c/", "a/"], false))
         .await
         .expect("finished");
-    check_done(&b, &store, &state, &counts, &hash).await;
+    check_done(&b, &store, &state, &counts, &digests).await;
     assert_eq!(b.all(), untouched, "only b/ is left");
+    assert_eq!(b.uploads(), untouched_uploads, "only b/ uploads are left");
     let v = state.verification.expect("verified");
     assert_eq!((v.remaining, v.passes), (0, 2));
     assert!(counts.delete_markers > 0 && counts.versions > 20);
-    // Each version deleted once: no batch was sent twice without a crash.
+    assert_eq!(counts.multipart_uploads, 22);
+    // Each version deleted once, each upload aborted once: no batch was sent twice without a
+    // crash.
     assert_eq!(
         b.deletions.load(Ordering::Relaxed) as u64,
         counts.versions + counts.delete_markers
+    );
+    assert_eq!(
+        b.aborts.load(Ordering::Relaxed) as u64,
+        counts.multipart_uploads
     );
 }
 
 #[tokio::test]
 async fn whole_bucket_and_empty_bucket() {
     let b = filled();
-    let (counts, hash) = expected(&b, &[""]);
+    let (counts, digests) = expected(&b, &[""]);
     let store = MemStore::new();
     let state = run_once(&b, &store, &fresh(&[""], false))
         .await
         .expect("finished");
-    check_done(&b, &store, &state, &counts, &hash).await;
+    check_done(&b, &store, &state, &counts, &digests).await;
     assert!(b.all().is_empty());
+    assert!(b.uploads().is_empty());
 
     let empty = Arc::new(FakeBucket::default());
     let store = MemStore::new();
@@ -410,31 +527,39 @@ async fn whole_bucket_and_empty_bucket() {
     assert_eq!(state.verification.map(|v| v.passes), Some(1));
 }
 
-/// Killed at every single checkpoint write in turn, then rerun: always exact.
+/// Killed at every single checkpoint write in turn, then rerun: always exact, uploads
+/// included; also against a server that lists the marker key's uploads again.
 #[tokio::test]
 async fn exact_when_killed_at_any_write() {
-    let mut k = 0;
-    loop {
-        let b = filled();
-        let (counts, hash) = expected(&b, &["a/", "c/"]);
-        let initial = fresh(&["a/", "c/"], false);
-        let store = MemStore::new();
-        store.die_after(k);
-        let first = run_once(&b, &store, &initial).await;
-        if let Some(state) = first {
-            // Finished before the k-th write: every crash point has been covered.
-            check_done(&b, &store, &state, &counts, &hash).await;
-            assert!(k > 30, "only {k} writes?");
-            break;
+    for relist in [false, true] {
+        let mut k = 0;
+        loop {
+            let b = filled();
+            b.relist_marker_key.store(relist, Ordering::SeqCst);
+            let (counts, digests) = expected(&b, &["a/", "c/"]);
+            let initial = fresh(&["a/", "c/"], false);
+            let store = MemStore::new();
+            store.die_after(k);
+            let first = run_once(&b, &store, &initial).await;
+            if let Some(state) = first {
+                // Finished before the k-th write: every crash point has been covered.
+                check_done(&b, &store, &state, &counts, &digests).await;
+                assert!(k > 30, "only {k} writes?");
+                break;
+            }
+            store.live();
+            let state = run_once(&b, &store, &initial).await.expect("finished");
+            check_done(&b, &store, &state, &counts, &digests).await;
+            assert!(
+                b.all().iter().all(|(key, _)| key.starts_with("b/")),
+                "crash at write {k}"
+            );
+            assert!(
+                b.uploads().iter().all(|(key, _)| key.starts_with("b/")),
+                "crash at write {k}: uploads left in scope"
+            );
+            k += 1;
         }
-        store.live();
-        let state = run_once(&b, &store, &initial).await.expect("finished");
-        check_done(&b, &store, &state, &counts, &hash).await;
-        assert!(
-            b.all().iter().all(|(key, _)| key.starts_with("b/")),
-            "crash at write {k}"
-        );
-        k += 1;
     }
 }
 
@@ -444,7 +569,7 @@ async fn exact_when_killed_repeatedly() {
     // A run needs a few writes to get anywhere (a batch record, then the checkpoint).
     for every in [3, 4, 7] {
         let b = filled();
-        let (counts, hash) = expected(&b, &[""]);
+        let (counts, digests) = expected(&b, &[""]);
         let initial = fresh(&[""], false);
         let store = MemStore::new();
         let mut restarts = 0;
@@ -456,8 +581,9 @@ async fn exact_when_killed_repeatedly() {
             restarts += 1;
             assert!(restarts < 10_000, "no progress");
         };
-        check_done(&b, &store, &state, &counts, &hash).await;
+        check_done(&b, &store, &state, &counts, &digests).await;
         assert!(b.all().is_empty());
+        assert!(b.uploads().is_empty());
         assert!(restarts > 5);
     }
 }
@@ -472,14 +598,21 @@ async fn throttled_keys_are_retried() {
                 slow.insert(id);
             }
         }
+        let mut slow = lock(&b.abort_slow_once);
+        for (i, id) in b.uploads().into_iter().enumerate() {
+            if i % 4 == 0 {
+                slow.insert(id);
+            }
+        }
     }
-    let (counts, hash) = expected(&b, &[""]);
+    let (counts, digests) = expected(&b, &[""]);
     let store = MemStore::new();
     let state = run_once(&b, &store, &fresh(&[""], false))
         .await
         .expect("finished");
-    check_done(&b, &store, &state, &counts, &hash).await;
+    check_done(&b, &store, &state, &counts, &digests).await;
     assert!(b.all().is_empty());
+    assert!(b.uploads().is_empty());
     assert_eq!(state.verification.map(|v| v.passes), Some(2));
 }
 
@@ -557,11 +690,14 @@ async fn object_lock_is_never_bypassed() {
 async fn dry_run_counts_what_a_real_run_deletes() {
     let b = filled();
     let before = b.all();
+    let uploads_before = b.uploads();
     let store = MemStore::new();
     let dry = run_once(&b, &store, &fresh(&["a/", "b/"], true))
         .await
         .expect("finished");
     assert_eq!(b.all(), before, "nothing deleted");
+    assert_eq!(b.uploads(), uploads_before, "nothing aborted");
+    assert_eq!(dry.counts.multipart_uploads, 22);
     assert_eq!(dry.manifest, JournalState::default(), "no manifest entries");
     assert!(dry.verification.is_none());
     let store = MemStore::new();
@@ -613,4 +749,91 @@ fn locks_are_described_by_what_binds() {
     };
     let l = locked_version(&e, &both).expect("locked");
     assert_eq!((l.mode.as_str(), l.retain_until), ("LegalHold", until));
+}
+
+/// A server that lists the marker key's uploads again: each upload is still aborted, counted
+/// and recorded once.
+#[tokio::test]
+async fn uploads_listed_again_are_aborted_once() {
+    let b = filled();
+    b.relist_marker_key.store(true, Ordering::SeqCst);
+    for _ in 0..(2 * PAGE) {
+        b.start_upload("c/crowded");
+    }
+    let (counts, digests) = expected(&b, &["c/"]);
+    let store = MemStore::new();
+    let state = run_once(&b, &store, &fresh(&["c/"], false))
+        .await
+        .expect("finished");
+    check_done(&b, &store, &state, &counts, &digests).await;
+    assert_eq!(
+        b.aborts.load(Ordering::Relaxed) as u64,
+        counts.multipart_uploads
+    );
+    assert!(b.uploads().iter().all(|(k, _)| !k.starts_with("c/")));
+}
+
+/// An upload that an abort does not remove (a misbehaving server, or one restarted under the
+/// same id) is found by every verification listing: the purge never reports it verified.
+#[tokio::test]
+async fn an_upload_that_stays_is_never_verified() {
+    let b = filled();
+    let id = b.start_upload("a/stays");
+    lock(&b.sticky).insert(("a/stays".to_owned(), id));
+    let store = MemStore::new();
+    let mut state = fresh(&["a/"], false);
+    let err = engine(&b, &store)
+        .run(&mut state)
+        .await
+        .expect_err("not verified");
+    assert!(
+        matches!(err, PurgeError::NotConverged { passes, attempted: 1, .. } if passes == MAX_PASSES),
+        "{err}"
+    );
+    assert!(state.verification.is_none() && state.purged.is_none());
+    assert!(b.all().iter().all(|(k, _)| !k.starts_with("a/")));
+}
+
+#[test]
+fn seen_uploads_skip_what_is_taken_or_before_the_marker() {
+    let up = |k: &str, id: &str| (k.to_owned(), id.to_owned());
+    let mut seen = SeenUploads {
+        taken: [up("k", "resent")].into(),
+        key: String::new(),
+        ids: HashSet::new(),
+    };
+    let marker = Marker {
+        key: "k".into(),
+        version_id: "u2".into(),
+    };
+    let page = vec![
+        up("j", "u9"),
+        up("k", "u2"),
+        up("k", "resent"),
+        up("k", "u1"),
+        up("k", "u3"),
+        up("l", "u0"),
+    ];
+    let ids = |entries: Vec<Entry>| -> Vec<(String, String)> {
+        assert!(entries.iter().all(|e| e.kind == Kind::MultipartUpload));
+        entries.iter().map(Entry::id).collect()
+    };
+    // Before the marker's key, the marker itself, and a re-sent upload are not taken again; an
+    // upload id below the marker's is (only the server knows its order within a key).
+    assert_eq!(
+        ids(seen.fresh(page, Some(&marker))),
+        vec![up("k", "u1"), up("k", "u3"), up("l", "u0")]
+    );
+    // The next page lists the last key again: only what is new is taken.
+    let marker = Marker {
+        key: "l".into(),
+        version_id: "u0".into(),
+    };
+    assert_eq!(
+        ids(seen.fresh(
+            vec![up("l", "u0"), up("l", "u5"), up("m", "u0")],
+            Some(&marker)
+        )),
+        vec![up("l", "u5"), up("m", "u0")]
+    );
 }

@@ -1,10 +1,14 @@
 //! Manifest and locked-version lines, the chunked journals holding them, and the certificate
-//! hash.
+//! hashes.
 //!
 //! A line is tab-separated. Keys may contain any character, so `%`, TAB, LF and CR in keys and
 //! version ids are percent-encoded (`%25`, `%09`, `%0A`, `%0D`): a line stays one line and its
-//! fields stay apart. The certificate hash is computed over the encoded fields, so anyone can
-//! recompute it from the manifest ConfigMaps with `cut -f1,2 | LC_ALL=C sort | sha256sum`.
+//! fields stay apart. The manifest records everything removed: versions and delete markers, and
+//! aborted incomplete multipart uploads (kind `multipartUpload`, the upload id in the second
+//! field). The certificate has one hash per sort, over the encoded fields, so anyone can
+//! recompute them from the manifest ConfigMaps: `awk -F'\t' '$3 != "multipartUpload"' | cut
+//! -f1,2 | LC_ALL=C sort | sha256sum` for versions and markers (the hash the certificate had
+//! before uploads were recorded), and the same with `==` for uploads.
 
 use std::borrow::Cow;
 
@@ -30,11 +34,13 @@ pub struct LineError {
     pub problem: &'static str,
 }
 
-/// An object version or a delete marker.
+/// An object version, a delete marker, or an incomplete multipart upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Version,
     DeleteMarker,
+    /// Removed by `AbortMultipartUpload`, which deletes its parts.
+    MultipartUpload,
 }
 
 impl Kind {
@@ -42,18 +48,20 @@ impl Kind {
         match self {
             Kind::Version => "version",
             Kind::DeleteMarker => "deleteMarker",
+            Kind::MultipartUpload => "multipartUpload",
         }
     }
 }
 
-/// One listed version or delete marker: what is deleted and recorded.
+/// One listed version, delete marker or incomplete upload: what is removed and recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub key: String,
+    /// The upload id for a multipart upload.
     pub version_id: String,
     pub kind: Kind,
-    /// Bytes; 0 for a delete marker.
+    /// Bytes; 0 for a delete marker, and for an upload (its parts are not listed, so not sized).
     pub size: u64,
 }
 
@@ -102,7 +110,8 @@ impl Entry {
         let kind = match kind {
             "version" => Kind::Version,
             "deleteMarker" => Kind::DeleteMarker,
-            _ => return Err(bad("kind is neither version nor deleteMarker")),
+            "multipartUpload" => Kind::MultipartUpload,
+            _ => return Err(bad("kind is not version, deleteMarker or multipartUpload")),
         };
         Ok(Entry {
             key: unescape(key).ok_or_else(|| bad("bad percent-encoding in key"))?,
@@ -115,6 +124,16 @@ impl Entry {
 
     pub fn id(&self) -> (String, String) {
         (self.key.clone(), self.version_id.clone())
+    }
+
+    /// An incomplete multipart upload, as listed.
+    pub fn upload(key: String, upload_id: String) -> Entry {
+        Entry {
+            key,
+            version_id: upload_id,
+            kind: Kind::MultipartUpload,
+            size: 0,
+        }
     }
 }
 
@@ -180,6 +199,31 @@ fn unescape(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// What the certificate certifies of a manifest: one hash for versions and delete markers, one
+/// for aborted uploads. Kept apart so that the first keeps the meaning it has always had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// [`manifest_sha256`] of the version and delete marker lines, and their count.
+    pub versions: (String, u64),
+    /// [`manifest_sha256`] of the `multipartUpload` lines (`key<TAB>uploadId`), and their count.
+    pub uploads: (String, u64),
+}
+
+/// Splits manifest lines by kind (the third field) and hashes each part.
+pub fn digests<'a>(lines: impl IntoIterator<Item = &'a str>) -> Digests {
+    let upload = format!("\t{}\t", Kind::MultipartUpload.as_str());
+    let (uploads, versions): (Vec<&str>, Vec<&str>) = lines.into_iter().partition(|line| {
+        // Encoded fields hold no TAB, so the kind is what follows the second one.
+        line.match_indices('\t')
+            .nth(1)
+            .is_some_and(|(i, _)| line[i..].starts_with(upload.as_str()))
+    });
+    Digests {
+        versions: manifest_sha256(versions),
+        uploads: manifest_sha256(uploads),
+    }
 }
 
 /// SHA-256 (hex) of the sorted `key<TAB>versionId<LF>` lines of manifest lines, and how many
@@ -352,6 +396,30 @@ mod tests {
         let (empty, n) = manifest_sha256([]);
         assert_eq!(n, 0);
         assert!(empty.starts_with("e3b0c442"));
+    }
+
+    #[test]
+    fn uploads_are_hashed_apart_from_versions() {
+        let upload = Entry::upload("a\tb".into(), "u1".into());
+        let line = upload.line();
+        assert_eq!(line, "a%09b\tu1\tmultipartUpload\t0");
+        assert_eq!(Entry::parse(&line), Ok(upload));
+        let version = entry("a", "1").line();
+        // A key that looks like a kind is still a key.
+        let tricky = entry("multipartUpload", "2").line();
+        let d = digests([line.as_str(), version.as_str(), tricky.as_str()]);
+        assert_eq!(
+            d.versions,
+            manifest_sha256([version.as_str(), tricky.as_str()])
+        );
+        assert_eq!(d.uploads, manifest_sha256([line.as_str()]));
+        assert_eq!((d.versions.1, d.uploads.1), (2, 1));
+        // printf 'a%09b\tu1\n' | sha256sum
+        let expected = Sha256::digest(b"a%09b\tu1\n")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        assert_eq!(d.uploads.0, expected);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The purge engine behind `tenant-storage-operator purge`: deletes every object version and
-//! delete marker in a DataDeletionRequest's scope, resumably and exactly, verifies, optionally
-//! crypto-shreds the tenant key, and writes the deletion certificate.
+//! delete marker and aborts every incomplete multipart upload in a DataDeletionRequest's scope,
+//! resumably and exactly, verifies, optionally crypto-shreds the tenant key, and writes the
+//! deletion certificate.
 
 mod engine;
 mod manifest;
@@ -8,7 +9,7 @@ mod request;
 mod state;
 mod store;
 
-pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError};
+pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError, UploadPage};
 pub use request::{Options, Outcome, RequestError, run};
 pub use state::{Marker, State};
 pub use store::{ConfigMapStore, RECORD_LABEL, UID_LABEL};
@@ -51,6 +52,30 @@ impl Objects for BucketObjects {
     async fn lock(&self, key: &str, version_id: &str) -> Result<VersionLock, CloudError> {
         self.regional
             .version_lock(&self.bucket, key, version_id)
+            .await
+    }
+
+    async fn list_uploads(
+        &self,
+        prefix: &str,
+        after: Option<&Marker>,
+        max_uploads: i32,
+    ) -> Result<UploadPage, CloudError> {
+        let (uploads, next) = self
+            .regional
+            .list_uploads(
+                &self.bucket,
+                prefix,
+                after.map(|m| (m.key.as_str(), m.version_id.as_str())),
+                max_uploads,
+            )
+            .await?;
+        Ok(UploadPage { uploads, next })
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<bool, CloudError> {
+        self.regional
+            .abort_upload(&self.bucket, key, upload_id)
             .await
     }
 }

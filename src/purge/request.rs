@@ -334,6 +334,8 @@ struct Certificate<'a> {
     completion_time: Option<&'a str>,
     sha256: &'a str,
     entries: u64,
+    multipart_uploads_sha256: &'a str,
+    multipart_upload_entries: u64,
     hash_input: &'static str,
     manifest_config_maps: Vec<String>,
     verification: Option<&'a Verification>,
@@ -353,7 +355,8 @@ async fn finish(
     state: &State,
 ) -> Result<Outcome, RequestError> {
     let store = engine.store();
-    let (sha256, entries) = engine.manifest_hash(state).await?;
+    let digests = engine.manifest_digests(state).await?;
+    let ((sha256, entries), (uploads_sha256, upload_entries)) = (digests.versions, digests.uploads);
     let locked = engine.locked_versions(state).await?;
     let blocked = state.verification.as_ref().is_some_and(|v| v.remaining > 0);
     let (outcome, phase) = if blocked {
@@ -391,7 +394,9 @@ async fn finish(
         completion_time: state.completion_time.as_deref(),
         sha256: &sha256,
         entries,
-        hash_input: "SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: cut -f1,2 of the manifest entries | LC_ALL=C sort | sha256sum",
+        multipart_uploads_sha256: &uploads_sha256,
+        multipart_upload_entries: upload_entries,
+        hash_input: "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: the manifest entries | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | LC_ALL=C sort | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope",
         manifest_config_maps: (0..state.manifest.chunks)
             .map(|i| store.chunk_name(JournalKind::Manifest, i))
             .collect(),

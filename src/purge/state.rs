@@ -5,8 +5,12 @@ use serde::{Deserialize, Serialize};
 use super::manifest::{Entry, JournalState};
 use crate::api::DeletionProgress;
 
-/// Bumped when the checkpoint layout changes incompatibly.
-pub const FORMAT: u32 = 1;
+/// Bumped when the checkpoint layout changes incompatibly. 2: passes also list and abort
+/// incomplete multipart uploads (`Pass::stage`, `Counts::multipart_uploads`). A format 1
+/// checkpoint is refused rather than upgraded: its verification never looked for uploads, so
+/// certifying from it would claim what was not checked, and a format 1 binary must not resume a
+/// checkpoint whose manifest holds uploads.
+pub const FORMAT: u32 = 2;
 
 /// Totals so far (for a dry run: what would be deleted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,14 +21,28 @@ pub struct Counts {
     pub bytes: u64,
     /// Versions kept by Object Lock.
     pub locked: u64,
+    /// Incomplete multipart uploads aborted (their parts deleted); not in `bytes`. Defaulted
+    /// only so that a format 1 checkpoint parses and is refused for its format.
+    #[serde(default)]
+    pub multipart_uploads: u64,
 }
 
-/// A listing position: the last `(key, versionId)` returned.
+/// A listing position: the last `(key, versionId)` returned, or `(key, uploadId)` in the
+/// upload stage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Marker {
     pub key: String,
     pub version_id: String,
+}
+
+/// What a pass is listing: first the versions and delete markers of every prefix, then the
+/// incomplete multipart uploads of every prefix (which `ListObjectVersions` does not show).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    #[default]
+    Versions,
+    Uploads,
 }
 
 /// One listing of every scope prefix. The first pass deletes; later ones delete what the
@@ -34,7 +52,11 @@ pub struct Marker {
 #[serde(rename_all = "camelCase")]
 pub struct Pass {
     pub number: u32,
-    /// Index into the prefixes of the one being listed; `prefixes.len()` once all are listed.
+    /// Defaulted only so that a format 1 checkpoint parses and is refused for its format.
+    #[serde(default)]
+    pub stage: Stage,
+    /// Index into the prefixes of the one being listed in `stage`; `prefixes.len()` once the
+    /// upload stage has listed them all.
     pub prefix_index: usize,
     /// Listing resumes after this entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +65,7 @@ pub struct Pass {
     /// after a version that no longer exists, so it is deleted only with the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carry: Option<Entry>,
-    /// Versions sent for deletion in this pass.
+    /// Versions sent for deletion and uploads sent for abort in this pass.
     pub attempted: u64,
     /// Versions listed in this pass that Object Lock keeps (known from earlier batches).
     pub remaining_locked: u64,
@@ -53,11 +75,28 @@ impl Pass {
     pub fn new(number: u32) -> Pass {
         Pass {
             number,
+            stage: Stage::Versions,
             prefix_index: 0,
             after: None,
             carry: None,
             attempted: 0,
             remaining_locked: 0,
+        }
+    }
+
+    /// Whether both stages have listed every prefix.
+    pub fn listed(&self, prefixes: usize) -> bool {
+        prefixes == 0 || (self.stage == Stage::Uploads && self.prefix_index >= prefixes)
+    }
+
+    /// Moves the listing on to the next prefix, or from the last prefix's versions to the first
+    /// prefix's uploads.
+    pub fn next_prefix(&mut self, prefixes: usize) {
+        self.after = None;
+        self.prefix_index += 1;
+        if self.stage == Stage::Versions && self.prefix_index >= prefixes {
+            self.stage = Stage::Uploads;
+            self.prefix_index = 0;
         }
     }
 }
@@ -72,7 +111,8 @@ pub struct InFlight {
     pub slot: u32,
 }
 
-/// The final listing's result.
+/// The final listing's result: a pass that found nothing to delete or abort, so no delete
+/// marker and no incomplete multipart upload is left in scope, and no version but locked ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
@@ -138,6 +178,7 @@ impl State {
             delete_markers_deleted: self.counts.delete_markers,
             bytes_deleted: self.counts.bytes,
             locked_versions: self.counts.locked,
+            multipart_uploads_aborted: self.counts.multipart_uploads,
             start_time: Some(self.start_time.clone()),
             completion_time: self.completion_time.clone(),
             last_checkpoint: self.last_checkpoint.clone(),
@@ -205,6 +246,31 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_lists_versions_then_uploads_of_every_prefix() {
+        let mut pass = Pass::new(1);
+        let mut seen = Vec::new();
+        while !pass.listed(2) {
+            seen.push((pass.stage, pass.prefix_index));
+            pass.after = Some(Marker {
+                key: "k".into(),
+                version_id: "v".into(),
+            });
+            pass.next_prefix(2);
+            assert_eq!(pass.after, None);
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Stage::Versions, 0),
+                (Stage::Versions, 1),
+                (Stage::Uploads, 0),
+                (Stage::Uploads, 1)
+            ]
+        );
+        assert!(Pass::new(1).listed(0), "no prefix, nothing to list");
+    }
+
+    #[test]
     fn state_round_trips_as_json() {
         let mut s = State::new("uid-1", &strings(&["p/"]), false, "t0".into());
         s.pass.carry = Some(Entry {
@@ -214,7 +280,23 @@ mod tests {
             size: 1,
         });
         s.in_flight.push(InFlight { id: 3, slot: 1 });
+        s.pass.stage = Stage::Uploads;
+        s.counts.multipart_uploads = 4;
         let json = serde_json::to_string(&s).expect("serialize");
+        assert!(json.contains(r#""stage":"Uploads""#), "{json}");
+        assert!(json.contains(r#""format":2"#), "{json}");
         assert_eq!(serde_json::from_str::<State>(&json).expect("parse"), s);
+        // A format 1 checkpoint still parses, so that it is refused for its format (not as
+        // malformed JSON).
+        let v1 = json
+            .replace(r#""format":2"#, r#""format":1"#)
+            .replace(r#""stage":"Uploads","#, "")
+            .replace(r#","multipartUploads":4"#, "");
+        assert!(
+            !v1.contains("stage") && !v1.contains("multipartUploads"),
+            "{v1}"
+        );
+        let old = serde_json::from_str::<State>(&v1).expect("format 1 parses");
+        assert_ne!(old.format, FORMAT);
     }
 }

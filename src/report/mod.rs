@@ -432,6 +432,7 @@ mod tests {
                 algorithm: "aws:kms".into(),
                 key_id: Some(KEY.into()),
                 bucket_key: true,
+                sse_c_blocked: true,
             }),
             key: Some(ObservedKey {
                 arn: KEY.into(),
@@ -487,6 +488,7 @@ mod tests {
                         algorithm: "AES256".into(),
                         key_id: None,
                         bucket_key: false,
+                        sse_c_blocked: true,
                     })
                 }),
             ),

@@ -26,6 +26,27 @@ fn request(name: &str, tenant: &str, extra: serde_json::Value) -> DataDeletionRe
     DataDeletionRequest::new(name, serde_json::from_value(spec).expect("request spec"))
 }
 
+/// Plays the kubelet: runs the request's Job as its pod would, and waits for the request to
+/// report success.
+async fn run_job_to_success(s: &Scenario, name: &str) -> DataDeletionRequest {
+    let out = job_command(&s.ns, name)
+        .await
+        .output()
+        .await
+        .expect("run the job's command");
+    assert!(
+        out.status.success(),
+        "purge failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    eventually("request succeeded", || async {
+        let r = requests.get(name).await.ok()?;
+        (r.status.as_ref()?.phase == Some(DeletionPhase::Succeeded)).then_some(r)
+    })
+    .await
+}
+
 fn ddr_condition<'a>(
     r: &'a DataDeletionRequest,
     type_: &str,
@@ -47,15 +68,7 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
     let op = s
         .operator(&["--purge-image", "registry.example/tso:test"])
         .await;
-    s.create(&tenant("t", &policy, json!({})))
-        .await
-        .expect("create tenant");
-    let bucket = s
-        .wait_ready("t")
-        .await
-        .status
-        .and_then(|st| st.bucket_name)
-        .expect("bucket");
+    let bucket = s.ready_bucket("t", &policy).await;
     let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
     requests
         .create(&PostParams::default(), &request("leave", "t", json!({})))
@@ -415,23 +428,7 @@ async fn whole_tenant_purge_lets_a_delete_policy_tenant_go() {
         )
         .await
         .expect("create request");
-    // Play the kubelet: run the Job's command as its pod would.
-    let out = job_command(&s.ns, "offboard")
-        .await
-        .output()
-        .await
-        .expect("run the job's command");
-    assert!(
-        out.status.success(),
-        "purge failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let done = eventually("request succeeded", || async {
-        let r = requests.get("offboard").await.ok()?;
-        (r.status.as_ref()?.phase == Some(DeletionPhase::Succeeded)).then_some(r)
-    })
-    .await;
+    let done = run_job_to_success(&s, "offboard").await;
     let status = done.status.expect("status");
     let progress = status.progress.expect("progress");
     assert_eq!(
@@ -470,4 +467,141 @@ async fn whole_tenant_purge_lets_a_delete_policy_tenant_go() {
             .map(|s| s.as_str()),
         Some("PendingDeletion")
     );
+}
+
+/// A prefix means a folder: the API server refuses one that does not end in `/` (S3 would also
+/// match `users/40/...`) or that holds a wildcard (S3 would match nothing), saying why and what
+/// to write instead, and names the offending item. `users/4/` is accepted, and a raw prefix only
+/// through the explicit `rawPrefixes` list. No operator runs: this is admission alone.
+#[tokio::test]
+async fn ambiguous_prefixes_are_refused_at_admission() {
+    let s = Scenario::new("ddrprefix").await;
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    let create = |name: &'static str, scope: serde_json::Value| {
+        let requests = requests.clone();
+        async move {
+            requests
+                .create(
+                    &PostParams::default(),
+                    &request(name, "t", json!({"scope": scope})),
+                )
+                .await
+        }
+    };
+    const NOT_A_FOLDER: &str = "a prefix must end with '/': S3 prefixes are literal, so 'users/4' would also delete 'users/40/...'";
+    const WILDCARD: &str = "S3 has no wildcards (prefixes are literal), so 'users/*/tmp/' would delete nothing; list each prefix";
+
+    let err = create("partial", json!({"prefixes": ["users/1/", "users/4"]}))
+        .await
+        .expect_err("users/4 is refused");
+    let err = err.to_string();
+    assert!(err.contains("spec.scope.prefixes[1]"), "{err}");
+    assert!(err.contains(NOT_A_FOLDER), "{err}");
+    assert!(
+        err.contains("spec.scope.rawPrefixes"),
+        "the opt-in is named: {err}"
+    );
+    assert!(!err.contains("wildcards"), "{err}");
+
+    let err = create("star", json!({"prefixes": ["users/*/tmp/"]}))
+        .await
+        .expect_err("users/*/tmp/ is refused")
+        .to_string();
+    assert!(err.contains("spec.scope.prefixes[0]"), "{err}");
+    assert!(err.contains(WILDCARD), "{err}");
+    assert!(!err.contains("must end with '/'"), "{err}");
+
+    let err = create("question", json!({"prefixes": ["users/?"]}))
+        .await
+        .expect_err("users/? is refused")
+        .to_string();
+    assert!(
+        err.contains(NOT_A_FOLDER) && err.contains(WILDCARD),
+        "both reasons: {err}"
+    );
+
+    let err = create(
+        "both",
+        json!({"wholeTenant": true, "rawPrefixes": ["users/4"]}),
+    )
+    .await
+    .expect_err("whole tenant and raw prefixes together are refused")
+    .to_string();
+    assert!(err.contains("needs exactly one of wholeTenant"), "{err}");
+
+    let folder = create("folder", json!({"prefixes": ["users/4/"]}))
+        .await
+        .expect("users/4/ is a folder");
+    assert_eq!(folder.spec.scope.listing_prefixes(), ["users/4/"]);
+    let raw = create(
+        "raw",
+        json!({"prefixes": ["users/1/"], "rawPrefixes": ["users/4", "tmp/*"]}),
+    )
+    .await
+    .expect("raw prefixes are the explicit opt-in, every character literal");
+    assert_eq!(
+        raw.spec.scope.raw_prefixes.as_deref(),
+        Some(&["users/4".to_owned(), "tmp/*".to_owned()][..])
+    );
+    assert_eq!(
+        raw.spec.scope.listing_prefixes(),
+        ["users/1/", "users/4", "tmp/*"]
+    );
+}
+
+/// The raw opt-in reaches the purge: raw `users/4` deletes every key starting with it
+/// (`users/4/...`, `users/40/...`, `users/4.json`), a folder inside it is listed once (nothing
+/// counted twice), and keys outside both lists stay.
+#[tokio::test]
+async fn raw_prefixes_are_purged_as_written() {
+    let s = Scenario::new("ddrraw").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let keys = [
+        "users/4/a",
+        "users/40/b",
+        "users/4.json",
+        "users/5/c",
+        "users/50/kept",
+        "users/3/kept",
+    ];
+    for key in keys {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("write data");
+    }
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    requests
+        .create(
+            &PostParams::default(),
+            &request(
+                "raw",
+                "t",
+                json!({"scope": {"prefixes": ["users/40/", "users/5/"], "rawPrefixes": ["users/4"]}}),
+            ),
+        )
+        .await
+        .expect("create request");
+    let done = run_job_to_success(&s, "raw").await;
+    let status = done.status.expect("status");
+    let progress = status.progress.expect("progress");
+    assert_eq!(progress.versions_deleted, 4, "{progress:?}");
+    let certificate = status.certificate.expect("certificate");
+    assert!(certificate.verified);
+    assert_eq!(certificate.entries, 4);
+
+    let left = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("list");
+    let left: Vec<&str> = left.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(left, ["users/3/kept", "users/50/kept"]);
 }

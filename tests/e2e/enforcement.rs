@@ -1,8 +1,12 @@
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::types::{
+    BlockedEncryptionTypes, EncryptionType, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+};
 use serde_json::json;
+use tenant_storage_operator::plan::naming::log_bucket_name;
 
-use crate::harness::{Aws, Scenario, eu_spec, tenant};
+use crate::harness::{Aws, Scenario, eu_spec, eventually, tenant};
 
 fn access_denied<E: std::fmt::Debug>(result: Result<impl std::fmt::Debug, E>) -> bool {
     matches!(&result, Err(e) if format!("{e:?}").contains("AccessDenied"))
@@ -79,4 +83,105 @@ async fn bucket_policy_is_enforced() {
         secure.is_ok(),
         "the same request over TLS works: {secure:?}"
     );
+}
+
+/// Uploads with a customer-provided key (SSE-C) would escape the tenant key and survive
+/// crypto-shredding. Every bucket the operator keeps (the tenant's and the shared access-log
+/// bucket) has SSE-C blocked in its default encryption, and a bucket that allows it again is
+/// drift, restored on the next check. The bucket policy denies SSE-C uploads too. The emulator
+/// stores the setting but neither enforces it nor evaluates the policy's SSE-C condition key, so
+/// what is asserted here is the configuration, not a refused upload (see the README).
+#[tokio::test]
+async fn sse_c_is_blocked_on_every_bucket() {
+    let s = Scenario::new("ssec").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let logs = log_bucket_name(&s.prefix, &s.cluster_id, &policy, "eu-central-1");
+    let s3 = Aws::root().await.s3("eu-central-1");
+    for b in [&bucket, &logs] {
+        assert_eq!(
+            blocked_encryption_types(&s3, b).await,
+            [EncryptionType::SseC],
+            "{b}"
+        );
+    }
+    let policy_doc = s3
+        .get_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket policy");
+    let policy_doc: serde_json::Value =
+        serde_json::from_str(policy_doc.policy().expect("policy text")).expect("policy JSON");
+    let deny = policy_doc["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|st| st["Sid"] == "DenyCustomerProvidedKeys")
+        .expect("the SSE-C statement is in the live bucket policy");
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(
+        deny["Condition"]["Null"]["s3:x-amz-server-side-encryption-customer-algorithm"],
+        "false"
+    );
+
+    // Someone allows SSE-C again (keeping the tenant key as default): the next check blocks it.
+    let key_arn = s
+        .get("t")
+        .await
+        .status
+        .and_then(|st| st.kms_key_arn)
+        .expect("key");
+    let allow = ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder()
+                        .sse_algorithm(ServerSideEncryption::AwsKms)
+                        .kms_master_key_id(&key_arn)
+                        .build()
+                        .expect("default"),
+                )
+                .bucket_key_enabled(true)
+                .blocked_encryption_types(
+                    BlockedEncryptionTypes::builder()
+                        .encryption_type(EncryptionType::None)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+        .expect("encryption config");
+    s3.put_bucket_encryption()
+        .bucket(&bucket)
+        .server_side_encryption_configuration(allow)
+        .send()
+        .await
+        .expect("allow SSE-C");
+    assert_eq!(
+        blocked_encryption_types(&s3, &bucket).await,
+        [EncryptionType::None],
+        "the emulator stores the change"
+    );
+    s.recheck("t").await;
+    eventually("SSE-C blocked again", || async {
+        (blocked_encryption_types(&s3, &bucket).await == [EncryptionType::SseC]).then_some(())
+    })
+    .await;
+}
+
+/// The encryption types a bucket's default-encryption rule blocks.
+async fn blocked_encryption_types(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<EncryptionType> {
+    let out = s3
+        .get_bucket_encryption()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("bucket encryption");
+    out.server_side_encryption_configuration()
+        .and_then(|c| c.rules().first())
+        .and_then(|r| r.blocked_encryption_types())
+        .map(|b| b.encryption_type().to_vec())
+        .unwrap_or_default()
 }

@@ -616,6 +616,18 @@ impl Scenario {
     pub async fn create(&self, ts: &TenantStorage) -> Result<TenantStorage, kube::Error> {
         self.tenants().create(&PostParams::default(), ts).await
     }
+
+    /// Creates a plain tenant of `policy` and waits until it is Ready; returns its bucket.
+    pub async fn ready_bucket(&self, name: &str, policy: &str) -> String {
+        self.create(&tenant(name, policy, serde_json::json!({})))
+            .await
+            .expect("create tenant");
+        self.wait_ready(name)
+            .await
+            .status
+            .and_then(|st| st.bucket_name)
+            .expect("bucket")
+    }
 }
 
 /// Replaces a bucket's tag set, as someone working behind the operator's back would.

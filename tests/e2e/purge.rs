@@ -60,6 +60,13 @@ fn expected_hash<'a>(written: impl IntoIterator<Item = &'a Written>) -> String {
     hex(&Sha256::digest(lines.concat().as_bytes()))
 }
 
+/// What the certificate's upload hash must be: sorted `key\tuploadId\n` lines.
+fn upload_hash(uploads: &BTreeSet<(String, String)>) -> String {
+    let mut lines: Vec<String> = uploads.iter().map(|(k, u)| format!("{k}\t{u}\n")).collect();
+    lines.sort();
+    hex(&Sha256::digest(lines.concat().as_bytes()))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -274,8 +281,13 @@ async fn certificate(s: &Scenario, name: &str) -> Value {
 }
 
 /// The hash recomputed by an auditor from the manifest ConfigMaps alone, and their
-/// `(key, versionId)` entries.
+/// `(key, versionId)` entries: versions and delete markers.
 async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
+    manifest_of(s, name, &["version", "deleteMarker"]).await
+}
+
+/// The same for the entries of the manifest whose kind is one of `kinds`.
+async fn manifest_of(s: &Scenario, name: &str, kinds: &[&str]) -> (String, Vec<(String, String)>) {
     let uid = requests(s)
         .get(name)
         .await
@@ -304,7 +316,13 @@ async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
         for line in text.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
             assert_eq!(fields.len(), 4, "{line:?}");
-            assert!(matches!(fields[2], "version" | "deleteMarker"), "{line:?}");
+            assert!(
+                matches!(fields[2], "version" | "deleteMarker" | "multipartUpload"),
+                "{line:?}"
+            );
+            if !kinds.contains(&fields[2]) {
+                continue;
+            }
             lines.push(format!("{}\t{}\n", fields[0], fields[1]));
             entries.push((fields[0].to_owned(), fields[1].to_owned()));
         }
@@ -315,7 +333,19 @@ async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
 
 /// Checks status and certificate against what was deleted.
 async fn assert_deleted_exactly(s: &Scenario, name: &str, deleted: &BTreeSet<Written>) {
+    assert_removed_exactly(s, name, deleted, &BTreeSet::new()).await;
+}
+
+/// Checks status and certificate against what was deleted and the incomplete multipart uploads
+/// (`(key, uploadId)`) aborted.
+async fn assert_removed_exactly(
+    s: &Scenario,
+    name: &str,
+    deleted: &BTreeSet<Written>,
+    aborted: &BTreeSet<(String, String)>,
+) {
     let (versions, markers, bytes) = totals(deleted);
+    let uploads = aborted.len() as u64;
     let st = status(s, name).await;
     assert_eq!(st.phase, Some(DeletionPhase::Succeeded));
     let progress = st.progress.expect("progress");
@@ -324,9 +354,10 @@ async fn assert_deleted_exactly(s: &Scenario, name: &str, deleted: &BTreeSet<Wri
             progress.versions_deleted,
             progress.delete_markers_deleted,
             progress.bytes_deleted,
-            progress.locked_versions
+            progress.locked_versions,
+            progress.multipart_uploads_aborted
         ),
-        (versions, markers, bytes, 0)
+        (versions, markers, bytes, 0, uploads)
     );
     assert!(progress.start_time.is_some() && progress.completion_time.is_some());
     let summary = st.certificate.expect("certificate summary");
@@ -340,29 +371,32 @@ async fn assert_deleted_exactly(s: &Scenario, name: &str, deleted: &BTreeSet<Wri
     );
     assert_eq!(entries.len() as u64, versions + markers, "no entry twice");
     assert_eq!(entries.into_iter().collect::<BTreeSet<_>>(), ids(deleted));
+    let (uploads_hash, upload_entries) = manifest_of(s, name, &["multipartUpload"]).await;
+    assert_eq!(upload_entries.len() as u64, uploads, "no upload twice");
+    assert_eq!(
+        &upload_entries.into_iter().collect::<BTreeSet<_>>(),
+        aborted
+    );
     let cert = certificate(s, name).await;
     assert_eq!(cert["sha256"], json!(summary.sha256));
     assert_eq!(cert["entries"], json!(versions + markers));
     assert_eq!(
         cert["counts"],
-        json!({"versions": versions, "deleteMarkers": markers, "bytes": bytes, "locked": 0})
+        json!({
+            "versions": versions,
+            "deleteMarkers": markers,
+            "bytes": bytes,
+            "locked": 0,
+            "multipartUploads": uploads,
+        })
     );
+    assert_eq!(cert["multipartUploadEntries"], json!(uploads));
+    assert_eq!(cert["multipartUploadsSha256"], json!(uploads_hash));
+    assert_eq!(cert["multipartUploadsSha256"], json!(upload_hash(aborted)));
     assert_eq!(cert["verification"]["remaining"], json!(0));
     assert_eq!(cert["requestedBy"], json!("dpo@example.com"));
     assert_eq!(cert["request"]["namespace"], json!(s.ns));
     assert_eq!(cert["outcome"], json!("Succeeded"));
-}
-
-/// A tenant with a bucket, ready; returns the bucket name.
-async fn ready_tenant(s: &Scenario, policy: &str, name: &str) -> String {
-    s.create(&tenant(name, policy, json!({})))
-        .await
-        .expect("create tenant");
-    s.wait_ready(name)
-        .await
-        .status
-        .and_then(|st| st.bucket_name)
-        .expect("bucket")
 }
 
 /// Versions and delete markers across prefixes: a prefix request deletes exactly that prefix,
@@ -372,8 +406,8 @@ async fn purge_by_prefix_then_whole_tenant() {
     let s = Scenario::new("purge").await;
     let policy = s.policy(eu_spec()).await;
     let _op = s.operator(&[]).await;
-    let bucket = ready_tenant(&s, &policy, "acme").await;
-    let other = ready_tenant(&s, &policy, "globex").await;
+    let bucket = s.ready_bucket("acme", &policy).await;
+    let other = s.ready_bucket("globex", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     let written = fill(
         &s3,
@@ -452,7 +486,7 @@ async fn killed_purges_resume_exactly() {
     let s = Scenario::new("purgekill").await;
     let policy = s.policy(eu_spec()).await;
     let _op = s.operator(&[]).await;
-    let bucket = ready_tenant(&s, &policy, "big").await;
+    let bucket = s.ready_bucket("big", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     // About 5000 versions and markers: several batches of 1000, under three prefixes.
     let written = fill(&s3, &bucket, layout(&["a/", "b/", "c/"], 600)).await;
@@ -510,7 +544,7 @@ async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
     let s = Scenario::new("purgestale").await;
     let policy = s.policy(eu_spec()).await;
     let _op = s.operator(&[]).await;
-    let bucket = ready_tenant(&s, &policy, "t").await;
+    let bucket = s.ready_bucket("t", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     let written = fill(&s3, &bucket, layout(&["a/"], 20)).await;
     submit(
@@ -551,7 +585,7 @@ async fn a_second_pod_of_a_request_waits_for_the_first() {
     let s = Scenario::new("purgefence").await;
     let policy = s.policy(eu_spec()).await;
     let _op = s.operator(&[]).await;
-    let bucket = ready_tenant(&s, &policy, "t").await;
+    let bucket = s.ready_bucket("t", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     let written = fill(&s3, &bucket, layout(&["a/", "b/"], 300)).await;
     submit(
@@ -589,10 +623,12 @@ async fn a_second_pod_of_a_request_waits_for_the_first() {
             !log.contains("purge starting"),
             "two pods purge at once: {log}"
         );
+        // The first pod holds the fence (or has just released it, on its way out).
         let lease = leases.get(&fence).await.expect("fence");
-        assert_eq!(
-            lease.spec.and_then(|l| l.holder_identity),
-            Some(holder.clone())
+        let now = lease.spec.and_then(|l| l.holder_identity);
+        assert!(
+            now.is_none() || now.as_ref() == Some(&holder),
+            "the fence passed to {now:?} while the first pod runs"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -619,7 +655,7 @@ async fn a_job_without_the_generated_permissions_deletes_nothing() {
             &format!("arn:aws:iam::000000000000:user/{}", s.ns),
         ])
         .await;
-    let bucket = ready_tenant(&s, &policy, "t").await;
+    let bucket = s.ready_bucket("t", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     fill(&s3, &bucket, layout(&["a/"], 5)).await;
     let before = listing(&s3, &bucket).await;
@@ -682,7 +718,7 @@ async fn dry_run_counts_what_a_real_run_deletes() {
     let s = Scenario::new("purgedry").await;
     let policy = s.policy(eu_spec()).await;
     let _op = s.operator(&[]).await;
-    let bucket = ready_tenant(&s, &policy, "t").await;
+    let bucket = s.ready_bucket("t", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     let written = fill(&s3, &bucket, layout(&["x/", "y/"], 15)).await;
     let scope = json!({"prefixes": ["x/"]});
@@ -1054,4 +1090,177 @@ async fn purge_refuses_another_namespace() {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(names.is_empty(), "{names:?}");
+}
+
+/// `(key, uploadId)` of every incomplete multipart upload in the bucket, page by page.
+async fn uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> BTreeSet<(String, String)> {
+    let mut all = BTreeSet::new();
+    let mut marker: Option<(String, String)> = None;
+    loop {
+        let mut req = s3.list_multipart_uploads().bucket(bucket);
+        if let Some((k, u)) = &marker {
+            req = req.key_marker(k).upload_id_marker(u);
+        }
+        let page = req.send().await.expect("list uploads");
+        for u in page.uploads() {
+            all.insert((
+                u.key().unwrap_or_default().to_owned(),
+                u.upload_id().unwrap_or_default().to_owned(),
+            ));
+        }
+        match (
+            page.is_truncated(),
+            page.next_key_marker(),
+            page.next_upload_id_marker(),
+        ) {
+            (Some(true), Some(k), Some(u)) => marker = Some((k.to_owned(), u.to_owned())),
+            _ => return all,
+        }
+    }
+}
+
+/// Starts `count` multipart uploads of each key, uploading one part to the first `parts` of
+/// them; returns their `(key, uploadId)`.
+async fn start_uploads(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    layout: &[(&str, usize)],
+    parts: usize,
+) -> BTreeSet<(String, String)> {
+    let starts = layout
+        .iter()
+        .flat_map(|(key, count)| (0..*count).map(move |i| ((*key).to_owned(), i < parts)));
+    futures::stream::iter(starts)
+        .map(|(key, with_part)| async move {
+            let upload = s3
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("create multipart upload");
+            let id = upload.upload_id().expect("upload id").to_owned();
+            if with_part {
+                s3.upload_part()
+                    .bucket(bucket)
+                    .key(&key)
+                    .upload_id(&id)
+                    .part_number(1)
+                    .body(ByteStream::from(vec![b'p'; 1024]))
+                    .send()
+                    .await
+                    .expect("upload part");
+            }
+            (key, id)
+        })
+        .buffer_unordered(24)
+        .collect()
+        .await
+}
+
+/// Incomplete multipart uploads, which `ListObjectVersions` never shows, are listed page by page
+/// (more than the Job's page of 1000, with a page boundary inside one key), aborted with their
+/// parts, counted and recorded; uploads out of scope (`keep/`, `upx/`, which shares the string
+/// prefix `up`, and another tenant's `up/`) stay. The Job is killed while aborting: its rerun
+/// gets `NoSuchUpload` for what was already aborted and still certifies each upload once.
+#[tokio::test]
+async fn incomplete_uploads_in_scope_are_aborted_and_certified() {
+    let s = Scenario::new("purgemp").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let other = s.ready_bucket("o", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["up/", "keep/"], 6)).await;
+    let (in_scope, rest): (BTreeSet<Written>, BTreeSet<Written>) = written
+        .iter()
+        .cloned()
+        .partition(|w| w.key.starts_with("up/"));
+    // Sorted, the first page of 1000 ends inside up/many.
+    let started = start_uploads(
+        &s3,
+        &bucket,
+        &[("up/deep/x.bin", 1), ("up/f0.bin", 2), ("up/many", 1100)],
+        3,
+    )
+    .await;
+    start_uploads(&s3, &bucket, &[("keep/f1.bin", 2), ("upx/y.bin", 1)], 3).await;
+    start_uploads(&s3, &other, &[("up/many", 3)], 3).await;
+    // Under load the SDK may retry a CreateMultipartUpload whose first attempt did land,
+    // starting an upload no response names: the listing is the truth.
+    let (aborted, kept): (BTreeSet<_>, BTreeSet<_>) = uploads(&s3, &bucket)
+        .await
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("up/"));
+    assert!(aborted.len() >= 1103 && aborted.is_superset(&started));
+    assert!(kept.len() >= 3 && kept.iter().all(|(k, _)| !k.starts_with("up/")));
+    let theirs = uploads(&s3, &other).await;
+    assert!(theirs.len() >= 3);
+    let (parted_key, parted_id) = started
+        .iter()
+        .find(|(k, _)| k == "up/f0.bin")
+        .cloned()
+        .expect("an upload with a part");
+
+    submit(
+        &s,
+        &request("mp", "t", json!({"prefixes": ["up/"]}), "Purge", false),
+    )
+    .await;
+    let mut child = purge_command(&s, "mp").await.spawn().expect("start purge");
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no upload aborted");
+        if let Some(exit) = child.try_wait().expect("poll purge") {
+            panic!("purge finished ({exit:?}) before it could be killed while aborting");
+        }
+        let left = uploads(&s3, &bucket).await.intersection(&aborted).count();
+        if left < aborted.len() {
+            assert!(left > 0, "every upload aborted before the kill");
+            child.kill().await.expect("SIGKILL purge");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let exit = purge(&s, "mp").await;
+    assert!(exit.success(), "purge exited {exit:?}");
+
+    assert_eq!(
+        uploads(&s3, &bucket).await,
+        kept,
+        "only uploads out of scope are left"
+    );
+    assert_eq!(
+        uploads(&s3, &other).await,
+        theirs,
+        "the other tenant is untouched"
+    );
+    let parts = s3
+        .list_parts()
+        .bucket(&bucket)
+        .key(&parted_key)
+        .upload_id(&parted_id)
+        .send()
+        .await;
+    assert_eq!(
+        parts
+            .err()
+            .and_then(|e| e.into_service_error().meta().code().map(str::to_owned)),
+        Some("NoSuchUpload".to_owned()),
+        "the aborted upload's parts are gone"
+    );
+    assert_eq!(
+        listing(&s3, &bucket).await,
+        ids(&rest),
+        "only up/ versions are gone"
+    );
+    assert_removed_exactly(&s, "mp", &in_scope, &aborted).await;
+    let cert = certificate(&s, "mp").await;
+    assert!(
+        cert["hashInput"]
+            .as_str()
+            .is_some_and(|h| h.contains("incomplete multipart uploads")),
+        "{}",
+        cert["hashInput"]
+    );
 }
