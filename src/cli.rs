@@ -42,6 +42,10 @@ pub enum Command {
     Purge(PurgeArgs),
     /// Print the IAM policy an identity of this project needs, as JSON to attach to its role.
     IamPolicy(IamPolicyArgs),
+    /// Check a deletion certificate from its evidence in S3, without the cluster: signature,
+    /// manifest digests and counts, Object Lock retention of the evidence, and (with
+    /// --check-scope) that nothing in scope remains today. Exits 0 when verified, 1 otherwise.
+    VerifyCertificate(VerifyArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<plural>.<group>.yaml` files here instead of printing.
@@ -208,6 +212,15 @@ pub struct PurgeArgs {
     /// This pod's identity in the request's fence Lease (the pod name; default: host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The evidence bucket of the tenant's policy and region (the operator prepares it).
+    #[arg(long)]
+    pub evidence_bucket: String,
+    /// ARN of the operator's KMS key that signs certificates, in the tenant's region.
+    #[arg(long)]
+    pub signing_key: String,
+    /// Days the evidence stays under Object Lock (the policy's `deletion.evidenceRetentionDays`).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=36500))]
+    pub evidence_retention_days: i32,
     /// `DeleteObjects` batches (of up to 1000 versions) in flight at once.
     #[arg(long, env = "TSO_PURGE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -216,6 +229,38 @@ pub struct PurgeArgs {
     /// Log format.
     #[arg(long, env = "TSO_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Arguments of `verify-certificate`. Needs only read access to the evidence:
+/// s3:GetObject, s3:GetObjectVersion and s3:GetObjectRetention on the evidence bucket,
+/// kms:GetPublicKey on the signing key.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The certificate: s3://<evidence-bucket>/<key of certificate.json> (a key ending in `/`
+    /// means that folder's certificate.json). Its signature is read from `<key>.sig`, the
+    /// manifest from where the certificate says.
+    #[arg(value_name = "S3_URI", value_parser = crate::evidence::ObjectUri::parse)]
+    pub certificate: crate::evidence::ObjectUri,
+    /// Region of the evidence bucket (default: asked from S3, HeadBucket's
+    /// x-amz-bucket-region, then GetBucketLocation).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Also list the tenant's bucket under every prefix of the certificate's scope (the whole
+    /// bucket for a whole-tenant request) and fail if any version, delete marker or incomplete
+    /// multipart upload remains. Needs read access to the tenant bucket
+    /// (s3:ListBucketVersions, s3:ListBucketMultipartUploads), whose policy admits only the
+    /// tenant's role, the operator and the operator's --admin-principal-arn principals.
+    #[arg(long)]
+    pub check_scope: bool,
+    /// The operator's signing key ARN: fail unless the certificate is signed by this key.
+    /// Without it, the signature is checked against the key the certificate names.
+    #[arg(long)]
+    pub signing_key_arn: Option<String>,
+    /// Output: one line per check then VERIFIED or NOT VERIFIED, or JSON.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: crate::evidence::OutputFormat,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// Whose IAM policy to print.
@@ -280,7 +325,27 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Report(args) => report(args).await.map(|()| ExitCode::SUCCESS),
         Command::Purge(args) => purge(args).await,
         Command::IamPolicy(args) => iam_policy(&args).map(|()| ExitCode::SUCCESS),
+        Command::VerifyCertificate(args) => verify_certificate(args).await,
     }
+}
+
+/// Prints the verdict on one certificate; exit status 0 only when every check passed.
+async fn verify_certificate(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    use crate::cloud::evidence::{self, EvidenceReader, VerifyOptions};
+    let reader = EvidenceReader::connect(&args.aws.settings()).await?;
+    let options = VerifyOptions {
+        certificate: args.certificate,
+        region: args.region,
+        check_scope: args.check_scope,
+        signing_key_arn: args.signing_key_arn,
+    };
+    let verdict = evidence::verify_certificate(&reader, &options).await;
+    print!("{}", verdict.render(args.output));
+    Ok(if verdict.verified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn iam_policy(args: &IamPolicyArgs) -> Result<(), CliError> {
@@ -329,6 +394,11 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
         request: args.request,
         records_namespace: args.records_namespace,
         cluster_id: args.cluster_id,
+        evidence: crate::purge::EvidenceTarget {
+            bucket: args.evidence_bucket,
+            signing_key: args.signing_key,
+            retention_days: args.evidence_retention_days,
+        },
         concurrency: usize::from(args.concurrency),
     };
     let outcome = tokio::select! {

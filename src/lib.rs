@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod cloud;
 pub mod controllers;
+pub mod evidence;
 pub mod leader;
 pub mod plan;
 pub mod policy;

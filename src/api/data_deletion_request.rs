@@ -280,6 +280,25 @@ pub struct CertificateSummary {
     pub entries: u64,
     /// Whether the verification listing found nothing left in scope.
     pub verified: bool,
+    /// The signed certificate in the evidence bucket, where an auditor verifies it
+    /// (`tenant-storage-operator verify-certificate s3://<bucket>/<key>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceLocation>,
+}
+
+/// Where a request's signed certificate is kept, under S3 Object Lock.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceLocation {
+    pub bucket: String,
+    pub region: String,
+    /// Key of `certificate.json`; the signature is `<key>.sig`, the manifest beside them.
+    pub key: String,
+    pub version_id: String,
+    /// The KMS key that signed it.
+    pub signing_key_arn: String,
+    /// Until when nobody can delete or overwrite it (COMPLIANCE mode).
+    pub retain_until: String,
 }
 
 /// What the operator observes about a request.

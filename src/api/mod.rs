@@ -11,8 +11,8 @@ mod tenant_storage;
 pub use condition::{Condition, ConditionStatus};
 pub use data_deletion_request::{
     CertificateSummary, DataDeletionRequest, DataDeletionRequestSpec, DataDeletionRequestStatus,
-    DeletionMethod, DeletionPhase, DeletionProgress, DeletionScope, LockedVersion,
-    TenantStorageRef,
+    DeletionMethod, DeletionPhase, DeletionProgress, DeletionScope, EvidenceLocation,
+    LockedVersion, TenantStorageRef,
 };
 pub use residency_policy::{
     AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionSpec, NamespaceSelector,

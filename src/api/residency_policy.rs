@@ -135,6 +135,13 @@ pub struct DeletionSpec {
     /// cannot race new data.
     #[serde(default = "default_true")]
     pub deny_writes_during_purge: bool,
+    /// Days a deletion's evidence (certificate, signature, manifest) is kept under S3 Object
+    /// Lock in COMPLIANCE mode: until then nobody, not even the operator or the account root,
+    /// can delete or overwrite it. 2190 (six years) by default, a common retention for records
+    /// of processing; it cannot be shortened for evidence already written.
+    #[serde(default = "default_evidence_retention_days")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub evidence_retention_days: i32,
 }
 
 impl Default for DeletionSpec {
@@ -142,8 +149,13 @@ impl Default for DeletionSpec {
         Self {
             deadline_days: default_deadline_days(),
             deny_writes_during_purge: true,
+            evidence_retention_days: default_evidence_retention_days(),
         }
     }
+}
+
+fn default_evidence_retention_days() -> i32 {
+    2190
 }
 
 fn default_deadline_days() -> i32 {

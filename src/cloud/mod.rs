@@ -2,8 +2,10 @@
 
 mod counter;
 mod error;
+pub mod evidence;
 mod iam;
 mod kms;
+mod locked;
 mod s3;
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ pub use counter::CallCounter;
 pub use error::CloudError;
 pub use iam::Iam;
 pub use kms::KeyState;
+pub use locked::SigningKey;
 pub use s3::{
     BucketPresence, DeleteFailure, DeleteReport, ListedVersion, ObservedTags, VersionLock,
     VersionPage,

@@ -31,6 +31,7 @@ use crate::api::{
     ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase,
     ResidencyPolicy, TenantStorage,
 };
+use crate::plan::DesiredEvidence;
 use crate::plan::naming::{
     DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name, deletion_request_label,
 };
@@ -187,12 +188,24 @@ async fn apply(
         return finish(req, ctx, api, status, None, Some(Duration::from_secs(30))).await;
     }
 
-    // The policy's deadline, counted from the request's creation.
     let policies: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
-    let deadline_days = policies
-        .get_opt(&tenant.spec.policy_ref)
-        .await?
-        .map_or(30, |p| p.spec.deletion.deadline_days);
+    let Some(policy) = policies.get_opt(&tenant.spec.policy_ref).await? else {
+        let message = format!(
+            "ResidencyPolicy {:?} of the TenantStorage does not exist: its deadline and evidence store are needed; the request waits for it",
+            tenant.spec.policy_ref
+        );
+        status.phase.get_or_insert(DeletionPhase::Pending);
+        set(
+            &mut status,
+            "Accepted",
+            ConditionStatus::False,
+            "PolicyNotFound",
+            message,
+        );
+        return finish(req, ctx, api, status, None, Some(Duration::from_secs(30))).await;
+    };
+    // The policy's deadline, counted from the request's creation.
+    let deadline_days = policy.spec.deletion.deadline_days;
     let created = req
         .metadata
         .creation_timestamp
@@ -221,7 +234,22 @@ async fn apply(
     let job = match jobs.get_opt(&job_name).await? {
         Some(job) => job,
         None => {
-            let job = build_job(req, &ns, &name, &job_name, ctx);
+            // The evidence store in the tenant's region, ready before the Job writes into it.
+            let region = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.region.clone())
+                .ok_or(Error::MissingField("TenantStorage status.region"))?;
+            let evidence = DesiredEvidence::new(
+                &ctx.settings.bucket_prefix,
+                &ctx.settings.cluster_id,
+                &tenant.spec.policy_ref,
+                &policy.spec,
+                &region,
+            );
+            let signing_key =
+                super::evidence::ensure(ctx, &ctx.cloud.region(&region), &evidence).await?;
+            let job = build_job(req, &ns, &name, &job_name, ctx, &evidence, &signing_key);
             let created = jobs.create(&PostParams::default(), &job).await?;
             info!(job = %job_name, "created deletion job");
             publish(
@@ -342,6 +370,8 @@ fn build_job(
     name: &str,
     job_name: &str,
     ctx: &Context,
+    evidence: &DesiredEvidence,
+    signing_key: &str,
 ) -> Job {
     let purge = &ctx.settings.purge;
     let labels = BTreeMap::from([
@@ -415,6 +445,12 @@ fn build_job(
                             purge.namespace.clone(),
                             "--cluster-id".to_owned(),
                             ctx.settings.cluster_id.clone(),
+                            "--evidence-bucket".to_owned(),
+                            evidence.bucket.clone(),
+                            "--signing-key".to_owned(),
+                            signing_key.to_owned(),
+                            "--evidence-retention-days".to_owned(),
+                            evidence.retention_days.to_string(),
                         ]),
                         env: Some(env),
                         volume_mounts: mounts.map(|m| vec![m]),

@@ -15,6 +15,8 @@ pub enum Error {
         "access-log bucket {bucket} cannot be used: {why}; logs are never written to a bucket the operator does not own"
     )]
     LogBucketConflict { bucket: String, why: String },
+    #[error("{what} cannot be used: {why}; evidence is only kept where the operator owns it")]
+    EvidenceConflict { what: String, why: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
@@ -32,6 +34,7 @@ impl Error {
             Error::Kube(_) => "KubernetesApiError".into(),
             Error::DeletionBlocked { .. } => "DeletionBlocked".into(),
             Error::LogBucketConflict { .. } => "LogBucketConflict".into(),
+            Error::EvidenceConflict { .. } => "EvidenceConflict".into(),
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),

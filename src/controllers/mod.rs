@@ -3,6 +3,7 @@
 mod conditions;
 mod data_deletion_request;
 mod error;
+mod evidence;
 mod residency_policy;
 mod tenant_storage;
 
@@ -105,7 +106,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub settings: Settings,
-    /// Access-log buckets verified recently, by name.
+    /// Operator-owned buckets (access logs, evidence) verified recently, by name.
     pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 

@@ -312,6 +312,75 @@ impl DesiredLogBucket {
     }
 }
 
+/// Where one policy's deletion evidence is kept in one region: an operator-owned bucket with
+/// Object Lock (each evidence object is written in COMPLIANCE mode until the policy's retention
+/// ends), versioned, SSE-S3 (an auditor needs no KMS grant to read it), TLS only; and the
+/// operator's signing key there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredEvidence {
+    pub bucket: String,
+    pub region: String,
+    pub tags: BTreeMap<String, String>,
+    pub retention_days: i32,
+    pub signing_key_alias: String,
+    /// Tags of the signing key: the operator's, for signing.
+    pub signing_key_tags: BTreeMap<String, String>,
+}
+
+impl DesiredEvidence {
+    pub fn new(
+        bucket_prefix: &str,
+        cluster_id: &str,
+        policy_name: &str,
+        policy: &ResidencyPolicySpec,
+        region: &str,
+    ) -> Self {
+        let owned = |role: &str| {
+            BTreeMap::from([
+                (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+                (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
+                (tags::ROLE.to_owned(), role.to_owned()),
+            ])
+        };
+        let mut bucket_tags = owned("deletion-evidence");
+        bucket_tags.insert(tags::POLICY.to_owned(), policy_name.to_owned());
+        bucket_tags.insert(tags::JURISDICTION.to_owned(), policy.jurisdiction.clone());
+        DesiredEvidence {
+            bucket: naming::evidence_bucket_name(bucket_prefix, cluster_id, policy_name, region),
+            region: region.to_owned(),
+            tags: bucket_tags,
+            retention_days: policy.deletion.evidence_retention_days,
+            signing_key_alias: naming::signing_key_alias(cluster_id),
+            signing_key_tags: owned("evidence-signing"),
+        }
+    }
+
+    pub fn shape(&self) -> BucketShape {
+        let bucket = format!("arn:{}:s3:::{}", partition_of(&self.region), self.bucket);
+        let objects = format!("{bucket}/*");
+        BucketShape {
+            tags: self.tags.clone(),
+            encryption: DefaultEncryption::S3Managed,
+            // Object Lock needs versioning; it is on from creation.
+            versioning: Some(Versioning::Enabled),
+            policy: json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket, objects],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+                }]
+            }),
+            logging: None,
+            // Evidence never expires by lifecycle: Object Lock decides how long it stays.
+            expiration_days: None,
+        }
+    }
+}
+
 /// AWS partition of a region, for ARNs.
 pub fn partition_of(region: &str) -> &'static str {
     if region.starts_with("cn-") {

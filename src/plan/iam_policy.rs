@@ -39,9 +39,10 @@ impl Statement {
     }
 }
 
-/// What a deletion Job calls, on tenant buckets (`<prefix>-*`) and tenant keys only: prove
-/// ownership from tags, list and delete every version and marker, read Object Lock state (never
-/// bypass it), crypto-shred the key. No `s3:PutObject`, no bucket configuration, no
+/// What a deletion Job calls, on tenant buckets (`<prefix>-*`) and the operator's keys only:
+/// prove ownership from tags, list and delete every version, marker and incomplete upload, read
+/// Object Lock state (never bypass it), crypto-shred the key, sign the certificate and write the
+/// evidence. No write to tenant objects, no bucket configuration, no
 /// `s3:BypassGovernanceRetention`.
 pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDocument {
     let buckets = format!("arn:{partition}:s3:::{bucket_prefix}-*");
@@ -70,6 +71,7 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                 ],
                 vec![format!("{buckets}/*")],
             ),
+            // Tenant keys to shred, and the signing key: the operator's keys only.
             Statement {
                 condition: Some(json!({
                     "StringEquals": {
@@ -77,16 +79,26 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                     }
                 })),
                 ..Statement::allow(
-                    "TenantKeys",
+                    "OperatorKeys",
                     &[
                         "kms:DescribeKey",
                         "kms:ListResourceTags",
                         "kms:DisableKey",
                         "kms:ScheduleKeyDeletion",
+                        "kms:Sign",
                     ],
                     vec![format!("arn:{partition}:kms:*:{account_id}:key/*")],
                 )
             },
+            // Evidence is written once, under Object Lock; never read back, deleted or
+            // re-locked by the Jobs.
+            Statement::allow(
+                "Evidence",
+                &["s3:PutObject", "s3:PutObjectRetention"],
+                vec![format!(
+                    "arn:{partition}:s3:::{bucket_prefix}-evidence-*/deletions/*"
+                )],
+            ),
         ],
     }
 }
@@ -112,10 +124,17 @@ mod tests {
             }
             let actions = s["Action"].to_string();
             assert!(
-                !actions.contains('*') && !actions.contains("PutObject"),
+                !actions.contains('*') && !actions.contains("Bypass"),
                 "{actions}"
             );
-            assert!(!actions.contains("Bypass"), "{actions}");
+            // The only writes: evidence, under its prefix in the evidence buckets.
+            if actions.contains("PutObject") {
+                assert_eq!(s["Sid"], "Evidence");
+                assert_eq!(
+                    s["Resource"],
+                    serde_json::json!(["arn:aws:s3:::acme-evidence-*/deletions/*"])
+                );
+            }
         }
         let keys = &statements[2];
         assert_eq!(

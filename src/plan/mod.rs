@@ -9,7 +9,9 @@ mod diff;
 pub mod iam_policy;
 pub mod naming;
 
-pub use desired::{Desired, DesiredLogBucket, TenantIdentity, partition_of, tags, tenant_tags};
+pub use desired::{
+    Desired, DesiredEvidence, DesiredLogBucket, TenantIdentity, partition_of, tags, tenant_tags,
+};
 pub use diff::{
     BucketChange, BucketShape, DefaultEncryption, KeyChange, KeyNotUsable, LoggingTarget,
     ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock, bucket_changes,

@@ -80,6 +80,17 @@ pub fn log_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region: &st
     format!("{prefix}-logs-{region}-{hash}")
 }
 
+/// The operator-owned bucket that keeps deletion evidence of one policy's tenants in one region.
+pub fn evidence_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region: &str) -> String {
+    let hash = identity_hash(cluster_id, &format!("evidence:{policy}"), region);
+    format!("{prefix}-evidence-{region}-{hash}")
+}
+
+/// Alias of the operator's key that signs deletion certificates, one per region.
+pub fn signing_key_alias(cluster_id: &str) -> String {
+    format!("alias/tenant-storage/{cluster_id}/evidence-signing")
+}
+
 /// IAM name of a tenant's workload role: `tenant-<namespace>-<name>-<hash>`, the shape of a
 /// bucket name (at most 63 characters, which fits IAM's 64), unique per cluster and tenant.
 pub fn role_name(cluster_id: &str, namespace: &str, name: &str) -> String {

@@ -307,10 +307,24 @@ impl<O: Objects, S: Store> Engine<O, S> {
     /// with their entry counts, read back from the store (so they are exactly what anyone
     /// re-checking the manifest ConfigMaps computes).
     pub async fn manifest_digests(&self, state: &State) -> Result<manifest::Digests, PurgeError> {
-        let lines = self
-            .read_journal(JournalKind::Manifest, &state.manifest)
-            .await?;
+        let lines = self.manifest_lines(state).await?;
         Ok(manifest::digests(lines.iter().map(String::as_str)))
+    }
+
+    /// Every manifest line committed, in order.
+    pub async fn manifest_lines(&self, state: &State) -> Result<Vec<String>, PurgeError> {
+        self.read_journal(JournalKind::Manifest, &state.manifest)
+            .await
+    }
+
+    /// Removes the manifest's chunks from the store, once the manifest is kept elsewhere.
+    pub async fn discard_manifest(&self, state: &State) -> Result<(), PurgeError> {
+        for index in 0..state.manifest.chunks {
+            self.store
+                .delete_chunk(JournalKind::Manifest, index)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Every locked version recorded.

@@ -4,12 +4,14 @@
 //! deletion certificate.
 
 mod engine;
+mod evidence;
 mod manifest;
 mod request;
 mod state;
 mod store;
 
 pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError, UploadPage};
+pub use evidence::Target as EvidenceTarget;
 pub use request::{Options, Outcome, RequestError, run};
 pub use state::{Marker, State};
 pub use store::{ConfigMapStore, RECORD_LABEL, UID_LABEL};

@@ -11,13 +11,16 @@ use tracing::{info, warn};
 
 use super::BucketObjects;
 use super::engine::{Engine, JournalKind, PurgeError, Store, StoreError};
-use super::state::{self, Counts, Shred, State, Verification};
+use super::evidence;
+use super::manifest;
+use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
 use super::store::ConfigMapStore;
 use crate::api::{
     CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
     LockedVersion, ResidencyPolicy, TenantStorage,
 };
 use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
+use crate::evidence::{EvidenceSection, Location};
 use crate::plan::{self, Ownership, TenantIdentity};
 
 /// Locked versions listed in status (the certificate and the locked ConfigMaps have them all).
@@ -39,7 +42,7 @@ pub enum RequestError {
     Purge(#[from] PurgeError),
     #[error("checkpoint: {0}")]
     Store(#[from] StoreError),
-    #[error("crypto-shred: {0}")]
+    #[error("AWS: {0}")]
     Cloud(#[from] CloudError),
     #[error("serializing the certificate: {0}")]
     Json(#[from] serde_json::Error),
@@ -59,6 +62,8 @@ pub struct Options {
     pub records_namespace: String,
     /// The operator's cluster id: a bucket or key is the tenant's only if its tags say so.
     pub cluster_id: String,
+    /// Where the certificate, its signature and the manifest are published.
+    pub evidence: evidence::Target,
     /// `DeleteObjects` batches in flight.
     pub concurrency: usize,
 }
@@ -199,7 +204,13 @@ pub async fn run(
             return Err(e);
         }
     }
-    finish(&engine, &req, &tenant, &bucket, &region, &state).await
+    let published = Published {
+        regional: &regional,
+        target: &opts.evidence,
+        tenant: &tenant,
+        bucket: &bucket,
+    };
+    finish(&engine, &published, &req, &mut state).await
 }
 
 /// Status is what the operator wrote, but whoever can write a status subresource could point
@@ -337,7 +348,8 @@ struct Certificate<'a> {
     multipart_uploads_sha256: &'a str,
     multipart_upload_entries: u64,
     hash_input: &'static str,
-    manifest_config_maps: Vec<String>,
+    /// The manifest (every entry hashed above) and the signing key.
+    evidence: &'a EvidenceSection,
     verification: Option<&'a Verification>,
     locked_versions: &'a [LockedVersion],
     locked_versions_total: u64,
@@ -345,18 +357,23 @@ struct Certificate<'a> {
     crypto_shred: Option<&'a Shred>,
 }
 
-/// Writes the certificate and the final status; safe to repeat.
+/// What `finish` publishes where.
+struct Published<'a> {
+    regional: &'a Regional,
+    target: &'a evidence::Target,
+    tenant: &'a TenantStorage,
+    bucket: &'a str,
+}
+
+/// Publishes the evidence (once: a rerun re-publishes the recorded certificate), then the
+/// certificate summary and final status; safe to repeat.
 async fn finish(
     engine: &Engine<BucketObjects, ConfigMapStore>,
+    to: &Published<'_>,
     req: &DataDeletionRequest,
-    tenant: &TenantStorage,
-    bucket: &str,
-    region: &str,
-    state: &State,
+    state: &mut State,
 ) -> Result<Outcome, RequestError> {
     let store = engine.store();
-    let digests = engine.manifest_digests(state).await?;
-    let ((sha256, entries), (uploads_sha256, upload_entries)) = (digests.versions, digests.uploads);
     let locked = engine.locked_versions(state).await?;
     let blocked = state.verification.as_ref().is_some_and(|v| v.remaining > 0);
     let (outcome, phase) = if blocked {
@@ -364,62 +381,89 @@ async fn finish(
     } else {
         (Outcome::Succeeded, DeletionPhase::Succeeded)
     };
-    let ns = req.namespace().unwrap_or_default();
-    let name = req.name_any();
-    let uid = req.uid();
-    let tenant_name = tenant.name_any();
-    let certificate = Certificate {
-        kind: "DeletionCertificate",
-        format: 1,
-        request: Identity {
-            namespace: &ns,
-            name: &name,
-            uid: uid.as_deref(),
-        },
-        requested_by: &req.spec.requested_by,
-        reason: &req.spec.reason,
-        tenant: Identity {
-            namespace: &ns,
-            name: &tenant_name,
-            uid: None,
-        },
-        bucket,
-        region,
-        scope: &req.spec.scope,
-        method: req.spec.method,
-        dry_run: state.dry_run,
-        outcome: phase,
-        counts: &state.counts,
-        start_time: &state.start_time,
-        completion_time: state.completion_time.as_deref(),
-        sha256: &sha256,
-        entries,
-        multipart_uploads_sha256: &uploads_sha256,
-        multipart_upload_entries: upload_entries,
-        hash_input: "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: the manifest entries | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | LC_ALL=C sort | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope",
-        manifest_config_maps: (0..state.manifest.chunks)
-            .map(|i| store.chunk_name(JournalKind::Manifest, i))
-            .collect(),
-        verification: state.verification.as_ref(),
-        locked_versions: &locked[..locked.len().min(CERTIFICATE_LOCKED)],
-        locked_versions_total: locked.len() as u64,
-        locked_config_maps: (0..state.locked.chunks)
-            .map(|i| store.chunk_name(JournalKind::Locked, i))
-            .collect(),
-        crypto_shred: state.shred.as_ref(),
+    let record = match state.evidence.clone() {
+        Some(record) => record,
+        None => {
+            let ns = req.namespace().unwrap_or_default();
+            let name = req.name_any();
+            let uid = req.uid();
+            let tenant_name = to.tenant.name_any();
+            let lines = engine.manifest_lines(state).await?;
+            let digests = manifest::digests(lines.iter().map(String::as_str));
+            let location = Location::new(
+                &to.target.bucket,
+                &ns,
+                &name,
+                uid.as_deref().unwrap_or_default(),
+            );
+            let section =
+                evidence::publish_manifest(to.regional, to.target, &location, &lines).await?;
+            let certificate = Certificate {
+                kind: "DeletionCertificate",
+                format: 2,
+                request: Identity {
+                    namespace: &ns,
+                    name: &name,
+                    uid: uid.as_deref(),
+                },
+                requested_by: &req.spec.requested_by,
+                reason: &req.spec.reason,
+                tenant: Identity {
+                    namespace: &ns,
+                    name: &tenant_name,
+                    uid: None,
+                },
+                bucket: to.bucket,
+                region: &to.regional.region,
+                scope: &req.spec.scope,
+                method: req.spec.method,
+                dry_run: state.dry_run,
+                outcome: phase,
+                counts: &state.counts,
+                start_time: &state.start_time,
+                completion_time: state.completion_time.as_deref(),
+                sha256: &digests.versions.0,
+                entries: digests.versions.1,
+                multipart_uploads_sha256: &digests.uploads.0,
+                multipart_upload_entries: digests.uploads.1,
+                hash_input: "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: the manifest entries | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | LC_ALL=C sort | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope",
+                evidence: &section,
+                verification: state.verification.as_ref(),
+                locked_versions: &locked[..locked.len().min(CERTIFICATE_LOCKED)],
+                locked_versions_total: locked.len() as u64,
+                locked_config_maps: (0..state.locked.chunks)
+                    .map(|i| store.chunk_name(JournalKind::Locked, i))
+                    .collect(),
+                crypto_shred: state.shred.as_ref(),
+            };
+            let json = serde_json::to_string_pretty(&certificate)?;
+            let published =
+                evidence::publish_certificate(to.regional, &section, &location, &json).await?;
+            let record = EvidenceRecord {
+                location: published,
+                certificate: json,
+                sha256: digests.versions.0.clone(),
+                entries: digests.versions.1,
+            };
+            state.evidence = Some(record.clone());
+            store.save_state(state).await?;
+            // The manifest names the tenant's object keys: kept in its jurisdiction, not in
+            // the cluster.
+            engine.discard_manifest(state).await?;
+            record
+        }
     };
-    let config_map = store
-        .write_certificate(&serde_json::to_string_pretty(&certificate)?)
-        .await?;
+    let config_map = store.write_certificate(&record.certificate).await?;
     let summary = CertificateSummary {
         config_map,
         namespace: store.namespace().to_owned(),
-        sha256,
-        entries,
+        sha256: record.sha256,
+        entries: record.entries,
         verified: state
             .verification
             .as_ref()
             .is_some_and(|v| v.remaining == 0),
+        evidence: Some(record.location),
     };
     store
         .patch_status(json!({
@@ -429,6 +473,6 @@ async fn finish(
             "certificate": summary,
         }))
         .await?;
-    info!(?phase, sha256 = %summary.sha256, entries, "certificate written");
+    info!(?phase, sha256 = %summary.sha256, entries = summary.entries, "certificate published");
     Ok(outcome)
 }

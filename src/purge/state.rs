@@ -168,6 +168,21 @@ pub struct State {
     /// Set once everything is done; a rerun then only rewrites the certificate and status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
+    /// Set once the signed certificate and the manifest are in the evidence bucket; the
+    /// manifest's chunks are then removed from the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRecord>,
+}
+
+/// What was published, so a rerun re-publishes the same certificate without the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceRecord {
+    pub location: crate::api::EvidenceLocation,
+    /// The certificate's exact JSON, as signed.
+    pub certificate: String,
+    pub sha256: String,
+    pub entries: u64,
 }
 
 impl State {
@@ -203,6 +218,7 @@ impl State {
             verification: None,
             shred: None,
             completion_time: None,
+            evidence: None,
         }
     }
 }

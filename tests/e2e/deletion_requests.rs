@@ -101,8 +101,15 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
         container.image.as_deref(),
         Some("registry.example/tso:test")
     );
+    let args = container.args.clone().unwrap_or_default();
+    let evidence = tenant_storage_operator::plan::naming::evidence_bucket_name(
+        &s.prefix,
+        &s.cluster_id,
+        &policy,
+        "eu-central-1",
+    );
     assert_eq!(
-        container.args.clone().unwrap_or_default(),
+        args[..13],
         [
             "purge",
             "--namespace",
@@ -112,9 +119,18 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
             "--records-namespace",
             &system_namespace(),
             "--cluster-id",
-            &s.cluster_id
+            &s.cluster_id,
+            "--evidence-bucket",
+            &evidence,
+            "--signing-key",
+            args[12].as_str(),
         ]
     );
+    assert!(
+        args[12].starts_with("arn:aws:kms:eu-central-1:"),
+        "{args:?}"
+    );
+    assert_eq!(args[13..], ["--evidence-retention-days", "2190"]);
     let sc = container
         .security_context
         .clone()

@@ -277,17 +277,94 @@ async fn certificate(s: &Scenario, name: &str) -> Value {
         .data
         .and_then(|d| d.get("certificate.json").cloned())
         .expect("certificate.json");
+    let signed = evidence_certificate(s, name).await;
+    assert_eq!(json, signed, "the cluster's copy is the signed certificate");
     serde_json::from_str(&json).expect("certificate is JSON")
 }
 
-/// The hash recomputed by an auditor from the manifest ConfigMaps alone, and their
+/// The certificate as published in the evidence bucket (where status says), after checking it
+/// is under Object Lock in COMPLIANCE mode, cannot be deleted, and has its signature beside it.
+async fn evidence_certificate(s: &Scenario, name: &str) -> String {
+    let location = status(s, name)
+        .await
+        .certificate
+        .and_then(|c| c.evidence)
+        .expect("evidence location in status");
+    let s3 = Aws::root().await.s3(&location.region);
+    let object = s3
+        .get_object()
+        .bucket(&location.bucket)
+        .key(&location.key)
+        .version_id(&location.version_id)
+        .send()
+        .await
+        .expect("certificate in the evidence bucket");
+    let body = object.body.collect().await.expect("body").into_bytes();
+    let retention = s3
+        .get_object_retention()
+        .bucket(&location.bucket)
+        .key(&location.key)
+        .version_id(&location.version_id)
+        .send()
+        .await
+        .expect("retention");
+    assert_eq!(
+        retention
+            .retention()
+            .and_then(|r| r.mode())
+            .map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
+    let deleted = s3
+        .delete_object()
+        .bucket(&location.bucket)
+        .key(&location.key)
+        .version_id(&location.version_id)
+        .send()
+        .await;
+    assert!(deleted.is_err(), "a locked certificate cannot be deleted");
+    s3.head_object()
+        .bucket(&location.bucket)
+        .key(format!("{}.sig", location.key))
+        .send()
+        .await
+        .expect("signature beside the certificate");
+    String::from_utf8(body.to_vec()).expect("UTF-8")
+}
+
+/// The hash recomputed by an auditor from the published manifest alone, and its
 /// `(key, versionId)` entries: versions and delete markers.
 async fn manifest(s: &Scenario, name: &str) -> (String, Vec<(String, String)>) {
     manifest_of(s, name, &["version", "deleteMarker"]).await
 }
 
-/// The same for the entries of the manifest whose kind is one of `kinds`.
+/// The same for the entries of the manifest whose kind is one of `kinds`. The manifest is in
+/// the evidence bucket (the compressed object the certificate names, checked against its
+/// SHA-256), and no longer in the cluster.
 async fn manifest_of(s: &Scenario, name: &str, kinds: &[&str]) -> (String, Vec<(String, String)>) {
+    let certificate: Value =
+        serde_json::from_str(&evidence_certificate(s, name).await).expect("certificate JSON");
+    let evidence = &certificate["evidence"];
+    let s3 = Aws::root()
+        .await
+        .s3(evidence["region"].as_str().expect("region"));
+    let object = s3
+        .get_object()
+        .bucket(evidence["bucket"].as_str().expect("bucket"))
+        .key(evidence["manifestKey"].as_str().expect("key"))
+        .version_id(evidence["manifestVersionId"].as_str().expect("version"))
+        .send()
+        .await
+        .expect("manifest in the evidence bucket");
+    let gz = object.body.collect().await.expect("body").into_bytes();
+    assert_eq!(
+        json!(hex(&Sha256::digest(&gz))),
+        evidence["manifestSha256"],
+        "the manifest is the one certified"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_ref()), &mut text)
+        .expect("gunzip");
     let uid = requests(s)
         .get(name)
         .await
@@ -298,34 +375,25 @@ async fn manifest_of(s: &Scenario, name: &str, kinds: &[&str]) -> (String, Vec<(
     let selector = format!(
         "storage.tenancy.dev/deletion-request-uid={uid},storage.tenancy.dev/purge-record=manifest"
     );
-    let mut lines = Vec::new();
-    let mut entries = Vec::new();
-    for cm in cms
+    let chunks = cms
         .list(&ListParams::default().labels(&selector))
         .await
-        .expect("manifest chunks")
-        .items
-    {
-        let prefix = format!("{}-manifest-", deletion_job_name(&s.ns, name));
-        assert!(cm.name_any().starts_with(&prefix));
-        let text = cm
-            .data
-            .and_then(|d| d.get("entries").cloned())
-            .unwrap_or_default();
-        assert!(text.len() < 800 * 1024, "a chunk stays well under 1 MiB");
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 4, "{line:?}");
-            assert!(
-                matches!(fields[2], "version" | "deleteMarker" | "multipartUpload"),
-                "{line:?}"
-            );
-            if !kinds.contains(&fields[2]) {
-                continue;
-            }
-            lines.push(format!("{}\t{}\n", fields[0], fields[1]));
-            entries.push((fields[0].to_owned(), fields[1].to_owned()));
+        .expect("manifest chunks");
+    assert!(chunks.items.is_empty(), "no object key left in the cluster");
+    let mut lines = Vec::new();
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 4, "{line:?}");
+        assert!(
+            matches!(fields[2], "version" | "deleteMarker" | "multipartUpload"),
+            "{line:?}"
+        );
+        if !kinds.contains(&fields[2]) {
+            continue;
         }
+        lines.push(format!("{}\t{}\n", fields[0], fields[1]));
+        entries.push((fields[0].to_owned(), fields[1].to_owned()));
     }
     lines.sort();
     (hex(&Sha256::digest(lines.concat().as_bytes())), entries)
@@ -712,6 +780,109 @@ async fn a_job_without_the_generated_permissions_deletes_nothing() {
     assert_eq!(listing(&s3, &bucket).await, before, "nothing deleted");
 }
 
+/// An auditor with read access to the evidence, and nothing of the cluster, verifies the
+/// certificate: signature by the operator's key, manifest as certified, everything locked,
+/// nothing left in scope. A forged new version of the certificate does not verify.
+#[tokio::test]
+async fn an_auditor_verifies_the_certificate_without_the_cluster() {
+    let s = Scenario::new("purgeaudit").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    fill(&s3, &bucket, layout(&["a/", "b/"], 30)).await;
+    submit(
+        &s,
+        &request("audited", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    assert!(purge(&s, "audited").await.success());
+    let location = status(&s, "audited")
+        .await
+        .certificate
+        .and_then(|c| c.evidence)
+        .expect("evidence location");
+    assert_eq!(
+        location.region, "eu-central-1",
+        "kept in the tenant's region"
+    );
+    let verify = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"));
+        command
+            .env_clear()
+            .args([
+                "verify-certificate",
+                &format!("s3://{}/{}", location.bucket, location.key),
+            ])
+            .args([
+                "--signing-key-arn",
+                &location.signing_key_arn,
+                "--check-scope",
+            ])
+            .args(["--output", "json"])
+            .env(
+                "TSO_AWS_ENDPOINT_URL",
+                crate::harness::env("TSO_AWS_ENDPOINT_URL"),
+            )
+            .env("TSO_S3_FORCE_PATH_STYLE", "true")
+            .env("AWS_CA_BUNDLE", crate::harness::env("AWS_CA_BUNDLE"))
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                crate::harness::env("AWS_ACCESS_KEY_ID"),
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                crate::harness::env("AWS_SECRET_ACCESS_KEY"),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        command
+    };
+    let out = verify().output().await.expect("run verify-certificate");
+    let verdict: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{verdict}");
+    assert_eq!(verdict["verified"], json!(true), "{verdict}");
+    let checks: BTreeSet<&str> = verdict["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["passed"] == json!(true))
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for check in [
+        "signature",
+        "versions-hash",
+        "counts",
+        "retention-certificate",
+        "scope",
+    ] {
+        assert!(checks.contains(check), "{check} not passed: {verdict}");
+    }
+
+    // Object Lock keeps every version, but a new one can be put on top: it must not verify.
+    let signed = evidence_certificate(&s, "audited").await;
+    let forged = signed.replacen("\"versions\": ", "\"versions\": 1", 1);
+    assert_ne!(forged, signed);
+    s3.put_object()
+        .bucket(&location.bucket)
+        .key(&location.key)
+        .body(ByteStream::from(forged.into_bytes()))
+        .send()
+        .await
+        .expect("put a forged version");
+    let out = verify().output().await.expect("run verify-certificate");
+    let verdict: Value = serde_json::from_slice(&out.stdout).expect("JSON verdict");
+    assert!(!out.status.success(), "{verdict}");
+    assert_eq!(verdict["verified"], json!(false));
+    assert!(
+        verdict["failure"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("signature")),
+        "{verdict}"
+    );
+}
+
 /// A dry run deletes nothing and counts what a real run then deletes.
 #[tokio::test]
 async fn dry_run_counts_what_a_real_run_deletes() {
@@ -1046,6 +1217,12 @@ async fn purge_refuses_another_namespace() {
         &system_namespace(),
         "--cluster-id",
         &s.cluster_id,
+        "--evidence-bucket",
+        "tso-evidence-unused",
+        "--signing-key",
+        "arn:aws:kms:eu-central-1:000000000000:key/unused",
+        "--evidence-retention-days",
+        "1",
     ];
     let container = Container {
         command: Some(vec!["tenant-storage-operator".to_owned()]),

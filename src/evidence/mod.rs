@@ -1,0 +1,71 @@
+//! Deletion evidence an auditor can check without the cluster: where it is kept, how it is
+//! signed, and how it is verified. The layout below is the contract between the deletion Job
+//! that writes the evidence and `tenant-storage-operator verify-certificate` that checks it.
+//!
+//! Per request, in the operator-owned evidence bucket of the tenant's policy and region (Object
+//! Lock on; every object written in COMPLIANCE mode until the policy's retention ends):
+//! - `deletions/<namespace>/<request>/<request-uid>/certificate.json`: the certificate;
+//! - `.../certificate.json.sig`: an ECDSA P-256 signature (DER, as KMS `Sign` returns it with
+//!   `ECDSA_SHA_256` over the SHA-256 digest of the certificate's exact bytes) by the
+//!   operator's signing key in that region, named in the certificate (`evidence.signingKeyArn`);
+//! - `.../manifest.tsv.gz`: the manifest (every removed version, delete marker and aborted
+//!   upload, one line each, as `crate::purge` writes them), gzip-compressed; the certificate
+//!   names its version id and the SHA-256 of the compressed bytes.
+
+pub mod verify;
+
+use serde::{Deserialize, Serialize};
+
+pub use verify::{ObjectUri, OutputFormat, Verdict};
+
+/// KMS signing algorithm of certificates.
+pub const SIGNING_ALGORITHM: &str = "ECDSA_SHA_256";
+/// KMS key spec of the signing keys.
+pub const SIGNING_KEY_SPEC: &str = "ECC_NIST_P256";
+
+/// Where one request's evidence is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl Location {
+    pub fn new(bucket: &str, namespace: &str, request: &str, uid: &str) -> Self {
+        Location {
+            bucket: bucket.to_owned(),
+            prefix: format!("deletions/{namespace}/{request}/{uid}/"),
+        }
+    }
+
+    pub fn certificate(&self) -> String {
+        format!("{}certificate.json", self.prefix)
+    }
+
+    pub fn signature(&self) -> String {
+        format!("{}certificate.json.sig", self.prefix)
+    }
+
+    pub fn manifest(&self) -> String {
+        format!("{}manifest.tsv.gz", self.prefix)
+    }
+}
+
+/// The certificate's `evidence` section: what a verifier fetches and checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceSection {
+    pub bucket: String,
+    pub region: String,
+    /// The compressed manifest: its key, version id, and SHA-256 of its bytes (hex).
+    pub manifest_key: String,
+    pub manifest_version_id: String,
+    pub manifest_sha256: String,
+    /// The key that signs `certificate.json` (its public key: KMS `GetPublicKey`).
+    pub signing_key_arn: String,
+    pub signing_algorithm: String,
+    /// Object Lock mode and the date until which none of these objects can be deleted or
+    /// overwritten, by anyone.
+    pub retention_mode: String,
+    pub retain_until: String,
+}
