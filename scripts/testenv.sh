@@ -138,9 +138,9 @@ testenv_install_chart() {
   kubectl apply -f "$TSO_ROOT/testenv/rbac/default-roles.yaml" >/dev/null
   kubectl create namespace "$TSO_SYSTEM_NAMESPACE" >/dev/null
   kubectl apply -f "$TSO_ROOT/crds" >/dev/null
-  # The admission policies are bound to labelled namespaces only: most tests check the
-  # operator's own refusals, which residency admission would otherwise pre-empt; the hostile-
-  # tenant tests (tests/e2e/hostile.rs) label theirs.
+  # The residency admission policy is bound to labelled namespaces only: most tests check the
+  # operator's own refusals, which it would otherwise pre-empt; the hostile-tenant tests
+  # (tests/e2e/hostile.rs) label theirs. The guard policy binds every namespace, as installed.
   "$TSO_HELM" template "$TSO_RELEASE" "$TSO_ROOT/charts/tenant-storage-operator" \
     --namespace "$TSO_SYSTEM_NAMESPACE" --set clusterId=e2e \
     --set "admissionPolicy.namespaceSelector.matchLabels.tso\.test/admission=enforced" \

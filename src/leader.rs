@@ -144,10 +144,19 @@ impl Elector {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => break,
-                Err(e) => warn!(error = %e, "leader election: renewal failed"),
+            // A renewal counts from when it was sent (the lease's renewTime is no later), and
+            // may not outlast the lease: an API server that stops answering must not keep this
+            // holder acting while another takes over.
+            let sent = tokio::time::Instant::now();
+            let left = self
+                .settings
+                .duration
+                .saturating_sub(last_renewal.elapsed() + period);
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewal = sent,
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed"),
+                Err(_) => warn!(lease = %self.settings.name, "leader election: renewal timed out"),
             }
             // Stop before the lease expires, so two leaders never overlap.
             if last_renewal.elapsed() + period >= self.settings.duration {

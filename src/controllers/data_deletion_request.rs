@@ -240,6 +240,23 @@ async fn apply(
                 .as_ref()
                 .and_then(|s| s.region.clone())
                 .ok_or(Error::MissingField("TenantStorage status.region"))?;
+            if !policy.spec.allowed_regions.contains(&region) {
+                // Evidence names the tenant's keys: never kept outside its jurisdiction.
+                let message = format!(
+                    "the tenant's region {region} is not allowed by ResidencyPolicy {}: no evidence is kept there and nothing is deleted until the tenant is back in an allowed region",
+                    tenant.spec.policy_ref
+                );
+                status.phase.get_or_insert(DeletionPhase::Pending);
+                status.job_name = None;
+                set(
+                    &mut status,
+                    "Accepted",
+                    ConditionStatus::False,
+                    "ResidencyViolation",
+                    message,
+                );
+                return finish(req, ctx, api, status, None, Some(Duration::from_secs(300))).await;
+            }
             let evidence = DesiredEvidence::new(
                 &ctx.settings.bucket_prefix,
                 &ctx.settings.cluster_id,
@@ -350,7 +367,13 @@ async fn finish(
     requeue: Option<Duration>,
 ) -> Result<Action, Error> {
     if req.status.as_ref() != Some(&status) {
-        let patch = json!({ "status": status });
+        // The Job writes the phase too: send only what this reconcile changed, and only onto
+        // the version it read (a 409 requeues), so a finished request never moves backwards.
+        let old = serde_json::to_value(req.status.clone().unwrap_or_default())?;
+        let patch = json!({
+            "metadata": {"resourceVersion": req.resource_version()},
+            "status": super::merge_patch(&old, &serde_json::to_value(&status)?),
+        });
         api.patch_status(
             &req.name_any(),
             &PatchParams::default(),

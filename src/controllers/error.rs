@@ -9,6 +9,8 @@ pub enum Error {
     Cloud(#[from] CloudError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("serializing status: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("bucket {bucket} still holds data; deletionPolicy Delete only removes an empty bucket")]
     DeletionBlocked { bucket: String },
     #[error(
@@ -32,6 +34,7 @@ impl Error {
         match self {
             Error::Cloud(e) => format!("Aws{}", e.code()),
             Error::Kube(_) => "KubernetesApiError".into(),
+            Error::Json(_) => "InvalidObject".into(),
             Error::DeletionBlocked { .. } => "DeletionBlocked".into(),
             Error::LogBucketConflict { .. } => "LogBucketConflict".into(),
             Error::EvidenceConflict { .. } => "EvidenceConflict".into(),

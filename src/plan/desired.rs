@@ -351,7 +351,7 @@ impl DesiredEvidence {
             tags: bucket_tags,
             retention_days: policy.deletion.evidence_retention_days,
             signing_key_alias: naming::signing_key_alias(cluster_id),
-            signing_key_tags: owned("evidence-signing"),
+            signing_key_tags: owned(super::iam_policy::EVIDENCE_SIGNING),
         }
     }
 

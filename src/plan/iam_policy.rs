@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 
 use super::tags;
 
+/// `tenancy.dev/role` of the operator's certificate-signing keys.
+pub const EVIDENCE_SIGNING: &str = "evidence-signing";
+
 /// An IAM identity-based policy.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -46,6 +49,7 @@ impl Statement {
 /// `s3:BypassGovernanceRetention`.
 pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDocument {
     let buckets = format!("arn:{partition}:s3:::{bucket_prefix}-*");
+    let keys = vec![format!("arn:{partition}:kms:*:{account_id}:key/*")];
     PolicyDocument {
         version: "2012-10-17",
         statement: vec![
@@ -71,23 +75,50 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                 ],
                 vec![format!("{buckets}/*")],
             ),
-            // Tenant keys to shred, and the signing key: the operator's keys only.
+            // Tenant keys (tagged with their tenant) to prove and shred; never the signing key.
             Statement {
                 condition: Some(json!({
                     "StringEquals": {
                         format!("aws:ResourceTag/{}", tags::MANAGED_BY): tags::OPERATOR
-                    }
+                    },
+                    "StringLike": {format!("aws:ResourceTag/{}", tags::NAMESPACE): "*"}
                 })),
                 ..Statement::allow(
-                    "OperatorKeys",
+                    "TenantKeys",
                     &[
                         "kms:DescribeKey",
                         "kms:ListResourceTags",
                         "kms:DisableKey",
                         "kms:ScheduleKeyDeletion",
-                        "kms:Sign",
                     ],
-                    vec![format!("arn:{partition}:kms:*:{account_id}:key/*")],
+                    keys.clone(),
+                )
+            },
+            // The operator's signing key: sign, nothing else.
+            Statement {
+                condition: Some(json!({
+                    "StringEquals": {
+                        format!("aws:ResourceTag/{}", tags::MANAGED_BY): tags::OPERATOR,
+                        format!("aws:ResourceTag/{}", tags::ROLE): EVIDENCE_SIGNING,
+                    }
+                })),
+                ..Statement::allow("SigningKey", &["kms:Sign"], keys)
+            },
+            // `<prefix>-*` also matches the operator's own buckets: their objects are never the
+            // Jobs' to remove.
+            Statement {
+                effect: "Deny",
+                ..Statement::allow(
+                    "NotOperatorBuckets",
+                    &[
+                        "s3:DeleteObject",
+                        "s3:DeleteObjectVersion",
+                        "s3:AbortMultipartUpload",
+                    ],
+                    vec![
+                        format!("arn:{partition}:s3:::{bucket_prefix}-logs-*/*"),
+                        format!("arn:{partition}:s3:::{bucket_prefix}-evidence-*/*"),
+                    ],
                 )
             },
             // Evidence is written once, under Object Lock; never read back, deleted or
@@ -112,8 +143,7 @@ mod tests {
         let doc = serde_json::to_value(purge("aws", "123456789012", "acme")).expect("json");
         let statements = doc["Statement"].as_array().expect("statements");
         assert_eq!(doc["Version"], "2012-10-17");
-        for s in statements {
-            assert_eq!(s["Effect"], "Allow");
+        for s in statements.iter().filter(|s| s["Effect"] == "Allow") {
             for r in s["Resource"].as_array().expect("resources") {
                 let r = r.as_str().expect("string");
                 assert!(
@@ -136,11 +166,27 @@ mod tests {
                 );
             }
         }
-        let keys = &statements[2];
+        let by_sid = |sid: &str| {
+            statements
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("statement {sid}"))
+        };
+        let keys = by_sid("TenantKeys");
         assert_eq!(
             keys["Condition"]["StringEquals"]["aws:ResourceTag/tenancy.dev/managed-by"],
             "tenant-storage-operator"
         );
+        assert!(!keys["Action"].to_string().contains("Sign"));
+        let signing = by_sid("SigningKey");
+        assert_eq!(signing["Action"], serde_json::json!(["kms:Sign"]));
+        assert_eq!(
+            signing["Condition"]["StringEquals"]["aws:ResourceTag/tenancy.dev/role"],
+            "evidence-signing"
+        );
+        let deny = by_sid("NotOperatorBuckets");
+        assert_eq!(deny["Effect"], "Deny");
+        assert!(deny["Resource"].to_string().contains("acme-logs-*/*"));
         assert!(
             statements[1]["Action"]
                 .to_string()

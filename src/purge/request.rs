@@ -163,21 +163,45 @@ pub async fn run(
 
     let store = ConfigMapStore::new(client, &req, &opts.records_namespace)?;
     store.check_names().await?;
+    let pinned = state::Target {
+        tenant_uid: tenant.uid().unwrap_or_default(),
+        bucket: bucket.clone(),
+        region: region.clone(),
+        key: shred_target.as_ref().map(|(key, _)| key.clone()),
+    };
     let mut state = match store.load_state().await? {
-        None => State::new(
-            &uid,
-            &req.spec.scope.listing_prefixes(),
-            req.spec.dry_run,
-            super::now(),
-        ),
-        Some(s) if s.request_uid == uid && s.format == state::FORMAT => s,
-        Some(s) => {
+        None => State {
+            target: Some(pinned),
+            ..State::new(
+                &uid,
+                &req.spec.scope.listing_prefixes(),
+                req.spec.dry_run,
+                super::now(),
+            )
+        },
+        Some(s) if s.request_uid != uid => {
             return Err(RequestError::Refused(format!(
-                "{} holds the checkpoint of request uid {} (format {}), not of this one",
+                "{} holds the checkpoint of request uid {}, not of this one",
                 store.state_name(),
-                s.request_uid,
+                s.request_uid
+            )));
+        }
+        Some(s) if s.format != state::FORMAT => {
+            return Err(RequestError::Refused(format!(
+                "{} holds a checkpoint of format {}, written by an older version of the operator; finish the request with that version, or delete it and file a new one",
+                store.state_name(),
                 s.format
             )));
+        }
+        Some(s) => {
+            if let Some(then) = &s.target
+                && let Err(changed) = then.check(&pinned)
+            {
+                return Err(RequestError::Refused(format!(
+                    "the TenantStorage changed since this request started ({changed}); the request only ever deletes what it proved was the tenant's at its start. File a new request"
+                )));
+            }
+            s
         }
     };
     let engine = Engine::new(
@@ -348,8 +372,9 @@ struct Certificate<'a> {
     multipart_uploads_sha256: &'a str,
     multipart_upload_entries: u64,
     hash_input: &'static str,
-    /// The manifest (every entry hashed above) and the signing key.
-    evidence: &'a EvidenceSection,
+    /// The manifest (every entry hashed above) and the signing key; none for a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<&'a EvidenceSection>,
     verification: Option<&'a Verification>,
     locked_versions: &'a [LockedVersion],
     locked_versions_total: u64,
@@ -396,8 +421,12 @@ async fn finish(
                 &name,
                 uid.as_deref().unwrap_or_default(),
             );
-            let section =
-                evidence::publish_manifest(to.regional, to.target, &location, &lines).await?;
+            // A dry run deleted nothing: its counts need no evidence locked for years.
+            let section = if state.dry_run {
+                None
+            } else {
+                Some(evidence::publish_manifest(to.regional, to.target, &location, &lines).await?)
+            };
             let certificate = Certificate {
                 kind: "DeletionCertificate",
                 format: 2,
@@ -427,7 +456,7 @@ async fn finish(
                 multipart_uploads_sha256: &digests.uploads.0,
                 multipart_upload_entries: digests.uploads.1,
                 hash_input: "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: the manifest entries | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | LC_ALL=C sort | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope",
-                evidence: &section,
+                evidence: section.as_ref(),
                 verification: state.verification.as_ref(),
                 locked_versions: &locked[..locked.len().min(CERTIFICATE_LOCKED)],
                 locked_versions_total: locked.len() as u64,
@@ -437,8 +466,12 @@ async fn finish(
                 crypto_shred: state.shred.as_ref(),
             };
             let json = serde_json::to_string_pretty(&certificate)?;
-            let published =
-                evidence::publish_certificate(to.regional, &section, &location, &json).await?;
+            let published = match &section {
+                Some(section) => Some(
+                    evidence::publish_certificate(to.regional, section, &location, &json).await?,
+                ),
+                None => None,
+            };
             let record = EvidenceRecord {
                 location: published,
                 certificate: json,
@@ -447,12 +480,12 @@ async fn finish(
             };
             state.evidence = Some(record.clone());
             store.save_state(state).await?;
-            // The manifest names the tenant's object keys: kept in its jurisdiction, not in
-            // the cluster.
-            engine.discard_manifest(state).await?;
             record
         }
     };
+    // The manifest names the tenant's object keys: kept in its jurisdiction, not in the
+    // cluster. Repeated on every rerun, in case one stopped right after recording the evidence.
+    engine.discard_manifest(state).await?;
     let config_map = store.write_certificate(&record.certificate).await?;
     let summary = CertificateSummary {
         config_map,
@@ -463,7 +496,7 @@ async fn finish(
             .verification
             .as_ref()
             .is_some_and(|v| v.remaining == 0),
-        evidence: Some(record.location),
+        evidence: record.location,
     };
     store
         .patch_status(json!({

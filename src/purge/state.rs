@@ -172,13 +172,60 @@ pub struct State {
     /// manifest's chunks are then removed from the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<EvidenceRecord>,
+    /// What the first run proved was the tenant's; every rerun works on exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+}
+
+/// The tenant (by uid), bucket, region and key a request deletes from, pinned for its life: a
+/// tenant deleted and recreated under the same name, or a status changed mid-run, must not
+/// redirect a resumed purge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub tenant_uid: String,
+    pub bucket: String,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl Target {
+    /// `Err` says what changed since the request started.
+    pub fn check(&self, now: &Target) -> Result<(), String> {
+        let mut changed = Vec::new();
+        if self.tenant_uid != now.tenant_uid {
+            changed.push(format!(
+                "the TenantStorage is another object (uid {} then, {} now)",
+                self.tenant_uid, now.tenant_uid
+            ));
+        }
+        for (what, then, now) in [
+            ("bucket", &self.bucket, &now.bucket),
+            ("region", &self.region, &now.region),
+        ] {
+            if then != now {
+                changed.push(format!("its {what} was {then}, is {now}"));
+            }
+        }
+        if self.key != now.key {
+            changed.push(format!("its key was {:?}, is {:?}", self.key, now.key));
+        }
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(changed.join("; "))
+        }
+    }
 }
 
 /// What was published, so a rerun re-publishes the same certificate without the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EvidenceRecord {
-    pub location: crate::api::EvidenceLocation,
+    /// Where it was published; none for a dry run, which publishes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<crate::api::EvidenceLocation>,
     /// The certificate's exact JSON, as signed.
     pub certificate: String,
     pub sha256: String,
@@ -219,6 +266,7 @@ impl State {
             shred: None,
             completion_time: None,
             evidence: None,
+            target: None,
         }
     }
 }
@@ -314,5 +362,39 @@ mod tests {
         );
         let old = serde_json::from_str::<State>(&v1).expect("format 1 parses");
         assert_ne!(old.format, FORMAT);
+    }
+
+    #[test]
+    fn a_pinned_target_refuses_any_change() {
+        let pinned = Target {
+            tenant_uid: "u1".into(),
+            bucket: "b".into(),
+            region: "eu-central-1".into(),
+            key: Some("k".into()),
+        };
+        assert_eq!(pinned.check(&pinned.clone()), Ok(()));
+        let recreated = Target {
+            tenant_uid: "u2".into(),
+            ..pinned.clone()
+        };
+        assert!(
+            pinned
+                .check(&recreated)
+                .is_err_and(|e| e.contains("another object"))
+        );
+        let moved = Target {
+            bucket: "other".into(),
+            ..pinned.clone()
+        };
+        assert!(
+            pinned
+                .check(&moved)
+                .is_err_and(|e| e.contains("bucket was b, is other"))
+        );
+        let rekeyed = Target {
+            key: None,
+            ..pinned.clone()
+        };
+        assert!(pinned.check(&rekeyed).is_err());
     }
 }

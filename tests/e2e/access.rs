@@ -728,12 +728,15 @@ async fn delegated_access_is_verified_and_chained() {
     s.create(&tenant("loose", &policy, spec))
         .await
         .expect("create loose");
+    s.wait_reason("loose", "DelegationVerified", "ExternalIdNotEnforced")
+        .await;
+    // The role's write-ahead record is saved before the verdict: wait for the final status.
     let ts = s
-        .wait_reason("loose", "DelegationVerified", "ExternalIdNotEnforced")
+        .wait_condition("loose", "Ready", ConditionStatus::False)
         .await;
     assert_eq!(
-        condition(&ts, "Ready").map(|c| c.status),
-        Some(ConditionStatus::False)
+        condition(&ts, "DelegationVerified").map(|c| c.reason.as_str()),
+        Some("ExternalIdNotEnforced")
     );
     let granted = root_role_policies(&role_arn(&ts)).await;
     assert!(granted.is_empty(), "no permission granted: {granted:?}");
