@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use aws_sdk_kms::types::Tag;
+use aws_sdk_kms::types::{KeySpec, KeyUsageType, Tag};
 
 use super::error::{OperationError, SdkFailure};
 use super::{CloudError, Regional};
@@ -71,6 +71,26 @@ impl Regional {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(String, String), CloudError> {
+        self.new_key(description, tags, None).await
+    }
+
+    /// Creates an ECC P-256 signing key (deletion certificates) carrying `tags`.
+    pub async fn create_signing_key(
+        &self,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(String, String), CloudError> {
+        let signing = (KeySpec::EccNistP256, KeyUsageType::SignVerify);
+        self.new_key(description, tags, Some(signing)).await
+    }
+
+    async fn new_key(
+        &self,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+        spec: Option<(KeySpec, KeyUsageType)>,
+    ) -> Result<(String, String), CloudError> {
+        let (key_spec, key_usage) = spec.unzip();
         let tags = tags
             .iter()
             .map(|(k, v)| {
@@ -85,6 +105,8 @@ impl Regional {
             .kms
             .create_key()
             .description(description)
+            .set_key_spec(key_spec)
+            .set_key_usage(key_usage)
             .set_tags(Some(tags))
             .send()
             .await

@@ -1,13 +1,9 @@
 //! Evidence that nobody can alter: buckets created with S3 Object Lock, objects written in
 //! COMPLIANCE mode, and the operator's asymmetric KMS key that signs deletion certificates.
 
-use std::collections::BTreeMap;
-
-use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag};
+use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, CreateBucketConfiguration, ObjectLockMode, ServerSideEncryption,
-};
+use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption};
 use aws_smithy_types::Blob;
 
 use super::{CloudError, Regional};
@@ -20,34 +16,6 @@ pub struct SigningKey {
 }
 
 impl Regional {
-    /// Creates a bucket with Object Lock enabled (which S3 allows only at creation). `false`
-    /// when it already existed in our account.
-    pub async fn create_locked_bucket(&self, bucket: &str) -> Result<bool, CloudError> {
-        let mut req = self
-            .s3
-            .create_bucket()
-            .bucket(bucket)
-            .object_lock_enabled_for_bucket(true);
-        if self.region != "us-east-1" {
-            req = req.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
-                    .build(),
-            );
-        }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = CloudError::from_sdk("s3", "CreateBucket", e);
-                if e.code() == "BucketAlreadyOwnedByYou" {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
     /// Writes an object that nobody can delete or overwrite before `retain_until` (RFC 3339):
     /// COMPLIANCE mode, SSE-S3. Returns its version id.
     pub async fn put_locked_object(
@@ -116,43 +84,6 @@ impl Regional {
                 }
             }
         }
-    }
-
-    /// Creates an ECC P-256 signing key carrying `tags`; returns `(key id, arn)`.
-    pub async fn create_signing_key(
-        &self,
-        description: &str,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<(String, String), CloudError> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| {
-                Tag::builder()
-                    .tag_key(k)
-                    .tag_value(v)
-                    .build()
-                    .map_err(|e| CloudError::Build("CreateKey", e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .kms
-            .create_key()
-            .description(description)
-            .key_spec(KeySpec::EccNistP256)
-            .key_usage(KeyUsageType::SignVerify)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| CloudError::from_sdk("kms", "CreateKey", e))?;
-        let meta = out.key_metadata().ok_or(CloudError::Incomplete {
-            service: "kms",
-            operation: "CreateKey",
-            field: "KeyMetadata",
-        })?;
-        let arn = meta
-            .arn()
-            .map_or_else(|| meta.key_id().to_owned(), str::to_owned);
-        Ok((meta.key_id().to_owned(), arn))
     }
 
     /// Signs a SHA-256 digest with ECDSA (DER signature).

@@ -332,7 +332,20 @@ impl Regional {
     /// our account (`BucketAlreadyOwnedByYou`): not an error, but its ownership must be
     /// re-checked, since someone may have created it since we looked.
     pub async fn create_bucket(&self, bucket: &str) -> Result<bool, CloudError> {
-        let mut req = self.s3.create_bucket().bucket(bucket);
+        self.new_bucket(bucket, false).await
+    }
+
+    /// The same with S3 Object Lock enabled, which S3 allows only at creation (evidence).
+    pub async fn create_locked_bucket(&self, bucket: &str) -> Result<bool, CloudError> {
+        self.new_bucket(bucket, true).await
+    }
+
+    async fn new_bucket(&self, bucket: &str, object_lock: bool) -> Result<bool, CloudError> {
+        let mut req = self
+            .s3
+            .create_bucket()
+            .bucket(bucket)
+            .set_object_lock_enabled_for_bucket(object_lock.then_some(true));
         // us-east-1 is the one region that refuses an explicit location constraint.
         if self.region != "us-east-1" {
             req = req.create_bucket_configuration(
