@@ -231,6 +231,23 @@ impl Desired {
     }
 }
 
+/// Tags of a bucket the operator owns for a policy in a region (access logs, evidence): whose
+/// it is and what it is for.
+fn operator_bucket_tags(
+    cluster_id: &str,
+    role: &str,
+    policy_name: &str,
+    policy: &ResidencyPolicySpec,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+        (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
+        (tags::ROLE.to_owned(), role.to_owned()),
+        (tags::POLICY.to_owned(), policy_name.to_owned()),
+        (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
+    ])
+}
+
 /// The operator-owned bucket that receives the access logs of one policy's tenants in one
 /// region: never outside that region, encrypted, locked down, expiring logs after the policy's
 /// retention, writable only by the S3 logging service.
@@ -252,13 +269,7 @@ impl DesiredLogBucket {
         policy: &ResidencyPolicySpec,
         region: &str,
     ) -> Self {
-        let tags = BTreeMap::from([
-            (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-            (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
-            (tags::ROLE.to_owned(), "access-logs".to_owned()),
-            (tags::POLICY.to_owned(), policy_name.to_owned()),
-            (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
-        ]);
+        let tags = operator_bucket_tags(cluster_id, "access-logs", policy_name, policy);
         DesiredLogBucket {
             bucket: naming::log_bucket_name(bucket_prefix, cluster_id, policy_name, region),
             region: region.to_owned(),
@@ -335,23 +346,20 @@ impl DesiredEvidence {
         policy: &ResidencyPolicySpec,
         region: &str,
     ) -> Self {
-        let owned = |role: &str| {
-            BTreeMap::from([
-                (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-                (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
-                (tags::ROLE.to_owned(), role.to_owned()),
-            ])
-        };
-        let mut bucket_tags = owned("deletion-evidence");
-        bucket_tags.insert(tags::POLICY.to_owned(), policy_name.to_owned());
-        bucket_tags.insert(tags::JURISDICTION.to_owned(), policy.jurisdiction.clone());
         DesiredEvidence {
             bucket: naming::evidence_bucket_name(bucket_prefix, cluster_id, policy_name, region),
             region: region.to_owned(),
-            tags: bucket_tags,
+            tags: operator_bucket_tags(cluster_id, "deletion-evidence", policy_name, policy),
             retention_days: policy.deletion.evidence_retention_days,
             signing_key_alias: naming::signing_key_alias(cluster_id),
-            signing_key_tags: owned(super::iam_policy::EVIDENCE_SIGNING),
+            signing_key_tags: BTreeMap::from([
+                (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
+                (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
+                (
+                    tags::ROLE.to_owned(),
+                    super::iam_policy::EVIDENCE_SIGNING.to_owned(),
+                ),
+            ]),
         }
     }
 

@@ -159,17 +159,45 @@ fn deletion_request(name: &str, tenant: &str, namespace: Option<&str>) -> DataDe
     )
 }
 
+/// Two tenants of one policy under one operator: the editor's `mine` in the scenario's namespace
+/// and another namespace's `theirs`.
+struct Neighbours {
+    s: Scenario,
+    op: Operator,
+    own: String,
+    victim: String,
+    victim_ns: String,
+}
+
+async fn neighbours(tag: &str) -> Neighbours {
+    let s = hostile(tag).await;
+    let policy = s.policy(eu_spec()).await;
+    let victim_ns = namespace(&s, "victim").await;
+    let op = Operator::start(&s.cluster_id, &s.prefix, &[&s.ns, &victim_ns], &[]).await;
+    let own = ready_bucket(&s, &s.ns, "mine", &policy).await;
+    let victim = ready_bucket(&s, &victim_ns, "theirs", &policy).await;
+    Neighbours {
+        s,
+        op,
+        own,
+        victim,
+        victim_ns,
+    }
+}
+
 /// The editor writes its tenant's spec and annotations, but not its status (RBAC), not even
 /// with a wildcard role on this project's kinds (the guard admission policy), and cannot pause
 /// enforcement; a platform engineer can.
 #[tokio::test]
 async fn an_editor_cannot_forge_status_or_pause_enforcement() {
-    let s = hostile("hostilestatus").await;
-    let policy = s.policy(eu_spec()).await;
-    let victim_ns = namespace(&s, "victim").await;
-    let _op = Operator::start(&s.cluster_id, &s.prefix, &[&s.ns, &victim_ns], &[]).await;
-    let own = ready_bucket(&s, &s.ns, "mine", &policy).await;
-    let victim = ready_bucket(&s, &victim_ns, "theirs", &policy).await;
+    // `_op` keeps the operator running to the end of the test.
+    let Neighbours {
+        s,
+        op: _op,
+        own,
+        victim,
+        ..
+    } = neighbours("hostilestatus").await;
     let tenants: Api<TenantStorage> = editor(&s.ns).await;
 
     // What an editor may do: its own tenant's annotations.
@@ -262,12 +290,7 @@ async fn an_editor_cannot_forge_status_or_pause_enforcement() {
 /// bucket's tags first, deletes nothing, and says why.
 #[tokio::test]
 async fn a_forged_status_never_aims_a_purge_at_another_tenants_bucket() {
-    let s = hostile("hostilepurge").await;
-    let policy = s.policy(eu_spec()).await;
-    let victim_ns = namespace(&s, "victim").await;
-    let op = Operator::start(&s.cluster_id, &s.prefix, &[&s.ns, &victim_ns], &[]).await;
-    ready_bucket(&s, &s.ns, "mine", &policy).await;
-    let victim = ready_bucket(&s, &victim_ns, "theirs", &policy).await;
+    let Neighbours { s, op, victim, .. } = neighbours("hostilepurge").await;
     let s3 = Aws::root().await.s3(REGION);
     put(&s3, &victim, "customers/1").await;
     put(&s3, &victim, "customers/2").await;
@@ -318,12 +341,13 @@ async fn a_forged_status_never_aims_a_purge_at_another_tenants_bucket() {
 /// certifies exactly. A request naming another namespace's tenant is refused.
 #[tokio::test]
 async fn an_editor_cannot_reach_the_operators_records_or_other_namespaces() {
-    let s = hostile("hostilerecords").await;
-    let policy = s.policy(eu_spec()).await;
-    let victim_ns = namespace(&s, "victim").await;
-    let _op = Operator::start(&s.cluster_id, &s.prefix, &[&s.ns, &victim_ns], &[]).await;
-    let own = ready_bucket(&s, &s.ns, "mine", &policy).await;
-    let victim = ready_bucket(&s, &victim_ns, "theirs", &policy).await;
+    let Neighbours {
+        s,
+        op: _op,
+        own,
+        victim,
+        victim_ns,
+    } = neighbours("hostilerecords").await;
     let s3 = Aws::root().await.s3(REGION);
     for key in ["a", "b", "c"] {
         put(&s3, &own, key).await;
