@@ -108,6 +108,31 @@ pub async fn run(
             "the request was rejected (see its Accepted condition)".into(),
         ));
     }
+    let store = ConfigMapStore::new(client.clone(), &req, &opts.records_namespace)?;
+    store.check_names().await?;
+    let loaded = store.load_state().await?;
+    if let Some(done) = loaded.as_ref().filter(|s| s.request_uid == uid)
+        && let (Some(_), Some(_), Some(pinned)) =
+            (&done.completion_time, &done.evidence, &done.target)
+    {
+        // Finished and published: only the status is re-published, whatever became of the
+        // tenant since (deleted, its bucket gone).
+        let regional = cloud.region(&pinned.region);
+        let published = Published {
+            regional: &regional,
+            target: &opts.evidence,
+            tenant_name: &target.name,
+            bucket: &pinned.bucket,
+        };
+        let mut state = done.clone();
+        let engine = Engine::new(
+            BucketObjects::new(regional.clone(), pinned.bucket.clone()),
+            store,
+            opts.concurrency,
+        );
+        info!(namespace = ns, request = %opts.request, "already finished: re-publishing its status");
+        return finish(&engine, &published, &req, &mut state).await;
+    }
     let tenants: Api<TenantStorage> = Api::namespaced(client.clone(), ns);
     let tenant = tenants
         .get_opt(&target.name)
@@ -161,15 +186,13 @@ pub async fn run(
     };
     prove_ownership(&regional, &identity, &bucket, shred_target.as_ref()).await?;
 
-    let store = ConfigMapStore::new(client, &req, &opts.records_namespace)?;
-    store.check_names().await?;
     let pinned = state::Target {
         tenant_uid: tenant.uid().unwrap_or_default(),
         bucket: bucket.clone(),
         region: region.clone(),
         key: shred_target.as_ref().map(|(key, _)| key.clone()),
     };
-    let mut state = match store.load_state().await? {
+    let mut state = match loaded {
         None => State {
             target: Some(pinned),
             ..State::new(
@@ -231,7 +254,7 @@ pub async fn run(
     let published = Published {
         regional: &regional,
         target: &opts.evidence,
-        tenant: &tenant,
+        tenant_name: &target.name,
         bucket: &bucket,
     };
     finish(&engine, &published, &req, &mut state).await
@@ -386,7 +409,7 @@ struct Certificate<'a> {
 struct Published<'a> {
     regional: &'a Regional,
     target: &'a evidence::Target,
-    tenant: &'a TenantStorage,
+    tenant_name: &'a str,
     bucket: &'a str,
 }
 
@@ -412,7 +435,7 @@ async fn finish(
             let ns = req.namespace().unwrap_or_default();
             let name = req.name_any();
             let uid = req.uid();
-            let tenant_name = to.tenant.name_any();
+            let tenant_name = to.tenant_name;
             let lines = engine.manifest_lines(state).await?;
             let digests = manifest::digests(lines.iter().map(String::as_str));
             let location = Location::new(
@@ -439,7 +462,7 @@ async fn finish(
                 reason: &req.spec.reason,
                 tenant: Identity {
                     namespace: &ns,
-                    name: &tenant_name,
+                    name: tenant_name,
                     uid: None,
                 },
                 bucket: to.bucket,

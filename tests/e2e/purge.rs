@@ -947,6 +947,51 @@ async fn a_resumed_purge_refuses_a_recreated_tenant() {
     assert_eq!(listing(&s3, &bucket).await, before, "nothing more deleted");
 }
 
+/// A Job that published its evidence but stopped before its final status write re-publishes
+/// it when rerun, even once the tenant is gone: nothing about the tenant is needed any more.
+#[tokio::test]
+async fn a_finished_request_republishes_after_its_tenant_is_gone() {
+    let s = Scenario::new("purgerepub").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/"], 10)).await;
+    submit(
+        &s,
+        &request("done", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    assert!(purge(&s, "done").await.success());
+    let published = status(&s, "done").await.certificate.expect("certificate");
+    s.tenants()
+        .delete("t", &Default::default())
+        .await
+        .expect("delete the tenant");
+    eventually("tenant gone", || async {
+        s.tenants().get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // The status write the stopped Job never made, as a platform engineer could see it.
+    requests(&s)
+        .patch_status(
+            "done",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Running", "certificate": null}})),
+        )
+        .await
+        .expect("roll the status back");
+    assert!(purge(&s, "done").await.success(), "rerun re-publishes");
+    let st = status(&s, "done").await;
+    assert_eq!(st.phase, Some(DeletionPhase::Succeeded));
+    assert_eq!(
+        st.certificate,
+        Some(published),
+        "the same certificate, not a new one"
+    );
+    assert_deleted_exactly(&s, "done", &written).await;
+}
+
 /// A dry run deletes nothing and counts what a real run then deletes.
 #[tokio::test]
 async fn dry_run_counts_what_a_real_run_deletes() {
