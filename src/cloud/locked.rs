@@ -1,5 +1,5 @@
-//! Evidence that nobody can alter: buckets created with S3 Object Lock, objects written in
-//! COMPLIANCE mode, and the operator's asymmetric KMS key that signs deletion certificates.
+//! Evidence that nobody can alter: objects written in COMPLIANCE mode, and signatures by the
+//! operator's asymmetric KMS key (created with `create_signing_key`).
 
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
@@ -7,13 +7,6 @@ use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption};
 use aws_smithy_types::Blob;
 
 use super::{CloudError, Regional};
-
-/// The operator's signing key in a region.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SigningKey {
-    pub arn: String,
-    pub state: String,
-}
 
 impl Regional {
     /// Writes an object that nobody can delete or overwrite before `retain_until` (RFC 3339):
@@ -54,36 +47,6 @@ impl Regional {
                 operation: "PutObject",
                 field: "VersionId (is versioning on?)",
             })
-    }
-
-    /// The signing key behind `alias`, if there is one.
-    pub async fn signing_key(&self, alias: &str) -> Result<Option<SigningKey>, CloudError> {
-        match self.kms.describe_key().key_id(alias).send().await {
-            Ok(out) => {
-                let meta = out.key_metadata().ok_or(CloudError::Incomplete {
-                    service: "kms",
-                    operation: "DescribeKey",
-                    field: "KeyMetadata",
-                })?;
-                Ok(Some(SigningKey {
-                    arn: meta
-                        .arn()
-                        .map_or_else(|| meta.key_id().to_owned(), str::to_owned),
-                    state: meta
-                        .key_state()
-                        .map_or("Unknown", |s| s.as_str())
-                        .to_owned(),
-                }))
-            }
-            Err(e) => {
-                let e = CloudError::from_sdk("kms", "DescribeKey", e);
-                if e.code() == "NotFoundException" {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
     }
 
     /// Signs a SHA-256 digest with ECDSA (DER signature).

@@ -24,7 +24,6 @@ pub use counter::CallCounter;
 pub use error::CloudError;
 pub use iam::Iam;
 pub use kms::KeyState;
-pub use locked::SigningKey;
 pub use s3::{
     BucketPresence, DeleteFailure, DeleteReport, ListedVersion, ObservedTags, VersionLock,
     VersionPage,

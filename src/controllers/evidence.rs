@@ -86,7 +86,12 @@ async fn ensure_bucket(cloud: &Regional, evidence: &DesiredEvidence) -> Result<(
 /// operator's signing key is never used.
 async fn signing_key(cloud: &Regional, evidence: &DesiredEvidence) -> Result<String, Error> {
     let alias = &evidence.signing_key_alias;
-    if let Some(key) = cloud.signing_key(alias).await? {
+    let existing = match cloud.key_state(alias).await {
+        Ok(key) => Some(key),
+        Err(e) if e.code() == "NotFoundException" => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(key) = existing {
         let seen = cloud.key_tags(&key.arn).await?;
         if !is_ours(&seen, &evidence.signing_key_tags) {
             return Err(Error::EvidenceConflict {
