@@ -215,6 +215,9 @@ pub struct PurgeArgs {
     /// The evidence bucket of the tenant's policy and region (the operator prepares it).
     #[arg(long)]
     pub evidence_bucket: String,
+    /// Region of the evidence bucket: the tenant's.
+    #[arg(long)]
+    pub evidence_region: String,
     /// ARN of the operator's KMS key that signs certificates, in the tenant's region.
     #[arg(long)]
     pub signing_key: String,
@@ -396,6 +399,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
         cluster_id: args.cluster_id,
         evidence: crate::purge::EvidenceTarget {
             bucket: args.evidence_bucket,
+            region: args.evidence_region,
             signing_key: args.signing_key,
             retention_days: args.evidence_retention_days,
         },

@@ -150,15 +150,7 @@ impl EvidenceReader {
             .send()
             .await
             .map_err(s3_err("GetObject"))?;
-        let version = out.version_id().map(str::to_owned);
-        let body = out.body.collect().await.map_err(|e| CloudError::Api {
-            service: "s3",
-            operation: "GetObject",
-            code: "ReadError".to_owned(),
-            message: e.to_string(),
-            status: None,
-        })?;
-        Ok((body.into_bytes().to_vec(), version))
+        super::journal::object_bytes(out).await
     }
 
     /// An object version's Object Lock retention; `None` when it has none.

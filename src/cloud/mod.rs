@@ -4,6 +4,7 @@ mod counter;
 mod error;
 pub mod evidence;
 mod iam;
+mod journal;
 mod kms;
 mod locked;
 mod s3;

@@ -470,6 +470,8 @@ fn build_job(
                             ctx.settings.cluster_id.clone(),
                             "--evidence-bucket".to_owned(),
                             evidence.bucket.clone(),
+                            "--evidence-region".to_owned(),
+                            evidence.region.clone(),
                             "--signing-key".to_owned(),
                             signing_key.to_owned(),
                             "--evidence-retention-days".to_owned(),

@@ -23,31 +23,39 @@ pub const SIGNING_ALGORITHM: &str = "ECDSA_SHA_256";
 /// KMS key spec of the signing keys.
 pub const SIGNING_KEY_SPEC: &str = "ECC_NIST_P256";
 
-/// Where one request's evidence is kept.
+/// Where one request's evidence is kept: under `deletions/<namespace>/<request>/<uid>/`, and its
+/// Job's journal under `journal/` with the same path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
     pub bucket: String,
-    pub prefix: String,
+    /// `<namespace>/<request>/<uid>/`.
+    path: String,
 }
 
 impl Location {
     pub fn new(bucket: &str, namespace: &str, request: &str, uid: &str) -> Self {
         Location {
             bucket: bucket.to_owned(),
-            prefix: format!("deletions/{namespace}/{request}/{uid}/"),
+            path: format!("{namespace}/{request}/{uid}/"),
         }
     }
 
     pub fn certificate(&self) -> String {
-        format!("{}certificate.json", self.prefix)
+        format!("deletions/{}certificate.json", self.path)
     }
 
     pub fn signature(&self) -> String {
-        format!("{}certificate.json.sig", self.prefix)
+        format!("deletions/{}certificate.json.sig", self.path)
     }
 
     pub fn manifest(&self) -> String {
-        format!("{}manifest.tsv.gz", self.prefix)
+        format!("deletions/{}manifest.tsv.gz", self.path)
+    }
+
+    /// Where the Job journals while it works (not locked; removed once the evidence is
+    /// published).
+    pub fn journal(&self) -> String {
+        format!("journal/{}", self.path)
     }
 }
 

@@ -117,7 +117,7 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                     ],
                     vec![
                         format!("arn:{partition}:s3:::{bucket_prefix}-logs-*/*"),
-                        format!("arn:{partition}:s3:::{bucket_prefix}-evidence-*/*"),
+                        format!("arn:{partition}:s3:::{bucket_prefix}-evidence-*/deletions/*"),
                     ],
                 )
             },
@@ -128,6 +128,21 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                 &["s3:PutObject", "s3:PutObjectRetention"],
                 vec![format!(
                     "arn:{partition}:s3:::{bucket_prefix}-evidence-*/deletions/*"
+                )],
+            ),
+            // The Jobs' own journals (checkpoint, batch records, manifest while it grows),
+            // beside the evidence and removed once it is published. Listing the evidence
+            // bucket's versions is `TenantBuckets`' s3:ListBucketVersions on `<prefix>-*`.
+            Statement::allow(
+                "Journal",
+                &[
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                ],
+                vec![format!(
+                    "arn:{partition}:s3:::{bucket_prefix}-evidence-*/journal/*"
                 )],
             ),
         ],
@@ -157,12 +172,17 @@ mod tests {
                 !actions.contains('*') && !actions.contains("Bypass"),
                 "{actions}"
             );
-            // The only writes: evidence, under its prefix in the evidence buckets.
+            // The only writes: evidence and the journal, under their prefixes in the evidence
+            // buckets.
             if actions.contains("PutObject") {
-                assert_eq!(s["Sid"], "Evidence");
+                let prefix = match s["Sid"].as_str() {
+                    Some("Evidence") => "deletions",
+                    Some("Journal") => "journal",
+                    other => panic!("{other:?} writes objects"),
+                };
                 assert_eq!(
                     s["Resource"],
-                    serde_json::json!(["arn:aws:s3:::acme-evidence-*/deletions/*"])
+                    serde_json::json!([format!("arn:aws:s3:::acme-evidence-*/{prefix}/*")])
                 );
             }
         }
@@ -186,7 +206,13 @@ mod tests {
         );
         let deny = by_sid("NotOperatorBuckets");
         assert_eq!(deny["Effect"], "Deny");
-        assert!(deny["Resource"].to_string().contains("acme-logs-*/*"));
+        assert_eq!(
+            deny["Resource"],
+            serde_json::json!([
+                "arn:aws:s3:::acme-logs-*/*",
+                "arn:aws:s3:::acme-evidence-*/deletions/*"
+            ])
+        );
         assert!(
             statements[1]["Action"]
                 .to_string()

@@ -118,7 +118,7 @@ pub enum JournalKind {
     Locked,
 }
 
-/// Where checkpoints live. Implemented over ConfigMaps by [`super::ConfigMapStore`].
+/// Where checkpoints live. Implemented over the evidence bucket by [`super::BucketJournal`].
 pub trait Store: Send + Sync {
     fn load_state(&self) -> impl Future<Output = Result<Option<State>, StoreError>> + Send;
     fn save_state(&self, state: &State) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -157,6 +157,9 @@ pub trait Store: Send + Sync {
         journal: JournalKind,
         index: u32,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Once the evidence is kept elsewhere: removes the batch records and the manifest, keeping
+    /// the checkpoint and the locked versions.
+    fn discard(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 #[derive(Debug, Error)]
@@ -166,6 +169,12 @@ pub enum StoreError {
         what: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("{what}: {source}")]
+    Cloud {
+        what: String,
+        #[source]
+        source: CloudError,
     },
     #[error("{what}: {detail}")]
     Invalid { what: String, detail: String },
@@ -315,16 +324,6 @@ impl<O: Objects, S: Store> Engine<O, S> {
     pub async fn manifest_lines(&self, state: &State) -> Result<Vec<String>, PurgeError> {
         self.read_journal(JournalKind::Manifest, &state.manifest)
             .await
-    }
-
-    /// Removes the manifest's chunks from the store, once the manifest is kept elsewhere.
-    pub async fn discard_manifest(&self, state: &State) -> Result<(), PurgeError> {
-        for index in 0..state.manifest.chunks {
-            self.store
-                .delete_chunk(JournalKind::Manifest, index)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Every locked version recorded.
@@ -671,23 +670,18 @@ fn add(counts: &mut super::state::Counts, entry: &Entry) {
 fn checkpoint_text(state: &State) -> String {
     let pass = &state.pass;
     let total = state.prefixes.len();
-    let (of, id) = match pass.stage {
-        Stage::Versions => ("versions", "version"),
-        Stage::Uploads => ("incomplete multipart uploads", "upload"),
+    let of = match pass.stage {
+        Stage::Versions => "versions",
+        Stage::Uploads => "incomplete multipart uploads",
     };
-    let position = match (state.prefixes.get(pass.prefix_index), &pass.after) {
-        _ if pass.listed(total) => "listing done".to_owned(),
-        (Some(prefix), Some(m)) => format!(
-            "{of} of prefix {}/{total} {prefix:?} after key {:?} {id} {}",
-            pass.prefix_index + 1,
-            m.key,
-            m.version_id
-        ),
-        (Some(prefix), None) => format!(
+    // The scope's prefixes are the request's own; the listing position (an object key of the
+    // tenant) stays in the checkpoint, out of the cluster.
+    let position = match state.prefixes.get(pass.prefix_index) {
+        Some(prefix) if !pass.listed(total) => format!(
             "{of} of prefix {}/{total} {prefix:?}",
             pass.prefix_index + 1
         ),
-        (None, _) => "listing done".to_owned(),
+        _ => "listing done".to_owned(),
     };
     let what = if pass.number == 1 {
         "listing".to_owned()

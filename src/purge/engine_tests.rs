@@ -371,6 +371,10 @@ impl Store for MemStore {
         lock(&self.data).remove(&Self::chunk(kind, index));
         Ok(())
     }
+    async fn discard(&self) -> Result<(), StoreError> {
+        lock(&self.data).retain(|name, _| name == "state" || name.starts_with("Locked-"));
+        Ok(())
+    }
 }
 
 const PAGE: i32 = 7;

@@ -18,6 +18,8 @@ use crate::evidence::{EvidenceSection, Location, SIGNING_ALGORITHM};
 #[derive(Clone, Debug)]
 pub struct Target {
     pub bucket: String,
+    /// The tenant's region, the bucket's.
+    pub region: String,
     pub signing_key: String,
     pub retention_days: i32,
 }

@@ -5,16 +5,18 @@
 
 mod engine;
 mod evidence;
+mod journal;
 mod manifest;
+mod records;
 mod request;
 mod state;
-mod store;
 
 pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError, UploadPage};
 pub use evidence::Target as EvidenceTarget;
+pub use journal::BucketJournal;
+pub use records::{RECORD_LABEL, RequestRecords, UID_LABEL};
 pub use request::{Options, Outcome, RequestError, run};
 pub use state::{Marker, State};
-pub use store::{ConfigMapStore, RECORD_LABEL, UID_LABEL};
 
 use crate::cloud::{CloudError, DeleteReport, Regional, VersionLock, VersionPage};
 

@@ -10,11 +10,12 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::BucketObjects;
-use super::engine::{Engine, JournalKind, PurgeError, Store, StoreError};
+use super::engine::{Engine, PurgeError, Store, StoreError};
 use super::evidence;
+use super::journal::BucketJournal;
 use super::manifest;
+use super::records::RequestRecords;
 use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
-use super::store::ConfigMapStore;
 use crate::api::{
     CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
     LockedVersion, ResidencyPolicy, TenantStorage,
@@ -23,7 +24,8 @@ use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
 use crate::evidence::{EvidenceSection, Location};
 use crate::plan::{self, Ownership, TenantIdentity};
 
-/// Locked versions listed in status (the certificate and the locked ConfigMaps have them all).
+/// Locked versions listed in status (the certificate and the journal's locked chunks have them
+/// all).
 const STATUS_LOCKED: usize = 100;
 /// Locked versions listed in the certificate itself, so it stays one ConfigMap.
 const CERTIFICATE_LOCKED: usize = 500;
@@ -108,8 +110,14 @@ pub async fn run(
             "the request was rejected (see its Accepted condition)".into(),
         ));
     }
-    let store = ConfigMapStore::new(client.clone(), &req, &opts.records_namespace)?;
-    store.check_names().await?;
+    let records = RequestRecords::new(client.clone(), &req, &opts.records_namespace)?;
+    records.check_names().await?;
+    let store = BucketJournal::new(
+        cloud.region(&opts.evidence.region),
+        opts.evidence.bucket.clone(),
+        Location::new(&opts.evidence.bucket, ns, &opts.request, &uid).journal(),
+        records,
+    );
     let loaded = store.load_state().await?;
     if let Some(done) = loaded.as_ref().filter(|s| s.request_uid == uid)
         && let (Some(_), Some(_), Some(pinned)) =
@@ -178,6 +186,12 @@ pub async fn run(
         None
     };
 
+    if region != opts.evidence.region {
+        return Err(RequestError::Refused(format!(
+            "the tenant's bucket is in {region}, the evidence bucket {} in {}: evidence is kept in the tenant's region only",
+            opts.evidence.bucket, opts.evidence.region
+        )));
+    }
     let regional = cloud.region(&region);
     let identity = TenantIdentity {
         cluster_id: opts.cluster_id.clone(),
@@ -205,14 +219,14 @@ pub async fn run(
         Some(s) if s.request_uid != uid => {
             return Err(RequestError::Refused(format!(
                 "{} holds the checkpoint of request uid {}, not of this one",
-                store.state_name(),
+                store.state_uri(),
                 s.request_uid
             )));
         }
         Some(s) if s.format != state::FORMAT => {
             return Err(RequestError::Refused(format!(
                 "{} holds a checkpoint of format {}, written by an older version of the operator; finish the request with that version, or delete it and file a new one",
-                store.state_name(),
+                store.state_uri(),
                 s.format
             )));
         }
@@ -237,12 +251,14 @@ pub async fn run(
     if state.completion_time.is_none() {
         engine
             .store()
+            .records()
             .patch_status(json!({"phase": DeletionPhase::Running, "progress": state.progress()}))
             .await?;
         if let Err(e) = work(&engine, &regional, method, shred_target, &mut state).await {
             // Best effort: the checkpoint is what a rerun needs; the phase only informs.
             if let Err(patch) = engine
                 .store()
+                .records()
                 .patch_status(json!({"phase": DeletionPhase::Failed}))
                 .await
             {
@@ -298,7 +314,7 @@ async fn prove_ownership(
 
 /// Purge, shred, and mark the checkpoint complete.
 async fn work(
-    engine: &Engine<BucketObjects, ConfigMapStore>,
+    engine: &Engine<BucketObjects, BucketJournal>,
     regional: &Regional,
     method: DeletionMethod,
     shred_target: Option<(String, i32)>,
@@ -401,7 +417,8 @@ struct Certificate<'a> {
     verification: Option<&'a Verification>,
     locked_versions: &'a [LockedVersion],
     locked_versions_total: u64,
-    locked_config_maps: Vec<String>,
+    /// `s3://` URIs of the journal's locked-version chunks (not locked themselves).
+    locked_versions_journal: Vec<String>,
     crypto_shred: Option<&'a Shred>,
 }
 
@@ -416,7 +433,7 @@ struct Published<'a> {
 /// Publishes the evidence (once: a rerun re-publishes the recorded certificate), then the
 /// certificate summary and final status; safe to repeat.
 async fn finish(
-    engine: &Engine<BucketObjects, ConfigMapStore>,
+    engine: &Engine<BucketObjects, BucketJournal>,
     to: &Published<'_>,
     req: &DataDeletionRequest,
     state: &mut State,
@@ -452,7 +469,7 @@ async fn finish(
             };
             let certificate = Certificate {
                 kind: "DeletionCertificate",
-                format: 2,
+                format: 3,
                 request: Identity {
                     namespace: &ns,
                     name: &name,
@@ -483,9 +500,7 @@ async fn finish(
                 verification: state.verification.as_ref(),
                 locked_versions: &locked[..locked.len().min(CERTIFICATE_LOCKED)],
                 locked_versions_total: locked.len() as u64,
-                locked_config_maps: (0..state.locked.chunks)
-                    .map(|i| store.chunk_name(JournalKind::Locked, i))
-                    .collect(),
+                locked_versions_journal: store.locked_uris(state.locked.chunks),
                 crypto_shred: state.shred.as_ref(),
             };
             let json = serde_json::to_string_pretty(&certificate)?;
@@ -506,13 +521,14 @@ async fn finish(
             record
         }
     };
-    // The manifest names the tenant's object keys: kept in its jurisdiction, not in the
-    // cluster. Repeated on every rerun, in case one stopped right after recording the evidence.
-    engine.discard_manifest(state).await?;
-    let config_map = store.write_certificate(&record.certificate).await?;
+    // The published manifest is the record now. Repeated on every rerun, in case one stopped
+    // right after recording the evidence.
+    store.discard().await?;
+    let records = store.records();
+    let config_map = records.write_certificate(&record.certificate).await?;
     let summary = CertificateSummary {
         config_map,
-        namespace: store.namespace().to_owned(),
+        namespace: records.namespace().to_owned(),
         sha256: record.sha256,
         entries: record.entries,
         verified: state
@@ -521,7 +537,7 @@ async fn finish(
             .is_some_and(|v| v.remaining == 0),
         evidence: record.location,
     };
-    store
+    records
         .patch_status(json!({
             "phase": phase,
             "progress": state.progress(),

@@ -109,7 +109,7 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
         "eu-central-1",
     );
     assert_eq!(
-        args[..13],
+        args[..15],
         [
             "purge",
             "--namespace",
@@ -122,15 +122,17 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
             &s.cluster_id,
             "--evidence-bucket",
             &evidence,
+            "--evidence-region",
+            "eu-central-1",
             "--signing-key",
-            args[12].as_str(),
+            args[14].as_str(),
         ]
     );
     assert!(
-        args[12].starts_with("arn:aws:kms:eu-central-1:"),
+        args[14].starts_with("arn:aws:kms:eu-central-1:"),
         "{args:?}"
     );
-    assert_eq!(args[13..], ["--evidence-retention-days", "2190"]);
+    assert_eq!(args[15..], ["--evidence-retention-days", "2190"]);
     let sc = container
         .security_context
         .clone()
@@ -364,8 +366,9 @@ async fn deleting_a_request_keeps_its_certificate() {
         requests.get_opt("old").await.ok()?.is_none().then_some(())
     })
     .await;
+    let records: Api<ConfigMap> = Api::namespaced(s.client.clone(), &system_namespace());
     let kept = eventually("certificate labelled as kept", || async {
-        let cm = config_maps.get(&certificate_name).await.ok()?;
+        let cm = records.get(&certificate_name).await.ok()?;
         cm.labels()
             .contains_key("storage.tenancy.dev/deleted-request")
             .then_some(cm)

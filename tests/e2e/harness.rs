@@ -665,6 +665,12 @@ pub async fn put_bucket_tags<K: AsRef<str>, V: AsRef<str>>(
 /// of [`PURGE_USER`], holding exactly the generated purge policy). Nothing of the test's own
 /// environment leaks in.
 pub async fn job_command(namespace: &str, request: &str) -> Command {
+    pod_command(&job_container(namespace, request).await).await
+}
+
+/// The container of the deletion Job of request `namespace/request`, once the operator created
+/// it.
+pub async fn job_container(namespace: &str, request: &str) -> Container {
     let admin = Client::try_default().await.expect("kube client");
     let jobs: Api<Job> = Api::namespaced(admin, &system_namespace());
     let name = tenant_storage_operator::controllers::deletion_job_name(namespace, request);
@@ -688,7 +694,13 @@ pub async fn job_command(namespace: &str, request: &str) -> Command {
     let [container] = pod.containers.as_slice() else {
         panic!("one container: {:?}", pod.containers);
     };
-    pod_command(container).await
+    container.clone()
+}
+
+/// AWS as the deletion Jobs are: [`PURGE_USER`], holding exactly the generated purge policy.
+pub async fn purge_aws() -> Aws {
+    let (key, secret) = purge_keys().await;
+    Aws::keys(key, secret).await
 }
 
 /// Access keys of [`PURGE_USER`], created once per test process with the generated policy.

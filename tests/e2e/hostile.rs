@@ -358,7 +358,7 @@ async fn an_editor_cannot_reach_the_operators_records_or_other_namespaces() {
 
     let system = system_namespace();
     let records: Api<ConfigMap> = editor(&system).await;
-    let record = deletion_job_name(&s.ns, "wipe") + "-purge-state";
+    let record = deletion_job_name(&s.ns, "wipe") + "-certificate";
     assert_eq!(refused(records.get(&record).await).0, 403);
     assert_eq!(refused(records.list(&Default::default()).await).0, 403);
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": record}})).expect("cm");

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ServerSideEncryption,
 };
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -26,8 +27,8 @@ use tenant_storage_operator::plan::naming::deletion_request_label;
 use tenant_storage_operator::purge::UID_LABEL;
 
 use crate::harness::{
-    Aws, Scenario, client_as, eu_spec, eventually, job_command, pod_command, put_bucket_tags,
-    system_namespace, tenant,
+    Aws, Scenario, eu_spec, eventually, job_command, job_container, pod_command, purge_aws,
+    put_bucket_tags, system_namespace, tenant,
 };
 
 /// One version or delete marker the test wrote.
@@ -202,9 +203,11 @@ fn requests(s: &Scenario) -> Api<DataDeletionRequest> {
 
 /// Creates the request and waits until the controller has accepted it (made its Job), so the
 /// purge below does what the Job would.
-async fn submit(s: &Scenario, req: &DataDeletionRequest) {
+/// Creates the request and waits for its Job; returns the request's uid.
+async fn submit(s: &Scenario, req: &DataDeletionRequest) -> String {
     let api = requests(s);
-    api.create(&PostParams::default(), req)
+    let created = api
+        .create(&PostParams::default(), req)
         .await
         .expect("create request");
     let name = req.name_any();
@@ -212,6 +215,7 @@ async fn submit(s: &Scenario, req: &DataDeletionRequest) {
         api.get(&name).await.ok()?.status?.job_name.map(|_| ())
     })
     .await;
+    created.uid().expect("uid")
 }
 
 /// The request's Job, started as its pod would be, logging to the run directory.
@@ -606,9 +610,51 @@ async fn killed_purges_resume_exactly() {
     assert_deleted_exactly(&s, "big", &written).await;
 }
 
+/// Value of the deletion Job's argument `flag`.
+async fn job_arg(s: &Scenario, request: &str, flag: &str) -> String {
+    let args = job_container(&s.ns, request).await.args.unwrap_or_default();
+    let at = args.iter().position(|a| a == flag).expect(flag);
+    args.get(at + 1).expect("flag value").clone()
+}
+
+/// Every version under a request's journal in the evidence bucket, as `(key, versionId)`.
+async fn journal_versions(s: &Scenario, request: &str, uid: &str) -> Vec<(String, String)> {
+    let bucket = job_arg(s, request, "--evidence-bucket").await;
+    let prefix = format!("journal/{}/{request}/{uid}/", s.ns);
+    let out = Aws::root()
+        .await
+        .s3("eu-central-1")
+        .list_object_versions()
+        .bucket(&bucket)
+        .prefix(&prefix)
+        .send()
+        .await
+        .expect("list the journal");
+    let mut all: Vec<(String, String)> = out
+        .versions()
+        .iter()
+        .map(|v| {
+            (
+                v.key().unwrap_or_default(),
+                v.version_id().unwrap_or_default(),
+            )
+        })
+        .chain(out.delete_markers().iter().map(|m| {
+            (
+                m.key().unwrap_or_default(),
+                m.version_id().unwrap_or_default(),
+            )
+        }))
+        .map(|(k, v)| (k.trim_start_matches(&prefix).to_owned(), v.to_owned()))
+        .collect();
+    all.sort();
+    all
+}
+
 /// A pod killed after writing a manifest chunk and before its checkpoint leaves an uncommitted
-/// chunk: the next pod discards it (the chart's RBAC must let it delete ConfigMaps there) and
-/// certifies exactly what it deleted.
+/// chunk in the journal (in the evidence bucket, where only the operator's identities reach): the
+/// next pod discards it and certifies exactly what it deleted. Once the evidence is published,
+/// the journal is removed but for the checkpoint, and nothing of it is in the cluster.
 #[tokio::test]
 async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
     let s = Scenario::new("purgestale").await;
@@ -617,35 +663,91 @@ async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
     let bucket = s.ready_bucket("t", &policy).await;
     let s3 = Aws::root().await.s3("eu-central-1");
     let written = fill(&s3, &bucket, layout(&["a/"], 20)).await;
-    submit(
+    let uid = submit(
         &s,
         &request("stale", "t", json!({"wholeTenant": true}), "Purge", false),
     )
     .await;
-    let uid = requests(&s)
-        .get("stale")
+    let evidence = job_arg(&s, "stale", "--evidence-bucket").await;
+    purge_aws()
         .await
-        .expect("request")
-        .uid()
-        .expect("uid");
-    let chunk: ConfigMap = serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("{}-manifest-0000", deletion_job_name(&s.ns, "stale")),
-            "labels": {
-                UID_LABEL: uid,
-                REQUEST_LABEL: deletion_request_label(&s.ns, "stale"),
-                "storage.tenancy.dev/purge-record": "manifest",
-            },
-        },
-        "data": {"entries": "ghost\tv1\tversion\t1\n"},
-    }))
-    .expect("configmap");
-    Api::<ConfigMap>::namespaced(client_as("purge").await, &system_namespace())
-        .create(&PostParams::default(), &chunk)
+        .s3("eu-central-1")
+        .put_object()
+        .bucket(&evidence)
+        .key(format!("journal/{}/stale/{uid}/manifest-0000.tsv", s.ns))
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from_static(b"ghost\tv1\tversion\t1\n"))
+        .send()
         .await
-        .expect("the killed pod's chunk");
+        .expect("the killed pod's chunk, written as the purge identity");
     assert!(purge(&s, "stale").await.success());
     assert_deleted_exactly(&s, "stale", &written).await;
+
+    let journal = journal_versions(&s, "stale", &uid).await;
+    let keys: Vec<&str> = journal.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["state.json"],
+        "only the checkpoint's last version is kept"
+    );
+    let records: Api<ConfigMap> = Api::namespaced(s.client.clone(), &system_namespace());
+    let kept = records
+        .list(&ListParams::default().labels(&format!("{UID_LABEL}={uid}")))
+        .await
+        .expect("records");
+    let names: Vec<String> = kept.items.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(
+        names,
+        [format!("{}-certificate", deletion_job_name(&s.ns, "stale"))],
+        "the cluster keeps the certificate only"
+    );
+    let stored =
+        serde_json::to_string(&requests(&s).get("stale").await.expect("request")).expect("json");
+    for w in &written {
+        assert!(
+            !stored.contains(&w.version_id),
+            "the request's status names a deleted version"
+        );
+    }
+}
+
+/// A request an older operator started, whose checkpoint is in ConfigMaps, is refused rather
+/// than restarted (a restart would certify only what it deleted itself).
+#[tokio::test]
+async fn a_checkpoint_left_in_a_config_map_by_an_older_version_is_refused() {
+    let s = Scenario::new("purgeold").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/"], 5)).await;
+    let uid = submit(
+        &s,
+        &request("old", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    let state: ConfigMap = serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{}-purge-state", deletion_job_name(&s.ns, "old")),
+            "labels": {
+                UID_LABEL: uid,
+                REQUEST_LABEL: deletion_request_label(&s.ns, "old"),
+                "storage.tenancy.dev/purge-record": "state",
+            },
+        },
+        "data": {"state.json": "{}"},
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(s.client.clone(), &system_namespace())
+        .create(&PostParams::default(), &state)
+        .await
+        .expect("an older operator's checkpoint");
+    assert!(!purge(&s, "old").await.success());
+    assert_eq!(
+        listing(&s3, &bucket).await.len(),
+        written.len(),
+        "nothing deleted"
+    );
 }
 
 /// Two pods of one request never purge at once: the second waits on the request's fence Lease
@@ -1331,6 +1433,8 @@ async fn purge_refuses_another_namespace() {
         &s.cluster_id,
         "--evidence-bucket",
         "tso-evidence-unused",
+        "--evidence-region",
+        "eu-central-1",
         "--signing-key",
         "arn:aws:kms:eu-central-1:000000000000:key/unused",
         "--evidence-retention-days",
