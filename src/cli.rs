@@ -269,6 +269,8 @@ pub struct VerifyArgs {
 /// Whose IAM policy to print.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum IamIdentity {
+    /// The operator's role (Helm `serviceAccount` IRSA annotation).
+    Operator,
     /// The deletion Jobs' role (Helm `purge.irsaRoleArn`).
     Purge,
 }
@@ -286,6 +288,9 @@ pub struct IamPolicyArgs {
     /// AWS partition: aws, aws-cn, aws-us-gov.
     #[arg(long, default_value = "aws")]
     pub partition: String,
+    /// The operator's `--cluster-id` (for `operator`: workload roles are under its role path).
+    #[arg(long, env = "TSO_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
 }
 
 fn parse_account_id(id: &str) -> Result<String, String> {
@@ -312,6 +317,8 @@ pub enum CliError {
     },
     #[error("writing output: {0}")]
     Output(String),
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Leader(#[from] LeaderError),
     #[error("report: {0}")]
@@ -354,6 +361,19 @@ async fn verify_certificate(args: VerifyArgs) -> Result<ExitCode, CliError> {
 fn iam_policy(args: &IamPolicyArgs) -> Result<(), CliError> {
     naming::validate_prefix(&args.bucket_prefix)?;
     let document = match args.identity {
+        IamIdentity::Operator => {
+            let cluster_id = args.cluster_id.as_deref().ok_or_else(|| {
+                CliError::Usage(
+                    "iam-policy operator needs --cluster-id (the operator's): its workload roles are under /tenant-storage-operator/<cluster-id>/".into(),
+                )
+            })?;
+            crate::plan::iam_policy::operator(
+                &args.partition,
+                &args.account_id,
+                &args.bucket_prefix,
+                cluster_id,
+            )
+        }
         IamIdentity::Purge => {
             crate::plan::iam_policy::purge(&args.partition, &args.account_id, &args.bucket_prefix)
         }

@@ -204,7 +204,8 @@ pub enum DeletionPhase {
     Pending,
     Running,
     Succeeded,
-    /// Objects under Object Lock retention or legal hold remain; see `status.lockedObjects`.
+    /// Objects under Object Lock retention or legal hold remain; the certificate's evidence lists
+    /// them (`evidence.locked`).
     Blocked,
     Failed,
     /// The request was refused (see the `Accepted` condition).
@@ -320,9 +321,6 @@ pub struct DataDeletionRequestStatus {
     /// Purge progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<DeletionProgress>,
-    /// Versions Object Lock keeps (the first 100).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub locked_objects: Vec<LockedVersion>,
     /// The deletion certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateSummary>,

@@ -305,7 +305,8 @@ const MANIFEST_CHECKS: [&str; 5] = [
 ];
 
 /// Fetches a certificate's evidence and checks it: certificate, signature, location, outcome,
-/// the five manifest checks, the retention of certificate, signature and manifest, and with
+/// the five manifest checks, the locked-version list, the retention of certificate, signature,
+/// manifest (and locked-version list), and with
 /// `check_scope` the scope today. A call that fails is a failed check, never an early exit,
 /// except that nothing more can be checked without the certificate itself.
 pub async fn verify_certificate(reader: &EvidenceReader, opts: &VerifyOptions) -> Verdict {
@@ -403,7 +404,28 @@ pub async fn verify_certificate(reader: &EvidenceReader, opts: &VerifyOptions) -
         }
     }
 
+    let locked = match &ev.locked {
+        Some(list) => Some(
+            reader
+                .get_object(&ev.region, &ev.bucket, &list.key, Some(&list.version_id))
+                .await
+                .map(|(bytes, _)| bytes)
+                .map_err(|e| e.to_string()),
+        ),
+        None => None,
+    };
+    verdict.push(verify::check_locked(locked, &claims));
+
     let now = DateTime::from(SystemTime::now());
+    let locked_list = ev.locked.as_ref().map(|list| {
+        (
+            "locked-list",
+            ev.region.as_str(),
+            ev.bucket.as_str(),
+            list.key.as_str(),
+            Some(list.version_id.as_str()),
+        )
+    });
     for (what, region, bucket, key, version) in [
         (
             "certificate",
@@ -426,7 +448,10 @@ pub async fn verify_certificate(reader: &EvidenceReader, opts: &VerifyOptions) -
             ev.manifest_key.as_str(),
             Some(ev.manifest_version_id.as_str()),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(locked_list)
+    {
         let retention = reader
             .retention(region, bucket, key, version)
             .await

@@ -317,7 +317,7 @@ async fn apply(
         },
         match phase {
             Some(DeletionPhase::Succeeded) => "every version in scope is deleted and verified; see the certificate".to_owned(),
-            Some(DeletionPhase::Blocked) => "versions under Object Lock remain: see status.lockedObjects and their retain-until dates".to_owned(),
+            Some(DeletionPhase::Blocked) => "versions under Object Lock remain: status.progress.lockedVersions counts them; the certificate's evidence lists them with their retain-until dates (evidence.locked in the evidence bucket)".to_owned(),
             Some(DeletionPhase::Failed) => format!("the deletion job {job_name} failed; its checkpoint is kept, delete the Job to retry from it"),
             _ => "the deletion job has not finished".to_owned(),
         },

@@ -52,6 +52,10 @@ impl Location {
         format!("deletions/{}manifest.tsv.gz", self.path)
     }
 
+    pub fn locked(&self) -> String {
+        format!("deletions/{}locked.tsv.gz", self.path)
+    }
+
     /// Where the Job journals while it works (not locked; removed once the evidence is
     /// published).
     pub fn journal(&self) -> String {
@@ -69,6 +73,10 @@ pub struct EvidenceSection {
     pub manifest_key: String,
     pub manifest_version_id: String,
     pub manifest_sha256: String,
+    /// The versions Object Lock kept, when there were any (`key<TAB>versionId<TAB>mode<TAB>
+    /// retainUntil`, gzip, one per line): where they are and the SHA-256 of the compressed bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<LockedList>,
     /// The key that signs `certificate.json` (its public key: KMS `GetPublicKey`).
     pub signing_key_arn: String,
     pub signing_algorithm: String,
@@ -76,4 +84,13 @@ pub struct EvidenceSection {
     /// overwritten, by anyone.
     pub retention_mode: String,
     pub retain_until: String,
+}
+
+/// The list of versions a purge left because Object Lock keeps them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedList {
+    pub key: String,
+    pub version_id: String,
+    pub sha256: String,
 }

@@ -201,6 +201,9 @@ pub struct Claims {
     pub entries: u64,
     pub multipart_uploads_sha256: String,
     pub multipart_upload_entries: u64,
+    /// Versions Object Lock kept (listed in `evidence.locked`).
+    #[serde(default)]
+    pub locked_versions_total: u64,
     #[serde(default)]
     pub verification: Option<CertifiedVerification>,
     #[serde(default)]
@@ -907,6 +910,66 @@ fn hash_check(name: &str, what: &str, found: (&str, u64), certified: (&str, u64)
     }
 }
 
+/// Check `locked-list`: the versions Object Lock kept are listed in the evidence, in the object
+/// the certificate names (same SHA-256), one well-formed line (`key<TAB>versionId<TAB>mode<TAB>
+/// retainUntil`) per version it counts. `compressed` is the list as read, when one is named.
+pub fn check_locked(compressed: Option<Result<Vec<u8>, String>>, claims: &Claims) -> Check {
+    const NAME: &str = "locked-list";
+    let total = claims.locked_versions_total;
+    let (Some(list), Some(read)) = (&claims.evidence.locked, compressed) else {
+        return if total == 0 {
+            Check::pass(NAME, "Object Lock kept no version")
+        } else {
+            Check::fail(
+                NAME,
+                format!("the certificate counts {total} locked versions but names no list of them"),
+            )
+        };
+    };
+    let at = format!(
+        "s3://{}/{} version {}",
+        claims.evidence.bucket, list.key, list.version_id
+    );
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) => return Check::fail(NAME, format!("cannot read {at}: {e}")),
+    };
+    let digest = sha256_hex(&bytes);
+    if !digest.eq_ignore_ascii_case(&list.sha256) {
+        return Check::fail(
+            NAME,
+            format!("{at} has sha256 {digest}, the certificate {}", list.sha256),
+        );
+    }
+    let mut text = String::new();
+    if let Err(e) = flate2::read::MultiGzDecoder::new(bytes.as_slice()).read_to_string(&mut text) {
+        return Check::fail(NAME, format!("{at} is not gzip-compressed text: {e}"));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    if let Some(bad) = lines.iter().position(|l| l.split('\t').count() != 4) {
+        return Check::fail(
+            NAME,
+            format!(
+                "{at} line {} is not key, version id, mode, retain-until",
+                bad + 1
+            ),
+        );
+    }
+    if lines.len() as u64 != total {
+        return Check::fail(
+            NAME,
+            format!(
+                "{at} lists {} versions, the certificate counts {total}",
+                lines.len()
+            ),
+        );
+    }
+    Check::pass(
+        NAME,
+        format!("{at}: {total} versions, sha256 {digest} as certified"),
+    )
+}
+
 /// An object's Object Lock retention, as `GetObjectRetention` gives it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Retention {
@@ -1066,6 +1129,7 @@ mod tests {
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
     use super::*;
+    use crate::evidence::LockedList;
 
     struct Signer {
         pair: EcdsaKeyPair,
@@ -1126,7 +1190,7 @@ mod tests {
     fn certificate_json(manifest_gz: &[u8]) -> serde_json::Value {
         serde_json::json!({
             "kind": "DeletionCertificate",
-            "format": 2,
+            "format": 3,
             "request": {"namespace": "acme-eu", "name": "gdpr-1234", "uid": "0b1c2d3e"},
             "requestedBy": "dpo@example.com",
             "reason": "GDPR-1234",
@@ -1157,7 +1221,6 @@ mod tests {
                 "retainUntil": "2033-01-01T00:00:00Z"
             },
             "verification": {"remaining": 0, "passes": 2, "time": "2026-01-01T00:01:00Z"},
-            "lockedVersions": [],
             "lockedVersionsTotal": 0,
             "cryptoShred": {"keyArn": "arn:aws:kms:eu-central-1:123456789012:key/t", "keyState": "PendingDeletion", "deletionDate": "2026-01-31T00:00:00Z", "windowDays": 30}
         })
@@ -1165,6 +1228,37 @@ mod tests {
 
     fn claims_for(manifest_gz: &[u8]) -> Claims {
         serde_json::from_value(certificate_json(manifest_gz)).expect("claims")
+    }
+
+    #[test]
+    fn the_locked_list_is_the_named_one_and_counts_what_is_certified() {
+        let list = gzip("keep/a\tv1\tCOMPLIANCE\t2030-01-01T00:00:00Z\nkeep/b\tv2\tLegalHold\t-\n");
+        let mut claims = claims_for(&gzip(""));
+        assert!(check_locked(None, &claims).passed, "none kept, none listed");
+        claims.locked_versions_total = 2;
+        assert!(
+            !check_locked(None, &claims).passed,
+            "counted but not listed"
+        );
+        claims.evidence.locked = Some(LockedList {
+            key: "deletions/acme-eu/gdpr-1234/0b1c2d3e/locked.tsv.gz".into(),
+            version_id: "lv1".into(),
+            sha256: sha256_hex(&list),
+        });
+        assert!(check_locked(Some(Ok(list.clone())), &claims).passed);
+        assert!(!check_locked(Some(Err("AccessDenied".into())), &claims).passed);
+        let other = gzip("keep/a\tv1\tCOMPLIANCE\t2030-01-01T00:00:00Z\n");
+        let swapped = check_locked(Some(Ok(other.clone())), &claims);
+        assert!(
+            !swapped.passed && swapped.detail.contains("sha256"),
+            "{swapped:?}"
+        );
+        claims.evidence.locked.as_mut().expect("list").sha256 = sha256_hex(&other);
+        let short = check_locked(Some(Ok(other)), &claims);
+        assert!(
+            !short.passed && short.detail.contains("lists 1"),
+            "{short:?}"
+        );
     }
 
     fn uri() -> ObjectUri {

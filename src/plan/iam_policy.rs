@@ -149,6 +149,126 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
     }
 }
 
+/// `aws:ResourceTag/tenancy.dev/managed-by` (or `aws:RequestTag/...`) is the operator's.
+fn managed(key: &str) -> Value {
+    json!({"StringEquals": {format!("{key}/{}", tags::MANAGED_BY): tags::OPERATOR}})
+}
+
+/// What the operator calls: tenant, log and evidence buckets (`<prefix>-*`) and their
+/// configuration, never their objects; KMS keys it creates and tags (every change to a key only
+/// on keys tagged as the operator's); aliases under `alias/tenant-storage/`; workload roles
+/// under its cluster's role path; and `sts:AssumeRole` of customers' roles for delegated
+/// tenants (their trust policy and ExternalId decide).
+pub fn operator(
+    partition: &str,
+    account_id: &str,
+    bucket_prefix: &str,
+    cluster_id: &str,
+) -> PolicyDocument {
+    let buckets = format!("arn:{partition}:s3:::{bucket_prefix}-*");
+    let keys = format!("arn:{partition}:kms:*:{account_id}:key/*");
+    let roles = format!(
+        "arn:{partition}:iam::{account_id}:role{}*",
+        super::naming::role_path(cluster_id)
+    );
+    PolicyDocument {
+        version: "2012-10-17",
+        statement: vec![
+            Statement::allow(
+                "Buckets",
+                &[
+                    "s3:CreateBucket",
+                    "s3:DeleteBucket",
+                    "s3:ListBucket",
+                    "s3:ListBucketVersions",
+                    "s3:GetBucketTagging",
+                    "s3:PutBucketTagging",
+                    "s3:GetEncryptionConfiguration",
+                    "s3:PutEncryptionConfiguration",
+                    "s3:GetBucketPublicAccessBlock",
+                    "s3:PutBucketPublicAccessBlock",
+                    "s3:GetBucketOwnershipControls",
+                    "s3:PutBucketOwnershipControls",
+                    "s3:GetBucketVersioning",
+                    "s3:PutBucketVersioning",
+                    "s3:GetBucketPolicy",
+                    "s3:PutBucketPolicy",
+                    "s3:GetBucketLogging",
+                    "s3:PutBucketLogging",
+                    "s3:GetLifecycleConfiguration",
+                    "s3:PutLifecycleConfiguration",
+                    // Creating a bucket with Object Lock (the evidence buckets) needs it.
+                    "s3:PutBucketObjectLockConfiguration",
+                ],
+                vec![buckets],
+            ),
+            // CreateKey names no resource; the key must be created with the operator's tag
+            // (which needs kms:TagResource too).
+            Statement {
+                condition: Some(managed("aws:RequestTag")),
+                ..Statement::allow("CreateTaggedKeys", &["kms:CreateKey"], vec!["*".into()])
+            },
+            Statement {
+                condition: Some(managed("aws:RequestTag")),
+                ..Statement::allow("TagOwnKeys", &["kms:TagResource"], vec![keys.clone()])
+            },
+            // Finding keys after a lost CreateKey answer: list, then read tags and metadata.
+            Statement::allow("ListKeys", &["kms:ListKeys"], vec!["*".into()]),
+            Statement::allow(
+                "ReadKeys",
+                &["kms:DescribeKey", "kms:ListResourceTags"],
+                vec![keys.clone()],
+            ),
+            Statement {
+                condition: Some(managed("aws:ResourceTag")),
+                ..Statement::allow(
+                    "OwnKeys",
+                    &[
+                        "kms:GetKeyRotationStatus",
+                        "kms:EnableKeyRotation",
+                        "kms:ScheduleKeyDeletion",
+                        "kms:CreateAlias",
+                        "kms:DeleteAlias",
+                    ],
+                    vec![keys],
+                )
+            },
+            // An alias operation needs rights on the alias as well as on the key.
+            Statement::allow(
+                "OwnAliases",
+                &["kms:CreateAlias", "kms:DeleteAlias"],
+                vec![format!(
+                    "arn:{partition}:kms:*:{account_id}:alias/tenant-storage/*"
+                )],
+            ),
+            Statement::allow(
+                "WorkloadRoles",
+                &[
+                    "iam:GetRole",
+                    "iam:CreateRole",
+                    "iam:TagRole",
+                    "iam:DeleteRole",
+                    "iam:UpdateAssumeRolePolicy",
+                    "iam:ListRolePolicies",
+                    "iam:GetRolePolicy",
+                    "iam:PutRolePolicy",
+                    "iam:DeleteRolePolicy",
+                    "iam:ListAttachedRolePolicies",
+                    "iam:DetachRolePolicy",
+                    "iam:PutRolePermissionsBoundary",
+                    "iam:DeleteRolePermissionsBoundary",
+                ],
+                vec![roles],
+            ),
+            Statement::allow(
+                "DelegatedTenants",
+                &["sts:AssumeRole"],
+                vec![format!("arn:{partition}:iam::*:role/*")],
+            ),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +337,53 @@ mod tests {
             statements[1]["Action"]
                 .to_string()
                 .contains("\"s3:DeleteObject\"")
+        );
+    }
+
+    #[test]
+    fn operator_policy_changes_only_what_the_operator_owns() {
+        let doc = operator("aws", "123456789012", "acme", "c1");
+        for s in &doc.statement {
+            assert_eq!(s.effect, "Allow");
+            assert!(
+                s.action
+                    .iter()
+                    .all(|a| !a.contains('*') && !a.contains("Object\"")),
+                "{:?}",
+                s.action
+            );
+            // No object access at all: tenant data is never the operator's to read or change.
+            assert!(
+                s.action
+                    .iter()
+                    .all(|a| !a.starts_with("s3:") || !a.contains("Object") || a.contains("Lock")),
+                "{:?}",
+                s.action
+            );
+        }
+        let by_sid = |sid: &str| {
+            doc.statement
+                .iter()
+                .find(|s| s.sid == sid)
+                .unwrap_or_else(|| panic!("statement {sid}"))
+        };
+        assert_eq!(by_sid("Buckets").resource, ["arn:aws:s3:::acme-*"]);
+        assert_eq!(
+            by_sid("WorkloadRoles").resource,
+            ["arn:aws:iam::123456789012:role/tenant-storage-operator/c1/*"]
+        );
+        let tagged = |sid: &str, key: &str| {
+            by_sid(sid).condition.as_ref().expect("condition")["StringEquals"]
+                [format!("{key}/tenancy.dev/managed-by")]
+                == "tenant-storage-operator"
+        };
+        assert!(tagged("CreateTaggedKeys", "aws:RequestTag"));
+        assert!(tagged("TagOwnKeys", "aws:RequestTag"));
+        assert!(tagged("OwnKeys", "aws:ResourceTag"));
+        assert!(
+            by_sid("OwnKeys")
+                .action
+                .contains(&"kms:ScheduleKeyDeletion")
         );
     }
 }

@@ -157,8 +157,8 @@ pub trait Store: Send + Sync {
         journal: JournalKind,
         index: u32,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Once the evidence is kept elsewhere: removes the batch records and the manifest, keeping
-    /// the checkpoint and the locked versions.
+    /// Once the evidence is kept elsewhere: removes the batch records and the journals, keeping
+    /// the checkpoint.
     fn discard(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

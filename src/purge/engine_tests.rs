@@ -372,7 +372,7 @@ impl Store for MemStore {
         Ok(())
     }
     async fn discard(&self) -> Result<(), StoreError> {
-        lock(&self.data).retain(|name, _| name == "state" || name.starts_with("Locked-"));
+        lock(&self.data).retain(|name, _| name == "state");
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::request::RequestError;
 use crate::api::EvidenceLocation;
 use crate::cloud::Regional;
-use crate::evidence::{EvidenceSection, Location, SIGNING_ALGORITHM};
+use crate::evidence::{EvidenceSection, Location, LockedList, SIGNING_ALGORITHM};
 
 /// Where the Job publishes, as the operator prepared it.
 #[derive(Clone, Debug)]
@@ -53,31 +53,57 @@ fn compress(lines: &[String]) -> Result<Vec<u8>, RequestError> {
         .map_err(|e| RequestError::Refused(format!("compressing the manifest: {e}")))
 }
 
-/// Writes the manifest; returns the certificate's evidence section (to be signed with it).
+/// Writes the manifest and, when Object Lock kept any version, the list of those (journal
+/// lines both); returns the certificate's evidence section (to be signed with it).
 pub async fn publish_manifest(
     regional: &Regional,
     target: &Target,
     location: &Location,
     lines: &[String],
+    locked: &[String],
 ) -> Result<EvidenceSection, RequestError> {
     let until = retain_until(target.retention_days)?;
-    let body = compress(lines)?;
-    let sha256 = hex(&Sha256::digest(&body));
-    let key = location.manifest();
-    let version_id = regional
-        .put_locked_object(&target.bucket, &key, body, "application/gzip", &until)
-        .await?;
+    let (manifest_key, manifest_version_id, manifest_sha256) =
+        publish_lines(regional, target, location.manifest(), lines, &until).await?;
+    let locked = if locked.is_empty() {
+        None
+    } else {
+        let (key, version_id, sha256) =
+            publish_lines(regional, target, location.locked(), locked, &until).await?;
+        Some(LockedList {
+            key,
+            version_id,
+            sha256,
+        })
+    };
     Ok(EvidenceSection {
         bucket: target.bucket.clone(),
         region: regional.region.clone(),
-        manifest_key: key,
-        manifest_version_id: version_id,
-        manifest_sha256: sha256,
+        manifest_key,
+        manifest_version_id,
+        manifest_sha256,
+        locked,
         signing_key_arn: target.signing_key.clone(),
         signing_algorithm: SIGNING_ALGORITHM.to_owned(),
         retention_mode: "COMPLIANCE".to_owned(),
         retain_until: until,
     })
+}
+
+/// Writes `lines`, gzip-compressed, under Object Lock until `until`: `(key, versionId, sha256)`.
+async fn publish_lines(
+    regional: &Regional,
+    target: &Target,
+    key: String,
+    lines: &[String],
+    until: &str,
+) -> Result<(String, String, String), RequestError> {
+    let body = compress(lines)?;
+    let sha256 = hex(&Sha256::digest(&body));
+    let version_id = regional
+        .put_locked_object(&target.bucket, &key, body, "application/gzip", until)
+        .await?;
+    Ok((key, version_id, sha256))
 }
 
 /// Signs the certificate's exact bytes and writes certificate and signature.

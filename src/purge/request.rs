@@ -1,6 +1,6 @@
 //! `tenant-storage-operator purge`: one DataDeletionRequest, from its tenant's bucket to its
 //! certificate. Writes only the status fields the Job owns: `phase` (Running, then Succeeded,
-//! Blocked or Failed), `progress`, `lockedObjects` and `certificate`.
+//! Blocked or Failed), `progress` and `certificate`.
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -18,17 +18,11 @@ use super::records::RequestRecords;
 use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
 use crate::api::{
     CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
-    LockedVersion, ResidencyPolicy, TenantStorage,
+    ResidencyPolicy, TenantStorage,
 };
 use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
 use crate::evidence::{EvidenceSection, Location};
 use crate::plan::{self, Ownership, TenantIdentity};
-
-/// Locked versions listed in status (the certificate and the journal's locked chunks have them
-/// all).
-const STATUS_LOCKED: usize = 100;
-/// Locked versions listed in the certificate itself, so it stays one ConfigMap.
-const CERTIFICATE_LOCKED: usize = 500;
 
 #[derive(Debug, Error)]
 pub enum RequestError {
@@ -415,10 +409,9 @@ struct Certificate<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence: Option<&'a EvidenceSection>,
     verification: Option<&'a Verification>,
-    locked_versions: &'a [LockedVersion],
+    /// The versions themselves are listed in the evidence (`evidence.locked`), not here: the
+    /// certificate is also kept in the cluster, where no object key of a tenant belongs.
     locked_versions_total: u64,
-    /// `s3://` URIs of the journal's locked-version chunks (not locked themselves).
-    locked_versions_journal: Vec<String>,
     crypto_shred: Option<&'a Shred>,
 }
 
@@ -439,7 +432,6 @@ async fn finish(
     state: &mut State,
 ) -> Result<Outcome, RequestError> {
     let store = engine.store();
-    let locked = engine.locked_versions(state).await?;
     let blocked = state.verification.as_ref().is_some_and(|v| v.remaining > 0);
     let (outcome, phase) = if blocked {
         (Outcome::Blocked, DeletionPhase::Blocked)
@@ -454,6 +446,7 @@ async fn finish(
             let uid = req.uid();
             let tenant_name = to.tenant_name;
             let lines = engine.manifest_lines(state).await?;
+            let locked = engine.locked_versions(state).await?;
             let digests = manifest::digests(lines.iter().map(String::as_str));
             let location = Location::new(
                 &to.target.bucket,
@@ -465,7 +458,11 @@ async fn finish(
             let section = if state.dry_run {
                 None
             } else {
-                Some(evidence::publish_manifest(to.regional, to.target, &location, &lines).await?)
+                let locked: Vec<String> = locked.iter().map(manifest::locked_line).collect();
+                Some(
+                    evidence::publish_manifest(to.regional, to.target, &location, &lines, &locked)
+                        .await?,
+                )
             };
             let certificate = Certificate {
                 kind: "DeletionCertificate",
@@ -498,9 +495,7 @@ async fn finish(
                 hash_input: "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: the manifest entries | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | LC_ALL=C sort | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope",
                 evidence: section.as_ref(),
                 verification: state.verification.as_ref(),
-                locked_versions: &locked[..locked.len().min(CERTIFICATE_LOCKED)],
                 locked_versions_total: locked.len() as u64,
-                locked_versions_journal: store.locked_uris(state.locked.chunks),
                 crypto_shred: state.shred.as_ref(),
             };
             let json = serde_json::to_string_pretty(&certificate)?;
@@ -541,7 +536,6 @@ async fn finish(
         .patch_status(json!({
             "phase": phase,
             "progress": state.progress(),
-            "lockedObjects": &locked[..locked.len().min(STATUS_LOCKED)],
             "certificate": summary,
         }))
         .await?;

@@ -2,6 +2,7 @@
 //! operator binary run as a child process, one instance per test scoped to its own namespace
 //! and cluster id so tests can run in parallel.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -277,6 +278,7 @@ impl Operator {
         // The chart's deployment: its service account (through its token, with the chart's
         // RBAC), its namespace for the Lease, the Jobs and their records.
         let system = system_namespace();
+        let (key, secret) = operator_keys(cluster_id, prefix).await;
         let child = Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"))
             .arg("run")
             .args(["--cluster-id", cluster_id, "--bucket-prefix", prefix])
@@ -289,6 +291,10 @@ impl Operator {
             .args(["--purge-service-account", &env("TSO_PURGE_SERVICE_ACCOUNT")])
             .args(extra)
             .env("KUBECONFIG", env("TSO_KUBECONFIG_OPERATOR"))
+            // IRSA on EKS; here the keys of an IAM user holding exactly `iam-policy operator`.
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_SESSION_TOKEN")
             .env("RUST_LOG", "info,tenant_storage_operator=debug")
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
@@ -703,35 +709,113 @@ pub async fn purge_aws() -> Aws {
     Aws::keys(key, secret).await
 }
 
+/// AWS as the operator of `cluster_id` and `prefix` is: an IAM user holding exactly the
+/// generated operator policy (and the emulator's renamings of it).
+pub async fn operator_aws(cluster_id: &str, prefix: &str) -> Aws {
+    let (key, secret) = operator_keys(cluster_id, prefix).await;
+    Aws::keys(&key, &secret).await
+}
+
+/// Access keys of the IAM user an operator of `cluster_id` and `prefix` runs as, holding exactly
+/// the generated operator policy; one user and key per cluster id, prefix and test process.
+pub async fn operator_keys(cluster_id: &str, prefix: &str) -> (String, String) {
+    static KEYS: tokio::sync::Mutex<BTreeMap<String, (String, String)>> =
+        tokio::sync::Mutex::const_new(BTreeMap::new());
+    let user = format!("tso-op-{cluster_id}-{prefix}");
+    let mut keys = KEYS.lock().await;
+    if let Some(known) = keys.get(&user) {
+        return known.clone();
+    }
+    let mut policy = tenant_storage_operator::plan::iam_policy::operator(
+        "aws",
+        "000000000000",
+        prefix,
+        cluster_id,
+    );
+    policy.statement.extend(emulator_statements(&policy));
+    let new = iam_user(&user, "tenant-storage-operator", &policy).await;
+    keys.insert(user, new.clone());
+    new
+}
+
+/// What ministack needs beyond the generated operator policy, because it names resources
+/// differently from AWS (see the README's emulator notes): a role by `role/<name>` without its
+/// path, a KMS call that names an alias by the alias's ARN (AWS authorizes it against the key's),
+/// and `CreateAlias`/`DeleteAlias` (which carry no `KeyId`) by `*` (AWS authorizes them against
+/// the alias and the key). Each grants the generated statements' own actions, on the emulator's
+/// name for the same resources.
+fn emulator_statements(
+    policy: &tenant_storage_operator::plan::iam_policy::PolicyDocument,
+) -> Vec<tenant_storage_operator::plan::iam_policy::Statement> {
+    let actions = |sid: &str| {
+        policy
+            .statement
+            .iter()
+            .find(|s| s.sid == sid)
+            .map(|s| s.action.clone())
+            .unwrap_or_else(|| panic!("generated statement {sid}"))
+    };
+    let statement =
+        |sid, action, resource: &str| tenant_storage_operator::plan::iam_policy::Statement {
+            sid,
+            effect: "Allow",
+            action,
+            resource: vec![resource.to_owned()],
+            condition: None,
+        };
+    vec![
+        statement(
+            "EmulatorRolesWithoutPath",
+            actions("WorkloadRoles"),
+            "arn:aws:iam::000000000000:role/tenant-*",
+        ),
+        statement(
+            "EmulatorKeysByAlias",
+            actions("ReadKeys"),
+            "arn:aws:kms:*:000000000000:alias/tenant-storage/*",
+        ),
+        statement("EmulatorAliasesAsAnyResource", actions("OwnAliases"), "*"),
+    ]
+}
+
+/// Creates (or reuses) IAM user `name` with `policy` as its only inline policy; new access keys.
+async fn iam_user(
+    name: &str,
+    policy_name: &str,
+    policy: &tenant_storage_operator::plan::iam_policy::PolicyDocument,
+) -> (String, String) {
+    let iam = Aws::root().await.iam();
+    match iam.create_user().user_name(name).send().await {
+        Ok(_) => {}
+        Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
+        Err(e) => panic!("create IAM user {name}: {e:?}"),
+    }
+    iam.put_user_policy()
+        .user_name(name)
+        .policy_name(policy_name)
+        .policy_document(serde_json::to_string(policy).expect("policy JSON"))
+        .send()
+        .await
+        .expect("attach the generated policy");
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .expect("access key");
+    let key = key.access_key().expect("access key");
+    (
+        key.access_key_id().to_owned(),
+        key.secret_access_key().to_owned(),
+    )
+}
+
 /// Access keys of [`PURGE_USER`], created once per test process with the generated policy.
 async fn purge_keys() -> &'static (String, String) {
     static KEYS: tokio::sync::OnceCell<(String, String)> = tokio::sync::OnceCell::const_new();
     KEYS.get_or_init(|| async {
-        let iam = Aws::root().await.iam();
         let policy = tenant_storage_operator::plan::iam_policy::purge("aws", "000000000000", "tso");
-        match iam.create_user().user_name(PURGE_USER).send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == "EntityAlreadyExists" => {}
-            Err(e) => panic!("create the purge user: {e:?}"),
-        }
-        iam.put_user_policy()
-            .user_name(PURGE_USER)
-            .policy_name("tenant-storage-purge")
-            .policy_document(serde_json::to_string(&policy).expect("policy JSON"))
-            .send()
-            .await
-            .expect("attach the generated purge policy");
-        let key = iam
-            .create_access_key()
-            .user_name(PURGE_USER)
-            .send()
-            .await
-            .expect("purge user access key");
-        let key = key.access_key().expect("access key");
-        (
-            key.access_key_id().to_owned(),
-            key.secret_access_key().to_owned(),
-        )
+        iam_user(PURGE_USER, "tenant-storage-purge", &policy).await
     })
     .await
 }

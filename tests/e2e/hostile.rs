@@ -19,8 +19,8 @@ use tenant_storage_operator::controllers::deletion_job_name;
 use tenant_storage_operator::purge::State;
 
 use crate::harness::{
-    Aws, Operator, Scenario, bucket_tags, client_as, eu_spec, eventually, job_command,
-    system_namespace, tenant,
+    Aws, Operator, Scenario, bucket_tags, client_as, error_code, eu_spec, eventually, job_command,
+    operator_aws, system_namespace, tenant,
 };
 
 const EDITOR: &str = "tenant-editor";
@@ -665,4 +665,115 @@ async fn another_accounts_bucket_with_our_name_is_never_used() {
         .await
         .expect("versioning");
     assert!(versioning.status().is_none(), "versioning untouched");
+}
+
+/// The operator's own AWS identity (exactly `iam-policy operator`) configures buckets but never
+/// reads or writes a tenant's objects, and cannot touch a KMS key or an IAM role that is not the
+/// operator's: a stolen operator credential is not a way into tenant data.
+#[tokio::test]
+async fn the_operators_credentials_reach_no_tenant_data_and_no_foreign_key() {
+    let s = Scenario::new("opcreds").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let root = Aws::root().await;
+    root.s3(REGION)
+        .put_object()
+        .bucket(&bucket)
+        .key("secret")
+        .body(ByteStream::from_static(b"tenant data"))
+        .send()
+        .await
+        .expect("the tenant's object");
+    let operator = operator_aws(&s.cluster_id, &s.prefix).await;
+    let s3 = operator.s3(REGION);
+    let read = s3.get_object().bucket(&bucket).key("secret").send().await;
+    assert_eq!(
+        read.map(|_| ()).map_err(|e| error_code(&e)),
+        Err("AccessDenied".into())
+    );
+    let write = s3
+        .put_object()
+        .bucket(&bucket)
+        .key("planted")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert_eq!(
+        write.map(|_| ()).map_err(|e| error_code(&e)),
+        Err("AccessDenied".into())
+    );
+    let delete = s3
+        .delete_object()
+        .bucket(&bucket)
+        .key("secret")
+        .send()
+        .await;
+    assert_eq!(
+        delete.map(|_| ()).map_err(|e| error_code(&e)),
+        Err("AccessDenied".into())
+    );
+    // While it can read what it configures.
+    s3.get_bucket_versioning()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("the operator reads its bucket's configuration");
+
+    // A key that is not the operator's: no change to it, no alias onto it.
+    let foreign = root
+        .kms(REGION)
+        .create_key()
+        .description("someone else's key")
+        .send()
+        .await
+        .expect("a foreign key");
+    let foreign = foreign
+        .key_metadata()
+        .map(|m| m.arn().unwrap_or_default().to_owned())
+        .expect("key arn");
+    let kms = operator.kms(REGION);
+    let shred = kms
+        .schedule_key_deletion()
+        .key_id(&foreign)
+        .pending_window_in_days(7)
+        .send()
+        .await;
+    assert_eq!(
+        shred.map(|_| ()).map_err(|e| error_code(&e)),
+        Err("AccessDeniedException".into())
+    );
+    let untagged = kms.create_key().description("untagged").send().await;
+    assert_eq!(
+        untagged.map(|_| ()).map_err(|e| error_code(&e)),
+        Err("AccessDeniedException".into()),
+        "a key without the operator's tag cannot be created"
+    );
+    let state = root
+        .kms(REGION)
+        .describe_key()
+        .key_id(&foreign)
+        .send()
+        .await
+        .expect("describe")
+        .key_metadata()
+        .and_then(|m| m.key_state().map(|s| s.as_str().to_owned()));
+    assert_eq!(
+        state.as_deref(),
+        Some("Enabled"),
+        "the foreign key is untouched"
+    );
+
+    // A role outside the operator's path.
+    let role = operator
+        .iam()
+        .create_role()
+        .role_name("not-the-operators")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await;
+    assert_eq!(
+        role.map(|_| ()).map_err(|e| error_code(&e)),
+        Err("AccessDenied".into())
+    );
 }

@@ -205,19 +205,16 @@ async fn recheck_and_pause_annotations() {
 async fn json_logs_name_the_tenant_and_hold_no_secrets() {
     let s = Scenario::new("logs").await;
     let policy = s.policy(eu_spec()).await;
-    // The emulator does not check the root secret, so a canary can stand in for a real one.
-    let canary = format!("canary-secret-{}", s.cluster_id);
     let op = Operator::start_with_env(
         &s.cluster_id,
         &s.prefix,
         &[s.ns.as_str()],
         &["--log-format", "json"],
-        &[
-            ("AWS_SECRET_ACCESS_KEY", canary.as_str()),
-            ("RUST_LOG", "debug"),
-        ],
+        &[("RUST_LOG", "debug")],
     )
     .await;
+    // The secret access key of the IAM user the operator runs as.
+    let (_, secret) = crate::harness::operator_keys(&s.cluster_id, &s.prefix).await;
     s.create(&tenant("quiet", &policy, json!({})))
         .await
         .expect("create");
@@ -227,7 +224,7 @@ async fn json_logs_name_the_tenant_and_hold_no_secrets() {
     let logs = op.logs();
     assert!(!logs.is_empty());
     assert!(
-        !logs.contains(&canary),
+        !logs.contains(&secret),
         "the AWS secret key appears in the logs"
     );
     // The operator's own credential: its service account token.
