@@ -48,7 +48,8 @@ impl Regional {
             Ok(out) => out,
             Err(e) => {
                 let e = CloudError::from_sdk("s3", "GetObject", e);
-                return if e.is_not_found(&["NoSuchKey"]) || e.status() == Some(404) {
+                // Only a missing key: `NoSuchBucket` (or a bare 404) is not "no record".
+                return if e.is_not_found(&["NoSuchKey"]) {
                     Ok(None)
                 } else {
                     Err(e)

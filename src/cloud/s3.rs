@@ -752,6 +752,18 @@ impl Regional {
             .iter()
             .map(|f| (f.key.as_str(), f.version_id.as_deref().unwrap_or("null")))
             .collect();
+        let sent: std::collections::HashSet<(&str, &str)> = versions
+            .iter()
+            .map(|(key, version)| (key.as_str(), version.as_str()))
+            .collect();
+        // An error naming no key, or a key or version not sent, leaves it unknown which keys
+        // failed: none is taken as deleted (the caller sends them again).
+        if out.errors().len() != failed.len() || !not_deleted.is_subset(&sent) {
+            return Ok(DeleteReport {
+                deleted: Vec::new(),
+                failed,
+            });
+        }
         let deleted = versions
             .iter()
             .filter(|(key, version)| !not_deleted.contains(&(key.as_str(), version.as_str())))

@@ -40,6 +40,11 @@ impl Location {
         }
     }
 
+    /// Where the evidence objects are.
+    pub fn prefix(&self) -> String {
+        format!("deletions/{}", self.path)
+    }
+
     pub fn certificate(&self) -> String {
         format!("deletions/{}certificate.json", self.path)
     }

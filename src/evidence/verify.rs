@@ -204,6 +204,9 @@ pub struct Claims {
     /// Versions Object Lock kept (listed in `evidence.locked`).
     #[serde(default)]
     pub locked_versions_total: u64,
+    /// Format 2 listed the locked versions in the certificate itself (at most 500).
+    #[serde(default)]
+    pub locked_versions: Vec<serde_json::Value>,
     #[serde(default)]
     pub verification: Option<CertifiedVerification>,
     #[serde(default)]
@@ -919,6 +922,14 @@ pub fn check_locked(compressed: Option<Result<Vec<u8>, String>>, claims: &Claims
     let (Some(list), Some(read)) = (&claims.evidence.locked, compressed) else {
         return if total == 0 {
             Check::pass(NAME, "Object Lock kept no version")
+        } else if !claims.locked_versions.is_empty() {
+            Check::pass(
+                NAME,
+                format!(
+                    "the certificate itself lists {} of the {total} locked versions (format 2)",
+                    claims.locked_versions.len()
+                ),
+            )
         } else {
             Check::fail(
                 NAME,
@@ -1240,6 +1251,12 @@ mod tests {
             !check_locked(None, &claims).passed,
             "counted but not listed"
         );
+        claims.locked_versions = vec![serde_json::json!({"key": "keep/a"})];
+        assert!(
+            check_locked(None, &claims).passed,
+            "format 2 listed them inline"
+        );
+        claims.locked_versions.clear();
         claims.evidence.locked = Some(LockedList {
             key: "deletions/acme-eu/gdpr-1234/0b1c2d3e/locked.tsv.gz".into(),
             version_id: "lv1".into(),

@@ -133,6 +133,8 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
             // The Jobs' own journals (checkpoint, batch records, manifest while it grows),
             // beside the evidence and removed once it is published. Listing the evidence
             // bucket's versions is `TenantBuckets`' s3:ListBucketVersions on `<prefix>-*`.
+            // s3:ListBucket on the evidence buckets makes S3 answer a missing checkpoint with
+            // 404 rather than 403.
             Statement::allow(
                 "Journal",
                 &[
@@ -144,6 +146,11 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                 vec![format!(
                     "arn:{partition}:s3:::{bucket_prefix}-evidence-*/journal/*"
                 )],
+            ),
+            Statement::allow(
+                "JournalLookup",
+                &["s3:ListBucket"],
+                vec![format!("arn:{partition}:s3:::{bucket_prefix}-evidence-*")],
             ),
         ],
     }

@@ -39,7 +39,7 @@ use crate::cloud::{CloudError, DeleteReport, VersionLock, VersionPage};
 
 /// `DeleteObjects` takes at most 1000 keys.
 pub const BATCH_MAX: usize = 1000;
-/// A batch record must fit in one ConfigMap.
+/// A batch record (one object of the journal) stays well under a megabyte even with long keys.
 const BATCH_MAX_BYTES: usize = 700 * 1024;
 /// Keys per listing page.
 const PAGE_SIZE: i32 = 1000;
@@ -314,7 +314,7 @@ impl<O: Objects, S: Store> Engine<O, S> {
 
     /// SHA-256 of the committed manifest's versions and markers, and of its aborted uploads,
     /// with their entry counts, read back from the store (so they are exactly what anyone
-    /// re-checking the manifest ConfigMaps computes).
+    /// re-checking the published manifest computes).
     pub async fn manifest_digests(&self, state: &State) -> Result<manifest::Digests, PurgeError> {
         let lines = self.manifest_lines(state).await?;
         Ok(manifest::digests(lines.iter().map(String::as_str)))
@@ -695,7 +695,7 @@ fn checkpoint_text(state: &State) -> String {
     )
 }
 
-/// Batches of at most [`BATCH_MAX`] entries whose record fits in a ConfigMap.
+/// Batches of at most [`BATCH_MAX`] entries and [`BATCH_MAX_BYTES`] of record.
 fn split(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     let mut batches = Vec::new();
     let mut current = Vec::new();

@@ -4,8 +4,8 @@
 //! `locked-NNNN.tsv`. Only the operator's identities can reach that bucket (no tenant can forge
 //! or alter a record), the tenant's object keys never enter the cluster's etcd, and the API
 //! server carries only the request's status, at most every [`PROGRESS_EVERY`]. Once the
-//! evidence is published, [`Store::discard`] removes the journal but for the checkpoint (a rerun
-//! re-publishes from it) and the locked versions (the certificate lists them).
+//! evidence is published, [`Store::discard`] removes the journal but for the checkpoint's last
+//! version (a rerun re-publishes from it).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -60,19 +60,6 @@ impl BucketJournal {
         format!("s3://{}/{}", self.bucket, self.state_key())
     }
 
-    /// `s3://` URIs of the locked-version chunks.
-    pub fn locked_uris(&self, chunks: u32) -> Vec<String> {
-        (0..chunks)
-            .map(|i| {
-                format!(
-                    "s3://{}/{}",
-                    self.bucket,
-                    self.chunk_key(JournalKind::Locked, i)
-                )
-            })
-            .collect()
-    }
-
     fn state_key(&self) -> String {
         format!("{}state.json", self.root)
     }
@@ -87,7 +74,7 @@ impl BucketJournal {
 
     fn s3_err(&self, what: String) -> impl FnOnce(CloudError) -> StoreError + '_ {
         move |source| StoreError::Cloud {
-            what: format!("{what} (s3://{}/{})", self.bucket, self.root),
+            what: format!("{what} in bucket {}", self.bucket),
             source,
         }
     }
@@ -113,6 +100,22 @@ impl BucketJournal {
             detail: e.to_string(),
         })?;
         Ok(Some((text, version)))
+    }
+
+    /// When there is no checkpoint: a record that only a run that had checkpointed can have
+    /// written (a manifest or locked-version chunk, or published evidence under `evidence`), so
+    /// the checkpoint was lost or removed and starting over would certify only what the new run
+    /// deletes. Batch records alone are not such a record: they are written before the first
+    /// checkpoint, and nothing is sent before it.
+    pub async fn orphan(&self, evidence: &str) -> Result<Option<String>, StoreError> {
+        let chunks = [JournalKind::Manifest, JournalKind::Locked]
+            .map(|kind| format!("{}{}-", self.root, journal_name(kind)));
+        for prefix in chunks.iter().map(String::as_str).chain([evidence]) {
+            if let Some(found) = self.list(prefix, None).await?.versions.first() {
+                return Ok(Some(format!("s3://{}/{}", self.bucket, found.key)));
+            }
+        }
+        Ok(None)
     }
 
     /// One page of the versions under `prefix`, after `after`.
@@ -141,6 +144,7 @@ impl BucketJournal {
         // Listing after a version that was just deleted may skip the rest of its key (see the
         // engine), so the listing restarts where it was and only moves past kept versions.
         let mut after: Option<(String, String)> = None;
+        let mut previous: Vec<(String, String)> = Vec::new();
         loop {
             let page = self.list(prefix, after.as_ref()).await?;
             let doomed: Vec<(String, String)> = page
@@ -149,6 +153,14 @@ impl BucketJournal {
                 .filter(|v| !keep(&v.key, &v.version_id))
                 .map(|v| (v.key, v.version_id))
                 .collect();
+            if !doomed.is_empty() && doomed == previous {
+                return Err(StoreError::Invalid {
+                    what: format!("removing the journal under {prefix}"),
+                    detail:
+                        "DeleteObjects reported these versions deleted, yet they are still listed"
+                            .to_owned(),
+                });
+            }
             if !doomed.is_empty() {
                 let report = self
                     .regional
@@ -165,7 +177,7 @@ impl BucketJournal {
             match page.next {
                 None => return Ok(()),
                 Some(next) if doomed.is_empty() => after = Some(next),
-                Some(_) => {}
+                Some(_) => previous = doomed,
             }
         }
     }
@@ -284,10 +296,8 @@ impl Store for BucketJournal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let locked = format!("{}{}-", self.root, journal_name(JournalKind::Locked));
         self.delete_versions(&self.root, |key, version| {
-            key.starts_with(&locked)
-                || (key == state_key && state_version.as_deref().is_none_or(|kept| kept == version))
+            key == state_key && state_version.as_deref().is_none_or(|kept| kept == version)
         })
         .await
     }

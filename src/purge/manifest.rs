@@ -6,7 +6,7 @@
 //! fields stay apart. The manifest records everything removed: versions and delete markers, and
 //! aborted incomplete multipart uploads (kind `multipartUpload`, the upload id in the second
 //! field). The certificate has one hash per sort, over the encoded fields, so anyone can
-//! recompute them from the manifest ConfigMaps: `awk -F'\t' '$3 != "multipartUpload"' | cut
+//! recompute them from the published manifest: `awk -F'\t' '$3 != "multipartUpload"' | cut
 //! -f1,2 | LC_ALL=C sort | sha256sum` for versions and markers (the hash the certificate had
 //! before uploads were recorded), and the same with `==` for uploads.
 
@@ -18,9 +18,9 @@ use thiserror::Error;
 
 use crate::api::LockedVersion;
 
-/// At most this many lines per chunk ConfigMap...
+/// At most this many lines per journal chunk...
 pub const CHUNK_MAX_LINES: usize = 5000;
-/// ...and at most this many bytes, so a chunk stays well under the 1 MiB ConfigMap limit even
+/// ...and at most this many bytes, so a chunk stays one small object even
 /// with long keys.
 pub const CHUNK_MAX_BYTES: usize = 700 * 1024;
 /// An append starts a new chunk once the last one holds this many lines: every append rewrites

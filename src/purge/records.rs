@@ -102,7 +102,7 @@ impl RequestRecords {
         if let Some(cm) = journal {
             return Err(StoreError::Invalid {
                 what: format!("ConfigMap {}/{}", self.namespace(), cm.name_any()),
-                detail: "this request was started by an older version of the operator, which kept its checkpoint in ConfigMaps; finish it with that version, or delete it and file a new one".to_owned(),
+                detail: "this request was started by an older version of the operator, which kept its checkpoint in ConfigMaps: finish (or re-publish) it with that version, or delete it and file a new one".to_owned(),
             });
         }
         Ok(())

@@ -106,13 +106,22 @@ pub async fn run(
     }
     let records = RequestRecords::new(client.clone(), &req, &opts.records_namespace)?;
     records.check_names().await?;
+    let location = Location::new(&opts.evidence.bucket, ns, &opts.request, &uid);
     let store = BucketJournal::new(
         cloud.region(&opts.evidence.region),
         opts.evidence.bucket.clone(),
-        Location::new(&opts.evidence.bucket, ns, &opts.request, &uid).journal(),
+        location.journal(),
         records,
     );
     let loaded = store.load_state().await?;
+    if loaded.is_none()
+        && let Some(found) = store.orphan(&location.prefix()).await?
+    {
+        return Err(RequestError::Refused(format!(
+            "{} (the checkpoint) is missing, yet {found} exists: a run of this request had checkpointed. Starting over would certify only what a new run deletes; file a new request",
+            store.state_uri()
+        )));
+    }
     if let Some(done) = loaded.as_ref().filter(|s| s.request_uid == uid)
         && let (Some(_), Some(_), Some(pinned)) =
             (&done.completion_time, &done.evidence, &done.target)

@@ -24,7 +24,7 @@ use tokio::process::Command;
 
 use tenant_storage_operator::controllers::{REQUEST_LABEL, deletion_job_name};
 use tenant_storage_operator::plan::naming::deletion_request_label;
-use tenant_storage_operator::purge::UID_LABEL;
+use tenant_storage_operator::purge::{State, UID_LABEL};
 
 use crate::harness::{
     Aws, Scenario, eu_spec, eventually, job_command, job_container, pod_command, purge_aws,
@@ -669,17 +669,27 @@ async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
     )
     .await;
     let evidence = job_arg(&s, "stale", "--evidence-bucket").await;
-    purge_aws()
-        .await
-        .s3("eu-central-1")
-        .put_object()
-        .bucket(&evidence)
-        .key(format!("journal/{}/stale/{uid}/manifest-0000.tsv", s.ns))
-        .server_side_encryption(ServerSideEncryption::Aes256)
-        .body(ByteStream::from_static(b"ghost\tv1\tversion\t1\n"))
-        .send()
-        .await
-        .expect("the killed pod's chunk, written as the purge identity");
+    // The killed pod had checkpointed (nothing committed to the manifest yet), then written a
+    // chunk its next checkpoint never recorded.
+    let checkpoint = State::new(&uid, &[String::new()], false, "2026-01-01T00:00:00Z".into());
+    let as_purge = purge_aws().await.s3("eu-central-1");
+    for (name, body) in [
+        (
+            "state.json",
+            serde_json::to_vec(&checkpoint).expect("checkpoint JSON"),
+        ),
+        ("manifest-0000.tsv", b"ghost\tv1\tversion\t1\n".to_vec()),
+    ] {
+        as_purge
+            .put_object()
+            .bucket(&evidence)
+            .key(format!("journal/{}/stale/{uid}/{name}", s.ns))
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .expect("the killed pod's journal, written as the purge identity");
+    }
     assert!(purge(&s, "stale").await.success());
     assert_deleted_exactly(&s, "stale", &written).await;
 
@@ -709,6 +719,30 @@ async fn an_uncommitted_chunk_of_a_killed_pod_is_discarded() {
             "the request's status names a deleted version"
         );
     }
+
+    // The checkpoint removed (by whoever could): a rerun refuses to start over, since it would
+    // certify only what it deleted itself; the published certificate stays the only one.
+    let before = status(&s, "stale").await.certificate;
+    let (_, state_version) = journal.first().expect("checkpoint");
+    Aws::root()
+        .await
+        .s3("eu-central-1")
+        .delete_object()
+        .bucket(&evidence)
+        .key(format!("journal/{}/stale/{uid}/state.json", s.ns))
+        .version_id(state_version)
+        .send()
+        .await
+        .expect("remove the checkpoint");
+    let out = job_command(&s.ns, "stale")
+        .await
+        .output()
+        .await
+        .expect("rerun");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(the checkpoint) is missing"), "{stderr}");
+    assert_eq!(status(&s, "stale").await.certificate, before);
 }
 
 /// A request an older operator started, whose checkpoint is in ConfigMaps, is refused rather
