@@ -13,6 +13,7 @@ use crate::cloud::{AwsSettings, Cloud, CloudError};
 use crate::controllers::{
     self, AccessSettings, CaBundleSource, MountedCaBundle, PurgeSettings, Settings,
 };
+use crate::fence::Fence;
 use crate::leader::{Elector, LeaderError, LeaseSettings};
 use crate::plan::access;
 use crate::plan::naming::{self, NamingError};
@@ -175,6 +176,7 @@ impl AwsArgs {
             endpoint_url: self.aws_endpoint_url,
             force_path_style: self.s3_force_path_style,
             ca_bundle: self.ca_bundle,
+            fence: None,
         }
     }
 }
@@ -389,7 +391,12 @@ const PURGE_FENCE: Duration = Duration::from_secs(30);
 
 async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     telemetry::init_logging(args.log_format);
-    let cloud = connect_as_owner(&args.aws.settings()).await?;
+    let held = Fence::default();
+    let cloud = connect_as_owner(&AwsSettings {
+        fence: Some(held.clone()),
+        ..args.aws.settings()
+    })
+    .await?;
     let client = kube::Client::try_default().await?;
     // Two pods of one request (a replacement started while the first still runs, a paused node
     // coming back) must never purge at once: each holds the request's Lease while it works, and
@@ -409,6 +416,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
                 .unwrap_or_else(|| format!("purge-{}", std::process::id())),
             duration: PURGE_FENCE,
         },
+        held,
     );
     info!("waiting for the request's fence (no other pod of this request may run)");
     fence.acquire().await;
@@ -514,7 +522,14 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
             source,
         })?;
     info!(%addr, "serving /metrics, /healthz, /readyz");
-    let cloud = Cloud::connect(&args.aws.settings(), &metrics).await?;
+    // With leader election, only the leader may change the cloud, and only while its lease
+    // lasts by its own clock.
+    let held = Fence::default();
+    let aws = AwsSettings {
+        fence: args.leader_election.then(|| held.clone()),
+        ..args.aws.settings()
+    };
+    let cloud = Cloud::connect(&aws, &metrics).await?;
     let (caller, account_id) = cloud.iam().caller_identity().await?;
     let cloud = cloud.owning_buckets_of(account_id.clone());
     let operator_arn = args.operator_role_arn.clone().unwrap_or_else(|| {
@@ -574,6 +589,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
                 identity,
                 duration: args.lease_duration,
             },
+            held,
         )
     });
     if let Some(elector) = &elector {

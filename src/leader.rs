@@ -13,6 +13,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::fence::Fence;
+
 #[derive(Clone, Debug)]
 pub struct LeaseSettings {
     pub namespace: String,
@@ -62,14 +64,29 @@ pub fn holder(spec: &LeaseSpec, identity: &str, now: Timestamp) -> Holder {
 pub struct Elector {
     api: Api<Lease>,
     settings: LeaseSettings,
+    /// Extended after every acquisition or renewal, for as long as this holder may act.
+    fence: Fence,
 }
 
 impl Elector {
-    pub fn new(client: Client, settings: LeaseSettings) -> Self {
+    pub fn new(client: Client, settings: LeaseSettings, fence: Fence) -> Self {
         Elector {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            fence,
         }
+    }
+
+    /// How often the holder renews: a third of the lease.
+    fn period(&self) -> Duration {
+        self.settings.duration / 3
+    }
+
+    /// After a renewal sent at `sent`: this holder acts until one period before another may
+    /// take the lease over, as `hold` does.
+    fn held_from(&self, sent: tokio::time::Instant) {
+        self.fence
+            .extend_to((sent + self.settings.duration - self.period()).into_std());
     }
 
     fn spec(&self, now: Timestamp, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {
@@ -125,8 +142,10 @@ impl Elector {
     pub async fn acquire(&self) {
         let retry = self.settings.duration / 4;
         loop {
+            let sent = tokio::time::Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
+                    self.held_from(sent);
                     info!(lease = %self.settings.name, identity = %self.settings.identity, "became leader");
                     return;
                 }
@@ -140,7 +159,7 @@ impl Elector {
     /// Renews the lease until it cannot be renewed in time; then returns the error, and the
     /// caller must stop reconciling.
     pub async fn hold(&self) -> LeaderError {
-        let period = self.settings.duration / 3;
+        let period = self.period();
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
@@ -153,7 +172,10 @@ impl Elector {
                 .duration
                 .saturating_sub(last_renewal.elapsed() + period);
             match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => last_renewal = sent,
+                Ok(Ok(true)) => {
+                    last_renewal = sent;
+                    self.held_from(sent);
+                }
                 Ok(Ok(false)) => break,
                 Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed"),
                 Err(_) => warn!(lease = %self.settings.name, "leader election: renewal timed out"),
@@ -163,6 +185,7 @@ impl Elector {
                 break;
             }
         }
+        self.fence.revoke();
         LeaderError::Lost {
             name: self.settings.name.clone(),
             duration: self.settings.duration,
@@ -171,6 +194,7 @@ impl Elector {
 
     /// Gives the lease up on shutdown so a standby takes over at once.
     pub async fn release(&self) {
+        self.fence.revoke();
         let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await else {
             return;
         };

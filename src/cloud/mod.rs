@@ -3,6 +3,7 @@
 mod counter;
 mod error;
 pub mod evidence;
+mod fence;
 mod iam;
 mod journal;
 mod kms;
@@ -42,6 +43,9 @@ pub struct AwsSettings {
     pub force_path_style: bool,
     /// Extra PEM CA certificates to trust, e.g. a TLS-inspecting proxy or an emulator.
     pub ca_bundle: Option<PathBuf>,
+    /// The lease this process acts under, if it is elected: mutating calls are refused once it
+    /// has run out.
+    pub fence: Option<crate::fence::Fence>,
 }
 
 /// The HTTPS client for every AWS call: rustls (TLS 1.2+ only) trusting the system roots plus
@@ -83,6 +87,7 @@ pub struct Cloud {
     base: SdkConfig,
     force_path_style: bool,
     counter: CallCounter,
+    guard: Option<fence::LeaseGuard>,
     regions: Arc<Mutex<HashMap<String, Regional>>>,
     iam: Iam,
     bucket_owner: Option<String>,
@@ -109,27 +114,29 @@ impl Cloud {
         }
         let base = loader.load().await;
         let counter = CallCounter::new(metrics.clone());
+        let guard = settings.fence.clone().map(fence::LeaseGuard::new);
         // IAM is global; its endpoint (and STS's global one) answers in us-east-1 of the
         // partition.
         let global = Region::new(base.region().map_or("us-east-1", |r| r.as_ref()).to_owned());
+        let mut iam = aws_sdk_iam::config::Builder::from(&base)
+            .region(global.clone())
+            .interceptor(counter.clone());
+        let mut sts = aws_sdk_sts::config::Builder::from(&base)
+            .region(global)
+            .interceptor(counter.clone());
+        if let Some(guard) = &guard {
+            iam = iam.interceptor(guard.clone());
+            sts = sts.interceptor(guard.clone());
+        }
         let iam = Iam {
-            iam: aws_sdk_iam::Client::from_conf(
-                aws_sdk_iam::config::Builder::from(&base)
-                    .region(global.clone())
-                    .interceptor(counter.clone())
-                    .build(),
-            ),
-            sts: aws_sdk_sts::Client::from_conf(
-                aws_sdk_sts::config::Builder::from(&base)
-                    .region(global)
-                    .interceptor(counter.clone())
-                    .build(),
-            ),
+            iam: aws_sdk_iam::Client::from_conf(iam.build()),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
         };
         Ok(Cloud {
             base,
             force_path_style: settings.force_path_style,
             counter,
+            guard,
             regions: Arc::default(),
             iam,
             bucket_owner: None,
@@ -183,6 +190,10 @@ impl Cloud {
         if let Some(credentials) = credentials {
             s3 = s3.credentials_provider(credentials.clone());
             kms = kms.credentials_provider(credentials.clone());
+        }
+        if let Some(guard) = &self.guard {
+            s3 = s3.interceptor(guard.clone());
+            kms = kms.interceptor(guard.clone());
         }
         Regional {
             region: region.to_owned(),

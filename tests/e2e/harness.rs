@@ -383,6 +383,24 @@ impl Operator {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process, as a paused VM or node would.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("operator pid");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(TIMEOUT, self.child.wait())
+            .await
+            .expect("the operator exits")
+            .expect("wait for operator")
+    }
 }
 
 /// AWS clients straight from the SDK (not the operator's adapters), as an outside observer.

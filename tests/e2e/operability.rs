@@ -91,6 +91,111 @@ async fn leader_election_fails_over() {
     .await;
 }
 
+/// A leader paused (SIGSTOP, as a frozen VM) past its lease while the standby takes over
+/// changes nothing in the cloud once it resumes: its AWS clients refuse every mutating call by
+/// its own clock, and it exits. It is paused in the middle of provisioning, so it resumes with
+/// work under way; every tenant ends with exactly one key and one alias, and the old leader
+/// sent none of the refused calls.
+#[tokio::test]
+async fn a_paused_leader_resumes_without_acting() {
+    let s = Scenario::new("fenced").await;
+    let policy = s.policy(eu_spec()).await;
+    let lease = format!("tso-{}", s.ns);
+    let start = |id: &'static str| {
+        let s = &s;
+        let lease = lease.clone();
+        async move {
+            let args = [
+                "--leader-election",
+                "--lease-name",
+                &lease,
+                "--lease-duration",
+                "4s",
+                "--identity",
+                id,
+            ];
+            Operator::start(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &args).await
+        }
+    };
+    let mut a = start("replica-a").await;
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &system_namespace());
+    eventually("replica-a leads", || async {
+        (holder(&leases, &lease).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let _b = start("replica-b").await;
+    let names: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        s.create(&tenant(name, &policy, json!({})))
+            .await
+            .expect("create");
+    }
+    eventually("the leader is at work", || async {
+        let list = s.tenants().list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|t| t.status.as_ref().is_some_and(|st| st.bucket_name.is_some()))
+            .then_some(())
+    })
+    .await;
+    a.signal("STOP");
+    let paused = Instant::now();
+    eventually("replica-b leads", || async {
+        (holder(&leases, &lease).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    println!(
+        "takeover from a paused leader: {:?} (lease 4s)",
+        paused.elapsed()
+    );
+    for name in &names {
+        s.wait_ready(name).await;
+    }
+    let before = a.logs().len();
+    a.signal("CONT");
+    let exit = a.exited().await;
+    assert!(!exit.success(), "the old leader stops: {exit:?}");
+    let resumed = a.logs().split_off(before);
+    assert!(resumed.contains("lost the lease"), "{resumed}");
+    println!(
+        "mutating calls the resumed leader was refused: {}",
+        resumed.matches("lease has run out").count()
+    );
+
+    // AWS holds one key and one alias per tenant of this cluster: nothing the old leader had
+    // under way went through.
+    let kms = Aws::root().await.kms("eu-central-1");
+    let prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
+    let aliases = kms
+        .list_aliases()
+        .limit(1000)
+        .send()
+        .await
+        .expect("aliases");
+    let aliased = aliases
+        .aliases()
+        .iter()
+        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
+        .count();
+    assert_eq!(aliased, names.len(), "one alias per tenant");
+    let mut keys = 0;
+    let listed = kms.list_keys().limit(1000).send().await.expect("keys");
+    for key in listed.keys() {
+        let tags = kms
+            .list_resource_tags()
+            .key_id(key.key_id().unwrap_or_default())
+            .send()
+            .await
+            .expect("tags");
+        keys += usize::from(
+            tags.tags()
+                .iter()
+                .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str()),
+        );
+    }
+    assert_eq!(keys, names.len(), "one key per tenant, none duplicated");
+}
+
 /// The recheck annotation forces an immediate drift check; the pause annotation stops all
 /// reconciliation of one object and says so in status.
 #[tokio::test]
