@@ -83,9 +83,11 @@ impl CloudError {
         }
     }
 
-    /// Whether AWS refused the caller (HTTP 403 or `AccessDenied`).
+    /// Whether AWS refused the caller (HTTP 403, `AccessDenied` or `AccessDeniedException`).
     pub fn is_denied(&self) -> bool {
-        self.status() == Some(403) || self.code() == "AccessDenied"
+        // KMS says `AccessDeniedException`, with HTTP 400.
+        self.status() == Some(403)
+            || matches!(self.code(), "AccessDenied" | "AccessDeniedException")
     }
 
     /// Whether the error says the thing asked about does not exist.

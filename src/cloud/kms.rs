@@ -101,6 +101,10 @@ impl Regional {
                     .map_err(|e| CloudError::Build("CreateKey", e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Never retried by the SDK: CreateKey is not idempotent, so a retry after an answer
+        // that was lost (the key created, the response never received) makes a second key.
+        // The caller's write-ahead marker instead has the next attempt find the first key by
+        // its tags.
         let out = self
             .kms
             .create_key()
@@ -108,6 +112,11 @@ impl Regional {
             .set_key_spec(key_spec)
             .set_key_usage(key_usage)
             .set_tags(Some(tags))
+            .customize()
+            .config_override(
+                aws_sdk_kms::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(err("CreateKey"))?;
@@ -140,15 +149,25 @@ impl Regional {
                 .map_err(err("ListKeys"))?;
             for key in page.keys() {
                 let Some(key_id) = key.key_id() else { continue };
-                // Keys whose policy shuts the operator out are not ours to find.
-                let Ok(seen) = self.key_tags(key_id).await else {
-                    continue;
+                // Keys whose policy (or the operator's own IAM policy) shuts the operator out
+                // are not ours to find; any other failure must not pass for "no such key".
+                let seen = match self.key_tags(key_id).await {
+                    Ok(seen) => seen,
+                    Err(e) if e.is_denied() => continue,
+                    Err(e) => return Err(e),
                 };
                 if !tags.iter().all(|(k, v)| seen.get(k) == Some(v)) {
                     continue;
                 }
-                let Ok(described) = self.kms.describe_key().key_id(key_id).send().await else {
-                    continue;
+                let described = match self.kms.describe_key().key_id(key_id).send().await {
+                    Ok(described) => described,
+                    Err(e) => {
+                        let e = CloudError::from_sdk(KMS, "DescribeKey", e);
+                        if e.is_denied() {
+                            continue;
+                        }
+                        return Err(e);
+                    }
                 };
                 if let Some(meta) = described.key_metadata()
                     && meta.key_state().is_some_and(|s| s.as_str() == "Enabled")

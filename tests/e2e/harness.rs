@@ -403,6 +403,64 @@ impl Operator {
     }
 }
 
+/// `testenv/faults/proxy.py` in front of the emulator, until dropped: a share of all AWS calls
+/// fail (throttling, server errors, resets, lost answers, latency).
+pub struct FaultProxy {
+    _child: Child,
+    pub url: String,
+    pub log_path: PathBuf,
+}
+
+impl FaultProxy {
+    pub async fn start(rate: f64, seed: u64) -> FaultProxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log_path = PathBuf::from(env("TSO_RUN")).join(format!("faults-{port}.tsv"));
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/testenv/faults/proxy.py"
+            ))
+            .args(["--port", &port.to_string()])
+            .args(["--upstream", &env("TSO_AWS_ENDPOINT_URL")])
+            .args(["--ca", &env("AWS_CA_BUNDLE")])
+            .args(["--rate", &rate.to_string(), "--seed", &seed.to_string()])
+            .arg("--log")
+            .arg(&log_path)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the fault proxy");
+        eventually("the fault proxy listens", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        FaultProxy {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path,
+        }
+    }
+
+    /// `(service, operation, method, fault, upstream status)` of every request so far.
+    pub fn calls(&self) -> Vec<[String; 5]> {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Some(
+                    [f.first()?, f.get(1)?, f.get(2)?, f.get(3)?, f.get(4)?].map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    }
+}
+
 /// AWS clients straight from the SDK (not the operator's adapters), as an outside observer.
 pub struct Aws {
     config: SdkConfig,

@@ -9,6 +9,7 @@ mod authorizer;
 mod deletion;
 mod deletion_requests;
 mod enforcement;
+mod faults;
 mod harness;
 mod hostile;
 mod operability;

@@ -1,0 +1,157 @@
+//! The operator under injected AWS faults (`testenv/faults/proxy.py` between it and the
+//! emulator): throttling and server errors, connection resets, lost answers and latency.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tenant_storage_operator::api::ConditionStatus;
+
+use crate::harness::{Aws, FaultProxy, Operator, Scenario, eu_spec, tenant};
+
+const TENANTS: usize = 50;
+
+/// With a fifth of every AWS call failing (each of the four faults alike, on every service and
+/// operation), fifty tenants all become Ready, with exactly one bucket, one key and one alias
+/// each (a lost `CreateKey` or `CreateBucket` answer leaves nothing behind), and once converged a
+/// full resync changes nothing.
+#[tokio::test]
+async fn fifty_tenants_converge_under_a_fifth_of_calls_failing() {
+    let s = Scenario::new("faults").await;
+    let policy = s.policy(eu_spec()).await;
+    let proxy = FaultProxy::start(0.2, 11).await;
+    let op = Operator::start_with_env(
+        &s.cluster_id,
+        &s.prefix,
+        &[s.ns.as_str()],
+        &["--resync-period", "20s"],
+        &[("TSO_AWS_ENDPOINT_URL", proxy.url.as_str())],
+    )
+    .await;
+    let names: Vec<String> = (0..TENANTS).map(|i| format!("t{i:02}")).collect();
+    let started = Instant::now();
+    for name in &names {
+        s.create(&tenant(name, &policy, json!({})))
+            .await
+            .expect("create");
+    }
+    // Faults slow convergence down; the bound is generous for a loaded 2-core machine.
+    let deadline = started + Duration::from_secs(600);
+    let mut ready = BTreeSet::new();
+    while ready.len() < TENANTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {TENANTS} tenants Ready after {:?}",
+            ready.len(),
+            started.elapsed()
+        );
+        for t in s
+            .tenants()
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+        {
+            let is_ready = t.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+            });
+            if is_ready {
+                ready.insert(t.metadata.name.unwrap_or_default());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "{TENANTS} tenants Ready under faults in {:?}",
+        started.elapsed()
+    );
+
+    // AWS holds exactly one of each per tenant.
+    let aws = Aws::root().await;
+    let kms = aws.kms("eu-central-1");
+    let alias_prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
+    let aliases = kms
+        .list_aliases()
+        .limit(1000)
+        .send()
+        .await
+        .expect("aliases");
+    let aliased: BTreeSet<String> = aliases
+        .aliases()
+        .iter()
+        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&alias_prefix)))
+        .filter_map(|a| a.target_key_id().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        aliased.len(),
+        TENANTS,
+        "one alias per tenant, each on its own key"
+    );
+    let mut tagged = BTreeSet::new();
+    let keys = kms.list_keys().limit(1000).send().await.expect("keys");
+    for key in keys.keys() {
+        let id = key.key_id().unwrap_or_default();
+        let tags = kms
+            .list_resource_tags()
+            .key_id(id)
+            .send()
+            .await
+            .expect("tags");
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str())
+        {
+            tagged.insert(id.to_owned());
+        }
+    }
+    assert_eq!(
+        tagged, aliased,
+        "no key without its alias: none left by a lost answer"
+    );
+    let buckets = aws
+        .s3("eu-central-1")
+        .list_buckets()
+        .send()
+        .await
+        .expect("buckets");
+    let ours: BTreeSet<String> = buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .filter(|n| n.starts_with(&format!("{}-{}-", s.prefix, s.ns)))
+        .collect();
+    let expected: BTreeSet<String> = names.iter().map(|n| s.bucket_for(n)).collect();
+    assert_eq!(ours, expected, "one bucket per tenant, no other");
+
+    // Converged: a full resync, under the same faults, changes nothing.
+    let (writes, reads) = op.calls_over_reconciles(TENANTS as f64).await;
+    assert_eq!(writes, 0.0, "no mutating call once converged");
+    println!("per resync reconcile: {reads:.1} read attempts");
+
+    // The fault matrix: what was injected where.
+    let mut matrix: BTreeMap<(String, String), BTreeMap<String, usize>> = BTreeMap::new();
+    for [service, operation, _, fault, _] in proxy.calls() {
+        *matrix
+            .entry((service, operation))
+            .or_default()
+            .entry(fault)
+            .or_default() += 1;
+    }
+    let faulted: usize = matrix
+        .values()
+        .flat_map(|f| f.iter().filter(|(k, _)| *k != "-").map(|(_, n)| n))
+        .sum();
+    let total: usize = matrix.values().flat_map(|f| f.values()).sum();
+    println!("faults injected: {faulted} of {total} calls");
+    for ((service, operation), faults) in &matrix {
+        println!("{service}\t{operation}\t{faults:?}");
+    }
+    assert!(
+        faulted * 10 >= total,
+        "the proxy injected faults: {faulted} of {total}"
+    );
+    drop(op);
+}
