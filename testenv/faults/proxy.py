@@ -13,6 +13,9 @@ would) unless a fault is drawn for it, with probability --rate, from --faults:
   lost     the request is forwarded and succeeds (or not) upstream; the answer never arrives
   latency  forwarded after 0.3 s
 
+`--lose-first OPERATION` loses the first answer to that operation (e.g. `CreateKey`), for a
+deterministic test of what a lost answer leaves behind.
+
 Every request is logged as `service<TAB>operation<TAB>method<TAB>fault<TAB>upstream status`, so a
 test can tell what happened (a lost response's status is the one the client never saw).
 """
@@ -37,6 +40,8 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--faults", default=",".join(FAULTS))
     p.add_argument("--log", required=True)
+    p.add_argument("--lose-first", action="append", default=[],
+                   help="operation whose first answer is lost, whatever the rate (repeatable)")
     return p.parse_args()
 
 
@@ -159,6 +164,7 @@ async def main():
     rng = random.Random(args.seed)
     kinds = [k for k in args.faults.split(",") if k]
     log = open(args.log, "a", buffering=1)
+    lose_first = set(args.lose_first)
 
     async def serve(reader, writer):
         try:
@@ -173,6 +179,9 @@ async def main():
                 body = await read_body(reader, headers)
                 service, operation = classify(method, target, headers, body)
                 fault = rng.choice(kinds) if kinds and rng.random() < args.rate else "-"
+                if operation in lose_first:
+                    lose_first.discard(operation)
+                    fault = "lost"
                 status = "-"
                 if fault == "error":
                     writer.write(error_response(service, rng))

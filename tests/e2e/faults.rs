@@ -155,3 +155,60 @@ async fn fifty_tenants_converge_under_a_fifth_of_calls_failing() {
     );
     drop(op);
 }
+
+/// The answer to `CreateKey` (and to `CreateAlias`, `CreateBucket`) is lost: the call reached
+/// AWS and succeeded, the operator never heard. The tenant still ends with exactly one key,
+/// found again by its tags (the SDK does not retry `CreateKey`, which would make a second key).
+#[tokio::test]
+async fn a_lost_create_key_answer_leaves_one_key() {
+    let s = Scenario::new("lostkey").await;
+    let policy = s.policy(eu_spec()).await;
+    let proxy = FaultProxy::start_with(0.0, 1, &["CreateKey", "CreateAlias", "PUT"]).await;
+    let _op = Operator::start_with_env(
+        &s.cluster_id,
+        &s.prefix,
+        &[s.ns.as_str()],
+        &[],
+        &[("TSO_AWS_ENDPOINT_URL", proxy.url.as_str())],
+    )
+    .await;
+    s.create(&tenant("t", &policy, json!({})))
+        .await
+        .expect("create");
+    let status = s.wait_ready("t").await.status.expect("status");
+    let lost: BTreeSet<String> = proxy
+        .calls()
+        .into_iter()
+        .filter(|[_, _, _, fault, _]| fault == "lost")
+        .map(|[_, operation, _, _, status]| format!("{operation} {status}"))
+        .collect();
+    assert_eq!(
+        lost,
+        BTreeSet::from(["CreateKey 200", "CreateAlias 200", "PUT 200"].map(String::from)),
+        "each answer was lost after the call succeeded"
+    );
+    let kms = Aws::root().await.kms("eu-central-1");
+    let mut ours = Vec::new();
+    let keys = kms.list_keys().limit(1000).send().await.expect("keys");
+    for key in keys.keys() {
+        let arn = key.key_arn().unwrap_or_default().to_owned();
+        let tags = kms
+            .list_resource_tags()
+            .key_id(&arn)
+            .send()
+            .await
+            .expect("tags");
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str())
+        {
+            ours.push(arn);
+        }
+    }
+    assert_eq!(
+        ours,
+        [status.kms_key_arn.expect("key")],
+        "one key, the tenant's"
+    );
+}

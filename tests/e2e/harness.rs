@@ -413,6 +413,11 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub async fn start(rate: f64, seed: u64) -> FaultProxy {
+        FaultProxy::start_with(rate, seed, &[]).await
+    }
+
+    /// Also loses the first answer to each of `lose_first` (operation names).
+    pub async fn start_with(rate: f64, seed: u64, lose_first: &[&str]) -> FaultProxy {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -429,6 +434,7 @@ impl FaultProxy {
             .args(["--rate", &rate.to_string(), "--seed", &seed.to_string()])
             .arg("--log")
             .arg(&log_path)
+            .args(lose_first.iter().flat_map(|op| ["--lose-first", op]))
             .kill_on_drop(true)
             .spawn()
             .expect("start the fault proxy");
