@@ -242,7 +242,9 @@ for round in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
 done
 
 "$PY" "$ROOT/bench/purge-summary.py" "$RESULTS"
-echo
-echo "| request | etcd WAL bytes written during the purge | purge peak RSS (KiB) |"
-echo "|---|---|---|"
-awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$WORK/engine-extra.tsv"
+if [ -f "$WORK/engine-extra.tsv" ]; then
+  echo
+  echo "| request | etcd WAL bytes written during the purge | purge peak RSS (KiB) |"
+  echo "|---|---|---|"
+  awk -F'\t' '{printf "| %s | %s | %s |\n", $1, $2, $3}' "$WORK/engine-extra.tsv"
+fi
