@@ -3,6 +3,7 @@
 mod counter;
 mod error;
 pub mod evidence;
+pub mod failpoint;
 mod fence;
 mod iam;
 mod journal;
@@ -88,6 +89,7 @@ pub struct Cloud {
     force_path_style: bool,
     counter: CallCounter,
     guard: Option<fence::LeaseGuard>,
+    crash: Option<failpoint::ExitAfter>,
     regions: Arc<Mutex<HashMap<String, Regional>>>,
     iam: Iam,
     bucket_owner: Option<String>,
@@ -115,6 +117,7 @@ impl Cloud {
         let base = loader.load().await;
         let counter = CallCounter::new(metrics.clone());
         let guard = settings.fence.clone().map(fence::LeaseGuard::new);
+        let crash = failpoint::ExitAfter::from_env();
         // IAM is global; its endpoint (and STS's global one) answers in us-east-1 of the
         // partition.
         let global = Region::new(base.region().map_or("us-east-1", |r| r.as_ref()).to_owned());
@@ -128,6 +131,10 @@ impl Cloud {
             iam = iam.interceptor(guard.clone());
             sts = sts.interceptor(guard.clone());
         }
+        if let Some(crash) = &crash {
+            iam = iam.interceptor(crash.clone());
+            sts = sts.interceptor(crash.clone());
+        }
         let iam = Iam {
             iam: aws_sdk_iam::Client::from_conf(iam.build()),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
@@ -137,6 +144,7 @@ impl Cloud {
             force_path_style: settings.force_path_style,
             counter,
             guard,
+            crash,
             regions: Arc::default(),
             iam,
             bucket_owner: None,
@@ -194,6 +202,10 @@ impl Cloud {
         if let Some(guard) = &self.guard {
             s3 = s3.interceptor(guard.clone());
             kms = kms.interceptor(guard.clone());
+        }
+        if let Some(crash) = &self.crash {
+            s3 = s3.interceptor(crash.clone());
+            kms = kms.interceptor(crash.clone());
         }
         Regional {
             region: region.to_owned(),

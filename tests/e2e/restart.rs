@@ -1,6 +1,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
+use tenant_storage_operator::cloud::failpoint;
 
 use crate::harness::{Aws, Operator, Scenario, eu_spec, eventually, tenant};
 
@@ -124,4 +125,119 @@ async fn changed_bucket_prefix_is_refused() {
             .is_err(),
         "no second bucket"
     );
+}
+
+/// A kill right after each mutating AWS call of provisioning (chosen deterministically by the
+/// fail point `TSO_FAILPOINT_EXIT_AFTER`), then a restart: every tenant converges to the same
+/// end state, one bucket, one key, one alias and one workload role each, nothing orphaned.
+#[tokio::test]
+async fn a_kill_after_each_mutating_call_converges() {
+    // The access-log bucket's lifecycle is set once, with the first tenant; the rest are calls
+    // of every tenant.
+    const AFTER: [&str; 14] = [
+        "PutBucketLifecycleConfiguration",
+        "CreateBucket",
+        "PutBucketTagging",
+        "PutPublicAccessBlock",
+        "PutBucketOwnershipControls",
+        "PutBucketEncryption",
+        "PutBucketVersioning",
+        "PutBucketPolicy",
+        "PutBucketLogging",
+        "CreateKey",
+        "CreateAlias",
+        "EnableKeyRotation",
+        "CreateRole",
+        "PutRolePolicy",
+    ];
+    let s = Scenario::new("crashpoints").await;
+    let policy = s.policy(eu_spec()).await;
+    let mut names = Vec::new();
+    for (i, operation) in AFTER.iter().enumerate() {
+        let name = format!("t{i:02}");
+        let mut crashing = Operator::start_with_env(
+            &s.cluster_id,
+            &s.prefix,
+            &[s.ns.as_str()],
+            &[],
+            &[(failpoint::VARIABLE, operation)],
+        )
+        .await;
+        // Every tenant has a workload role, so the role's calls are crash points too.
+        let access = json!({"access": {"serviceAccounts": ["app"], "level": "ReadWrite"}});
+        s.create(&tenant(&name, &policy, access))
+            .await
+            .expect("create");
+        let exit = crashing.exited().await;
+        assert_eq!(
+            exit.code(),
+            Some(failpoint::EXIT),
+            "killed right after {operation}"
+        );
+        names.push(name);
+        // The next operator converges everything so far; the next tenant meets it killed.
+        let op = Operator::start(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &[]).await;
+        for name in &names {
+            s.wait_ready(name).await;
+        }
+        drop(op);
+    }
+
+    let aws = Aws::root().await;
+    let kms = aws.kms("eu-central-1");
+    let alias_prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
+    let aliases = kms
+        .list_aliases()
+        .limit(1000)
+        .send()
+        .await
+        .expect("aliases");
+    let aliased: BTreeSet<String> = aliases
+        .aliases()
+        .iter()
+        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&alias_prefix)))
+        .filter_map(|a| a.target_key_id().map(str::to_owned))
+        .collect();
+    assert_eq!(aliased.len(), names.len(), "one alias per tenant");
+    let mut tagged = BTreeSet::new();
+    let keys = kms.list_keys().limit(1000).send().await.expect("keys");
+    for key in keys.keys() {
+        let id = key.key_id().unwrap_or_default();
+        let tags = kms
+            .list_resource_tags()
+            .key_id(id)
+            .send()
+            .await
+            .expect("tags");
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str())
+        {
+            tagged.insert(id.to_owned());
+        }
+    }
+    assert_eq!(tagged, aliased, "no key without its alias");
+    let buckets = aws
+        .s3("eu-central-1")
+        .list_buckets()
+        .send()
+        .await
+        .expect("buckets");
+    let ours: BTreeSet<String> = buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .filter(|n| n.starts_with(&format!("{}-{}-", s.prefix, s.ns)))
+        .collect();
+    let expected: BTreeSet<String> = names.iter().map(|n| s.bucket_for(n)).collect();
+    assert_eq!(ours, expected, "one bucket per tenant, no other");
+    let roles = aws
+        .iam()
+        .list_roles()
+        .path_prefix(format!("/tenant-storage-operator/{}/", s.cluster_id))
+        .send()
+        .await
+        .expect("roles");
+    assert_eq!(roles.roles().len(), names.len(), "one role per tenant");
 }

@@ -1,0 +1,55 @@
+//! A crash point for tests: with `TSO_FAILPOINT_EXIT_AFTER=<Operation>` (an AWS operation name,
+//! e.g. `CreateKey`), the process exits with status [`EXIT`] the moment the first successful
+//! answer to that operation arrives, before anything else happens: what a kill right after the
+//! call would leave. Only tests set it.
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// The variable naming the operation.
+pub const VARIABLE: &str = "TSO_FAILPOINT_EXIT_AFTER";
+/// The exit status at the crash point.
+pub const EXIT: i32 = 86;
+
+#[derive(Clone, Debug)]
+pub struct ExitAfter {
+    operation: String,
+}
+
+impl ExitAfter {
+    /// The crash point the environment asks for, if any.
+    pub fn from_env() -> Option<Self> {
+        std::env::var(VARIABLE)
+            .ok()
+            .filter(|op| !op.is_empty())
+            .map(|operation| ExitAfter { operation })
+    }
+}
+
+impl Intercept for ExitAfter {
+    fn name(&self) -> &'static str {
+        "ExitAfter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let succeeded = context.response().is_some_and(|r| r.status().is_success());
+        if succeeded
+            && cfg
+                .load::<Metadata>()
+                .is_some_and(|m| m.name() == self.operation)
+        {
+            eprintln!("fail point: exiting right after {}", self.operation);
+            std::process::exit(EXIT);
+        }
+        Ok(())
+    }
+}
