@@ -1724,3 +1724,50 @@ async fn incomplete_uploads_in_scope_are_aborted_and_certified() {
         cert["hashInput"]
     );
 }
+
+/// A purge, run as its Job, with a fifth of its AWS calls failing (throttling, server errors,
+/// resets, lost answers, latency on listing, deleting, the journal, the evidence and the
+/// signature alike), still certifies exactly what it deleted and leaves nothing.
+#[tokio::test]
+async fn a_purge_under_a_fifth_of_calls_failing_certifies_exactly() {
+    let s = Scenario::new("purgefaults").await;
+    let policy = s.policy(eu_spec()).await;
+    let proxy = crate::harness::FaultProxy::start(0.2, 5).await;
+    // The Job is given the operator's endpoint: the proxy.
+    let _op = crate::harness::Operator::start_with_env(
+        &s.cluster_id,
+        &s.prefix,
+        &[s.ns.as_str()],
+        &[],
+        &[("TSO_AWS_ENDPOINT_URL", proxy.url.as_str())],
+    )
+    .await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/", "b/"], 600)).await;
+    submit(
+        &s,
+        &request("faulty", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    let endpoint = job_container(&s.ns, "faulty")
+        .await
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "TSO_AWS_ENDPOINT_URL")
+        .and_then(|v| v.value);
+    assert_eq!(endpoint.as_deref(), Some(proxy.url.as_str()));
+    let before = proxy.calls().len();
+    let exit = purge(&s, "faulty").await;
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert!(listing(&s3, &bucket).await.is_empty(), "nothing left");
+    assert_deleted_exactly(&s, "faulty", &written).await;
+    let calls = proxy.calls().split_off(before);
+    let faulted = calls.iter().filter(|[.., fault, _]| fault != "-").count();
+    println!(
+        "purge under faults: {faulted} of {} calls faulted",
+        calls.len()
+    );
+    assert!(faulted * 20 >= calls.len(), "{faulted} of {}", calls.len());
+}
