@@ -86,7 +86,7 @@ impl Elector {
     /// take the lease over, as `hold` does.
     fn held_from(&self, sent: tokio::time::Instant) {
         self.fence
-            .extend_to((sent + self.settings.duration - self.period()).into_std());
+            .extend(sent.into_std(), self.settings.duration - self.period());
     }
 
     fn spec(&self, now: Timestamp, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {

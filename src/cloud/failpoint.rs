@@ -23,10 +23,9 @@ pub struct ExitAfter {
 impl ExitAfter {
     /// The crash point the environment asks for, if any.
     pub fn from_env() -> Option<Self> {
-        std::env::var(VARIABLE)
-            .ok()
-            .filter(|op| !op.is_empty())
-            .map(|operation| ExitAfter { operation })
+        let operation = std::env::var(VARIABLE).ok().filter(|op| !op.is_empty())?;
+        tracing::warn!(%operation, "{VARIABLE} is set: this process exits right after its first successful {operation} (a test's crash point)");
+        Some(ExitAfter { operation })
     }
 }
 

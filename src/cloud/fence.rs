@@ -93,7 +93,7 @@ mod tests {
         let fence = Fence::default();
         let s3 = client(&fence);
         assert!(put(&s3).await.contains("lease has run out"), "never held");
-        fence.extend_to(Instant::now() + Duration::from_secs(60));
+        fence.extend(Instant::now(), Duration::from_secs(60));
         let sent = put(&s3).await;
         assert!(!sent.contains("lease has run out"), "{sent}");
         fence.revoke();

@@ -151,9 +151,10 @@ impl Regional {
                 let Some(key_id) = key.key_id() else { continue };
                 // Keys whose policy (or the operator's own IAM policy) shuts the operator out
                 // are not ours to find; any other failure must not pass for "no such key".
+                // A key deleted since the listing is not one either.
                 let seen = match self.key_tags(key_id).await {
                     Ok(seen) => seen,
-                    Err(e) if e.is_denied() => continue,
+                    Err(e) if e.is_denied() || e.is_not_found(&["NotFoundException"]) => continue,
                     Err(e) => return Err(e),
                 };
                 if !tags.iter().all(|(k, v)| seen.get(k) == Some(v)) {
@@ -163,7 +164,7 @@ impl Regional {
                     Ok(described) => described,
                     Err(e) => {
                         let e = CloudError::from_sdk(KMS, "DescribeKey", e);
-                        if e.is_denied() {
+                        if e.is_denied() || e.is_not_found(&["NotFoundException"]) {
                             continue;
                         }
                         return Err(e);

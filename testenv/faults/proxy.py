@@ -96,7 +96,7 @@ def classify(method, target, headers, body):
     return service, f"{method} {sub}".strip()
 
 
-def error_response(service, rng):
+def error_response(service, method, rng):
     server = rng.random() < 0.5
     if service == "s3":
         code, status = ("InternalError", 500) if server else ("SlowDown", 503)
@@ -117,7 +117,8 @@ def error_response(service, rng):
     reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Slow Down"}[status]
     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
+    # An answer to HEAD has no body (S3 sends only the status and headers).
+    return head.encode() + (b"" if method == "HEAD" else body)
 
 
 async def forward(upstream, ctx, method, target, headers, body):
@@ -163,7 +164,7 @@ async def main():
     ctx = ssl.create_default_context(cafile=args.ca)
     rng = random.Random(args.seed)
     kinds = [k for k in args.faults.split(",") if k]
-    log = open(args.log, "a", buffering=1)
+    log = open(args.log, "w", buffering=1)
     lose_first = set(args.lose_first)
 
     async def serve(reader, writer):
@@ -184,7 +185,8 @@ async def main():
                     fault = "lost"
                 status = "-"
                 if fault == "error":
-                    writer.write(error_response(service, rng))
+                    log.write(f"{service}\t{operation}\t{method}\t{fault}\t-\n")
+                    writer.write(error_response(service, method, rng))
                 elif fault == "reset":
                     log.write(f"{service}\t{operation}\t{method}\t{fault}\t-\n")
                     return
@@ -195,8 +197,8 @@ async def main():
                     if fault == "lost":
                         log.write(f"{service}\t{operation}\t{method}\t{fault}\t{status}\n")
                         return
+                    log.write(f"{service}\t{operation}\t{method}\t{fault}\t{status}\n")
                     writer.write(response)
-                log.write(f"{service}\t{operation}\t{method}\t{fault}\t{status}\n")
                 await writer.drain()
         except Exception as e:  # one broken exchange must not stop the proxy
             print(f"proxy: {type(e).__name__}: {e}", file=sys.stderr)

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
 
-use crate::harness::{Aws, FaultProxy, Operator, Scenario, eu_spec, tenant};
+use crate::harness::{
+    Aws, FaultProxy, Operator, Scenario, aliased_keys, eu_spec, keys_of_namespace, tenant,
+};
 
 const TENANTS: usize = 50;
 
@@ -72,43 +74,15 @@ async fn fifty_tenants_converge_under_a_fifth_of_calls_failing() {
     let aws = Aws::root().await;
     let kms = aws.kms("eu-central-1");
     let alias_prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
-    let aliases = kms
-        .list_aliases()
-        .limit(1000)
-        .send()
-        .await
-        .expect("aliases");
-    let aliased: BTreeSet<String> = aliases
-        .aliases()
-        .iter()
-        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&alias_prefix)))
-        .filter_map(|a| a.target_key_id().map(str::to_owned))
-        .collect();
+    let (aliased, aliases) = aliased_keys(&kms, &alias_prefix).await;
     assert_eq!(
-        aliased.len(),
-        TENANTS,
+        (aliases, aliased.len()),
+        (TENANTS, TENANTS),
         "one alias per tenant, each on its own key"
     );
-    let mut tagged = BTreeSet::new();
-    let keys = kms.list_keys().limit(1000).send().await.expect("keys");
-    for key in keys.keys() {
-        let id = key.key_id().unwrap_or_default();
-        let tags = kms
-            .list_resource_tags()
-            .key_id(id)
-            .send()
-            .await
-            .expect("tags");
-        if tags
-            .tags()
-            .iter()
-            .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str())
-        {
-            tagged.insert(id.to_owned());
-        }
-    }
     assert_eq!(
-        tagged, aliased,
+        keys_of_namespace(&kms, &s.ns).await,
+        aliased,
         "no key without its alias: none left by a lost answer"
     );
     let buckets = aws
@@ -188,27 +162,11 @@ async fn a_lost_create_key_answer_leaves_one_key() {
         "each answer was lost after the call succeeded"
     );
     let kms = Aws::root().await.kms("eu-central-1");
-    let mut ours = Vec::new();
-    let keys = kms.list_keys().limit(1000).send().await.expect("keys");
-    for key in keys.keys() {
-        let arn = key.key_arn().unwrap_or_default().to_owned();
-        let tags = kms
-            .list_resource_tags()
-            .key_id(&arn)
-            .send()
-            .await
-            .expect("tags");
-        if tags
-            .tags()
-            .iter()
-            .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str())
-        {
-            ours.push(arn);
-        }
-    }
+    let arn = status.kms_key_arn.expect("key");
+    let id = arn.rsplit('/').next().unwrap_or_default().to_owned();
     assert_eq!(
-        ours,
-        [status.kms_key_arn.expect("key")],
+        keys_of_namespace(&kms, &s.ns).await,
+        BTreeSet::from([id]),
         "one key, the tenant's"
     );
 }

@@ -2,7 +2,7 @@
 //! operator binary run as a child process, one instance per test scoped to its own namespace
 //! and cluster id so tests can run in parallel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -465,6 +465,47 @@ impl FaultProxy {
             })
             .collect()
     }
+}
+
+/// Ids of every KMS key in the region (all pages) tagged as a tenant of `namespace`.
+pub async fn keys_of_namespace(kms: &aws_sdk_kms::Client, namespace: &str) -> BTreeSet<String> {
+    let mut ours = BTreeSet::new();
+    let mut pages = kms.list_keys().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for key in page.expect("keys").keys() {
+            let id = key.key_id().unwrap_or_default();
+            let tags = kms
+                .list_resource_tags()
+                .key_id(id)
+                .send()
+                .await
+                .expect("tags");
+            if tags
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == namespace)
+            {
+                ours.insert(id.to_owned());
+            }
+        }
+    }
+    ours
+}
+
+/// Key ids the aliases under `prefix` point to (all pages), and how many such aliases there are.
+pub async fn aliased_keys(kms: &aws_sdk_kms::Client, prefix: &str) -> (BTreeSet<String>, usize) {
+    let mut keys = BTreeSet::new();
+    let mut count = 0;
+    let mut pages = kms.list_aliases().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for alias in page.expect("aliases").aliases() {
+            if alias.alias_name().is_some_and(|n| n.starts_with(prefix)) {
+                count += 1;
+                keys.extend(alias.target_key_id().map(str::to_owned));
+            }
+        }
+    }
+    (keys, count)
 }
 
 /// AWS clients straight from the SDK (not the operator's adapters), as an outside observer.

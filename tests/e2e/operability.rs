@@ -7,8 +7,8 @@ use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
 
 use crate::harness::{
-    Aws, Operator, RECONCILES, Scenario, condition, eu_spec, eventually, kubectl, system_namespace,
-    tenant,
+    Aws, FaultProxy, Operator, RECONCILES, Scenario, aliased_keys, condition, eu_spec, eventually,
+    keys_of_namespace, kubectl, system_namespace, tenant,
 };
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
@@ -92,38 +92,47 @@ async fn leader_election_fails_over() {
 }
 
 /// A leader paused (SIGSTOP, as a frozen VM) past its lease while the standby takes over
-/// changes nothing in the cloud once it resumes: its AWS clients refuse every mutating call by
-/// its own clock, and it exits. It is paused in the middle of provisioning, so it resumes with
-/// work under way; every tenant ends with exactly one key and one alias, and the old leader
-/// sent none of the refused calls.
+/// sends no mutating AWS call once it resumes: its AWS clients refuse them by its own clocks,
+/// and it exits. It is paused in the middle of provisioning, so it resumes with work under way.
+/// The old leader reaches AWS through a proxy that logs every call it sends: after the resume,
+/// none is a mutating one. Every tenant ends with exactly one key and one alias.
 #[tokio::test]
 async fn a_paused_leader_resumes_without_acting() {
     let s = Scenario::new("fenced").await;
     let policy = s.policy(eu_spec()).await;
     let lease = format!("tso-{}", s.ns);
-    let start = |id: &'static str| {
+    // The old leader's window to the cloud: no faults, only a log of what it sends.
+    let seen = FaultProxy::start(0.0, 1).await;
+    let start = |id: &'static str, endpoint: Option<&str>| {
         let s = &s;
         let lease = lease.clone();
+        let vars: Vec<(&str, String)> = endpoint
+            .map(|url| ("TSO_AWS_ENDPOINT_URL", url.to_owned()))
+            .into_iter()
+            .collect();
         async move {
             let args = [
                 "--leader-election",
                 "--lease-name",
                 &lease,
                 "--lease-duration",
-                "4s",
+                "8s",
                 "--identity",
                 id,
             ];
-            Operator::start(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &args).await
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Operator::start_with_env(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &args, &vars).await
         }
     };
-    let mut a = start("replica-a").await;
+    let mut a = start("replica-a", Some(&seen.url)).await;
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &system_namespace());
-    eventually("replica-a leads", || async {
-        (holder(&leases, &lease).await.as_deref() == Some("replica-a")).then_some(())
-    })
-    .await;
-    let _b = start("replica-b").await;
+    let leads = |id: &'static str| {
+        let leases = leases.clone();
+        let lease = lease.clone();
+        async move { (holder(&leases, &lease).await.as_deref() == Some(id)).then_some(()) }
+    };
+    eventually("replica-a leads", || leads("replica-a")).await;
+    let _b = start("replica-b", None).await;
     let names: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
     for name in &names {
         s.create(&tenant(name, &policy, json!({})))
@@ -140,60 +149,52 @@ async fn a_paused_leader_resumes_without_acting() {
     .await;
     a.signal("STOP");
     let paused = Instant::now();
-    eventually("replica-b leads", || async {
-        (holder(&leases, &lease).await.as_deref() == Some("replica-b")).then_some(())
-    })
-    .await;
+    assert!(
+        leads("replica-a").await.is_some(),
+        "replica-a still held the lease when paused"
+    );
+    eventually("replica-b leads", || leads("replica-b")).await;
     println!(
-        "takeover from a paused leader: {:?} (lease 4s)",
+        "takeover from a paused leader: {:?} (lease 8s)",
         paused.elapsed()
     );
     for name in &names {
         s.wait_ready(name).await;
     }
-    let before = a.logs().len();
+    let sent_before = seen.calls().len();
+    let logged_before = a.logs().len();
     a.signal("CONT");
     let exit = a.exited().await;
     assert!(!exit.success(), "the old leader stops: {exit:?}");
-    let resumed = a.logs().split_off(before);
+    let resumed = a.logs().split_off(logged_before);
     assert!(resumed.contains("lost the lease"), "{resumed}");
+    let mutating: Vec<String> = seen
+        .calls()
+        .split_off(sent_before)
+        .into_iter()
+        .filter(|[service, operation, method, ..]| match service.as_str() {
+            "s3" => !matches!(method.as_str(), "GET" | "HEAD"),
+            _ => !["Get", "List", "Describe"]
+                .iter()
+                .any(|read| operation.starts_with(read)),
+        })
+        .map(|[service, operation, ..]| format!("{service} {operation}"))
+        .collect();
+    assert_eq!(mutating, Vec::<String>::new(), "sent after the resume");
     println!(
-        "mutating calls the resumed leader was refused: {}",
+        "mutating calls the resumed leader held back: {}",
         resumed.matches("lease has run out").count()
     );
 
-    // AWS holds one key and one alias per tenant of this cluster: nothing the old leader had
-    // under way went through.
     let kms = Aws::root().await.kms("eu-central-1");
     let prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
-    let aliases = kms
-        .list_aliases()
-        .limit(1000)
-        .send()
-        .await
-        .expect("aliases");
-    let aliased = aliases
-        .aliases()
-        .iter()
-        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
-        .count();
-    assert_eq!(aliased, names.len(), "one alias per tenant");
-    let mut keys = 0;
-    let listed = kms.list_keys().limit(1000).send().await.expect("keys");
-    for key in listed.keys() {
-        let tags = kms
-            .list_resource_tags()
-            .key_id(key.key_id().unwrap_or_default())
-            .send()
-            .await
-            .expect("tags");
-        keys += usize::from(
-            tags.tags()
-                .iter()
-                .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str()),
-        );
-    }
-    assert_eq!(keys, names.len(), "one key per tenant, none duplicated");
+    let (aliased, aliases) = aliased_keys(&kms, &prefix).await;
+    assert_eq!(aliases, names.len(), "one alias per tenant");
+    assert_eq!(
+        keys_of_namespace(&kms, &s.ns).await,
+        aliased,
+        "one key per tenant, none duplicated"
+    );
 }
 
 /// The recheck annotation forces an immediate drift check; the pause annotation stops all

@@ -3,7 +3,9 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use tenant_storage_operator::cloud::failpoint;
 
-use crate::harness::{Aws, Operator, Scenario, eu_spec, eventually, tenant};
+use crate::harness::{
+    Aws, Operator, Scenario, aliased_keys, eu_spec, eventually, keys_of_namespace, tenant,
+};
 
 /// Killing the operator mid-provisioning and starting it again converges to one bucket and one
 /// key per tenant: nothing duplicated, nothing orphaned.
@@ -186,38 +188,17 @@ async fn a_kill_after_each_mutating_call_converges() {
     let aws = Aws::root().await;
     let kms = aws.kms("eu-central-1");
     let alias_prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
-    let aliases = kms
-        .list_aliases()
-        .limit(1000)
-        .send()
-        .await
-        .expect("aliases");
-    let aliased: BTreeSet<String> = aliases
-        .aliases()
-        .iter()
-        .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&alias_prefix)))
-        .filter_map(|a| a.target_key_id().map(str::to_owned))
-        .collect();
-    assert_eq!(aliased.len(), names.len(), "one alias per tenant");
-    let mut tagged = BTreeSet::new();
-    let keys = kms.list_keys().limit(1000).send().await.expect("keys");
-    for key in keys.keys() {
-        let id = key.key_id().unwrap_or_default();
-        let tags = kms
-            .list_resource_tags()
-            .key_id(id)
-            .send()
-            .await
-            .expect("tags");
-        if tags
-            .tags()
-            .iter()
-            .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == s.ns.as_str())
-        {
-            tagged.insert(id.to_owned());
-        }
-    }
-    assert_eq!(tagged, aliased, "no key without its alias");
+    let (aliased, aliases) = aliased_keys(&kms, &alias_prefix).await;
+    assert_eq!(
+        (aliases, aliased.len()),
+        (names.len(), names.len()),
+        "one alias per tenant"
+    );
+    assert_eq!(
+        keys_of_namespace(&kms, &s.ns).await,
+        aliased,
+        "no key without its alias"
+    );
     let buckets = aws
         .s3("eu-central-1")
         .list_buckets()
