@@ -6,7 +6,7 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::fence::Fence;
 use crate::telemetry::is_mutating;
@@ -38,7 +38,10 @@ impl Intercept for LeaseGuard {
         let Some(meta) = cfg.load::<Metadata>() else {
             return Ok(());
         };
-        if is_mutating(meta.name()) && !self.fence.holds() {
+        if !is_mutating(meta.name()) {
+            return Ok(());
+        }
+        if !self.fence.holds() {
             warn!(
                 service = meta.service(),
                 operation = meta.name(),
@@ -51,6 +54,11 @@ impl Intercept for LeaseGuard {
             )
             .into());
         }
+        debug!(
+            service = meta.service(),
+            operation = meta.name(),
+            "sending under the lease"
+        );
         Ok(())
     }
 }
