@@ -133,12 +133,26 @@ impl<'a> Report<'a> {
     }
 
     async fn save(&self, api: &Api<TenantStorage>) -> Result<(), Error> {
+        self.write(api, false).await
+    }
+
+    /// Saves only if the object is still the one this reconcile observed (409 otherwise): for a
+    /// write-ahead marker, which must not be decided from a stale view (a replica that just took
+    /// over may not have seen the previous leader's marker yet).
+    async fn save_if_unchanged(&self, api: &Api<TenantStorage>) -> Result<(), Error> {
+        self.write(api, true).await
+    }
+
+    async fn write(&self, api: &Api<TenantStorage>, precondition: bool) -> Result<(), Error> {
         if self.ts.status.as_ref() == Some(&self.status) {
             return Ok(());
         }
         let old = serde_json::to_value(&self.ts.status).unwrap_or_default();
         let new = serde_json::to_value(&self.status).unwrap_or_default();
-        let patch = json!({ "status": super::merge_patch(&old, &new) });
+        let mut patch = json!({ "status": super::merge_patch(&old, &new) });
+        if precondition {
+            patch["metadata"] = json!({"resourceVersion": self.ts.resource_version()});
+        }
         api.patch_status(
             &self.ts.name_any(),
             &PatchParams::default(),
@@ -479,7 +493,7 @@ async fn provision(
     let interrupted = creating_key && report.status.key_creation_started.is_some();
     if creating_key && !interrupted {
         report.status.key_creation_started = Some(report.now.clone());
-        report.save(api).await?;
+        report.save_if_unchanged(api).await?;
     }
     let key_arn = apply_key_changes(
         &cloud,
