@@ -76,6 +76,8 @@ struct Report<'a> {
     status: TenantStorageStatus,
     generation: i64,
     now: String,
+    /// The object's resourceVersion as this reconcile last saw it (its own writes included).
+    resource_version: Option<String>,
 }
 
 impl<'a> Report<'a> {
@@ -88,6 +90,7 @@ impl<'a> Report<'a> {
             status,
             generation,
             now: k8s_openapi::jiff::Timestamp::now().to_string(),
+            resource_version: ts.resource_version(),
         }
     }
 
@@ -132,18 +135,18 @@ impl<'a> Report<'a> {
             .and_then(|s| conditions::reason(&s.conditions, READY))
     }
 
-    async fn save(&self, api: &Api<TenantStorage>) -> Result<(), Error> {
+    async fn save(&mut self, api: &Api<TenantStorage>) -> Result<(), Error> {
         self.write(api, false).await
     }
 
-    /// Saves only if the object is still the one this reconcile observed (409 otherwise): for a
-    /// write-ahead marker, which must not be decided from a stale view (a replica that just took
-    /// over may not have seen the previous leader's marker yet).
-    async fn save_if_unchanged(&self, api: &Api<TenantStorage>) -> Result<(), Error> {
+    /// Saves only if nobody else changed the object since this reconcile observed it (409
+    /// otherwise): for a write-ahead marker, which must not be decided from a stale view (a
+    /// replica that just took over may not have seen the previous leader's marker yet).
+    async fn save_if_unchanged(&mut self, api: &Api<TenantStorage>) -> Result<(), Error> {
         self.write(api, true).await
     }
 
-    async fn write(&self, api: &Api<TenantStorage>, precondition: bool) -> Result<(), Error> {
+    async fn write(&mut self, api: &Api<TenantStorage>, precondition: bool) -> Result<(), Error> {
         if self.ts.status.as_ref() == Some(&self.status) {
             return Ok(());
         }
@@ -151,14 +154,16 @@ impl<'a> Report<'a> {
         let new = serde_json::to_value(&self.status).unwrap_or_default();
         let mut patch = json!({ "status": super::merge_patch(&old, &new) });
         if precondition {
-            patch["metadata"] = json!({"resourceVersion": self.ts.resource_version()});
+            patch["metadata"] = json!({"resourceVersion": self.resource_version});
         }
-        api.patch_status(
-            &self.ts.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        let saved = api
+            .patch_status(
+                &self.ts.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        self.resource_version = saved.resource_version();
         Ok(())
     }
 }
