@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
 
-use crate::harness::{
-    Aws, FaultProxy, Operator, Scenario, aliased_keys, eu_spec, keys_of_namespace, tenant,
-};
+use crate::harness::{Aws, FaultProxy, Operator, Scenario, eu_spec, keys_of_namespace, tenant};
 
 const TENANTS: usize = 50;
 
@@ -70,35 +68,8 @@ async fn fifty_tenants_converge_under_a_fifth_of_calls_failing() {
         started.elapsed()
     );
 
-    // AWS holds exactly one of each per tenant.
-    let aws = Aws::root().await;
-    let kms = aws.kms("eu-central-1");
-    let alias_prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
-    let (aliased, aliases) = aliased_keys(&kms, &alias_prefix).await;
-    assert_eq!(
-        (aliases, aliased.len()),
-        (TENANTS, TENANTS),
-        "one alias per tenant, each on its own key"
-    );
-    assert_eq!(
-        keys_of_namespace(&kms, &s.ns).await,
-        aliased,
-        "no key without its alias: none left by a lost answer"
-    );
-    let buckets = aws
-        .s3("eu-central-1")
-        .list_buckets()
-        .send()
-        .await
-        .expect("buckets");
-    let ours: BTreeSet<String> = buckets
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_owned))
-        .filter(|n| n.starts_with(&format!("{}-{}-", s.prefix, s.ns)))
-        .collect();
-    let expected: BTreeSet<String> = names.iter().map(|n| s.bucket_for(n)).collect();
-    assert_eq!(ours, expected, "one bucket per tenant, no other");
+    // AWS holds exactly one of each per tenant: none left by a lost answer.
+    s.assert_one_of_each(&names).await;
 
     // Converged: a full resync, under the same faults, changes nothing.
     let (writes, reads) = op.calls_over_reconciles(TENANTS as f64).await;

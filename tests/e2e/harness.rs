@@ -163,6 +163,51 @@ impl Scenario {
         .await
     }
 
+    /// Waits until some tenant has claimed its bucket (in status): provisioning is under way.
+    pub async fn wait_for_a_claim(&self, what: &str) {
+        eventually(what, || async {
+            let list = self.tenants().list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|t| t.status.as_ref().is_some_and(|st| st.bucket_name.is_some()))
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Asserts that AWS holds exactly one alias, one key and one bucket for each of `names`
+    /// (tenants of this scenario's namespace in eu-central-1), and no other.
+    pub async fn assert_one_of_each(&self, names: &[String]) {
+        let aws = Aws::root().await;
+        let kms = aws.kms("eu-central-1");
+        let alias_prefix = format!("alias/tenant-storage/{}/{}/", self.cluster_id, self.ns);
+        let (aliased, aliases) = aliased_keys(&kms, &alias_prefix).await;
+        assert_eq!(
+            (aliases, aliased.len()),
+            (names.len(), names.len()),
+            "one alias per tenant, each on its own key"
+        );
+        assert_eq!(
+            keys_of_namespace(&kms, &self.ns).await,
+            aliased,
+            "no key without its alias"
+        );
+        let buckets = aws
+            .s3("eu-central-1")
+            .list_buckets()
+            .send()
+            .await
+            .expect("buckets");
+        let ours: BTreeSet<String> = buckets
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_owned))
+            .filter(|n| n.starts_with(&format!("{}-{}-", self.prefix, self.ns)))
+            .collect();
+        let expected: BTreeSet<String> = names.iter().map(|n| self.bucket_for(n)).collect();
+        assert_eq!(ours, expected, "one bucket per tenant, no other");
+    }
+
     pub async fn wait_ready(&self, name: &str) -> TenantStorage {
         self.wait_condition(name, "Ready", ConditionStatus::True)
             .await

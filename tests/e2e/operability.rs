@@ -140,14 +140,7 @@ async fn a_paused_leader_resumes_without_acting() {
             .await
             .expect("create");
     }
-    eventually("the leader is at work", || async {
-        let list = s.tenants().list(&Default::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|t| t.status.as_ref().is_some_and(|st| st.bucket_name.is_some()))
-            .then_some(())
-    })
-    .await;
+    s.wait_for_a_claim("the leader is at work").await;
     a.signal("STOP");
     let paused = Instant::now();
     assert!(
