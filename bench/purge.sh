@@ -11,6 +11,9 @@
 #   BENCH_TOOLS="engine s5cmd" bench/purge.sh ...   only some tools (default: all)
 #   BENCH_FIRST_ROUND=2 bench/purge.sh 100000 2      rounds 2-3 (to continue an interrupted run;
 #                                                    bench/purge-summary.py combines the TSVs)
+#   BENCH_TOOLS="engine-proxy engine-faults" bench/purge.sh 20000 3
+#       the engine through the AWS fault injector (testenv/faults/proxy.py), without faults and
+#       with a fifth of all calls failing: what faults cost, the proxy's own cost set aside
 #
 # Besides time, each run records the CPU seconds the emulator (ministack, one Python process)
 # and the Kubernetes API server + etcd spent meanwhile: an emulator near 1 CPU-second per
@@ -42,8 +45,10 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tenant-storage-operator
 
 testenv_up
 OP_PID=
+PROXY_PIDS=()
 cleanup() {
   if [ -n "$OP_PID" ]; then kill "$OP_PID" 2>/dev/null || true; fi
+  for pid in "${PROXY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   testenv_down
 }
 trap cleanup EXIT
@@ -116,8 +121,8 @@ etcd_wal_bytes() {
   curl -s "$ETCD_URL/metrics" | awk '/^etcd_disk_wal_write_bytes_total/ {print int($2)}'
 }
 
-run_engine() { # tenant (also the request's name)
-  local req=$1
+run_engine() { # tenant (also the request's name) [AWS endpoint, the emulator's by default]
+  local req=$1 endpoint=${2:-$TSO_AWS_ENDPOINT_URL}
   kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: storage.tenancy.dev/v1alpha1
 kind: DataDeletionRequest
@@ -141,7 +146,7 @@ EOF
   local wal_before
   wal_before=$(etcd_wal_bytes)
   # A failed purge still reports: what it left shows in the table.
-  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$BIN" "${args[@]}" \
+  TSO_AWS_ENDPOINT_URL=$endpoint /usr/bin/time -f '%e %U %S %M' -o "$WORK/time" "$BIN" "${args[@]}" \
     > "$WORK/$req.log" 2>&1 || log "purge of $req exited $?"
   read -r secs user sys rss_kib < "$WORK/time"
   # What the purge cost etcd (every write the cluster made meanwhile) and the Job's peak memory.
@@ -203,6 +208,21 @@ run_s5cmd() { # bucket
   echo "$N_TOTAL $(echo "$(now) - $start" | bc -l)"
 }
 
+# testenv/faults/proxy.py in front of the emulator, failing a share `rate` of all calls; prints
+# its URL.
+start_proxy() { # rate
+  local port
+  port=$(free_port)
+  python3 "$ROOT/testenv/faults/proxy.py" --port "$port" --upstream "$TSO_AWS_ENDPOINT_URL" \
+    --ca "$AWS_CA_BUNDLE" --rate "$1" --seed 7 --log "$WORK/faults-$port.tsv" 2>> "$WORK/proxy.log" &
+  PROXY_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "http://127.0.0.1:$port"
+}
+
 command -v bc >/dev/null || { $sudo apt-get install -y -qq bc >/dev/null; }
 KEYS=$("$PY" -c "import sys; sys.path.insert(0, '$ROOT/bench'); import fill; print(len(fill.layout($N)[0]))")
 N_TOTAL=$("$PY" -c "import sys; sys.path.insert(0, '$ROOT/bench'); import fill; print(fill.layout($N)[1])")
@@ -211,6 +231,12 @@ S3RM=0
 if [[ " ${TOOLS[*]} " == *" s3rm "* ]]; then
   S3RM=1
   read -r -a TOOLS <<< "$(tr ' ' '\n' <<< "${TOOLS[*]}" | grep -vx s3rm | tr '\n' ' ')"
+fi
+if [[ " ${TOOLS[*]} " == *" engine-"* ]]; then
+  log "starting the AWS fault injector: no faults, and a fifth of calls failing"
+  # Not in a subshell: the PIDs must reach cleanup.
+  start_proxy 0 > "$WORK/proxy-clean.url"; start_proxy 0.2 > "$WORK/proxy-faulty.url"
+  PROXY_CLEAN=$(cat "$WORK/proxy-clean.url"); PROXY_FAULTY=$(cat "$WORK/proxy-faulty.url")
 fi
 FIRST=${BENCH_FIRST_ROUND:-1}
 for round in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
@@ -231,6 +257,8 @@ for round in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
     emu0=$(cpu_of "$EMULATOR_PID"); api0=$(cpu_of "${API_PIDS[@]}")
     case $tool in
       engine) read -r objects secs cpu < <(run_engine "r$round-$tool") ;;
+      engine-proxy) read -r objects secs cpu < <(run_engine "r$round-$tool" "$PROXY_CLEAN") ;;
+      engine-faults) read -r objects secs cpu < <(run_engine "r$round-$tool" "$PROXY_FAULTY") ;;
       *) read -r objects secs < <("run_$tool" "$bucket") ;;
     esac
     emu=$(echo "$(cpu_of "$EMULATOR_PID") - $emu0" | bc -l); api=$(echo "$(cpu_of "${API_PIDS[@]}") - $api0" | bc -l)

@@ -168,6 +168,8 @@ testenv_up() {
   W=$K8S_W D=$TSO_RUN/k8s PORT=$kport EPORT=$eport EXTRA_TOKENS=$TSO_RUN/k8s/extra-tokens.csv \
     bash "$TSO_ROOT/testenv/k8s/start.sh" --enable-admission-plugins=ValidatingAdmissionPolicy >&2
   export KUBECONFIG=$TSO_RUN/k8s/kubeconfig
+  # A test may start a second API server on the same etcd (tests/e2e/control_plane.rs).
+  export TSO_ETCD_URL=http://127.0.0.1:$eport
   testenv_install_chart
 
   aport=$(free_port)

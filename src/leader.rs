@@ -157,33 +157,38 @@ impl Elector {
     }
 
     /// Renews the lease until it cannot be renewed in time; then returns the error, and the
-    /// caller must stop reconciling.
+    /// caller must stop reconciling. A failed renewal is retried every fifth of a period (as
+    /// client-go's retry period), so an API server restarting for a few seconds costs nothing;
+    /// the holder gives up once it could no longer renew before its fence runs out.
     pub async fn hold(&self) -> LeaderError {
         let period = self.period();
-        let mut last_renewal = tokio::time::Instant::now();
+        let mut renewed = tokio::time::Instant::now();
+        let mut wait = period;
         loop {
-            tokio::time::sleep(period).await;
+            tokio::time::sleep(wait).await;
             // A renewal counts from when it was sent (the lease's renewTime is no later), and
-            // may not outlast the lease: an API server that stops answering must not keep this
+            // may not outlast the fence: an API server that stops answering must not keep this
             // holder acting while another takes over.
             let sent = tokio::time::Instant::now();
-            let left = self
-                .settings
-                .duration
-                .saturating_sub(last_renewal.elapsed() + period);
+            let deadline = renewed + (self.settings.duration - period);
+            let Some(left) = deadline
+                .checked_duration_since(sent)
+                .filter(|l| !l.is_zero())
+            else {
+                break;
+            };
             match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
                 Ok(Ok(true)) => {
-                    last_renewal = sent;
+                    renewed = sent;
                     self.held_from(sent);
+                    wait = period;
+                    continue;
                 }
                 Ok(Ok(false)) => break,
-                Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed"),
+                Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed; retrying"),
                 Err(_) => warn!(lease = %self.settings.name, "leader election: renewal timed out"),
             }
-            // Stop before the lease expires, so two leaders never overlap.
-            if last_renewal.elapsed() + period >= self.settings.duration {
-                break;
-            }
+            wait = period / 5;
         }
         self.fence.revoke();
         LeaderError::Lost {

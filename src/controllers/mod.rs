@@ -6,6 +6,7 @@ mod error;
 mod evidence;
 mod residency_policy;
 mod tenant_storage;
+mod watch_backoff;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
 use crate::telemetry::Metrics;
+use watch_backoff::WatchBackoff;
 
 /// Operator-wide settings that shape every tenant.
 #[derive(Clone, Debug)]
@@ -193,7 +195,8 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 .with_config(
                     kube::runtime::controller::Config::default()
                         .concurrency(ctx.settings.max_concurrent_reconciles),
-                );
+                )
+                .trigger_backoff(WatchBackoff::default());
             let store = controller.store();
             stores.push(store.clone());
             let policies: Api<ResidencyPolicy> = Api::all(client.clone());
@@ -238,6 +241,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         .map(|requests| {
             let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.purge.namespace);
             Controller::new(requests, watcher::Config::default())
+                .trigger_backoff(WatchBackoff::default())
                 .watches(
                     jobs,
                     watcher::Config::default().labels(REQUEST_LABEL),

@@ -33,7 +33,7 @@ pub async fn maintain_status(
     let api: Api<ResidencyPolicy> = Api::all(client);
     let (policies, writer) = reflector::store();
     let watch = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .default_backoff()
+        .backoff(super::watch_backoff::WatchBackoff::default())
         .for_each(|_| futures::future::ready(()));
     let update = async {
         let mut reported: HashSet<String> = HashSet::new();

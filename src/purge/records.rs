@@ -7,10 +7,12 @@
 //! ([`super::journal`]).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
+use tracing::warn;
 
 use super::engine::StoreError;
 use crate::api::DataDeletionRequest;
@@ -36,6 +38,40 @@ pub struct RequestRecords {
 
 fn kube_err(what: String) -> impl FnOnce(kube::Error) -> StoreError {
     move |source| StoreError::Kube { what, source }
+}
+
+/// How long a write to the API server is retried when it failed for a passing reason (the server
+/// restarting, throttling, a conflict on a write that carries no precondition): longer than a
+/// control-plane restart, shorter than the request's fence, which stops the pod anyway.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `write` until it succeeds, fails for good, or [`PATIENCE`] runs out. Every write here is
+/// idempotent (a server-side apply, a merge patch), so repeating one that did land is harmless.
+async fn persist<T, Fut>(what: &str, write: impl Fn() -> Fut) -> Result<T, StoreError>
+where
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match write().await {
+            Err(e) if passing(&e) && started.elapsed() + pause < PATIENCE => {
+                warn!(error = %e, "{what}: the API server did not take it; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            result => return result.map_err(kube_err(what.to_owned())),
+        }
+    }
+}
+
+/// Whether an error says nothing about the write itself, so that repeating it may succeed.
+fn passing(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => matches!(status.code, 409 | 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
 }
 
 impl RequestRecords {
@@ -132,14 +168,12 @@ impl RequestRecords {
             data: Some(data),
             ..ConfigMap::default()
         };
-        self.config_maps
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&cm),
-            )
-            .await
-            .map_err(kube_err(format!("writing ConfigMap {name}")))?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&cm);
+        persist(&format!("writing ConfigMap {name}"), || {
+            self.config_maps.patch(name, &params, &patch)
+        })
+        .await?;
         Ok(())
     }
 
@@ -156,17 +190,16 @@ impl RequestRecords {
 
     /// Merge-patches `status` fields of the request (only those the purge owns).
     pub async fn patch_status(&self, status: serde_json::Value) -> Result<(), StoreError> {
-        self.requests
-            .patch_status(
-                &self.request,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "status": status })),
-            )
-            .await
-            .map_err(kube_err(format!(
+        let patch = Patch::Merge(serde_json::json!({ "status": status }));
+        let params = PatchParams::default();
+        persist(
+            &format!(
                 "updating the status of DataDeletionRequest {}",
                 self.request
-            )))?;
+            ),
+            || self.requests.patch_status(&self.request, &params, &patch),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -512,7 +512,182 @@ impl FaultProxy {
     }
 }
 
-/// Ids of every KMS key in the region (all pages) tagged as a tenant of `namespace`.
+/// A second API server on the suite's etcd, as a highly available control plane runs several: a
+/// test points its operator or Job at it and restarts it (etcd keeping every object) without
+/// disturbing the tests on the first one. Stopped, by PID, when dropped.
+pub struct ApiServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl ApiServer {
+    pub async fn start() -> ApiServer {
+        let port = free_port();
+        let mut server = ApiServer { child: None, port };
+        server.start_again().await;
+        server
+    }
+
+    /// Starts the server (again) on its port and waits until it is ready.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the API server is already running");
+        let run = PathBuf::from(env("TSO_RUN")).join("k8s");
+        let binary = PathBuf::from(env("K8S_W")).join("bin/mini-kube-apiserver");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.join(format!("apiserver-{}.log", self.port)))
+            .expect("API server log file");
+        let child = Command::new(binary)
+            .arg(format!("--etcd-servers={}", env("TSO_ETCD_URL")))
+            .args([
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={}", self.port),
+            ])
+            .arg(format!(
+                "--tls-cert-file={}",
+                run.join("pki/server.crt").display()
+            ))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                run.join("pki/server.key").display()
+            ))
+            .arg(format!(
+                "--client-ca-file={}",
+                run.join("pki/ca.crt").display()
+            ))
+            .arg(format!(
+                "--token-auth-file={}",
+                run.join("tokens.csv").display()
+            ))
+            .arg(format!(
+                "--authz-log={}",
+                run.join(format!("authz-{}.log", self.port)).display()
+            ))
+            .arg("--enable-admission-plugins=ValidatingAdmissionPolicy")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start a second API server");
+        self.child = Some(child);
+        let url = format!("https://127.0.0.1:{}/readyz", self.port);
+        eventually("the second API server is ready", || async {
+            let out = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .await
+                .ok()?;
+            (out.stdout == b"200").then_some(())
+        })
+        .await;
+    }
+
+    /// SIGKILL, as a crashed or rebooted control-plane node: every connection, watches
+    /// included, drops at once and nothing is answered until [`ApiServer::start_again`].
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("the API server is running");
+        child.kill().await.expect("kill the API server");
+    }
+
+    /// A kubeconfig of test identity `identity` (as [`client_as`] takes it) that talks to this
+    /// server.
+    pub fn kubeconfig(&self, identity: &str) -> PathBuf {
+        kubeconfig_for(identity, &format!("https://127.0.0.1:{}", self.port))
+    }
+}
+
+/// A copy of identity `identity`'s kubeconfig whose cluster is at `server`.
+fn kubeconfig_for(identity: &str, server: &str) -> PathBuf {
+    let original = env(&format!("TSO_KUBECONFIG_{}", identity.to_uppercase()));
+    let text = std::fs::read_to_string(&original).expect("read kubeconfig");
+    let (before, rest) = text
+        .split_once("server: \"")
+        .expect("a server in the kubeconfig");
+    let (_, after) = rest.split_once('"').expect("a quoted server");
+    let port = server.rsplit(':').next().unwrap_or_default();
+    let path = PathBuf::from(format!("{original}-{port}"));
+    std::fs::write(&path, format!("{before}server: \"{server}\"{after}"))
+        .expect("write kubeconfig");
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `testenv/faults/kube_proxy.py` in front of the suite's API server, until dropped: a share of
+/// status writes answered 409 Conflict, and every watch cut after a few seconds.
+pub struct KubeFaultProxy {
+    _child: Child,
+    pub port: u16,
+    pub log_path: PathBuf,
+}
+
+impl KubeFaultProxy {
+    pub async fn start(conflict_rate: f64, watch_cut: (u32, u32), seed: u64) -> KubeFaultProxy {
+        let port = free_port();
+        let run = PathBuf::from(env("TSO_RUN"));
+        let log_path = run.join(format!("kube-faults-{port}.tsv"));
+        let admin = std::fs::read_to_string(env("KUBECONFIG")).expect("read kubeconfig");
+        let upstream = admin
+            .split_once("server: \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(server, _)| server.to_owned())
+            .expect("the API server's address");
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/testenv/faults/kube_proxy.py"
+            ))
+            .args(["--port", &port.to_string(), "--upstream", &upstream])
+            .arg("--ca")
+            .arg(run.join("k8s/pki/ca.crt"))
+            .args(["--conflict-rate", &conflict_rate.to_string()])
+            .args(["--watch-cut", &format!("{},{}", watch_cut.0, watch_cut.1)])
+            .args(["--seed", &seed.to_string()])
+            .arg("--log")
+            .arg(&log_path)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the Kubernetes fault proxy");
+        eventually("the Kubernetes fault proxy listens", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        KubeFaultProxy {
+            _child: child,
+            port,
+            log_path,
+        }
+    }
+
+    /// A kubeconfig of test identity `identity` that talks through this proxy.
+    pub fn kubeconfig(&self, identity: &str) -> PathBuf {
+        kubeconfig_for(identity, &format!("http://127.0.0.1:{}", self.port))
+    }
+
+    /// `(method, path, fault, upstream status)` of every request so far.
+    pub fn calls(&self) -> Vec<[String; 4]> {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                Some([f.first()?, f.get(1)?, f.get(2)?, f.get(3)?].map(|s| s.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// Ids of every KMS key in the region (all pages) tagged as a tenant of `namespace`, but those a
+/// deleted tenant left scheduled for deletion.
 pub async fn keys_of_namespace(kms: &aws_sdk_kms::Client, namespace: &str) -> BTreeSet<String> {
     let mut ours = BTreeSet::new();
     let mut pages = kms.list_keys().into_paginator().send();
@@ -525,16 +700,27 @@ pub async fn keys_of_namespace(kms: &aws_sdk_kms::Client, namespace: &str) -> BT
                 .send()
                 .await
                 .expect("tags");
-            if tags
+            let tenant_of_namespace = tags
                 .tags()
                 .iter()
-                .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == namespace)
-            {
+                .any(|t| t.tag_key() == "tenancy.dev/namespace" && t.tag_value() == namespace);
+            if tenant_of_namespace && !pending_deletion(kms, id).await {
                 ours.insert(id.to_owned());
             }
         }
     }
     ours
+}
+
+async fn pending_deletion(kms: &aws_sdk_kms::Client, id: &str) -> bool {
+    let key = kms
+        .describe_key()
+        .key_id(id)
+        .send()
+        .await
+        .expect("describe key");
+    key.key_metadata().and_then(|m| m.key_state())
+        == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)
 }
 
 /// Key ids the aliases under `prefix` point to (all pages), and how many such aliases there are.

@@ -580,28 +580,9 @@ async fn killed_purges_resume_exactly() {
             .env("TSO_PURGE_CONCURRENCY", "2")
             .spawn()
             .expect("start purge");
-        let deadline = std::time::Instant::now() + Duration::from_secs(240);
-        loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no progress past {threshold}"
-            );
-            if let Some(exit) = child.try_wait().expect("poll purge") {
-                panic!("purge finished ({exit:?}) before it could be killed past {threshold}");
-            }
-            let deleted = requests(&s)
-                .get("big")
-                .await
-                .ok()
-                .and_then(|r| r.status?.progress)
-                .map_or(0, |p| p.versions_deleted + p.delete_markers_deleted);
-            if deleted > threshold {
-                child.kill().await.expect("SIGKILL purge");
-                kills += 1;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_progress(&s, "big", &mut child, threshold).await;
+        child.kill().await.expect("SIGKILL purge");
+        kills += 1;
     }
     assert_eq!(kills, 3);
     let exit = purge(&s, "big").await;
@@ -1770,4 +1751,108 @@ async fn a_purge_under_a_fifth_of_calls_failing_certifies_exactly() {
         calls.len()
     );
     assert!(faulted * 20 >= calls.len(), "{faulted} of {}", calls.len());
+}
+
+/// Waits until the request's progress shows more than `threshold` versions and markers deleted,
+/// failing if the purge exits first.
+async fn wait_for_progress(
+    s: &Scenario,
+    request: &str,
+    child: &mut tokio::process::Child,
+    threshold: u64,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress past {threshold}"
+        );
+        if let Some(exit) = child.try_wait().expect("poll purge") {
+            panic!("purge finished ({exit:?}) before it got past {threshold}");
+        }
+        let deleted = requests(s)
+            .get(request)
+            .await
+            .ok()
+            .and_then(|r| r.status?.progress)
+            .map_or(0, |p| p.versions_deleted + p.delete_markers_deleted);
+        if deleted > threshold {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The Job's API server (a second one on the suite's etcd) is killed once the purge is a third
+/// done, and comes back 7 s later: the pod keeps its fence (the renewal that falls into the
+/// outage is retried), retries its progress and certificate writes, and finishes by itself with
+/// an exact certificate; nothing remains.
+#[tokio::test]
+async fn a_purge_survives_an_api_server_restart() {
+    let s = Scenario::new("purgeapi").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/", "b/", "c/"], 600)).await;
+    submit(
+        &s,
+        &request("restart", "t", json!({"wholeTenant": true}), "Purge", false),
+    )
+    .await;
+    let mut server = crate::harness::ApiServer::start().await;
+    let mut child = purge_command(&s, "restart")
+        .await
+        .env("KUBECONFIG", server.kubeconfig("purge"))
+        .env("TSO_PURGE_CONCURRENCY", "2")
+        .spawn()
+        .expect("start purge");
+    wait_for_progress(&s, "restart", &mut child, written.len() as u64 / 3).await;
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    server.start_again().await;
+    let exit = tokio::time::timeout(Duration::from_secs(300), child.wait())
+        .await
+        .expect("purge finishes")
+        .expect("wait for purge");
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert!(listing(&s3, &bucket).await.is_empty(), "nothing left");
+    assert_deleted_exactly(&s, "restart", &written).await;
+}
+
+/// Through a proxy that answers 30% of status writes 409 Conflict (its seed refuses the first two
+/// of them, whatever the timing), the Job retries each refused write and finishes with an exact
+/// certificate.
+#[tokio::test]
+async fn a_purge_under_conflicting_status_writes_certifies_exactly() {
+    let s = Scenario::new("purgeconflict").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    let s3 = Aws::root().await.s3("eu-central-1");
+    let written = fill(&s3, &bucket, layout(&["a/", "b/"], 600)).await;
+    submit(
+        &s,
+        &request(
+            "conflicts",
+            "t",
+            json!({"wholeTenant": true}),
+            "Purge",
+            false,
+        ),
+    )
+    .await;
+    let proxy = crate::harness::KubeFaultProxy::start(0.3, (1, 4), 4).await;
+    let exit = purge_command(&s, "conflicts")
+        .await
+        .env("KUBECONFIG", proxy.kubeconfig("purge"))
+        .env("TSO_PURGE_CONCURRENCY", "2")
+        .status()
+        .await
+        .expect("run purge");
+    assert!(exit.success(), "purge exited {exit:?}");
+    assert!(listing(&s3, &bucket).await.is_empty(), "nothing left");
+    assert_deleted_exactly(&s, "conflicts", &written).await;
+    let conflicts = proxy.calls().iter().filter(|c| c[2] == "conflict").count();
+    assert!(conflicts > 0, "status writes were refused");
 }
