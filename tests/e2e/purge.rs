@@ -225,13 +225,16 @@ async fn purge_command(s: &Scenario, request: &str) -> Command {
     command
 }
 
+fn log_path(s: &Scenario, request: &str) -> PathBuf {
+    PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
+        .join(format!("purge-{}-{request}.log", s.ns))
+}
+
 fn log_file(s: &Scenario, request: &str) -> std::fs::File {
-    let log_path = PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
-        .join(format!("purge-{}-{request}.log", s.ns));
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
+        .open(log_path(s, request))
         .expect("purge log file")
 }
 
@@ -1783,10 +1786,10 @@ async fn wait_for_progress(
     }
 }
 
-/// The Job's API server (a second one on the suite's etcd) is killed once the purge is a third
-/// done, and comes back 7 s later: the pod keeps its fence (the renewal that falls into the
-/// outage is retried), retries its progress and certificate writes, and finishes by itself with
-/// an exact certificate; nothing remains.
+/// The Job's API server (a second one on the suite's etcd) is killed as soon as the purge runs,
+/// and comes back once the pod has met the outage (at least 7 s later): the pod keeps its fence,
+/// retries its refused writes, and finishes by itself with an exact certificate; nothing
+/// remains.
 #[tokio::test]
 async fn a_purge_survives_an_api_server_restart() {
     let s = Scenario::new("purgeapi").await;
@@ -1807,9 +1810,29 @@ async fn a_purge_survives_an_api_server_restart() {
         .env("TSO_PURGE_CONCURRENCY", "2")
         .spawn()
         .expect("start purge");
-    wait_for_progress(&s, "restart", &mut child, written.len() as u64 / 3).await;
+    // Killed as soon as the pod has marked the request Running: the rest of its work, and every
+    // write it still has to make, falls into the outage.
+    eventually("the purge running", || async {
+        let phase = requests(&s).get("restart").await.ok()?.status?.phase?;
+        assert!(
+            phase == DeletionPhase::Running || phase == DeletionPhase::Pending,
+            "the purge got to {phase:?} before the outage"
+        );
+        (phase == DeletionPhase::Running).then_some(())
+    })
+    .await;
     server.kill().await;
+    // Down for at least 7 s, and until the pod has had to retry a write (it cannot finish
+    // without its final status and certificate writes).
     tokio::time::sleep(Duration::from_secs(7)).await;
+    let log = log_path(&s, "restart");
+    eventually("a write of the purge refused by the outage", || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("the API server did not take it; retrying")
+            .then_some(())
+    })
+    .await;
     server.start_again().await;
     let exit = tokio::time::timeout(Duration::from_secs(300), child.wait())
         .await
