@@ -4,6 +4,7 @@ mod conditions;
 mod data_deletion_request;
 mod error;
 mod evidence;
+mod own_writes;
 mod residency_policy;
 mod tenant_storage;
 mod watch_backoff;
@@ -12,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use data_deletion_request::REQUEST_ANNOTATION;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -29,6 +30,7 @@ pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
 use crate::telemetry::Metrics;
+use own_writes::OwnWrites;
 use watch_backoff::WatchBackoff;
 
 /// Operator-wide settings that shape every tenant.
@@ -110,6 +112,8 @@ pub struct Context {
     pub settings: Settings,
     /// Operator-owned buckets (access logs, evidence) verified recently, by name.
     pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// TenantStorage status writes of ours, whose watch events trigger nothing.
+    pub own_writes: OwnWrites,
 }
 
 /// A JSON merge patch (RFC 7386) from `old` to `new`: `new`, plus `null` for every field `old`
@@ -186,12 +190,19 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         metrics,
         settings,
         log_buckets: tokio::sync::Mutex::default(),
+        own_writes: OwnWrites::default(),
     });
     let mut stores = Vec::new();
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|tenants| {
-            let controller = Controller::new(tenants, watcher::Config::default().any_semantic())
+            let (store, writer) = reflector::store();
+            let own_writes = ctx.own_writes.clone();
+            let trigger = watcher(tenants, watcher::Config::default().any_semantic())
+                .reflect(writer)
+                .applied_objects()
+                .try_filter(move |ts| future::ready(!own_writes.produced(ts)));
+            let controller = Controller::for_stream(trigger, store)
                 .with_config(
                     kube::runtime::controller::Config::default()
                         .concurrency(ctx.settings.max_concurrent_reconciles),

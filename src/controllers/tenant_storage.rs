@@ -18,6 +18,7 @@ mod access;
 mod delegation;
 
 use super::conditions::{self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT};
+use super::own_writes::OwnWrites;
 use super::{Context, Error};
 use crate::api::{
     ConditionStatus, DataDeletionRequest, DeletionPhase, DeletionPolicy, ResidencyPolicy,
@@ -55,6 +56,7 @@ pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Acti
             Finalizer::Cleanup(ts) => {
                 let action = cleanup(&ts, &ctx, &api).await?;
                 ctx.metrics.record_tenant(&tenant_key(&ts), None);
+                ctx.own_writes.forget(&ts);
                 Ok(action)
             }
         }
@@ -73,6 +75,7 @@ pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Acti
 /// What a reconcile is writing into status, compared with what was there.
 struct Report<'a> {
     ts: &'a TenantStorage,
+    own: &'a OwnWrites,
     status: TenantStorageStatus,
     generation: i64,
     now: String,
@@ -81,12 +84,13 @@ struct Report<'a> {
 }
 
 impl<'a> Report<'a> {
-    fn new(ts: &'a TenantStorage) -> Self {
+    fn new(ts: &'a TenantStorage, own: &'a OwnWrites) -> Self {
         let mut status = ts.status.clone().unwrap_or_default();
         let generation = ts.metadata.generation.unwrap_or_default();
         status.observed_generation = Some(generation);
         Report {
             ts,
+            own,
             status,
             generation,
             now: k8s_openapi::jiff::Timestamp::now().to_string(),
@@ -164,6 +168,7 @@ impl<'a> Report<'a> {
             )
             .await?;
         self.resource_version = saved.resource_version();
+        self.own.record(self.ts, saved.resource_version());
         Ok(())
     }
 }
@@ -236,7 +241,7 @@ async fn apply(
     ctx: &Context,
     api: &Api<TenantStorage>,
 ) -> Result<Action, Error> {
-    let mut report = Report::new(ts);
+    let mut report = Report::new(ts, &ctx.own_writes);
     if ts.annotations().get(PAUSED).map(String::as_str) == Some("true") {
         report.set(
             PAUSED_CONDITION,
@@ -936,7 +941,7 @@ async fn cleanup(
                             "deletionPolicy Delete: bucket {bucket} still holds objects or versions, so it is not deleted. Empty it with a DataDeletionRequest first; this object stays until then"
                         ),
                     };
-                    let mut report = Report::new(ts);
+                    let mut report = Report::new(ts, &ctx.own_writes);
                     let first_time = report.previous_ready_reason() != Some("DeletionBlocked");
                     report.set(
                         READY,
