@@ -14,10 +14,12 @@ use crate::harness::{
 
 /// The operators' lease: renewed every third of it, and held (acting) until two thirds have
 /// passed without a renewal.
-const LEASE: &str = "20s";
-/// How long the API server stays down: longer than a renewal period, so a renewal always falls
-/// into the outage, and short enough (with the restart) for a retry to renew within the lease.
-const OUTAGE: Duration = Duration::from_secs(7);
+const LEASE: &str = "45s";
+/// How long the API server stays down: as long as a renewal period, so a renewal always falls
+/// into the outage, and a whole period short of the fence, so a loaded machine may take that
+/// long to restart the server and a retry still renews in time (with a 20 s lease and a 7 s
+/// outage, a leader lost its lease in a full run on a loaded machine).
+const OUTAGE: Duration = Duration::from_secs(15);
 
 async fn operator_through(s: &Scenario, kubeconfig: &std::path::Path) -> Operator {
     let kubeconfig = kubeconfig.display().to_string();

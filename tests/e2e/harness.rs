@@ -308,10 +308,7 @@ impl Operator {
         extra: &[&str],
         vars: &[(&str, &str)],
     ) -> Operator {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let metrics_addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log_path = PathBuf::from(std::env::var("TSO_RUN").unwrap_or_else(|_| "/tmp".into()))
             .join(format!("operator-{cluster_id}-{port}.log"));
@@ -463,10 +460,7 @@ impl FaultProxy {
 
     /// Also loses the first answer to each of `lose_first` (operation names).
     pub async fn start_with(rate: f64, seed: u64, lose_first: &[&str]) -> FaultProxy {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let log_path = PathBuf::from(env("TSO_RUN")).join(format!("faults-{port}.tsv"));
         let child = Command::new("python3")
             .arg(concat!(
@@ -483,13 +477,7 @@ impl FaultProxy {
             .kill_on_drop(true)
             .spawn()
             .expect("start the fault proxy");
-        eventually("the fault proxy listens", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
+        wait_listening("the fault proxy listens", port).await;
         FaultProxy {
             _child: child,
             url: format!("http://127.0.0.1:{port}"),
@@ -499,16 +487,7 @@ impl FaultProxy {
 
     /// `(service, operation, method, fault, upstream status)` of every request so far.
     pub fn calls(&self) -> Vec<[String; 5]> {
-        std::fs::read_to_string(&self.log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                Some(
-                    [f.first()?, f.get(1)?, f.get(2)?, f.get(3)?, f.get(4)?].map(|s| s.to_string()),
-                )
-            })
-            .collect()
+        log_rows(&self.log_path)
     }
 }
 
@@ -601,15 +580,44 @@ impl ApiServer {
 fn kubeconfig_for(identity: &str, server: &str) -> PathBuf {
     let original = env(&format!("TSO_KUBECONFIG_{}", identity.to_uppercase()));
     let text = std::fs::read_to_string(&original).expect("read kubeconfig");
-    let (before, rest) = text
-        .split_once("server: \"")
-        .expect("a server in the kubeconfig");
-    let (_, after) = rest.split_once('"').expect("a quoted server");
+    let old = server_of(&text);
     let port = server.rsplit(':').next().unwrap_or_default();
     let path = PathBuf::from(format!("{original}-{port}"));
-    std::fs::write(&path, format!("{before}server: \"{server}\"{after}"))
-        .expect("write kubeconfig");
+    std::fs::write(&path, text.replacen(old, server, 1)).expect("write kubeconfig");
     path
+}
+
+/// The API server a kubeconfig written by `testenv/k8s/start.sh` points at.
+fn server_of(kubeconfig: &str) -> &str {
+    kubeconfig
+        .split_once("server: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(server, _)| server)
+        .expect("a quoted server in the kubeconfig")
+}
+
+/// Waits until something listens on loopback `port`.
+async fn wait_listening(what: &str, port: u16) {
+    eventually(what, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+}
+
+/// The first `N` tab-separated fields of each line of a proxy's log (a line with fewer, being
+/// written, is skipped).
+fn log_rows<const N: usize>(path: &std::path::Path) -> Vec<[String; N]> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<String> = l.split('\t').take(N).map(str::to_owned).collect();
+            fields.try_into().ok()
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -633,11 +641,7 @@ impl KubeFaultProxy {
         let run = PathBuf::from(env("TSO_RUN"));
         let log_path = run.join(format!("kube-faults-{port}.tsv"));
         let admin = std::fs::read_to_string(env("KUBECONFIG")).expect("read kubeconfig");
-        let upstream = admin
-            .split_once("server: \"")
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(server, _)| server.to_owned())
-            .expect("the API server's address");
+        let upstream = server_of(&admin).to_owned();
         let child = Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -654,13 +658,7 @@ impl KubeFaultProxy {
             .kill_on_drop(true)
             .spawn()
             .expect("start the Kubernetes fault proxy");
-        eventually("the Kubernetes fault proxy listens", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
+        wait_listening("the Kubernetes fault proxy listens", port).await;
         KubeFaultProxy {
             _child: child,
             port,
@@ -675,14 +673,7 @@ impl KubeFaultProxy {
 
     /// `(method, path, fault, upstream status)` of every request so far.
     pub fn calls(&self) -> Vec<[String; 4]> {
-        std::fs::read_to_string(&self.log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                Some([f.first()?, f.get(1)?, f.get(2)?, f.get(3)?].map(|s| s.to_string()))
-            })
-            .collect()
+        log_rows(&self.log_path)
     }
 }
 
