@@ -19,7 +19,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -142,7 +142,8 @@ pub(crate) fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> s
 
 /// Waits until every watched scope can be listed with our credentials.
 pub async fn wait_for_api(client: &Client, settings: &Settings) {
-    for api in scopes(client, settings) {
+    for scope in scopes(settings) {
+        let api: Api<TenantStorage> = scoped(client, scope.as_deref());
         while let Err(e) = api.list_metadata(&ListParams::default().limit(1)).await {
             warn!(error = %e, "cannot list TenantStorages yet");
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -150,35 +151,32 @@ pub async fn wait_for_api(client: &Client, settings: &Settings) {
     }
 }
 
-fn deletion_scopes(client: &Client, settings: &Settings) -> Vec<Api<DataDeletionRequest>> {
+/// The namespaces the controllers watch: `None` for all of them, else one entry per distinct
+/// namespace (two controllers on the same objects would race).
+fn scopes(settings: &Settings) -> Vec<Option<String>> {
     if settings.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+        vec![None]
     } else {
         let unique: std::collections::BTreeSet<&String> = settings.namespaces.iter().collect();
-        unique
-            .into_iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
+        unique.into_iter().map(|ns| Some(ns.clone())).collect()
     }
 }
 
-fn scopes(client: &Client, settings: &Settings) -> Vec<Api<TenantStorage>> {
-    if settings.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        // One controller per distinct namespace: two on the same objects would race.
-        let unique: std::collections::BTreeSet<&String> = settings.namespaces.iter().collect();
-        unique
-            .into_iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
+fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
 /// Runs the TenantStorage controller (one per watched namespace) until SIGTERM/SIGINT, letting
 /// in-flight reconciles finish.
 pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Settings) {
-    let scopes = scopes(&client, &settings);
+    let scopes = scopes(&settings);
     let reporter = Reporter {
         controller: "tenant-storage-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -194,8 +192,9 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
     });
     let mut stores = Vec::new();
     let controllers: Vec<_> = scopes
-        .into_iter()
-        .map(|tenants| {
+        .iter()
+        .map(|scope| {
+            let tenants: Api<TenantStorage> = scoped(&client, scope.as_deref());
             let (store, writer) = reflector::store();
             let own_writes = ctx.own_writes.clone();
             let trigger = watcher(tenants, watcher::Config::default().any_semantic())
@@ -210,12 +209,14 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 .trigger_backoff(WatchBackoff::default());
             let store = controller.store();
             stores.push(store.clone());
-            let policies: Api<ResidencyPolicy> = Api::all(client.clone());
+            // Only a change of a policy's spec re-evaluates the tenants bound to it: its status
+            // (which the operator itself keeps counting tenants) says nothing they depend on.
+            let policies = watcher(Api::<ResidencyPolicy>::all(client.clone()), watcher::Config::default())
+                .applied_objects()
+                .predicate_filter(predicates::generation, Default::default());
             controller
-                // A policy change re-evaluates every tenant bound to it right away.
-                .watches(
+                .watches_stream(
                     policies,
-                    watcher::Config::default(),
                     move |policy: ResidencyPolicy| {
                         let name = policy.name_any();
                         store
@@ -229,7 +230,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 // A deletion request changing state changes its tenant's bucket policy and may let
                 // a blocked deletion finish.
                 .watches(
-                    Api::<DataDeletionRequest>::all(client.clone()),
+                    scoped::<DataDeletionRequest>(&client, scope.as_deref()),
                     watcher::Config::default(),
                     |req: DataDeletionRequest| {
                         req.namespace().map(|ns| {
@@ -247,19 +248,25 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
-    let deletion_requests: Vec<_> = deletion_scopes(&client, &ctx.settings)
+    let deletion_requests: Vec<_> = scopes
         .into_iter()
-        .map(|requests| {
+        .map(|scope| {
+            let requests: Api<DataDeletionRequest> = scoped(&client, scope.as_deref());
             let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.purge.namespace);
             Controller::new(requests, watcher::Config::default())
                 .trigger_backoff(WatchBackoff::default())
+                // Every request's Job runs in the Jobs' namespace: each controller takes only
+                // those of requests in its own scope.
                 .watches(
                     jobs,
                     watcher::Config::default().labels(REQUEST_LABEL),
-                    |job: Job| {
+                    move |job: Job| {
                         let target = job.annotations().get(REQUEST_ANNOTATION)?.clone();
                         let (ns, name) = target.split_once('/')?;
-                        Some(ObjectRef::<DataDeletionRequest>::new(name).within(ns))
+                        scope
+                            .as_deref()
+                            .is_none_or(|scope| scope == ns)
+                            .then(|| ObjectRef::<DataDeletionRequest>::new(name).within(ns))
                     },
                 )
                 .shutdown_on_signal()

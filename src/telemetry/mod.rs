@@ -6,6 +6,8 @@ mod server;
 pub use metrics::{AwsCallLabels, Metrics, TenantLabels, is_mutating};
 pub use server::{Health, serve};
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log output format.
@@ -22,8 +24,13 @@ pub fn init_logging(format: LogFormat) {
     });
     let registry = tracing_subscriber::registry().with(filter);
     match format {
+        // Colour codes only for a terminal: in a pod's log or a file they are noise.
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .init(),
         LogFormat::Json => registry
             .with(

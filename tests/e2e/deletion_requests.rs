@@ -5,7 +5,8 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tenant_storage_operator::api::{ConditionStatus, DataDeletionRequest, DeletionPhase};
-use tenant_storage_operator::controllers::deletion_job_name;
+use tenant_storage_operator::controllers::{REQUEST_LABEL, deletion_job_name};
+use tenant_storage_operator::plan::naming::deletion_request_label;
 use tenant_storage_operator::purge::UID_LABEL;
 
 use crate::harness::{
@@ -623,4 +624,76 @@ async fn raw_prefixes_are_purged_as_written() {
         .expect("list");
     let left: Vec<&str> = left.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(left, ["users/3/kept", "users/50/kept"]);
+}
+
+/// An operator given `--namespace` serves only those namespaces: another namespace's tenant, its
+/// deletion request and a Job of that request in the shared Jobs' namespace get no status, no
+/// Job and not a line in its log (it used to pick up their events and log each one as "not
+/// found in local store").
+#[tokio::test]
+async fn an_operator_limited_to_a_namespace_leaves_the_others_alone() {
+    let s = Scenario::new("scoped").await;
+    let other = Scenario::new("outside").await;
+    let policy = s.policy(eu_spec()).await;
+    let op = s.operator(&[]).await;
+
+    other
+        .tenants()
+        .create(&PostParams::default(), &tenant("t", &policy, json!({})))
+        .await
+        .expect("create the other namespace's tenant");
+    let theirs: Api<DataDeletionRequest> = Api::namespaced(other.client.clone(), &other.ns);
+    theirs
+        .create(&PostParams::default(), &request("leave", "t", json!({})))
+        .await
+        .expect("create the other namespace's request");
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), &system_namespace());
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {
+            "name": deletion_job_name(&other.ns, "leave"),
+            "labels": {REQUEST_LABEL: deletion_request_label(&other.ns, "leave")},
+            "annotations": {"storage.tenancy.dev/request": format!("{}/leave", other.ns)},
+        },
+        "spec": {
+            "suspend": true,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "purge", "image": "registry.example/none"}],
+            }},
+        },
+    }))
+    .expect("job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create a Job of the other namespace's request");
+
+    // Its own namespace, changed after the other one, is served.
+    s.tenants()
+        .create(&PostParams::default(), &tenant("t", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    s.wait_ready("t").await;
+    let ours: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    ours.create(&PostParams::default(), &request("leave", "t", json!({})))
+        .await
+        .expect("create request");
+    eventually("our request accepted", || async {
+        let r = ours.get("leave").await.ok()?;
+        (ddr_condition(&r, "Accepted")?.status == ConditionStatus::True).then_some(())
+    })
+    .await;
+
+    let tenant = other.get("t").await;
+    assert!(tenant.status.is_none(), "{:?}", tenant.status);
+    let request = theirs.get("leave").await.expect("their request");
+    assert!(request.status.is_none(), "{:?}", request.status);
+    let logs = op.logs();
+    assert!(
+        !logs.contains(&other.ns),
+        "the operator logged about {}:\n{logs}",
+        other.ns
+    );
+    jobs.delete(&job.name_any(), &Default::default())
+        .await
+        .expect("delete the hand-made Job");
 }
