@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::cloud::{AwsSettings, Cloud, CloudError};
+use crate::cloud::{AwsSettings, Cloud, CloudError, Pacing};
 use crate::controllers::{
     self, AccessSettings, CaBundleSource, MountedCaBundle, PurgeSettings, Settings,
 };
@@ -177,6 +177,7 @@ impl AwsArgs {
             force_path_style: self.s3_force_path_style,
             ca_bundle: self.ca_bundle,
             fence: None,
+            pacing: Pacing::default(),
         }
     }
 }
@@ -394,6 +395,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     let held = Fence::default();
     let cloud = connect_as_owner(&AwsSettings {
         fence: Some(held.clone()),
+        pacing: Pacing::PerCall,
         ..args.aws.settings()
     })
     .await?;

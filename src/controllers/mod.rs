@@ -211,22 +211,22 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
             stores.push(store.clone());
             // Only a change of a policy's spec re-evaluates the tenants bound to it: its status
             // (which the operator itself keeps counting tenants) says nothing they depend on.
-            let policies = watcher(Api::<ResidencyPolicy>::all(client.clone()), watcher::Config::default())
-                .applied_objects()
-                .predicate_filter(predicates::generation, Default::default());
+            let policies = watcher(
+                Api::<ResidencyPolicy>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
             controller
-                .watches_stream(
-                    policies,
-                    move |policy: ResidencyPolicy| {
-                        let name = policy.name_any();
-                        store
-                            .state()
-                            .into_iter()
-                            .filter(move |t| t.spec.policy_ref == name)
-                            .map(|t| ObjectRef::from_obj(&*t))
-                            .collect::<Vec<_>>()
-                    },
-                )
+                .watches_stream(policies, move |policy: ResidencyPolicy| {
+                    let name = policy.name_any();
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(move |t| t.spec.policy_ref == name)
+                        .map(|t| ObjectRef::from_obj(&*t))
+                        .collect::<Vec<_>>()
+                })
                 // A deletion request changing state changes its tenant's bucket policy and may let
                 // a blocked deletion finish.
                 .watches(

@@ -495,21 +495,20 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
             if !listing && self.tasks.is_empty() {
                 break;
             }
+            let mut turn = Turn::default();
             tokio::select! {
                 page = rx.recv(), if listing && room => match page {
                     None => listing = false,
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(listed)) => self.take_page(listed).await?,
+                    Some(Ok(listed)) => turn.pages.push(listed),
                 },
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    let mut done = vec![done];
-                    while let Some(more) = self.tasks.try_join_next() {
-                        done.push(more);
-                    }
-                    self.commit(done).await?;
+                    turn.done.push(done);
                 },
                 else => break,
             }
+            self.gather(&mut turn, &mut rx, &mut listing)?;
+            self.journal_turn(turn).await?;
         }
         if !self.state.pass.listed(prefixes.len()) {
             return Err(PurgeError::Task(
@@ -519,8 +518,77 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
         Ok(())
     }
 
-    /// Turns a page into registered batches (or, for a dry run, counts it).
-    async fn take_page(&mut self, listed: Listed) -> Result<(), PurgeError> {
+    /// Adds to a turn what else is ready without waiting: finished batches, and a page if the
+    /// turn has none and there is room. One checkpoint then covers both, so a slow or failed
+    /// journal write holds up one turn, not one per page and one per finished batch. At most
+    /// one page: a turn stays a few writes (record, chunk, checkpoint), so a run that is killed
+    /// every few writes still gets somewhere.
+    fn gather(
+        &mut self,
+        turn: &mut Turn,
+        rx: &mut mpsc::Receiver<Result<Listed, CloudError>>,
+        listing: &mut bool,
+    ) -> Result<(), PurgeError> {
+        while let Some(more) = self.tasks.try_join_next() {
+            turn.done.push(more);
+        }
+        let room = self.state.in_flight.len() < self.engine.concurrency + turn.done.len();
+        if *listing && room && turn.pages.is_empty() {
+            match rx.try_recv() {
+                Ok(Ok(listed)) => turn.pages.push(listed),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => *listing = false,
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals a turn: the new batches' records and the finished batches' manifest lines,
+    /// written together, then one checkpoint naming them; only then are the new batches sent.
+    async fn journal_turn(&mut self, turn: Turn) -> Result<(), PurgeError> {
+        // Pages first: their batches take slots while the finished batches still hold theirs,
+        // so no record the last checkpoint names is overwritten before the next one is saved.
+        let mut batches = Vec::new();
+        for listed in turn.pages {
+            batches.extend(self.take_page(listed)?);
+        }
+        let (first_error, manifest_lines, locked_lines) = self.settle(turn.done);
+        let store = &self.engine.store;
+        let records = batches.iter().map(|(slot, id, entries)| {
+            let lines: Vec<String> = entries.iter().map(Entry::line).collect();
+            async move { store.write_batch(*slot, *id, &manifest::join(&lines)).await }
+        });
+        let chunks = (self.manifest.append(manifest_lines).into_iter())
+            .map(|(index, text)| (JournalKind::Manifest, index, text))
+            .chain(
+                (self.locked.append(locked_lines).into_iter())
+                    .map(|(index, text)| (JournalKind::Locked, index, text)),
+            )
+            .map(|(kind, index, text)| async move { store.write_chunk(kind, index, &text).await });
+        futures::future::try_join(
+            futures::future::try_join_all(records),
+            futures::future::try_join_all(chunks),
+        )
+        .await?;
+        self.state.manifest = self.manifest.state().clone();
+        self.state.locked = self.locked.state().clone();
+        self.state.last_checkpoint = Some(checkpoint_text(self.state));
+        store.save_state(self.state).await?;
+        store.progress(self.state).await?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for (_, id, entries) in batches {
+            debug!(batch = id, entries = entries.len(), "removing");
+            self.spawn(id, entries);
+        }
+        Ok(())
+    }
+
+    /// Turns a page into batches registered in the checkpoint (or, for a dry run, counts it):
+    /// their slots, ids and entries.
+    fn take_page(&mut self, listed: Listed) -> Result<Vec<(u32, u64, Vec<Entry>)>, PurgeError> {
         let Listed {
             stage,
             prefix_index,
@@ -569,24 +637,10 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
             let id = self.state.next_batch;
             self.state.next_batch += 1;
             let slot = self.free_slot();
-            let lines: Vec<String> = entries.iter().map(Entry::line).collect();
-            self.engine
-                .store
-                .write_batch(slot, id, &manifest::join(&lines))
-                .await?;
             self.state.in_flight.push(InFlight { id, slot });
-            batches.push((id, entries));
+            batches.push((slot, id, entries));
         }
-        self.state.last_checkpoint = Some(checkpoint_text(self.state));
-        self.engine.store.save_state(self.state).await?;
-        if self.state.dry_run {
-            self.engine.store.progress(self.state).await?;
-        }
-        for (id, entries) in batches {
-            debug!(batch = id, entries = entries.len(), "removing");
-            self.spawn(id, entries);
-        }
-        Ok(())
+        Ok(batches)
     }
 
     fn free_slot(&self) -> u32 {
@@ -594,11 +648,12 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
         (0..).find(|s| !used.contains(s)).unwrap_or_default()
     }
 
-    /// Records finished batches in one checkpoint.
-    async fn commit(
+    /// Counts finished batches and takes them out of flight: the first error among them, and
+    /// the manifest and locked lines to journal.
+    fn settle(
         &mut self,
         done: Vec<Result<Done, tokio::task::JoinError>>,
-    ) -> Result<(), PurgeError> {
+    ) -> (Option<PurgeError>, Vec<String>, Vec<String>) {
         let mut first_error = None;
         let mut manifest_lines = Vec::new();
         let mut locked_lines = Vec::new();
@@ -636,25 +691,15 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
             }
             self.state.in_flight.retain(|f| f.id != id);
         }
-        let store = &self.engine.store;
-        for (index, text) in self.manifest.append(manifest_lines) {
-            store
-                .write_chunk(JournalKind::Manifest, index, &text)
-                .await?;
-        }
-        for (index, text) in self.locked.append(locked_lines) {
-            store.write_chunk(JournalKind::Locked, index, &text).await?;
-        }
-        self.state.manifest = self.manifest.state().clone();
-        self.state.locked = self.locked.state().clone();
-        self.state.last_checkpoint = Some(checkpoint_text(self.state));
-        store.save_state(self.state).await?;
-        store.progress(self.state).await?;
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        (first_error, manifest_lines, locked_lines)
     }
+}
+
+/// What one turn of the driver journals: listed pages and finished batches.
+#[derive(Default)]
+struct Turn {
+    pages: Vec<Listed>,
+    done: Vec<Result<Done, tokio::task::JoinError>>,
 }
 
 fn add(counts: &mut super::state::Counts, entry: &Entry) {
