@@ -2,11 +2,14 @@
 # Benchmark (not a test): N tenants against the local API server and AWS emulator.
 # Measures time until all are Ready, the operator's memory (RSS), AWS calls per tenant to
 # converge, and AWS calls per tenant per no-op resync.
-#   bench/scale.sh [N=1000] [RESYNC=60s]
-#   BENCH_ACCESS=1 bench/scale.sh ...   every tenant also gets a workload role (spec.access)
+#   bench/scale.sh [N=1000] [RESYNC=60s] [ROLES=0]
+#     ROLES: the share of tenants that also get a workload role (spec.access), 0 to 1
+# Prints Ready tenants and memory every 10 s while converging. Counts Ready tenants from the
+# operator's own metrics, so the benchmark's polling is not a load on the API server.
 set -euo pipefail
 N=${1:-1000}
 RESYNC=${2:-60s}
+ROLES=${3:-0}
 source "$(dirname "$0")/../scripts/testenv.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TSO_CACHE/target}
 testenv_install
@@ -23,10 +26,12 @@ kubectl apply -f examples/10-residencypolicy-eu.yaml >/dev/null
 kubectl create namespace bench >/dev/null
 kubectl label namespace bench tenancy.dev/jurisdiction=eu >/dev/null
 log "creating $N TenantStorages"
-python3 - "$N" "${BENCH_ACCESS:-0}" > "$TSO_RUN/tenants.yaml" <<'PY'
+python3 - "$N" "$ROLES" > "$TSO_RUN/tenants.yaml" <<'PY'
 import sys
-access = "\n  access:\n    serviceAccounts: [app]" if sys.argv[2] == "1" else ""
-for i in range(int(sys.argv[1])):
+n, share = int(sys.argv[1]), float(sys.argv[2])
+for i in range(n):
+    # Spread evenly: tenant i has a role when the running share falls behind the target.
+    access = "\n  access:\n    serviceAccounts: [app]" if int((i + 1) * share) > int(i * share) else ""
     print(f"---\napiVersion: storage.tenancy.dev/v1alpha1\nkind: TenantStorage\nmetadata:\n  name: t{i:05d}\n  namespace: bench\nspec:\n  policyRef: eu{access}")
 PY
 kubectl apply -f "$TSO_RUN/tenants.yaml" >/dev/null
@@ -34,7 +39,7 @@ kubectl apply -f "$TSO_RUN/tenants.yaml" >/dev/null
 PORT=$(free_port)
 scrape() { curl -s "http://127.0.0.1:$PORT/metrics"; }
 sum() { scrape | awk -v pat="$1" '$0 ~ pat && $0 !~ /^#/ {s += $NF} END {printf "%d", s}'; }
-ready_count() { kubectl get ts -n bench -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true; }
+ready_count() { sum '^tenant_storage_tenants[{]ready="True"'; }
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$OP_PID/status"; }
 
 log "starting the operator (release build, resync $RESYNC)"
@@ -43,7 +48,14 @@ T0=$(date +%s.%N)
   --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.bench.local/id/BENCH \
   --metrics-addr "127.0.0.1:$PORT" > "$TSO_RUN/operator.log" 2>&1 &
 OP_PID=$!
-while [ "$(ready_count)" -lt "$N" ]; do sleep 1; done
+next=0
+while [ "$(ready_count)" -lt "$N" ]; do
+  if [ "$SECONDS" -ge "$next" ]; then
+    log "$(ready_count) of $N Ready  $(rss 2>/dev/null)"
+    next=$((SECONDS + 10))
+  fi
+  sleep 1
+done
 T1=$(date +%s.%N)
 W=$(sum 'aws_calls_total.*mutating="true"'); R=$(sum 'aws_calls_total.*mutating="false"')
 echo "tenants:                 $N"

@@ -53,6 +53,8 @@ const CALL_ATTEMPTS: u32 = 4;
 const LOCK_LOOKUPS: usize = 16;
 /// `AbortMultipartUpload` calls running at once within a batch (there is no batch call).
 const ABORTS: usize = 16;
+/// Journal chunks read back at once when publishing.
+const CHUNK_READS: usize = 8;
 
 /// Per-key error codes that mean "try again later".
 const RETRYABLE: &[&str] = &[
@@ -385,12 +387,17 @@ impl<O: Objects, S: Store> Engine<O, S> {
         kind: JournalKind,
         committed: &JournalState,
     ) -> Result<Vec<String>, PurgeError> {
+        // Several reads in flight, kept in order: one slow read must not idle the rest.
+        let texts: Vec<Result<Option<String>, StoreError>> =
+            futures::stream::iter(0..committed.chunks)
+                .map(|index| self.store.read_chunk(kind, index))
+                .buffered(CHUNK_READS)
+                .collect()
+                .await;
         let mut lines = Vec::new();
-        for index in 0..committed.chunks {
-            let text =
-                self.store.read_chunk(kind, index).await?.ok_or_else(|| {
-                    PurgeError::Corrupt(format!("{kind:?} chunk {index} is missing"))
-                })?;
+        for (index, text) in (0..committed.chunks).zip(texts) {
+            let text = text?
+                .ok_or_else(|| PurgeError::Corrupt(format!("{kind:?} chunk {index} is missing")))?;
             let take = if index + 1 == committed.chunks {
                 committed.last_chunk_lines as usize
             } else {
@@ -480,6 +487,7 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
         // Aborted when dropped, like the deletions: nothing outlives the run.
         let mut lister = JoinSet::new();
         let mut listing = !self.state.pass.listed(prefixes.len());
+        let mut first = true;
         if listing {
             lister.spawn(list_pass(
                 Arc::clone(&self.engine.objects),
@@ -507,8 +515,9 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
                 },
                 else => break,
             }
-            self.gather(&mut turn, &mut rx, &mut listing)?;
+            self.gather(&mut turn, &mut rx, &mut listing, first)?;
             self.journal_turn(turn).await?;
+            first = false;
         }
         if !self.state.pass.listed(prefixes.len()) {
             return Err(PurgeError::Task(
@@ -518,26 +527,31 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
         Ok(())
     }
 
-    /// Adds to a turn what else is ready without waiting: finished batches, and a page if the
-    /// turn has none and there is room. One checkpoint then covers both, so a slow or failed
-    /// journal write holds up one turn, not one per page and one per finished batch. At most
-    /// one page: a turn stays a few writes (record, chunk, checkpoint), so a run that is killed
-    /// every few writes still gets somewhere.
+    /// Adds to a turn what else is ready without waiting: finished batches, and pages for the
+    /// room they leave. One checkpoint then covers them all, so a slow journal write holds up
+    /// one turn, and the next turn takes in what finished meanwhile. The first turn takes at
+    /// most one page, so that a pod killed every few writes (a record, a chunk, a checkpoint)
+    /// still gets somewhere on each start.
     fn gather(
         &mut self,
         turn: &mut Turn,
         rx: &mut mpsc::Receiver<Result<Listed, CloudError>>,
         listing: &mut bool,
+        first: bool,
     ) -> Result<(), PurgeError> {
         while let Some(more) = self.tasks.try_join_next() {
             turn.done.push(more);
         }
-        let room = self.state.in_flight.len() < self.engine.concurrency + turn.done.len();
-        if *listing && room && turn.pages.is_empty() {
+        let max_pages = if first { 1 } else { self.engine.concurrency };
+        while *listing
+            && turn.pages.len() < max_pages
+            && self.state.in_flight.len() + turn.pages.len()
+                < self.engine.concurrency + turn.done.len()
+        {
             match rx.try_recv() {
                 Ok(Ok(listed)) => turn.pages.push(listed),
                 Ok(Err(e)) => return Err(e.into()),
-                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => *listing = false,
             }
         }
