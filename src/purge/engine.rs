@@ -483,7 +483,9 @@ impl<O: Objects, S: Store> Run<'_, O, S> {
     /// Lists the rest of the current pass and deletes (aborts) what it finds.
     async fn pass(&mut self) -> Result<(), PurgeError> {
         let prefixes = self.state.prefixes.clone();
-        let (tx, mut rx) = mpsc::channel(2);
+        // The listing runs up to a round of batches ahead: a slow page (a throttle, a retry)
+        // then does not leave the deletions without work.
+        let (tx, mut rx) = mpsc::channel(self.engine.concurrency);
         // Aborted when dropped, like the deletions: nothing outlives the run.
         let mut lister = JoinSet::new();
         let mut listing = !self.state.pass.listed(prefixes.len());
