@@ -88,13 +88,14 @@ pub fn https_client(ca_bundle: Option<&Path>) -> Result<SharedHttpClient, CloudE
 }
 
 /// Retry behaviour 2.1 retries a transient error (a reset, a lost answer, a 500) after about
-/// 50 ms instead of 1 s. Throttling backs off exponentially from 1 s (jittered), or from
-/// 250 ms for a Job, whose journal writes are sequential: a throttled write holds up the
-/// whole pipeline, while its few calls a second are not what S3 is throttling.
+/// 50 ms instead of 1 s. Throttling backs off exponentially (jittered) from 1 s, or from
+/// 100 ms for a Job: its journal writes are sequential, so each throttled one holds up the
+/// whole purge, and its few writes a second are not what S3 throttles (deletions throttled
+/// key by key are retried by the engine, with its own backoff).
 fn retry_config(pacing: Pacing) -> RetryConfig {
     let config = match pacing {
         Pacing::Adaptive => RetryConfig::adaptive(),
-        Pacing::PerCall => RetryConfig::standard().with_initial_backoff(Duration::from_millis(250)),
+        Pacing::PerCall => RetryConfig::standard().with_initial_backoff(Duration::from_millis(100)),
     };
     config
         .with_max_attempts(8)

@@ -454,8 +454,8 @@ async fn finish(
             let name = req.name_any();
             let uid = req.uid();
             let tenant_name = to.tenant_name;
-            let lines = engine.manifest_lines(state).await?;
-            let locked = engine.locked_versions(state).await?;
+            let (lines, locked) =
+                futures::try_join!(engine.manifest_lines(state), engine.locked_versions(state))?;
             let digests = manifest::digests(lines.iter().map(String::as_str));
             let location = Location::new(
                 &to.target.bucket,
