@@ -62,6 +62,13 @@ echo "tenants:                 $N"
 echo "all Ready after:         $(python3 -c "print(f'{$T1-$T0:.1f} s')")"
 echo "memory at convergence:   $(rss)"
 echo "AWS calls to converge:   $W mutating, $R reads ($(python3 -c "print(f'{$W/$N:.1f} mutating, {$R/$N:.1f} reads')") per tenant)"
+calls_by_operation() { # per tenant, since the scrape in $1
+  scrape | python3 "$TSO_ROOT/bench/calls-by-operation.py" "$N" "$1"
+}
+scrape | grep '^tenant_storage_aws_calls_total{' > "$TSO_RUN/calls-0.txt" || true
+echo "per tenant, by operation, to converge:"
+: > "$TSO_RUN/calls-empty.txt"
+calls_by_operation "$TSO_RUN/calls-empty.txt"
 REC0=$(sum 'reconciles_total.*result="ok"')
 log "waiting for one full resync of every tenant"
 while [ "$(sum 'reconciles_total.*result="ok"')" -lt $((REC0 + N)) ]; do sleep 1; done
@@ -69,3 +76,5 @@ REC1=$(sum 'reconciles_total.*result="ok"')
 W2=$(sum 'aws_calls_total.*mutating="true"'); R2=$(sum 'aws_calls_total.*mutating="false"')
 echo "no-op resync:            $((W2 - W)) mutating, $(python3 -c "print(f'{($R2-$R)/($REC1-$REC0):.2f}')") reads per tenant reconcile"
 echo "memory after resync:     $(rss)"
+echo "per tenant, by operation, in a no-op resync:"
+calls_by_operation "$TSO_RUN/calls-0.txt"

@@ -197,7 +197,10 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
             let tenants: Api<TenantStorage> = scoped(&client, scope.as_deref());
             let (store, writer) = reflector::store();
             let own_writes = ctx.own_writes.clone();
+            // The cache holds every tenant for the life of the process: without the
+            // managedFields (which nothing here reads) it is a fraction of the size.
             let trigger = watcher(tenants, watcher::Config::default().any_semantic())
+                .modify(|ts| ts.managed_fields_mut().clear())
                 .reflect(writer)
                 .applied_objects()
                 .try_filter(move |ts| future::ready(!own_writes.produced(ts)));
