@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use data_deletion_request::REQUEST_ANNOTATION;
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
@@ -203,7 +203,11 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 .modify(|ts| ts.managed_fields_mut().clear())
                 .reflect(writer)
                 .applied_objects()
-                .try_filter(move |ts| future::ready(!own_writes.produced(ts)));
+                .try_filter(move |ts| {
+                    let own_writes = own_writes.clone();
+                    let ts = ts.clone();
+                    async move { !own_writes.produced(&ts).await }
+                });
             let controller = Controller::for_stream(trigger, store)
                 .with_config(
                     kube::runtime::controller::Config::default()

@@ -160,6 +160,7 @@ impl<'a> Report<'a> {
         if precondition {
             patch["metadata"] = json!({"resourceVersion": self.resource_version});
         }
+        let write = self.own.begin(self.ts);
         let saved = api
             .patch_status(
                 &self.ts.name_any(),
@@ -168,7 +169,7 @@ impl<'a> Report<'a> {
             )
             .await?;
         self.resource_version = saved.resource_version();
-        self.own.record(self.ts, saved.resource_version());
+        write.answered(saved.resource_version());
         Ok(())
     }
 }
