@@ -1,7 +1,10 @@
 //! A crash point for tests: with `TSO_FAILPOINT_EXIT_AFTER=<Operation>` (an AWS operation name,
-//! e.g. `CreateKey`), the process exits with status [`EXIT`] the moment the first successful
-//! answer to that operation arrives, before anything else happens: what a kill right after the
-//! call would leave. Only tests set it.
+//! e.g. `CreateKey`) or `<Operation>:<n>`, the process exits with status [`EXIT`] the moment the
+//! first (the n-th) successful answer to that operation arrives, before anything else happens:
+//! what a kill right after the call would leave. Only tests set it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -18,14 +21,23 @@ pub const EXIT: i32 = 86;
 #[derive(Clone, Debug)]
 pub struct ExitAfter {
     operation: String,
+    /// Successful answers to wait for; shared by every client of the process.
+    remaining: Arc<AtomicUsize>,
 }
 
 impl ExitAfter {
     /// The crash point the environment asks for, if any.
     pub fn from_env() -> Option<Self> {
-        let operation = std::env::var(VARIABLE).ok().filter(|op| !op.is_empty())?;
-        tracing::warn!(%operation, "{VARIABLE} is set: this process exits right after its first successful {operation} (a test's crash point)");
-        Some(ExitAfter { operation })
+        let value = std::env::var(VARIABLE).ok().filter(|op| !op.is_empty())?;
+        let (operation, nth) = match value.split_once(':') {
+            Some((operation, n)) => (operation.to_owned(), n.parse().unwrap_or(1)),
+            None => (value, 1),
+        };
+        tracing::warn!(%operation, nth, "{VARIABLE} is set: this process exits right after a successful {operation} (a test's crash point)");
+        Some(ExitAfter {
+            operation,
+            remaining: Arc::new(AtomicUsize::new(nth)),
+        })
     }
 }
 
@@ -45,6 +57,7 @@ impl Intercept for ExitAfter {
             && cfg
                 .load::<Metadata>()
                 .is_some_and(|m| m.name() == self.operation)
+            && self.remaining.fetch_sub(1, Ordering::SeqCst) <= 1
         {
             eprintln!("fail point: exiting right after {}", self.operation);
             std::process::exit(EXIT);

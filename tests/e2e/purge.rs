@@ -557,7 +557,7 @@ async fn purge_by_prefix_then_whole_tenant() {
     );
 }
 
-/// SIGKILL at several points (after the first, a third, two thirds of the versions), rerun
+/// Killed at several points (right after a DeleteObjects answer, before it is journaled), rerun
 /// until done: counts exact, nothing left, the hash matches the manifest.
 #[tokio::test]
 async fn killed_purges_resume_exactly() {
@@ -576,19 +576,23 @@ async fn killed_purges_resume_exactly() {
     )
     .await;
 
-    let mut kills = 0;
-    for threshold in [0, total / 3, 2 * total / 3] {
-        // Two batches in flight (not the Job's eight), so the kills land mid-run.
-        let mut child = purge_command(&s, "big")
+    // Killed right after the first, the third and the fourth answer to DeleteObjects of a run
+    // (each run re-sends the batches the last one left in flight); two batches in flight, not
+    // the Job's eight, so the kills land mid-run.
+    for nth in [1, 3, 4] {
+        let exit = purge_command(&s, "big")
             .await
             .env("TSO_PURGE_CONCURRENCY", "2")
-            .spawn()
-            .expect("start purge");
-        wait_for_progress(&s, "big", &mut child, threshold).await;
-        child.kill().await.expect("SIGKILL purge");
-        kills += 1;
+            .env(failpoint::VARIABLE, format!("DeleteObjects:{nth}"))
+            .status()
+            .await
+            .expect("run purge");
+        assert_eq!(
+            exit.code(),
+            Some(failpoint::EXIT),
+            "killed at DeleteObjects {nth}"
+        );
     }
-    assert_eq!(kills, 3);
     let exit = purge(&s, "big").await;
     assert!(exit.success(), "purge exited {exit:?}");
     assert!(listing(&s3, &bucket).await.is_empty(), "nothing left");
@@ -1747,36 +1751,6 @@ async fn a_purge_under_a_fifth_of_calls_failing_certifies_exactly() {
         calls.len()
     );
     assert!(faulted * 20 >= calls.len(), "{faulted} of {}", calls.len());
-}
-
-/// Waits until the request's progress shows more than `threshold` versions and markers deleted,
-/// failing if the purge exits first.
-async fn wait_for_progress(
-    s: &Scenario,
-    request: &str,
-    child: &mut tokio::process::Child,
-    threshold: u64,
-) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no progress past {threshold}"
-        );
-        if let Some(exit) = child.try_wait().expect("poll purge") {
-            panic!("purge finished ({exit:?}) before it got past {threshold}");
-        }
-        let deleted = requests(s)
-            .get(request)
-            .await
-            .ok()
-            .and_then(|r| r.status?.progress)
-            .map_or(0, |p| p.versions_deleted + p.delete_markers_deleted);
-        if deleted > threshold {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The Job's API server (a second one on the suite's etcd) is killed as soon as the purge runs,
