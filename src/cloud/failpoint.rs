@@ -30,7 +30,14 @@ impl ExitAfter {
     pub fn from_env() -> Option<Self> {
         let value = std::env::var(VARIABLE).ok().filter(|op| !op.is_empty())?;
         let (operation, nth) = match value.split_once(':') {
-            Some((operation, n)) => (operation.to_owned(), n.parse().unwrap_or(1)),
+            Some((operation, n)) => match n.parse() {
+                Ok(n) => (operation.to_owned(), n),
+                Err(_) => {
+                    // No crash point at all, so the test that set it fails loudly.
+                    tracing::error!(%value, "{VARIABLE}: the count after ':' is not a number");
+                    return None;
+                }
+            },
             None => (value, 1),
         };
         tracing::warn!(%operation, nth, "{VARIABLE} is set: this process exits right after a successful {operation} (a test's crash point)");

@@ -9,17 +9,18 @@ mod residency_policy;
 mod tenant_storage;
 mod watch_backoff;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use data_deletion_request::REQUEST_ANNOTATION;
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -216,14 +217,29 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 .trigger_backoff(WatchBackoff::default());
             let store = controller.store();
             stores.push(store.clone());
-            // Only a change of a policy's spec re-evaluates the tenants bound to it: its status
-            // (which the operator itself keeps counting tenants) says nothing they depend on.
+            // A policy's spec change or deletion re-evaluates the tenants bound to it; its
+            // status (which the operator itself keeps counting tenants) says nothing they
+            // depend on.
+            let mut generations: HashMap<String, Option<i64>> = HashMap::new();
             let policies = watcher(
                 Api::<ResidencyPolicy>::all(client.clone()),
                 watcher::Config::default(),
             )
-            .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .try_filter_map(move |event| {
+                let changed = match event {
+                    watcher::Event::Delete(policy) => {
+                        generations.remove(&policy.name_any());
+                        Some(policy)
+                    }
+                    watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
+                        let generation = policy.metadata.generation;
+                        let seen = generations.insert(policy.name_any(), generation);
+                        (seen != Some(generation)).then_some(policy)
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => None,
+                };
+                future::ready(Ok(changed))
+            });
             controller
                 .watches_stream(policies, move |policy: ResidencyPolicy| {
                     let name = policy.name_any();
