@@ -174,6 +174,34 @@ where
     }
 }
 
+/// ResidencyPolicies whose spec changed (a new generation) or that were deleted: what the tenants
+/// bound to them depend on. Their status (which the operator itself keeps counting tenants) is
+/// not.
+fn policy_changes(
+    client: &Client,
+) -> impl futures::Stream<Item = Result<ResidencyPolicy, watcher::Error>> + Send + 'static {
+    let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+    watcher(
+        Api::<ResidencyPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .try_filter_map(move |event| {
+        let changed = match event {
+            watcher::Event::Delete(policy) => {
+                generations.remove(&policy.name_any());
+                Some(policy)
+            }
+            watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
+                let generation = policy.metadata.generation;
+                let seen = generations.insert(policy.name_any(), generation);
+                (seen != Some(generation)).then_some(policy)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        future::ready(Ok(changed))
+    })
+}
+
 /// Runs the TenantStorage controller (one per watched namespace) until SIGTERM/SIGINT, letting
 /// in-flight reconciles finish.
 pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Settings) {
@@ -205,9 +233,8 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 .reflect(writer)
                 .applied_objects()
                 .try_filter(move |ts| {
-                    let own_writes = own_writes.clone();
-                    let ts = ts.clone();
-                    async move { !own_writes.produced(&ts).await }
+                    let produced = own_writes.produced(ts);
+                    async move { !produced.await }
                 });
             let controller = Controller::for_stream(trigger, store)
                 .with_config(
@@ -217,29 +244,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 .trigger_backoff(WatchBackoff::default());
             let store = controller.store();
             stores.push(store.clone());
-            // A policy's spec change or deletion re-evaluates the tenants bound to it; its
-            // status (which the operator itself keeps counting tenants) says nothing they
-            // depend on.
-            let mut generations: HashMap<String, Option<i64>> = HashMap::new();
-            let policies = watcher(
-                Api::<ResidencyPolicy>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .try_filter_map(move |event| {
-                let changed = match event {
-                    watcher::Event::Delete(policy) => {
-                        generations.remove(&policy.name_any());
-                        Some(policy)
-                    }
-                    watcher::Event::Apply(policy) | watcher::Event::InitApply(policy) => {
-                        let generation = policy.metadata.generation;
-                        let seen = generations.insert(policy.name_any(), generation);
-                        (seen != Some(generation)).then_some(policy)
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => None,
-                };
-                future::ready(Ok(changed))
-            });
+            let policies = policy_changes(&client);
             controller
                 .watches_stream(policies, move |policy: ResidencyPolicy| {
                     let name = policy.name_any();

@@ -10,6 +10,7 @@
 //! deletion requests) and the resync trigger as before.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,25 +95,29 @@ impl OwnWrites {
 
     /// Whether this version of the object is one that our own recent writes produced, once the
     /// writes in flight for it have been answered (or [`WAIT_FOR_ANSWER`] has passed).
-    pub async fn produced(&self, ts: &TenantStorage) -> bool {
-        let Some(rv) = ts.resource_version() else {
-            return false;
-        };
+    pub fn produced(&self, ts: &TenantStorage) -> impl Future<Output = bool> + Send + use<> {
+        let own = self.clone();
         let key = key(ts);
-        let deadline = tokio::time::Instant::now() + WAIT_FOR_ANSWER;
-        loop {
-            let answered = self.answered.notified();
-            {
-                let inner = self.lock();
-                if inner.versions.get(&key).is_some_and(|r| r.contains(&rv)) {
-                    return true;
+        let rv = ts.resource_version();
+        async move {
+            let Some(rv) = rv else {
+                return false;
+            };
+            let deadline = tokio::time::Instant::now() + WAIT_FOR_ANSWER;
+            loop {
+                let answered = own.answered.notified();
+                {
+                    let inner = own.lock();
+                    if inner.versions.get(&key).is_some_and(|r| r.contains(&rv)) {
+                        return true;
+                    }
+                    if !inner.in_flight.contains_key(&key) {
+                        return false;
+                    }
                 }
-                if !inner.in_flight.contains_key(&key) {
+                if tokio::time::timeout_at(deadline, answered).await.is_err() {
                     return false;
                 }
-            }
-            if tokio::time::timeout_at(deadline, answered).await.is_err() {
-                return false;
             }
         }
     }
