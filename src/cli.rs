@@ -230,6 +230,10 @@ pub struct PurgeArgs {
     /// `DeleteObjects` batches (of up to 1000 versions) in flight at once.
     #[arg(long, env = "TSO_PURGE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Manifest bytes (before compression) per part of the published manifest: the Job holds
+    /// about one part, compressed, in memory; a manifest of N bytes is N / this many objects.
+    #[arg(long, env = "TSO_MANIFEST_PART_BYTES", default_value_t = crate::purge::PART_BYTES, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    pub manifest_part_bytes: u64,
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Log format.
@@ -432,6 +436,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
             region: args.evidence_region,
             signing_key: args.signing_key,
             retention_days: args.evidence_retention_days,
+            part_bytes: args.manifest_part_bytes,
         },
         concurrency: usize::from(args.concurrency),
     };

@@ -377,32 +377,38 @@ pub async fn verify_certificate(reader: &EvidenceReader, opts: &VerifyOptions) -
     verdict.push(verify::check_location(uri, &region, &claims));
     verdict.push(verify::check_outcome(&claims));
 
-    match reader
-        .get_object(
-            &ev.region,
-            &ev.bucket,
-            &ev.manifest_key,
-            Some(&ev.manifest_version_id),
-        )
-        .await
-    {
-        Ok((manifest, _)) => {
-            for check in verify::check_manifest(&manifest, &claims) {
-                verdict.push(check);
-            }
-        }
-        Err(e) => {
-            for name in MANIFEST_CHECKS {
-                verdict.push(Check::fail(
-                    name,
-                    format!(
-                        "cannot read s3://{}/{} version {}: {e}",
-                        ev.bucket, ev.manifest_key, ev.manifest_version_id
-                    ),
+    let parts = verify::manifest_parts(ev);
+    let mut manifest = Vec::with_capacity(parts.len());
+    let mut unreadable = None;
+    for (key, version_id, _) in &parts {
+        match reader
+            .get_object(&ev.region, &ev.bucket, key, Some(version_id))
+            .await
+        {
+            Ok((bytes, _)) => manifest.push(bytes),
+            Err(e) => {
+                unreadable = Some(format!(
+                    "cannot read s3://{}/{key} version {version_id}: {e}",
+                    ev.bucket
                 ));
+                break;
             }
         }
     }
+    match unreadable {
+        None => {
+            let read: Vec<&[u8]> = manifest.iter().map(Vec::as_slice).collect();
+            for check in verify::check_manifest(&read, &claims) {
+                verdict.push(check);
+            }
+        }
+        Some(why) => {
+            for name in MANIFEST_CHECKS {
+                verdict.push(Check::fail(name, why.clone()));
+            }
+        }
+    }
+    drop(manifest);
 
     let locked = match &ev.locked {
         Some(list) => Some(
@@ -441,15 +447,17 @@ pub async fn verify_certificate(reader: &EvidenceReader, opts: &VerifyOptions) -
             signature_key.as_str(),
             signature_version.as_deref(),
         ),
+    ]
+    .into_iter()
+    .chain(parts.iter().map(|(key, version_id, _)| {
         (
             "manifest",
             ev.region.as_str(),
             ev.bucket.as_str(),
-            ev.manifest_key.as_str(),
-            Some(ev.manifest_version_id.as_str()),
-        ),
-    ]
-    .into_iter()
+            *key,
+            Some(*version_id),
+        )
+    }))
     .chain(locked_list)
     {
         let retention = reader

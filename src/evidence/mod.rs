@@ -10,7 +10,10 @@
 //!   operator's signing key in that region, named in the certificate (`evidence.signingKeyArn`);
 //! - `.../manifest.tsv.gz`: the manifest (every removed version, delete marker and aborted
 //!   upload, one line each, as `crate::purge` writes them), gzip-compressed; the certificate
-//!   names its version id and the SHA-256 of the compressed bytes.
+//!   names its version id and the SHA-256 of the compressed bytes. A manifest of more than
+//!   about 8 MiB compressed continues in `.../manifest.tsv.gz.00002`, `...00003` and so on,
+//!   each a gzip member of its own, named by the certificate in order (so the Job never holds
+//!   more than a part): the manifest is their concatenation, as `cat | gunzip` reads it.
 
 pub mod verify;
 
@@ -57,6 +60,11 @@ impl Location {
         format!("deletions/{}manifest.tsv.gz", self.path)
     }
 
+    /// Part `n` (2 or more) of the manifest.
+    pub fn manifest_part(&self, n: usize) -> String {
+        format!("{}.{n:05}", self.manifest())
+    }
+
     pub fn locked(&self) -> String {
         format!("deletions/{}locked.tsv.gz", self.path)
     }
@@ -78,10 +86,13 @@ pub struct EvidenceSection {
     pub manifest_key: String,
     pub manifest_version_id: String,
     pub manifest_sha256: String,
+    /// The manifest's further parts, in order, when it has any (certificate format 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_continuation: Vec<EvidenceObject>,
     /// The versions Object Lock kept, when there were any (`key<TAB>versionId<TAB>mode<TAB>
     /// retainUntil`, gzip, one per line): where they are and the SHA-256 of the compressed bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locked: Option<LockedList>,
+    pub locked: Option<EvidenceObject>,
     /// The key that signs `certificate.json` (its public key: KMS `GetPublicKey`).
     pub signing_key_arn: String,
     pub signing_algorithm: String,
@@ -91,10 +102,11 @@ pub struct EvidenceSection {
     pub retain_until: String,
 }
 
-/// The list of versions a purge left because Object Lock keeps them.
+/// One locked object of the evidence: a part of the manifest, or the list of versions a purge
+/// left because Object Lock keeps them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LockedList {
+pub struct EvidenceObject {
     pub key: String,
     pub version_id: String,
     pub sha256: String,

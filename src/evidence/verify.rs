@@ -184,6 +184,9 @@ pub struct CertifiedShred {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Claims {
+    /// The certificate's format: from 4 on, the hashes follow manifest order.
+    #[serde(default)]
+    pub format: u32,
     pub request: Named,
     pub tenant: Named,
     /// The tenant's bucket and region.
@@ -219,6 +222,15 @@ impl Claims {
         serde_json::from_slice(certificate).map_err(|e| e.to_string())
     }
 
+    /// In which order the certificate's hashes take the manifest's lines.
+    pub fn hash_order(&self) -> HashOrder {
+        if self.format >= 4 {
+            HashOrder::AsWritten
+        } else {
+            HashOrder::Sorted
+        }
+    }
+
     fn purges(&self) -> bool {
         self.method != "CryptoShred"
     }
@@ -249,14 +261,6 @@ impl Check {
         Check {
             name: name.to_owned(),
             passed: false,
-            detail: detail.into(),
-        }
-    }
-
-    fn new(name: &str, passed: bool, detail: impl Into<String>) -> Check {
-        Check {
-            name: name.to_owned(),
-            passed,
             detail: detail.into(),
         }
     }
@@ -509,12 +513,17 @@ pub fn check_location(uri: &ObjectUri, bucket_region: &str, claims: &Claims) -> 
                     layout.certificate()
                 ));
             }
-            if ev.manifest_key != layout.manifest() {
-                problems.push(format!(
-                    "the manifest is named {}, not {}",
-                    ev.manifest_key,
-                    layout.manifest()
-                ));
+            for (n, (key, _, _)) in manifest_parts(ev).into_iter().enumerate() {
+                let expected = match n + 1 {
+                    1 => layout.manifest(),
+                    n => layout.manifest_part(n),
+                };
+                if key != expected {
+                    problems.push(format!(
+                        "manifest part {} is named {key}, not {expected}",
+                        n + 1
+                    ));
+                }
             }
         }
         None => problems.push("the certificate does not give the request's uid".to_owned()),
@@ -636,12 +645,21 @@ pub fn check_outcome(claims: &Claims) -> Check {
     Check::pass(NAME, format!("Succeeded: {}", said.join("; ")))
 }
 
+/// In which order a certificate's hashes take the manifest's `key<TAB>versionId` lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashOrder {
+    /// Sorted bytewise (`LC_ALL=C sort | sha256sum`): certificates before format 4.
+    Sorted,
+    /// As the manifest has them (`| sha256sum`): format 4, hashed by the Job as it streams.
+    AsWritten,
+}
+
 /// What a manifest holds, computed as the certificate's `hashInput` says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ManifestFacts {
-    /// SHA-256 (hex) and count of the sorted `key<TAB>versionId<LF>` lines of every line whose
-    /// third field is not `multipartUpload` (`awk -F'\t' '$3 != "multipartUpload"' | cut -f1,2 |
-    /// LC_ALL=C sort | sha256sum`).
+    /// SHA-256 (hex) and count of the `key<TAB>versionId<LF>` lines of every line whose third
+    /// field is not `multipartUpload` (`awk -F'\t' '$3 != "multipartUpload"' | cut -f1,2 |
+    /// sha256sum`, with `LC_ALL=C sort` before `sha256sum` for [`HashOrder::Sorted`]).
     pub versions_sha256: String,
     pub versions_lines: u64,
     /// The same over the `multipartUpload` lines.
@@ -714,18 +732,31 @@ fn id_part(line: &[u8]) -> &[u8] {
     tabs.next().map_or(line, |end| &line[..end])
 }
 
-/// Sorts the ids bytewise, hashes them as `LC_ALL=C sort | sha256sum` would, and finds ids
-/// given twice.
-fn hash_ids(mut ids: Vec<(&[u8], u64)>, facts: &mut ManifestFacts) -> (String, u64) {
-    ids.sort_unstable();
+/// Hashes the ids in `order` as `sha256sum` would, and finds ids given twice.
+fn hash_ids(
+    mut ids: Vec<(&[u8], u64)>,
+    order: HashOrder,
+    facts: &mut ManifestFacts,
+) -> (String, u64) {
     let mut hasher = Sha256::new();
-    for (i, (id, line_no)) in ids.iter().enumerate() {
-        hasher.update(id);
-        hasher.update(b"\n");
-        if i > 0 && ids[i - 1].0 == *id {
+    let mut hash = |ids: &[(&[u8], u64)]| {
+        for (id, _) in ids {
+            hasher.update(id);
+            hasher.update(b"\n");
+        }
+    };
+    if order == HashOrder::AsWritten {
+        hash(&ids);
+    }
+    ids.sort_unstable();
+    if order == HashOrder::Sorted {
+        hash(&ids);
+    }
+    for pair in ids.windows(2) {
+        if pair[0].0 == pair[1].0 {
             facts.duplicates_total += 1;
             if facts.duplicates.len() < SHOWN {
-                facts.duplicates.push((ids[i - 1].1, *line_no));
+                facts.duplicates.push((pair[0].1, pair[1].1));
             }
         }
     }
@@ -733,17 +764,17 @@ fn hash_ids(mut ids: Vec<(&[u8], u64)>, facts: &mut ManifestFacts) -> (String, u
 }
 
 /// Gunzips (every gzip member, as `gunzip` does) and reads a manifest.
-pub fn read_manifest(compressed: &[u8]) -> Result<ManifestFacts, String> {
+pub fn read_manifest(compressed: &[u8], order: HashOrder) -> Result<ManifestFacts, String> {
     let mut text = Vec::new();
     flate2::read::MultiGzDecoder::new(compressed)
         .read_to_end(&mut text)
         .map_err(|e| format!("not a gzip stream: {e}"))?;
-    Ok(manifest_facts(&text))
+    Ok(manifest_facts(&text, order))
 }
 
 /// Reads uncompressed manifest text: one line per entry, each ending in LF (a last line
 /// without one counts too, as for `awk`).
-pub fn manifest_facts(text: &[u8]) -> ManifestFacts {
+pub fn manifest_facts(text: &[u8], order: HashOrder) -> ManifestFacts {
     let mut facts = ManifestFacts::default();
     let body = text.strip_suffix(b"\n").unwrap_or(text);
     let lines = (!text.is_empty()).then(|| body.split(|b| *b == b'\n'));
@@ -770,8 +801,8 @@ pub fn manifest_facts(text: &[u8]) -> ManifestFacts {
             versions.push((id_part(line), line_no));
         }
     }
-    (facts.versions_sha256, facts.versions_lines) = hash_ids(versions, &mut facts);
-    (facts.uploads_sha256, facts.uploads_lines) = hash_ids(uploads, &mut facts);
+    (facts.versions_sha256, facts.versions_lines) = hash_ids(versions, order, &mut facts);
+    (facts.uploads_sha256, facts.uploads_lines) = hash_ids(uploads, order, &mut facts);
     facts
 }
 
@@ -785,31 +816,72 @@ fn line_list(lines: impl Iterator<Item = String>, total: u64) -> String {
     }
 }
 
+/// The manifest's parts the certificate names, in order: `(key, versionId, sha256)`.
+pub fn manifest_parts(ev: &EvidenceSection) -> Vec<(&str, &str, &str)> {
+    std::iter::once((
+        ev.manifest_key.as_str(),
+        ev.manifest_version_id.as_str(),
+        ev.manifest_sha256.as_str(),
+    ))
+    .chain(ev.manifest_continuation.iter().map(|part| {
+        (
+            part.key.as_str(),
+            part.version_id.as_str(),
+            part.sha256.as_str(),
+        )
+    }))
+    .collect()
+}
+
+/// Check `manifest-digest`: each compressed part is the one the certificate names.
+fn check_parts(parts: &[&[u8]], ev: &EvidenceSection) -> Check {
+    const NAME: &str = "manifest-digest";
+    let named = manifest_parts(ev);
+    if parts.len() != named.len() {
+        return Check::fail(
+            NAME,
+            format!(
+                "{} manifest parts read, the certificate names {}",
+                parts.len(),
+                named.len()
+            ),
+        );
+    }
+    let mut bytes = 0;
+    for (part, (key, version_id, certified)) in parts.iter().zip(&named) {
+        let digest = sha256_hex(part);
+        if !digest.eq_ignore_ascii_case(certified) {
+            return Check::fail(
+                NAME,
+                format!(
+                    "the compressed manifest's sha256 is {digest} (s3://{}/{key} version {version_id}), the certificate says {certified}",
+                    ev.bucket
+                ),
+            );
+        }
+        bytes += part.len();
+    }
+    let (key, version_id, digest) = named[0];
+    let more = match named.len() {
+        1 => String::new(),
+        n => format!(" and {} more parts", n - 1),
+    };
+    Check::pass(
+        NAME,
+        format!(
+            "s3://{}/{key} version {version_id}{more}: {bytes} bytes, sha256 {digest}{} as certified",
+            ev.bucket,
+            if more.is_empty() { "" } else { " and theirs" },
+        ),
+    )
+}
+
 /// Checks `manifest-digest`, `manifest-lines`, `versions-hash`, `uploads-hash` and `counts`:
-/// the compressed manifest is the one the certificate names, every line is well-formed and
-/// appears once, and it hashes to and counts what the certificate certifies.
-pub fn check_manifest(compressed: &[u8], claims: &Claims) -> Vec<Check> {
-    let ev = &claims.evidence;
-    let digest = sha256_hex(compressed);
-    let mut checks = vec![Check::new(
-        "manifest-digest",
-        digest.eq_ignore_ascii_case(&ev.manifest_sha256),
-        if digest.eq_ignore_ascii_case(&ev.manifest_sha256) {
-            format!(
-                "s3://{}/{} version {}: {} bytes, sha256 {digest} as certified",
-                ev.bucket,
-                ev.manifest_key,
-                ev.manifest_version_id,
-                compressed.len()
-            )
-        } else {
-            format!(
-                "the compressed manifest's sha256 is {digest}, the certificate says {}",
-                ev.manifest_sha256
-            )
-        },
-    )];
-    let facts = match read_manifest(compressed) {
+/// the compressed manifest parts are the ones the certificate names, every line is
+/// well-formed and appears once, and it hashes to and counts what the certificate certifies.
+pub fn check_manifest(parts: &[&[u8]], claims: &Claims) -> Vec<Check> {
+    let mut checks = vec![check_parts(parts, &claims.evidence)];
+    let facts = match read_manifest(&parts.concat(), claims.hash_order()) {
         Ok(facts) => facts,
         Err(e) => {
             for name in ["manifest-lines", "versions-hash", "uploads-hash", "counts"] {
@@ -1140,7 +1212,7 @@ mod tests {
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
     use super::*;
-    use crate::evidence::LockedList;
+    use crate::evidence::EvidenceObject;
 
     struct Signer {
         pair: EcdsaKeyPair,
@@ -1257,7 +1329,7 @@ mod tests {
             "format 2 listed them inline"
         );
         claims.locked_versions.clear();
-        claims.evidence.locked = Some(LockedList {
+        claims.evidence.locked = Some(EvidenceObject {
             key: "deletions/acme-eu/gdpr-1234/0b1c2d3e/locked.tsv.gz".into(),
             version_id: "lv1".into(),
             sha256: sha256_hex(&list),
@@ -1433,7 +1505,7 @@ mod tests {
 
     #[test]
     fn hashes_are_those_of_the_documented_pipeline() {
-        let facts = manifest_facts(MANIFEST.as_bytes());
+        let facts = manifest_facts(MANIFEST.as_bytes(), HashOrder::Sorted);
         assert_eq!(
             (facts.versions_sha256.as_str(), facts.versions_lines),
             (sha(VERSION_IDS).as_str(), 3)
@@ -1448,7 +1520,7 @@ mod tests {
         );
         assert_eq!((facts.malformed_total, facts.duplicates_total), (0, 0));
         // printf 'a\t1\nb\t2\n' | sha256sum, whatever the order and with or without the last LF.
-        let two = manifest_facts(b"b\t2\tversion\t1\na\t1\tversion\t1");
+        let two = manifest_facts(b"b\t2\tversion\t1\na\t1\tversion\t1", HashOrder::Sorted);
         assert_eq!(
             two.versions_sha256,
             "6d2d1bd0abaed39e891321f7fb19d3f21108674b420432e927ae2fb4d0b7fb73"
@@ -1459,12 +1531,12 @@ mod tests {
             "fbfc66ac2ca6ace73650d8302191e738a26e4841d74d40e6ee662c28c091bc39"
         );
         // An empty manifest: the SHA-256 of nothing, twice.
-        let empty = manifest_facts(b"");
+        let empty = manifest_facts(b"", HashOrder::Sorted);
         assert_eq!((empty.versions_lines, empty.uploads_lines), (0, 0));
         assert_eq!(empty.versions_sha256, sha(""));
         assert_eq!(empty.uploads_sha256, sha(""));
         // A key that reads like a kind is still a key.
-        let tricky = manifest_facts(b"multipartUpload\tv\tversion\t1\n");
+        let tricky = manifest_facts(b"multipartUpload\tv\tversion\t1\n", HashOrder::Sorted);
         assert_eq!((tricky.versions, tricky.uploads), (1, 0));
     }
 
@@ -1472,7 +1544,7 @@ mod tests {
     fn a_faithful_manifest_verifies() {
         let gz = gzip(MANIFEST);
         let claims = claims_for(&gz);
-        let checks = check_manifest(&gz, &claims);
+        let checks = check_manifest(&[&gz], &claims);
         assert_eq!(failed(&checks), Vec::<&str>::new(), "{checks:#?}");
         assert_eq!(
             checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
@@ -1490,7 +1562,7 @@ mod tests {
         let mut claims = claims_for(&chunked);
         claims.evidence.manifest_sha256 = sha256_hex(&chunked);
         assert_eq!(
-            failed(&check_manifest(&chunked, &claims)),
+            failed(&check_manifest(&[&chunked], &claims)),
             Vec::<&str>::new()
         );
     }
@@ -1502,20 +1574,23 @@ mod tests {
         let tampered = gzip(&MANIFEST.replace("\tv2\t", "\tv3\t"));
         // As stored under the certificate's digest: the digest catches it.
         assert_eq!(
-            failed(&check_manifest(&tampered, &claims)),
+            failed(&check_manifest(&[&tampered], &claims)),
             ["manifest-digest", "versions-hash"]
         );
         // Even if whoever altered it could also change the certified digest.
         let mut forged = claims.clone();
         forged.evidence.manifest_sha256 = sha256_hex(&tampered);
         assert_eq!(
-            failed(&check_manifest(&tampered, &forged)),
+            failed(&check_manifest(&[&tampered], &forged)),
             ["versions-hash"]
         );
         // An upload id changed: the other hash.
         let upload = gzip(&MANIFEST.replace("\tu1\t", "\tu2\t"));
         forged.evidence.manifest_sha256 = sha256_hex(&upload);
-        assert_eq!(failed(&check_manifest(&upload, &forged)), ["uploads-hash"]);
+        assert_eq!(
+            failed(&check_manifest(&[&upload], &forged)),
+            ["uploads-hash"]
+        );
     }
 
     #[test]
@@ -1524,7 +1599,7 @@ mod tests {
         let gz = gzip(&without);
         let mut claims = claims_for(&gzip(MANIFEST));
         claims.evidence.manifest_sha256 = sha256_hex(&gz);
-        let checks = check_manifest(&gz, &claims);
+        let checks = check_manifest(&[&gz], &claims);
         assert_eq!(failed(&checks), ["versions-hash", "counts"]);
         let counts = checks.iter().find(|c| c.name == "counts").expect("counts");
         assert_eq!(
@@ -1539,11 +1614,11 @@ mod tests {
         let gz = gzip(&twice);
         let mut claims = claims_for(&gz);
         // Even certified as such (hash and counts taken over the duplicate), it fails.
-        let facts = manifest_facts(twice.as_bytes());
+        let facts = manifest_facts(twice.as_bytes(), HashOrder::Sorted);
         claims.sha256 = facts.versions_sha256.clone();
         claims.entries = facts.versions_lines;
         claims.counts.versions = 3;
-        let checks = check_manifest(&gz, &claims);
+        let checks = check_manifest(&[&gz], &claims);
         assert_eq!(failed(&checks), ["manifest-lines"]);
         assert_eq!(facts.duplicates, vec![(1, 5)]);
         let lines = &checks[1];
@@ -1558,7 +1633,10 @@ mod tests {
             lines.detail
         );
         // The same (key, version id) under another kind is the same entry.
-        let facts = manifest_facts(b"k\tv\tversion\t1\nk\tv\tdeleteMarker\t0\n");
+        let facts = manifest_facts(
+            b"k\tv\tversion\t1\nk\tv\tdeleteMarker\t0\n",
+            HashOrder::Sorted,
+        );
         assert_eq!(facts.duplicates_total, 1);
     }
 
@@ -1567,13 +1645,64 @@ mod tests {
         let gz = gzip(MANIFEST);
         let mut claims = claims_for(&gz);
         claims.counts.versions = 3;
-        assert_eq!(failed(&check_manifest(&gz, &claims)), ["counts"]);
+        assert_eq!(failed(&check_manifest(&[&gz], &claims)), ["counts"]);
         let mut claims = claims_for(&gz);
         claims.counts.multipart_uploads = 0;
-        assert_eq!(failed(&check_manifest(&gz, &claims)), ["counts"]);
+        assert_eq!(failed(&check_manifest(&[&gz], &claims)), ["counts"]);
         let mut claims = claims_for(&gz);
         claims.entries = 4;
-        assert_eq!(failed(&check_manifest(&gz, &claims)), ["versions-hash"]);
+        assert_eq!(failed(&check_manifest(&[&gz], &claims)), ["versions-hash"]);
+    }
+
+    /// Part `n` of the manifest as the Job names it.
+    fn continuation(n: usize, body: &[u8]) -> EvidenceObject {
+        let layout = Location::new(
+            "evidence-c1-eu-central-1",
+            "acme-eu",
+            "gdpr-1234",
+            "0b1c2d3e",
+        );
+        EvidenceObject {
+            key: layout.manifest_part(n),
+            version_id: format!("mv{n}"),
+            sha256: sha256_hex(body),
+        }
+    }
+
+    #[test]
+    fn a_format_4_manifest_hashes_in_its_own_order_across_parts() {
+        // cut -f1,2 of MANIFEST's versions and markers, as written.
+        const AS_WRITTEN: &str =
+            "users/42/b.txt\tv2\nusers/42/a%09%25.txt\tv1\nusers/42/b.txt\tdm1\n";
+        let (first, rest) = MANIFEST.split_at(MANIFEST.find("users/42/b.txt\tdm1").expect("line"));
+        let parts = [gzip(first), gzip(rest)];
+        let read = [parts[0].as_slice(), parts[1].as_slice()];
+        let mut claims = claims_for(&parts[0]);
+        claims.format = 4;
+        claims.sha256 = sha(AS_WRITTEN);
+        claims.evidence.manifest_continuation = vec![continuation(2, &parts[1])];
+        let checks = check_manifest(&read, &claims);
+        assert_eq!(failed(&checks), Vec::<&str>::new(), "{checks:#?}");
+        assert!(
+            checks[0].detail.contains("and 1 more parts"),
+            "{}",
+            checks[0].detail
+        );
+        // The sorted hash of earlier formats does not stand for this one.
+        let mut sorted = claims.clone();
+        sorted.sha256 = sha(VERSION_IDS);
+        assert_eq!(failed(&check_manifest(&read, &sorted)), ["versions-hash"]);
+        // Parts swapped, or one left out: not the manifest certified.
+        assert_eq!(
+            failed(&check_manifest(&[read[1], read[0]], &claims)),
+            ["manifest-digest", "versions-hash"]
+        );
+        let missing = check_manifest(&read[..1], &claims);
+        assert_eq!(
+            missing[0].detail,
+            "1 manifest parts read, the certificate names 2"
+        );
+        assert!(failed(&missing).contains(&"counts"));
     }
 
     #[test]
@@ -1581,11 +1710,11 @@ mod tests {
         let gz = gzip(MANIFEST);
         let mut claims = claims_for(&gz);
         claims.evidence.manifest_sha256 = sha("something else");
-        let checks = check_manifest(&gz, &claims);
+        let checks = check_manifest(&[&gz], &claims);
         assert_eq!(failed(&checks), ["manifest-digest"]);
         assert!(checks[0].detail.contains(&sha256_hex(&gz)));
         // Not gzip at all: every check on its content fails too.
-        let checks = check_manifest(MANIFEST.as_bytes(), &claims);
+        let checks = check_manifest(&[MANIFEST.as_bytes()], &claims);
         assert_eq!(
             failed(&checks),
             [
@@ -1613,15 +1742,21 @@ mod tests {
             ("k\r\tv\tversion\t1", "CR"),
             ("", "4 tab-separated"),
         ] {
-            let facts = manifest_facts(format!("a\t1\tversion\t1\n{line}\n").as_bytes());
+            let facts = manifest_facts(
+                format!("a\t1\tversion\t1\n{line}\n").as_bytes(),
+                HashOrder::Sorted,
+            );
             assert_eq!(facts.malformed_total, 1, "{line:?}");
             let (n, problem) = facts.malformed[0];
             assert_eq!(n, 2);
             assert!(problem.contains(why), "{line:?}: {problem}");
         }
-        let facts = manifest_facts(b"k\xff\tv\tversion\t1\n");
+        let facts = manifest_facts(b"k\xff\tv\tversion\t1\n", HashOrder::Sorted);
         assert_eq!(facts.malformed[0].1, "a field that is not UTF-8");
-        let facts = manifest_facts(b"a%25%09%0A%0D\tv\tversion\t18446744073709551615\n");
+        let facts = manifest_facts(
+            b"a%25%09%0A%0D\tv\tversion\t18446744073709551615\n",
+            HashOrder::Sorted,
+        );
         assert_eq!(facts.malformed_total, 0);
     }
 
@@ -1737,6 +1872,15 @@ mod tests {
         let mut key_abroad = claims.clone();
         key_abroad.evidence.signing_key_arn = KEY_ARN.replace("eu-central-1", "us-east-1");
         assert!(!check_location(&uri(), "eu-central-1", &key_abroad).passed);
+        let mut parted = claims.clone();
+        parted.evidence.manifest_continuation = vec![continuation(2, b"")];
+        assert!(check_location(&uri(), "eu-central-1", &parted).passed);
+        parted.evidence.manifest_continuation[0].key = "deletions/other/manifest.tsv.gz".into();
+        let check = check_location(&uri(), "eu-central-1", &parted);
+        assert!(
+            !check.passed && check.detail.contains("manifest part 2 is named"),
+            "{check:?}"
+        );
         let mut no_uid = claims;
         no_uid.request.uid = None;
         assert!(!check_location(&uri(), "eu-central-1", &no_uid).passed);

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -317,15 +317,13 @@ impl<O: Objects, S: Store> Engine<O, S> {
     /// SHA-256 of the committed manifest's versions and markers, and of its aborted uploads,
     /// with their entry counts, read back from the store (so they are exactly what anyone
     /// re-checking the published manifest computes).
-    pub async fn manifest_digests(&self, state: &State) -> Result<manifest::Digests, PurgeError> {
-        let lines = self.manifest_lines(state).await?;
-        Ok(manifest::digests(lines.iter().map(String::as_str)))
-    }
-
-    /// Every manifest line committed, in order.
-    pub async fn manifest_lines(&self, state: &State) -> Result<Vec<String>, PurgeError> {
-        self.read_journal(JournalKind::Manifest, &state.manifest)
-            .await
+    /// The committed manifest, chunk by chunk in order (each chunk's text cut to its committed
+    /// lines): streamed, so that publishing holds a few chunks at a time, not the manifest.
+    pub fn manifest_chunks(
+        &self,
+        state: &State,
+    ) -> impl Stream<Item = Result<String, PurgeError>> + '_ {
+        self.journal_chunks(JournalKind::Manifest, &state.manifest)
     }
 
     /// Every locked version recorded.
@@ -387,33 +385,66 @@ impl<O: Objects, S: Store> Engine<O, S> {
         kind: JournalKind,
         committed: &JournalState,
     ) -> Result<Vec<String>, PurgeError> {
-        // Several reads in flight, kept in order: one slow read must not idle the rest.
-        let texts: Vec<Result<Option<String>, StoreError>> =
-            futures::stream::iter(0..committed.chunks)
-                .map(|index| self.store.read_chunk(kind, index))
-                .buffered(CHUNK_READS)
-                .collect()
-                .await;
         let mut lines = Vec::new();
-        for (index, text) in (0..committed.chunks).zip(texts) {
-            let text = text?
-                .ok_or_else(|| PurgeError::Corrupt(format!("{kind:?} chunk {index} is missing")))?;
-            let take = if index + 1 == committed.chunks {
-                committed.last_chunk_lines as usize
-            } else {
-                usize::MAX
-            };
-            lines.extend(text.lines().take(take).map(str::to_owned));
-        }
-        if lines.len() as u64 != committed.lines {
-            return Err(PurgeError::Corrupt(format!(
-                "{kind:?} holds {} lines, the checkpoint committed {}",
-                lines.len(),
-                committed.lines
-            )));
+        let mut chunks = std::pin::pin!(self.journal_chunks(kind, committed));
+        while let Some(text) = chunks.next().await {
+            lines.extend(text?.lines().map(str::to_owned));
         }
         Ok(lines)
     }
+
+    /// The committed text of each chunk of a journal, in order; an error once a chunk is missing
+    /// or the lines do not add up to what the checkpoint committed.
+    fn journal_chunks(
+        &self,
+        kind: JournalKind,
+        committed: &JournalState,
+    ) -> impl Stream<Item = Result<String, PurgeError>> + '_ {
+        let committed = committed.clone();
+        let chunks = committed.chunks;
+        let mut seen = 0u64;
+        // Several reads in flight, kept in order: one slow read must not idle the rest.
+        futures::stream::iter(0..chunks)
+            .map(move |index| async move { (index, self.store.read_chunk(kind, index).await) })
+            .buffered(CHUNK_READS)
+            .map(move |(index, text)| {
+                let text = text?.ok_or_else(|| {
+                    PurgeError::Corrupt(format!("{kind:?} chunk {index} is missing"))
+                })?;
+                let last = index + 1 == chunks;
+                let text = if last {
+                    committed_prefix(&text, committed.last_chunk_lines as usize)
+                } else {
+                    text
+                };
+                seen += text.lines().count() as u64;
+                if last && seen != committed.lines {
+                    return Err(PurgeError::Corrupt(format!(
+                        "{kind:?} holds {seen} lines, the checkpoint committed {}",
+                        committed.lines
+                    )));
+                }
+                Ok(text)
+            })
+            .chain(futures::stream::iter(
+                (chunks == 0 && committed.lines != 0).then(|| {
+                    Err(PurgeError::Corrupt(format!(
+                        "{kind:?} has no chunk, the checkpoint committed {} lines",
+                        committed.lines
+                    )))
+                }),
+            ))
+    }
+}
+
+/// The first `lines` lines of `text`, each ending in LF.
+fn committed_prefix(text: &str, lines: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().take(lines) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// One run of the engine: the checkpoint and what is derived from it.

@@ -5,10 +5,11 @@
 //! version ids are percent-encoded (`%25`, `%09`, `%0A`, `%0D`): a line stays one line and its
 //! fields stay apart. The manifest records everything removed: versions and delete markers, and
 //! aborted incomplete multipart uploads (kind `multipartUpload`, the upload id in the second
-//! field). The certificate has one hash per sort, over the encoded fields, so anyone can
-//! recompute them from the published manifest: `awk -F'\t' '$3 != "multipartUpload"' | cut
-//! -f1,2 | LC_ALL=C sort | sha256sum` for versions and markers (the hash the certificate had
-//! before uploads were recorded), and the same with `==` for uploads.
+//! field). The certificate has one hash per kind, over the encoded fields in manifest order,
+//! so anyone can recompute them from the published manifest as it streams past: `awk -F'\t'
+//! '$3 != "multipartUpload"' | cut -f1,2 | sha256sum` for versions and markers, and the same
+//! with `==` for uploads. (Certificates before format 4 hashed the lines sorted, which needs the
+//! whole manifest at once.)
 
 use std::borrow::Cow;
 
@@ -202,54 +203,71 @@ fn unescape(s: &str) -> Option<String> {
 }
 
 /// What the certificate certifies of a manifest: one hash for versions and delete markers, one
-/// for aborted uploads. Kept apart so that the first keeps the meaning it has always had.
+/// for aborted uploads. Kept apart so that a reader of either needs only `awk` and `cut`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digests {
-    /// [`manifest_sha256`] of the version and delete marker lines, and their count.
+    /// SHA-256 (hex) of the `key<TAB>versionId<LF>` of every version and delete marker line, in
+    /// manifest order, and how many there were.
     pub versions: (String, u64),
-    /// [`manifest_sha256`] of the `multipartUpload` lines (`key<TAB>uploadId`), and their count.
+    /// The same over the `multipartUpload` lines (`key<TAB>uploadId`).
     pub uploads: (String, u64),
 }
 
-/// Splits manifest lines by kind (the third field) and hashes each part.
-pub fn digests<'a>(lines: impl IntoIterator<Item = &'a str>) -> Digests {
-    let upload = format!("\t{}\t", Kind::MultipartUpload.as_str());
-    let (uploads, versions): (Vec<&str>, Vec<&str>) = lines.into_iter().partition(|line| {
+/// [`Digests`] computed line by line as the manifest streams past, so that no manifest is ever
+/// held whole: a sorted hash would need every line at once (6 GB at 100 million versions).
+#[derive(Clone, Default)]
+pub struct DigestBuilder {
+    versions: (Sha256, u64),
+    uploads: (Sha256, u64),
+}
+
+impl DigestBuilder {
+    /// Adds one manifest line (without its LF).
+    pub fn push(&mut self, line: &str) {
         // Encoded fields hold no TAB, so the kind is what follows the second one.
-        line.match_indices('\t')
-            .nth(1)
-            .is_some_and(|(i, _)| line[i..].starts_with(upload.as_str()))
-    });
-    Digests {
-        versions: manifest_sha256(versions),
-        uploads: manifest_sha256(uploads),
+        let second_tab = line.match_indices('\t').nth(1).map(|(i, _)| i);
+        let upload = second_tab.is_some_and(|i| {
+            line[i + 1..]
+                .split('\t')
+                .next()
+                .is_some_and(|kind| kind == Kind::MultipartUpload.as_str())
+        });
+        // The first two fields, still encoded: what the certificate promises.
+        let id = second_tab.map_or(line, |end| &line[..end]);
+        let (hasher, count) = if upload {
+            &mut self.uploads
+        } else {
+            &mut self.versions
+        };
+        hasher.update(id.as_bytes());
+        hasher.update(b"\n");
+        *count += 1;
+    }
+
+    pub fn finish(self) -> Digests {
+        let hex = |(hasher, count): (Sha256, u64)| {
+            let hex = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (hex, count)
+        };
+        Digests {
+            versions: hex(self.versions),
+            uploads: hex(self.uploads),
+        }
     }
 }
 
-/// SHA-256 (hex) of the sorted `key<TAB>versionId<LF>` lines of manifest lines, and how many
-/// there were.
-pub fn manifest_sha256<'a>(lines: impl IntoIterator<Item = &'a str>) -> (String, u64) {
-    let mut ids: Vec<&str> = lines
-        .into_iter()
-        .map(|line| {
-            // The first two fields, still encoded: what the certificate promises.
-            let mut tabs = line.match_indices('\t').map(|(i, _)| i);
-            let _ = tabs.next();
-            tabs.next().map_or(line, |end| &line[..end])
-        })
-        .collect();
-    ids.sort_unstable();
-    let mut hasher = Sha256::new();
-    for id in &ids {
-        hasher.update(id.as_bytes());
-        hasher.update(b"\n");
+/// [`Digests`] of manifest lines, in the order given.
+#[cfg(test)]
+pub fn digests<'a>(lines: impl IntoIterator<Item = &'a str>) -> Digests {
+    let mut builder = DigestBuilder::default();
+    for line in lines {
+        builder.push(line);
     }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (hex, ids.len() as u64)
+    builder.finish()
 }
 
 /// Where a journal stands, as committed in the checkpoint.
@@ -380,22 +398,24 @@ mod tests {
         assert!(Entry::parse("a%2\tb\tversion\t1").is_err());
     }
 
-    #[test]
-    fn hash_is_order_independent_and_matches_sha256sum() {
-        let a = entry("b", "2").line();
-        let b = entry("a", "1").line();
-        let (h1, n1) = manifest_sha256([a.as_str(), b.as_str()]);
-        let (h2, _) = manifest_sha256([b.as_str(), a.as_str()]);
-        assert_eq!((h1.as_str(), n1), (h2.as_str(), 2));
-        // printf 'a\t1\nb\t2\n' | sha256sum
-        let expected = Sha256::digest(b"a\t1\nb\t2\n")
+    fn sha256sum(text: &[u8]) -> String {
+        Sha256::digest(text)
             .iter()
             .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        assert_eq!(h1, expected);
-        let (empty, n) = manifest_sha256([]);
-        assert_eq!(n, 0);
-        assert!(empty.starts_with("e3b0c442"));
+            .collect()
+    }
+
+    #[test]
+    fn hash_follows_manifest_order_and_matches_sha256sum() {
+        let a = entry("b", "2").line();
+        let b = entry("a", "1").line();
+        let d = digests([a.as_str(), b.as_str()]);
+        // printf 'b\t2\na\t1\n' | sha256sum
+        assert_eq!(d.versions, (sha256sum(b"b\t2\na\t1\n"), 2));
+        assert_ne!(digests([b.as_str(), a.as_str()]).versions, d.versions);
+        let empty = digests([]);
+        assert_eq!(empty.versions.1, 0);
+        assert!(empty.versions.0.starts_with("e3b0c442"));
     }
 
     #[test]
@@ -410,16 +430,11 @@ mod tests {
         let d = digests([line.as_str(), version.as_str(), tricky.as_str()]);
         assert_eq!(
             d.versions,
-            manifest_sha256([version.as_str(), tricky.as_str()])
+            digests([version.as_str(), tricky.as_str()]).versions
         );
-        assert_eq!(d.uploads, manifest_sha256([line.as_str()]));
-        assert_eq!((d.versions.1, d.uploads.1), (2, 1));
+        assert_eq!(d.versions.0, sha256sum(b"a\t1\nmultipartUpload\t2\n"));
         // printf 'a%09b\tu1\n' | sha256sum
-        let expected = Sha256::digest(b"a%09b\tu1\n")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        assert_eq!(d.uploads.0, expected);
+        assert_eq!(d.uploads, (sha256sum(b"a%09b\tu1\n"), 1));
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod request;
 mod state;
 
 pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError, UploadPage};
-pub use evidence::Target as EvidenceTarget;
+pub use evidence::{PART_BYTES, Target as EvidenceTarget};
 pub use journal::BucketJournal;
 pub use records::{RECORD_LABEL, RequestRecords, UID_LABEL};
 pub use request::{Options, Outcome, RequestError, run};

@@ -2,6 +2,7 @@
 //! certificate. Writes only the status fields the Job owns: `phase` (Running, then Succeeded,
 //! Blocked or Failed), `progress` and `certificate`.
 
+use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use serde::Serialize;
@@ -18,7 +19,7 @@ use super::records::RequestRecords;
 use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
 use crate::api::{
     CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
-    ResidencyPolicy, TenantStorage,
+    LockedVersion, ResidencyPolicy, TenantStorage,
 };
 use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
 use crate::evidence::{EvidenceSection, Location};
@@ -432,6 +433,48 @@ struct Published<'a> {
     bucket: &'a str,
 }
 
+/// How the certificate's hashes are computed, as it says itself.
+const HASH_INPUT: &str = "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), in manifest order: cat the manifest parts (evidence.manifestKey, then evidence.manifestContinuation in order) | gunzip | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope";
+
+/// Streams the committed manifest once: hashes it and, unless this is a dry run (which deleted
+/// nothing, so its counts need no evidence locked for years), publishes it in parts with the
+/// list of versions Object Lock kept.
+async fn publish_manifest(
+    engine: &Engine<BucketObjects, BucketJournal>,
+    to: &Published<'_>,
+    location: &Location,
+    state: &State,
+    locked: &[LockedVersion],
+) -> Result<(manifest::Digests, Option<EvidenceSection>), RequestError> {
+    let mut digests = manifest::DigestBuilder::default();
+    let mut writer = if state.dry_run {
+        None
+    } else {
+        Some(evidence::ManifestWriter::new(
+            to.regional,
+            to.target,
+            location,
+        )?)
+    };
+    let mut chunks = std::pin::pin!(engine.manifest_chunks(state));
+    while let Some(text) = chunks.next().await {
+        for line in text?.lines() {
+            digests.push(line);
+            if let Some(writer) = writer.as_mut() {
+                writer.push(line).await?;
+            }
+        }
+    }
+    let section = match writer {
+        Some(writer) => {
+            let locked: Vec<String> = locked.iter().map(manifest::locked_line).collect();
+            Some(writer.finish(&locked).await?)
+        }
+        None => None,
+    };
+    Ok((digests.finish(), section))
+}
+
 /// Publishes the evidence (once: a rerun re-publishes the recorded certificate), then the
 /// certificate summary and final status; safe to repeat.
 async fn finish(
@@ -454,28 +497,18 @@ async fn finish(
             let name = req.name_any();
             let uid = req.uid();
             let tenant_name = to.tenant_name;
-            let (lines, locked) =
-                futures::try_join!(engine.manifest_lines(state), engine.locked_versions(state))?;
-            let digests = manifest::digests(lines.iter().map(String::as_str));
             let location = Location::new(
                 &to.target.bucket,
                 &ns,
                 &name,
                 uid.as_deref().unwrap_or_default(),
             );
-            // A dry run deleted nothing: its counts need no evidence locked for years.
-            let section = if state.dry_run {
-                None
-            } else {
-                let locked: Vec<String> = locked.iter().map(manifest::locked_line).collect();
-                Some(
-                    evidence::publish_manifest(to.regional, to.target, &location, &lines, &locked)
-                        .await?,
-                )
-            };
+            let locked = engine.locked_versions(state).await?;
+            let (digests, section) =
+                publish_manifest(engine, to, &location, state, &locked).await?;
             let certificate = Certificate {
                 kind: "DeletionCertificate",
-                format: 3,
+                format: 4,
                 request: Identity {
                     namespace: &ns,
                     name: &name,
@@ -501,7 +534,7 @@ async fn finish(
                 entries: digests.versions.1,
                 multipart_uploads_sha256: &digests.uploads.0,
                 multipart_upload_entries: digests.uploads.1,
-                hash_input: "sha256: SHA-256 of every deleted version and delete marker as the line key<TAB>versionId<LF> (with %, TAB, LF, CR percent-encoded, as in the manifest), lines sorted bytewise: the manifest entries | awk -F'\\t' '$3 != \"multipartUpload\"' | cut -f1,2 | LC_ALL=C sort | sha256sum. multipartUploadsSha256: the same over every aborted incomplete multipart upload (its parts deleted), key<TAB>uploadId: awk -F'\\t' '$3 == \"multipartUpload\"' instead. The verification listing covers object versions, delete markers and incomplete multipart uploads under every prefix in scope",
+                hash_input: HASH_INPUT,
                 evidence: section.as_ref(),
                 verification: state.verification.as_ref(),
                 locked_versions_total: locked.len() as u64,
