@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// How often every tenant is re-read from AWS and drift is corrected, e.g. `10m`, `30s`.
     #[arg(long, env = "TSO_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
     pub resync_period: Duration,
+    /// Tenants resynced per second at most, about what AWS sustains for this operator: when
+    /// all tenants' resyncs need more, the period stretches (N tenants take N / rate seconds)
+    /// instead of new and changed tenants waiting behind them. The default keeps 10,000
+    /// tenants on a 10-minute period.
+    #[arg(long, env = "TSO_RESYNC_RATE", default_value_t = 20.0, value_parser = parse_rate)]
+    pub resync_rate: f64,
     /// Only manage TenantStorages in these namespaces, comma-separated or repeated (default:
     /// all namespaces).
     #[arg(long = "namespace", env = "TSO_NAMESPACES", value_delimiter = ',')]
@@ -568,6 +574,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         cluster_id: args.cluster_id,
         bucket_prefix: args.bucket_prefix,
         resync_period: args.resync_period,
+        resync_rate: args.resync_rate,
         namespaces: args.namespaces,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
         purge: PurgeSettings {
@@ -734,9 +741,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Resyncs a second: a positive number up to 10,000.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 10_000.0 => Ok(rate),
+        _ => Err(format!(
+            "{s:?} is not a rate: give tenants per second, a number above 0 and up to 10000 (e.g. 20, or 0.5)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("20"), Ok(20.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", "20000"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

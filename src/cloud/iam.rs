@@ -1,8 +1,8 @@
 //! IAM roles of tenants' workloads, and the STS calls of delegated access.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::types::{EntityType, RoleDetail, Tag};
 use aws_sdk_sts::config::Credentials;
 use serde_json::Value;
 
@@ -30,6 +30,38 @@ fn decode_policy(op: &'static str, text: &str) -> Result<Value, CloudError> {
         code: "MalformedPolicyDocument".into(),
         message: e.to_string(),
         status: None,
+    })
+}
+
+/// A role as `GetAccountAuthorizationDetails` describes it.
+fn role_from_details(role: &RoleDetail) -> Result<ObservedRole, CloudError> {
+    const OP: &str = "GetAccountAuthorizationDetails";
+    let mut inline_policies = BTreeMap::new();
+    for policy in role.role_policy_list() {
+        if let (Some(name), Some(doc)) = (policy.policy_name(), policy.policy_document()) {
+            inline_policies.insert(name.to_owned(), decode_policy(OP, doc)?);
+        }
+    }
+    Ok(ObservedRole {
+        tags: role
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect(),
+        trust_policy: match role.assume_role_policy_document() {
+            Some(doc) => decode_policy(OP, doc)?,
+            None => Value::Null,
+        },
+        permissions_boundary: role
+            .permissions_boundary()
+            .and_then(|b| b.permissions_boundary_arn())
+            .map(str::to_owned),
+        inline_policies,
+        attached_policies: role
+            .attached_managed_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_owned))
+            .collect(),
     })
 }
 
@@ -192,6 +224,37 @@ impl Iam {
             inline_policies,
             attached_policies,
         }))
+    }
+
+    /// Every role under `path_prefix`, by name, as [`observe_role`](Self::observe_role) sees
+    /// each: one paginated `GetAccountAuthorizationDetails` (roles only, 1000 a page), so a
+    /// sweep of every tenant role costs pages of roles, not four calls per role.
+    pub async fn roles_under(
+        &self,
+        path_prefix: &str,
+    ) -> Result<HashMap<String, ObservedRole>, CloudError> {
+        const OP: &str = "GetAccountAuthorizationDetails";
+        let mut pages = self
+            .iam
+            .get_account_authorization_details()
+            .filter(EntityType::Role)
+            .max_items(1000)
+            .into_paginator()
+            .send();
+        let mut roles = HashMap::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(err(OP))?;
+            for role in page.role_detail_list() {
+                let (Some(name), true) = (
+                    role.role_name(),
+                    role.path().is_some_and(|p| p.starts_with(path_prefix)),
+                ) else {
+                    continue;
+                };
+                roles.insert(name.to_owned(), role_from_details(role)?);
+            }
+        }
+        Ok(roles)
     }
 
     /// Applies one planned change to the role.

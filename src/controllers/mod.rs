@@ -6,6 +6,8 @@ mod error;
 mod evidence;
 mod own_writes;
 mod residency_policy;
+mod role_snapshot;
+mod schedule;
 mod tenant_storage;
 mod watch_backoff;
 
@@ -32,6 +34,8 @@ use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
 use crate::telemetry::Metrics;
 use own_writes::OwnWrites;
+use role_snapshot::RoleSnapshot;
+use schedule::Schedule;
 use watch_backoff::WatchBackoff;
 
 /// Operator-wide settings that shape every tenant.
@@ -40,6 +44,8 @@ pub struct Settings {
     pub cluster_id: String,
     pub bucket_prefix: String,
     pub resync_period: Duration,
+    /// Tenants resynced per second at most: the resync period stretches beyond that.
+    pub resync_rate: f64,
     /// Watch only these namespaces (all namespaces when empty).
     pub namespaces: Vec<String>,
     /// Reconciles running at once (per watched namespace), so a burst of tenants is paced
@@ -115,6 +121,10 @@ pub struct Context {
     pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// TenantStorage status writes of ours, whose watch events trigger nothing.
     pub own_writes: OwnWrites,
+    /// Every tenant role, swept at most twice per resync period.
+    pub roles: RoleSnapshot,
+    /// When each tenant is resynced or retried.
+    pub schedule: Schedule,
 }
 
 /// A JSON merge patch (RFC 7386) from `old` to `new`: `new`, plus `null` for every field `old`
@@ -210,6 +220,11 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         controller: "tenant-storage-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let roles = RoleSnapshot::new(
+        crate::plan::naming::role_path(&settings.cluster_id),
+        settings.resync_period / 2,
+    );
+    let schedule = Schedule::new(settings.resync_period, settings.resync_rate);
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -218,6 +233,8 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         settings,
         log_buckets: tokio::sync::Mutex::default(),
         own_writes: OwnWrites::default(),
+        roles,
+        schedule,
     });
     let mut stores = Vec::new();
     let controllers: Vec<_> = scopes
@@ -336,12 +353,12 @@ fn deletion_error_policy(
 
 /// Transient failures retry soon; a blocked deletion re-checks on the resync period (at most
 /// every 30 s), since emptying a bucket triggers no Kubernetes event.
-fn error_policy(_ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Action {
     match err.reason().as_str() {
         "DeletionBlocked" => {
             Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
         }
-        _ => Action::requeue(Duration::from_secs(5)),
+        _ => Action::requeue(ctx.schedule.retry(&tenant_storage::tenant_key(&ts))),
     }
 }
 

@@ -39,9 +39,19 @@ pub const PAUSED: &str = "storage.tenancy.dev/paused";
 /// Any new value forces an immediate re-check of the cloud (the on-demand drift check); the
 /// value acted upon is echoed in `status.lastRecheck`.
 pub const RECHECK: &str = "storage.tenancy.dev/recheck";
+
 const PAUSED_CONDITION: &str = "Paused";
 const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
 const KIND: &str = "TenantStorage";
+
+/// Whether the tenant carries a recheck annotation not handled yet: then nothing is taken from
+/// a shared snapshot.
+fn recheck_asked(ts: &TenantStorage) -> bool {
+    let handled = ts.status.as_ref().and_then(|s| s.last_recheck.as_ref());
+    ts.annotations()
+        .get(RECHECK)
+        .is_some_and(|asked| Some(asked) != handled)
+}
 
 #[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), tenant = ts.name_any()))]
 pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -57,6 +67,7 @@ pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Acti
                 let action = cleanup(&ts, &ctx, &api).await?;
                 ctx.metrics.record_tenant(&tenant_key(&ts), None);
                 ctx.own_writes.forget(&ts);
+                ctx.schedule.forget(&tenant_key(&ts));
                 Ok(action)
             }
         }
@@ -234,7 +245,7 @@ async fn refuse(
         )
         .await;
     }
-    Ok(Action::requeue(ctx.settings.resync_period))
+    Ok(Action::requeue(ctx.schedule.resync(&tenant_key(report.ts))))
 }
 
 async fn apply(
@@ -283,7 +294,7 @@ async fn apply(
     result
 }
 
-fn tenant_key(ts: &TenantStorage) -> String {
+pub(super) fn tenant_key(ts: &TenantStorage) -> String {
     format!("{}/{}", ts.namespace().unwrap_or_default(), ts.name_any())
 }
 
@@ -574,6 +585,7 @@ async fn provision(
                 &region,
             )),
             policy.spec.access.permissions_boundary_arn.clone(),
+            recheck_asked(ts),
         )
         .await?
         {
@@ -657,7 +669,7 @@ async fn provision(
         ),
     );
     report.save(api).await?;
-    Ok(Action::requeue(ctx.settings.resync_period))
+    Ok(Action::requeue(ctx.schedule.resync(&tenant_key(ts))))
 }
 
 async fn apply_key_changes(

@@ -267,6 +267,13 @@ pub fn operator(
                 ],
                 vec![roles],
             ),
+            // One sweep of every role reads what four calls per tenant role would; IAM
+            // grants it on the account only. It returns role documents, which hold no secret.
+            Statement::allow(
+                "SweepRoles",
+                &["iam:GetAccountAuthorizationDetails"],
+                vec!["*".to_owned()],
+            ),
             Statement::allow(
                 "DelegatedTenants",
                 &["sts:AssumeRole"],
@@ -375,6 +382,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("statement {sid}"))
         };
         assert_eq!(by_sid("Buckets").resource, ["arn:aws:s3:::acme-*"]);
+        // The one IAM grant on the whole account reads, and only that.
+        assert_eq!(
+            by_sid("SweepRoles").action,
+            ["iam:GetAccountAuthorizationDetails"]
+        );
         assert_eq!(
             by_sid("WorkloadRoles").resource,
             ["arn:aws:iam::123456789012:role/tenant-storage-operator/c1/*"]

@@ -387,13 +387,25 @@ impl Operator {
     /// sampling the counters right after each boundary (a sample taken mid-reconcile would count
     /// part of one). Returns (mutating calls, read calls per reconcile).
     pub async fn calls_over_reconciles(&self, n: f64) -> (f64, f64) {
+        self.calls_over_reconciles_of("", n).await
+    }
+
+    /// The same for the calls to one AWS service (all services for `""`).
+    pub async fn calls_over_reconciles_of(&self, service: &str, n: f64) -> (f64, f64) {
+        // An empty label is in every line.
+        let service = if service.is_empty() {
+            String::new()
+        } else {
+            format!("service=\"{service}\"")
+        };
+        let service = service.as_str();
         let sample = |after: f64| async move {
             let done = self.counter(RECONCILES, &["result=\"ok\""]).await;
             if done < after {
                 return None;
             }
-            let writes = self.counter(CALLS, &["mutating=\"true\""]).await;
-            let reads = self.counter(CALLS, &["mutating=\"false\""]).await;
+            let writes = self.counter(CALLS, &["mutating=\"true\"", service]).await;
+            let reads = self.counter(CALLS, &["mutating=\"false\"", service]).await;
             Some((done, writes, reads))
         };
         let start = self.counter(RECONCILES, &["result=\"ok\""]).await;

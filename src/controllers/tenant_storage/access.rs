@@ -9,6 +9,7 @@ use tracing::info;
 use super::{Report, publish};
 use crate::api::{AccessSpec, AccessStatus, TenantStorage};
 use crate::cloud::CloudError;
+use crate::controllers::role_snapshot::Seen;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{
     DesiredRole, IRSA_ANNOTATION, ObservedRole, RoleChange, RoleName, irsa_trust_policy,
@@ -23,9 +24,11 @@ pub(super) struct Refusal {
     pub message: String,
 }
 
-/// The tenant role `access` asks for, with the given permissions, and the role as it is now.
-/// A refusal when it cannot be built, or when its name is held by a role that is not this
-/// tenant's (checked before the role is named in any bucket policy).
+/// The tenant role `access` asks for, with the given permissions, and the role as it is now
+/// (read from IAM when `fresh`, as for a recheck; else possibly from the last sweep). A refusal
+/// when it cannot be built, or when its name is held by a role that is not this tenant's
+/// (checked before the role is named in any bucket policy).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn wanted_role(
     ctx: &Context,
     id: &TenantIdentity,
@@ -34,6 +37,7 @@ pub(super) async fn wanted_role(
     access: &AccessSpec,
     inline_policy: Option<Value>,
     permissions_boundary: Option<String>,
+    fresh: bool,
 ) -> Result<Result<(DesiredRole, Option<ObservedRole>), Refusal>, Error> {
     // The flag's parser accepts only provider ARNs, so an issuer is always there.
     let provider = ctx.settings.access.oidc.as_ref();
@@ -57,16 +61,30 @@ pub(super) async fn wanted_role(
         path: name.path,
         arn: name.arn,
     };
-    Ok(observe(ctx, id, &role).await?.map(|seen| (role, seen)))
+    Ok(observe(ctx, id, &role, fresh)
+        .await?
+        .map(|seen| (role, seen)))
 }
 
-/// The role as it is now; a refusal if its name is held by a role that is not this tenant's.
+/// The role as it is now (or as the last sweep saw it, if in shape there and not `fresh`); a
+/// refusal if its name is held by a role that is not this tenant's.
 async fn observe(
     ctx: &Context,
     id: &TenantIdentity,
     role: &DesiredRole,
+    fresh: bool,
 ) -> Result<Result<Option<ObservedRole>, Refusal>, Error> {
-    let observed = ctx.cloud.iam().observe_role(&role.name).await?;
+    let iam = ctx.cloud.iam();
+    let sweep = |path: String| async move { iam.roles_under(&path).await };
+    let swept = if fresh {
+        Seen::Unknown
+    } else {
+        ctx.roles.role(&role.name, sweep).await
+    };
+    let observed = match swept {
+        Seen::Swept(seen) if role_changes(role, seen.as_ref()).is_empty() => seen,
+        _ => iam.observe_role(&role.name).await?,
+    };
     if let Some(seen) = &observed
         && let Ownership::Foreign(why) = plan::ownership(&seen.tags, id, false)
     {
@@ -147,6 +165,9 @@ pub(super) async fn reconcile_role(
         report.status.access = Some(applied.clone());
         report.save(api).await?;
     }
+    if !changes.is_empty() {
+        ctx.roles.changing(&role.name);
+    }
     let mut i = 0;
     while i < changes.len() {
         match iam.apply_role_change(role, &changes[i]).await {
@@ -154,7 +175,7 @@ pub(super) async fn reconcile_role(
             // Created meanwhile (or IAM not yet showing our own creation): look again, and
             // use it only if it is ours.
             Err(e) if changes[i] == RoleChange::Create && e.code() == "EntityAlreadyExists" => {
-                let seen = match observe(ctx, id, role).await? {
+                let seen = match observe(ctx, id, role, true).await? {
                     Ok(seen) => seen,
                     Err(refusal) => return Ok(Some(refusal)),
                 };
@@ -228,6 +249,7 @@ pub(super) async fn remove_role(
     let iam = ctx.cloud.iam();
     match iam.observe_role(name).await? {
         Some(seen) if plan::ownership(&seen.tags, id, false) == Ownership::Ours => {
+            ctx.roles.changing(name);
             Ok(iam.delete_role(name, &seen).await?)
         }
         _ => Ok(false),

@@ -431,6 +431,7 @@ pub(super) async fn provision(
             spec_access,
             usable.then(|| chaining_policy(&spec.role_arn)),
             policy.access.permissions_boundary_arn.clone(),
+            super::recheck_asked(ts),
         )
         .await?
         {
@@ -469,7 +470,7 @@ pub(super) async fn provision(
     }
     report.status.last_recheck = ts.annotations().get(super::RECHECK).cloned();
     report.save(api).await?;
-    Ok(Action::requeue(ctx.settings.resync_period))
+    Ok(Action::requeue(ctx.schedule.resync(&super::tenant_key(ts))))
 }
 
 #[cfg(test)]

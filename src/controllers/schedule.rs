@@ -1,0 +1,218 @@
+//! When each tenant is looked at again: resyncs spread over the period and paced to a rate AWS
+//! sustains, failures backed off per tenant.
+//!
+//! Every resync takes a slot in a one-second window that holds at most `rate` of them (the
+//! first window at or after the time it wants with room left), so however many tenants finish
+//! at once, their next resyncs arrive at most `rate` a second: when the fleet's resync work
+//! exceeds that, the resync period stretches instead of the work queue growing without bound,
+//! and a new or changed tenant (triggered by its watch event, not by a slot) finds a free
+//! reconcile slot instead of waiting behind a backlog that never drains.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The first retry after a failure, doubled per consecutive failure...
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// ...up to this.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+pub struct Schedule {
+    period: Duration,
+    slots: Mutex<Slots>,
+    /// Consecutive failures, by tenant (only those failing now).
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Resync slots taken, by window.
+struct Slots {
+    origin: Instant,
+    /// One second, or `1 / rate` below one a second...
+    width: Duration,
+    /// ...holding this many resyncs.
+    capacity: u32,
+    /// Resyncs taken, by window index from `origin` (windows past are dropped).
+    taken: BTreeMap<u64, u32>,
+}
+
+impl Slots {
+    fn index(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos() / self.width.as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    /// The first time at or after `wanted` in a window with room left; takes it.
+    fn take(&mut self, wanted: Instant, now: Instant) -> Instant {
+        self.taken = self.taken.split_off(&self.index(now));
+        let mut window = self.index(wanted);
+        loop {
+            let taken = self.taken.entry(window).or_insert(0);
+            if *taken < self.capacity {
+                *taken += 1;
+                break;
+            }
+            window += 1;
+        }
+        let start = self.origin
+            + self
+                .width
+                .saturating_mul(u32::try_from(window).unwrap_or(u32::MAX));
+        wanted.max(start)
+    }
+}
+
+/// A number in [0, 1), random per call.
+fn unit_random(key: &str) -> f64 {
+    let bits = std::hash::RandomState::new().hash_one(key) >> 11;
+    bits as f64 / (1u64 << 53) as f64
+}
+
+impl Schedule {
+    /// Resyncs every `period`, at most `rate` a second.
+    pub fn new(period: Duration, rate: f64) -> Self {
+        let rate = rate.max(1e-3);
+        let width = Duration::from_secs_f64((1.0 / rate).max(1.0));
+        Schedule {
+            period,
+            slots: Mutex::new(Slots {
+                origin: Instant::now(),
+                width,
+                capacity: (rate * width.as_secs_f64()).floor().max(1.0) as u32,
+                taken: BTreeMap::new(),
+            }),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After a successful reconcile of `key`: how long until its resync. A period, give or
+    /// take a tenth (so tenants created together do not resync together), or later when the
+    /// slots around then are taken.
+    pub fn resync(&self, key: &str) -> Duration {
+        self.resync_at(key, Instant::now())
+    }
+
+    fn resync_at(&self, key: &str, now: Instant) -> Duration {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+        let wanted = now + self.period.mul_f64(0.9 + 0.2 * unit_random(key));
+        match self.slots.lock() {
+            Ok(mut slots) => slots.take(wanted, now) - now,
+            Err(_) => wanted - now,
+        }
+    }
+
+    /// After a failed reconcile of `key`: how long until it is retried. Doubles with each
+    /// consecutive failure up to five minutes, with up to a fifth less at random, so tenants
+    /// failing together (an AWS outage) do not retry together.
+    pub fn retry(&self, key: &str) -> Duration {
+        let failures = match self.failures.lock() {
+            Ok(mut failures) => {
+                let n = failures.entry(key.to_owned()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        let backoff = FIRST_RETRY
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(MAX_RETRY);
+        backoff.mul_f64(1.0 - 0.2 * unit_random(key))
+    }
+
+    /// Forgets `key` (the tenant is gone).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn resyncs_are_spread_over_a_tenth_of_the_period() {
+        let schedule = Schedule::new(PERIOD, 1000.0);
+        let now = Instant::now();
+        let delays: Vec<Duration> = (0..200)
+            .map(|i| schedule.resync_at(&format!("t{i}"), now))
+            .collect();
+        for d in &delays {
+            assert!(*d >= PERIOD.mul_f64(0.9) && *d < PERIOD.mul_f64(1.1) + Duration::from_secs(1));
+        }
+        let (min, max) = (delays.iter().min(), delays.iter().max());
+        assert!(
+            max.zip(min)
+                .is_some_and(|(a, b)| *a - *b > Duration::from_secs(60)),
+            "spread: {min:?}..{max:?}"
+        );
+    }
+
+    #[test]
+    fn a_burst_is_paced_at_the_rate_and_stretches_the_period() {
+        // 10,000 tenants done at once, 5 resyncs a second: 2,000 s to go round.
+        let schedule = Schedule::new(PERIOD, 5.0);
+        let now = Instant::now();
+        let origin = schedule.slots.lock().map(|s| s.origin).expect("slots");
+        let mut per_second: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut last = Duration::ZERO;
+        for i in 0..10_000 {
+            let delay = schedule.resync_at(&format!("t{i}"), now);
+            let second = (now + delay).duration_since(origin).as_secs();
+            *per_second.entry(second).or_default() += 1;
+            last = last.max(delay);
+        }
+        assert!(
+            per_second.values().all(|n| *n <= 5),
+            "at most 5 in any second"
+        );
+        assert!(
+            last >= Duration::from_secs(2000) && last < Duration::from_secs(2600),
+            "{last:?}"
+        );
+        // Fewer than one a second: one in each window of 1 / rate seconds.
+        let slow = Schedule::new(PERIOD, 0.25);
+        let origin = slow.slots.lock().map(|s| s.origin).expect("slots");
+        let mut windows = BTreeMap::new();
+        for i in 0..100 {
+            let at = now + slow.resync_at(&format!("t{i}"), now);
+            *windows
+                .entry(at.duration_since(origin).as_secs() / 4)
+                .or_insert(0) += 1;
+        }
+        assert!(windows.values().all(|n| *n == 1), "{windows:?}");
+        assert_eq!(windows.len(), 100);
+    }
+
+    #[test]
+    fn failures_back_off_per_tenant_and_a_success_resets() {
+        let schedule = Schedule::new(PERIOD, 10.0);
+        let first = schedule.retry("a");
+        assert!(
+            first > Duration::from_secs(3) && first <= FIRST_RETRY,
+            "{first:?}"
+        );
+        let second = schedule.retry("a");
+        assert!(
+            second > Duration::from_secs(7) && second <= 2 * FIRST_RETRY,
+            "{second:?}"
+        );
+        assert!(
+            schedule.retry("b") <= FIRST_RETRY,
+            "another tenant starts afresh"
+        );
+        for _ in 0..20 {
+            assert!(schedule.retry("a") <= MAX_RETRY);
+        }
+        assert!(schedule.retry("a") > MAX_RETRY.mul_f64(0.79));
+        schedule.resync("a");
+        assert!(schedule.retry("a") <= FIRST_RETRY, "reset by a success");
+        schedule.forget("a");
+        assert!(schedule.failures.lock().is_ok_and(|f| !f.contains_key("a")));
+    }
+}
