@@ -175,7 +175,10 @@ testenv_up() {
   aport=$(free_port)
   log "starting ministack $MINISTACK_VERSION (AUTH=true USE_SSL=1) on 127.0.0.1:$aport"
   mkdir -p "$TSO_RUN/ministack"
+  # CloudTrail recording, for the operator's drift events (off for benchmarks that measure the
+  # emulator's own CPU: TSO_CLOUDTRAIL_RECORDING=0).
   (cd "$TSO_RUN/ministack" && exec env TMPDIR="$TSO_RUN/ministack" GATEWAY_PORT="$aport" AUTH=true USE_SSL=1 \
+     CLOUDTRAIL_RECORDING="${TSO_CLOUDTRAIL_RECORDING:-1}" CLOUDTRAIL_MAX_EVENTS=50000 \
      BIND_HOST=127.0.0.1 "$TSO_VENV/bin/ministack" > "$TSO_RUN/ministack/ministack.log" 2>&1) &
   echo $! > "$TSO_RUN/ministack/ministack.pid"
   export AWS_CA_BUNDLE=$TSO_RUN/ministack/ministack-tls/server.crt

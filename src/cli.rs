@@ -73,6 +73,27 @@ pub struct RunArgs {
     /// tenants on a 10-minute period.
     #[arg(long, env = "TSO_RESYNC_RATE", default_value_t = 20.0, value_parser = parse_rate)]
     pub resync_rate: f64,
+    /// Where the operator learns of changes made in AWS by others: `cloudtrail` polls each
+    /// tenant region's CloudTrail management events (`LookupEvents`) and re-checks only the
+    /// tenants concerned; `off` relies on the resync alone.
+    #[arg(
+        long,
+        env = "TSO_DRIFT_EVENTS",
+        value_enum,
+        default_value = "cloudtrail"
+    )]
+    pub drift_events: DriftEvents,
+    /// Between two polls of CloudTrail in a region.
+    #[arg(long, env = "TSO_DRIFT_EVENTS_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub drift_events_interval: Duration,
+    /// How far back each poll looks: at least CloudTrail's delivery delay (about 5 minutes on
+    /// AWS, not guaranteed), or late events are missed until the audit resync.
+    #[arg(long, env = "TSO_DRIFT_EVENTS_LOOKBACK", default_value = "15m", value_parser = parse_duration)]
+    pub drift_events_lookback: Duration,
+    /// The resync period while drift events arrive in every tenant region: the safety net
+    /// behind them. When they stop, `--resync-period` applies again.
+    #[arg(long, env = "TSO_AUDIT_PERIOD", default_value = "6h", value_parser = parse_duration)]
+    pub audit_period: Duration,
     /// Only manage TenantStorages in these namespaces, comma-separated or repeated (default:
     /// all namespaces).
     #[arg(long = "namespace", env = "TSO_NAMESPACES", value_delimiter = ',')]
@@ -199,6 +220,17 @@ pub struct ReportArgs {
     pub namespaces: Vec<String>,
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// Where CloudTrail records IAM's events (IAM is global; in the aws partition they are
+/// recorded in us-east-1).
+const IAM_EVENTS_REGION: &str = "us-east-1";
+
+/// Where drift events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriftEvents {
+    Cloudtrail,
+    Off,
 }
 
 /// Arguments of `purge`.
@@ -575,6 +607,15 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         bucket_prefix: args.bucket_prefix,
         resync_period: args.resync_period,
         resync_rate: args.resync_rate,
+        audit_period: args.audit_period.max(args.resync_period),
+        drift_events: match args.drift_events {
+            DriftEvents::Cloudtrail => Some(crate::controllers::EventSettings {
+                interval: args.drift_events_interval,
+                lookback: args.drift_events_lookback.max(args.drift_events_interval),
+                iam_region: IAM_EVENTS_REGION.to_owned(),
+            }),
+            DriftEvents::Off => None,
+        },
         namespaces: args.namespaces,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
         purge: PurgeSettings {

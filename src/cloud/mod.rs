@@ -10,6 +10,7 @@ mod journal;
 mod kms;
 mod locked;
 mod s3;
+mod trail;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use s3::{
     BucketPresence, DeleteFailure, DeleteReport, ListedVersion, ObservedTags, VersionLock,
     VersionPage,
 };
+pub use trail::TrailEvent;
 
 use crate::telemetry::Metrics;
 
@@ -108,6 +110,7 @@ pub struct Regional {
     pub region: String,
     s3: aws_sdk_s3::Client,
     kms: aws_sdk_kms::Client,
+    trail: aws_sdk_cloudtrail::Client,
     /// Sent as `ExpectedBucketOwner` with every S3 call that names a bucket: S3 refuses the
     /// call if the bucket is in another account, so a bucket someone else created under a name
     /// we expected is never written to or read as ours.
@@ -237,10 +240,15 @@ impl Cloud {
             s3 = s3.interceptor(crash.clone());
             kms = kms.interceptor(crash.clone());
         }
+        // Only read (the operator's drift events), so no fence or fail point applies.
+        let trail = aws_sdk_cloudtrail::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .interceptor(self.counter.clone());
         Regional {
             region: region.to_owned(),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            trail: aws_sdk_cloudtrail::Client::from_conf(trail.build()),
             bucket_owner: self.bucket_owner.clone(),
         }
     }

@@ -2,6 +2,7 @@
 
 mod conditions;
 mod data_deletion_request;
+mod drift_events;
 mod error;
 mod evidence;
 mod own_writes;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use data_deletion_request::REQUEST_ANNOTATION;
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{FutureExt, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
@@ -27,6 +28,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 pub use crate::plan::naming::{DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name};
+pub use drift_events::EventSettings;
 pub use error::Error;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
@@ -46,6 +48,10 @@ pub struct Settings {
     pub resync_period: Duration,
     /// Tenants resynced per second at most: the resync period stretches beyond that.
     pub resync_rate: f64,
+    /// The resync period while drift events arrive from AWS.
+    pub audit_period: Duration,
+    /// Where drift events come from; none polls every tenant at the resync period.
+    pub drift_events: Option<EventSettings>,
     /// Watch only these namespaces (all namespaces when empty).
     pub namespaces: Vec<String>,
     /// Reconciles running at once (per watched namespace), so a burst of tenants is paced
@@ -224,7 +230,11 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         crate::plan::naming::role_path(&settings.cluster_id),
         settings.resync_period / 2,
     );
-    let schedule = Schedule::new(settings.resync_period, settings.resync_rate);
+    let schedule = Schedule::new(
+        settings.resync_period,
+        settings.audit_period,
+        settings.resync_rate,
+    );
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -237,9 +247,14 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         schedule,
     });
     let mut stores = Vec::new();
+    let mut rechecks = Vec::new();
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
+            // Tenants that drift events name, re-checked like a change.
+            let (recheck, mut asked) = tokio::sync::mpsc::channel(1024);
+            rechecks.push((scope.clone(), recheck));
+            let asked = futures::stream::poll_fn(move |cx| asked.poll_recv(cx));
             let tenants: Api<TenantStorage> = scoped(&client, scope.as_deref());
             let (store, writer) = reflector::store();
             let own_writes = ctx.own_writes.clone();
@@ -258,7 +273,8 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                     kube::runtime::controller::Config::default()
                         .concurrency(ctx.settings.max_concurrent_reconciles),
                 )
-                .trigger_backoff(WatchBackoff::default());
+                .trigger_backoff(WatchBackoff::default())
+                .reconcile_on(asked);
             let store = controller.store();
             stores.push(store.clone());
             let policies = policy_changes(&client);
@@ -327,6 +343,10 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
+    let drift = match ctx.settings.drift_events.clone() {
+        Some(events) => drift_events::run(ctx.clone(), events, stores.clone(), rechecks).boxed(),
+        None => future::pending().boxed(),
+    };
     let policy_status = residency_policy::maintain_status(
         client,
         stores,
@@ -339,6 +359,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
             futures::future::join_all(deletion_requests),
         ) => {}
         () = policy_status => {}
+        () = drift => {}
     }
     info!("controllers stopped");
 }

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The first retry after a failure, doubled per consecutive failure...
@@ -20,6 +21,9 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 
 pub struct Schedule {
     period: Duration,
+    /// The period while AWS's own events tell of drift (the audit's safety net).
+    audit_period: Duration,
+    events_healthy: AtomicBool,
     slots: Mutex<Slots>,
     /// Consecutive failures, by tenant (only those failing now).
     failures: Mutex<HashMap<String, u32>>,
@@ -69,12 +73,15 @@ fn unit_random(key: &str) -> f64 {
 }
 
 impl Schedule {
-    /// Resyncs every `period`, at most `rate` a second.
-    pub fn new(period: Duration, rate: f64) -> Self {
+    /// Resyncs every `period` (every `audit_period` while drift events arrive), at most
+    /// `rate` a second.
+    pub fn new(period: Duration, audit_period: Duration, rate: f64) -> Self {
         let rate = rate.max(1e-3);
         let width = Duration::from_secs_f64((1.0 / rate).max(1.0));
         Schedule {
             period,
+            audit_period,
+            events_healthy: AtomicBool::new(false),
             slots: Mutex::new(Slots {
                 origin: Instant::now(),
                 width,
@@ -96,7 +103,12 @@ impl Schedule {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(key);
         }
-        let wanted = now + self.period.mul_f64(0.9 + 0.2 * unit_random(key));
+        let period = if self.events_healthy.load(Ordering::Relaxed) {
+            self.audit_period
+        } else {
+            self.period
+        };
+        let wanted = now + period.mul_f64(0.9 + 0.2 * unit_random(key));
         match self.slots.lock() {
             Ok(mut slots) => slots.take(wanted, now) - now,
             Err(_) => wanted - now,
@@ -121,6 +133,12 @@ impl Schedule {
         backoff.mul_f64(1.0 - 0.2 * unit_random(key))
     }
 
+    /// Whether drift events arrive: resyncs scheduled from now on take the audit period then,
+    /// the resync period otherwise.
+    pub fn set_events_healthy(&self, healthy: bool) {
+        self.events_healthy.store(healthy, Ordering::Relaxed);
+    }
+
     /// Forgets `key` (the tenant is gone).
     pub fn forget(&self, key: &str) {
         if let Ok(mut failures) = self.failures.lock() {
@@ -137,7 +155,7 @@ mod tests {
 
     #[test]
     fn resyncs_are_spread_over_a_tenth_of_the_period() {
-        let schedule = Schedule::new(PERIOD, 1000.0);
+        let schedule = Schedule::new(PERIOD, 6 * PERIOD, 1000.0);
         let now = Instant::now();
         let delays: Vec<Duration> = (0..200)
             .map(|i| schedule.resync_at(&format!("t{i}"), now))
@@ -156,7 +174,7 @@ mod tests {
     #[test]
     fn a_burst_is_paced_at_the_rate_and_stretches_the_period() {
         // 10,000 tenants done at once, 5 resyncs a second: 2,000 s to go round.
-        let schedule = Schedule::new(PERIOD, 5.0);
+        let schedule = Schedule::new(PERIOD, 6 * PERIOD, 5.0);
         let now = Instant::now();
         let origin = schedule.slots.lock().map(|s| s.origin).expect("slots");
         let mut per_second: BTreeMap<u64, u32> = BTreeMap::new();
@@ -176,7 +194,7 @@ mod tests {
             "{last:?}"
         );
         // Fewer than one a second: one in each window of 1 / rate seconds.
-        let slow = Schedule::new(PERIOD, 0.25);
+        let slow = Schedule::new(PERIOD, 6 * PERIOD, 0.25);
         let origin = slow.slots.lock().map(|s| s.origin).expect("slots");
         let mut windows = BTreeMap::new();
         for i in 0..100 {
@@ -190,8 +208,18 @@ mod tests {
     }
 
     #[test]
+    fn while_events_arrive_the_resync_is_the_audit_period() {
+        let schedule = Schedule::new(PERIOD, 36 * PERIOD, 1000.0);
+        let now = Instant::now();
+        schedule.set_events_healthy(true);
+        assert!(schedule.resync_at("a", now) >= (36 * PERIOD).mul_f64(0.9));
+        schedule.set_events_healthy(false);
+        assert!(schedule.resync_at("a", now) < PERIOD.mul_f64(1.1) + Duration::from_secs(1));
+    }
+
+    #[test]
     fn failures_back_off_per_tenant_and_a_success_resets() {
-        let schedule = Schedule::new(PERIOD, 10.0);
+        let schedule = Schedule::new(PERIOD, 6 * PERIOD, 10.0);
         let first = schedule.retry("a");
         assert!(
             first > Duration::from_secs(3) && first <= FIRST_RETRY,

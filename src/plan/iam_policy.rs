@@ -274,6 +274,12 @@ pub fn operator(
                 &["iam:GetAccountAuthorizationDetails"],
                 vec!["*".to_owned()],
             ),
+            // Drift events: CloudTrail grants reading management events on the account only.
+            Statement::allow(
+                "DriftEvents",
+                &["cloudtrail:LookupEvents"],
+                vec!["*".to_owned()],
+            ),
             Statement::allow(
                 "DelegatedTenants",
                 &["sts:AssumeRole"],
@@ -387,6 +393,7 @@ mod tests {
             by_sid("SweepRoles").action,
             ["iam:GetAccountAuthorizationDetails"]
         );
+        assert_eq!(by_sid("DriftEvents").action, ["cloudtrail:LookupEvents"]);
         assert_eq!(
             by_sid("WorkloadRoles").resource,
             ["arn:aws:iam::123456789012:role/tenant-storage-operator/c1/*"]

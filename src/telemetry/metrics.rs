@@ -64,6 +64,20 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Labels of the drift event metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+/// Labels of `tenant_storage_drift_event_polls_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub region: String,
+    /// `ok`, or the error code (a failed poll falls back to polling every tenant).
+    pub outcome: String,
+}
+
 /// All metrics of the operator; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -77,6 +91,14 @@ pub struct Metrics {
     deletion_objects: Family<RequestLabels, Gauge>,
     deletion_phases: Arc<Mutex<HashMap<String, String>>>,
     tenant_states: Arc<Mutex<HashMap<String, TenantLabels>>>,
+    /// Changes made by others to a tenant's bucket, key or role, learned from CloudTrail.
+    pub drift_events: Family<RegionLabels, Counter>,
+    pub drift_event_polls: Family<PollLabels, Counter>,
+    /// Seconds since the newest event seen, as of the last poll.
+    pub drift_event_lag: Family<RegionLabels, Gauge>,
+    /// 1 while the event source answers in every region, 0 while the operator falls back to
+    /// polling every tenant at the resync period.
+    pub drift_event_source_up: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -130,8 +152,36 @@ impl Default for Metrics {
             "Object versions and delete markers deleted so far, per DataDeletionRequest",
             deletion_objects.clone(),
         );
+        let drift_events = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "drift_events",
+            "Changes by others to a tenant's bucket, key or role, learned from CloudTrail (each re-checks its tenant)",
+            drift_events.clone(),
+        );
+        let drift_event_polls = Family::<PollLabels, Counter>::default();
+        registry.register(
+            "drift_event_polls",
+            "CloudTrail LookupEvents polls by region and outcome",
+            drift_event_polls.clone(),
+        );
+        let drift_event_lag = Family::<RegionLabels, Gauge>::default();
+        registry.register(
+            "drift_event_lag_seconds",
+            "Seconds between the newest CloudTrail event seen and its poll",
+            drift_event_lag.clone(),
+        );
+        let drift_event_source_up = Gauge::default();
+        registry.register(
+            "drift_event_source_up",
+            "1 while CloudTrail answers in every tenant region (resync at the audit period), 0 while every tenant is polled at the resync period",
+            drift_event_source_up.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            drift_events,
+            drift_event_polls,
+            drift_event_lag,
+            drift_event_source_up,
             policy_tenants,
             deletion_requests,
             deletion_objects,

@@ -3,7 +3,7 @@
 mod metrics;
 mod server;
 
-pub use metrics::{AwsCallLabels, Metrics, TenantLabels, is_mutating};
+pub use metrics::{AwsCallLabels, Metrics, PollLabels, RegionLabels, TenantLabels, is_mutating};
 pub use server::{Health, serve};
 
 use std::io::IsTerminal;

@@ -515,7 +515,9 @@ async fn delegation(s: &Scenario, tenant: &str) -> (String, String) {
 async fn delegated_access_is_verified_and_chained() {
     let s = Scenario::new("delegated").await;
     let policy = s.policy(eu_spec()).await;
-    let op = s.operator(&["--resync-period", "2s"]).await;
+    let op = s
+        .operator(&["--resync-period", "2s", "--drift-events", "off"])
+        .await;
     let customer = Aws::account_root(CUSTOMER).await;
     let bucket = format!("customer-{}", s.cluster_id);
     customer_bucket(&customer, &bucket, "eu-west-1").await;

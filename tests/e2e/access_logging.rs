@@ -14,7 +14,9 @@ async fn access_logs_stay_in_the_tenants_region() {
     let mut spec = eu_spec();
     spec.access_logging.retention_days = 30;
     let policy = s.policy(spec).await;
-    let _op = s.operator(&["--resync-period", "1s"]).await;
+    let _op = s
+        .operator(&["--resync-period", "1s", "--drift-events", "off"])
+        .await;
     for name in ["a", "b"] {
         s.create(&tenant(name, &policy, json!({"region": "eu-west-1"})))
             .await

@@ -82,7 +82,9 @@ async fn retain_releases_bucket_and_keeps_data() {
 async fn delete_waits_for_an_empty_bucket() {
     let s = Scenario::new("delete").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--resync-period", "2s"]).await;
+    let _op = s
+        .operator(&["--resync-period", "2s", "--drift-events", "off"])
+        .await;
     s.create(&tenant(
         "gone",
         &policy,

@@ -407,7 +407,9 @@ async fn deleting_a_request_keeps_its_certificate() {
 async fn whole_tenant_purge_lets_a_delete_policy_tenant_go() {
     let s = Scenario::new("ddrflow").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--resync-period", "2s"]).await;
+    let _op = s
+        .operator(&["--resync-period", "2s", "--drift-events", "off"])
+        .await;
     s.create(&tenant(
         "leaving",
         &policy,

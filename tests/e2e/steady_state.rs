@@ -72,7 +72,9 @@ async fn no_op_resync(
     let mut spec = eu_spec();
     spec.access_logging.enabled = false;
     let policy = s.policy(spec).await;
-    let op = s.operator(&["--resync-period", "1s"]).await;
+    let op = s
+        .operator(&["--resync-period", "1s", "--drift-events", "off"])
+        .await;
     s.create(&tenant("steady", &policy, extra))
         .await
         .expect("create");
@@ -114,7 +116,9 @@ async fn no_op_resync(
 async fn drift_is_detected_and_corrected() {
     let s = Scenario::new("drift").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--resync-period", "1s"]).await;
+    let _op = s
+        .operator(&["--resync-period", "1s", "--drift-events", "off"])
+        .await;
     s.create(&tenant("drifty", &policy, json!({})))
         .await
         .expect("create");
@@ -300,7 +304,9 @@ async fn drift_is_detected_and_corrected() {
 async fn disabled_key_is_reported() {
     let s = Scenario::new("keyoff").await;
     let policy = s.policy(eu_spec()).await;
-    let _op = s.operator(&["--resync-period", "1s"]).await;
+    let _op = s
+        .operator(&["--resync-period", "1s", "--drift-events", "off"])
+        .await;
     s.create(&tenant("k", &policy, json!({})))
         .await
         .expect("create");
@@ -339,4 +345,131 @@ async fn disabled_key_is_reported() {
             .map(|s| s.as_str()),
         Some("Disabled")
     );
+}
+
+/// A policy deleted behind the operator's back, and the tenant's bucket.
+async fn drop_bucket_policy(s: &Scenario, name: &str) -> (aws_sdk_s3::Client, String) {
+    let bucket = s
+        .get(name)
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    let s3 = Aws::root().await.s3("eu-central-1");
+    s3.delete_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("drop policy");
+    (s3, bucket)
+}
+
+async fn policy_restored(s3: &aws_sdk_s3::Client, bucket: &str) {
+    eventually("bucket policy restored", || async {
+        s3.get_bucket_policy()
+            .bucket(bucket)
+            .send()
+            .await
+            .ok()
+            .and_then(|p| p.policy)
+    })
+    .await;
+}
+
+/// The operator learns of a change made by someone else from CloudTrail's events and re-checks
+/// that tenant, with its resync an hour away; until then resyncs cost nothing.
+#[tokio::test]
+async fn drift_is_learned_from_cloudtrail_events() {
+    let s = Scenario::new("ctdrift").await;
+    let mut spec = eu_spec();
+    spec.access_logging.enabled = false;
+    let policy = s.policy(spec).await;
+    let op = s
+        .operator(&[
+            "--resync-period",
+            "1h",
+            "--drift-events-interval",
+            "1s",
+            "--drift-events-lookback",
+            "30s",
+        ])
+        .await;
+    s.create(&tenant("watched", &policy, json!({})))
+        .await
+        .expect("create");
+    s.wait_ready("watched").await;
+    eventually("the event source answers", || async {
+        (op.counter("tenant_storage_drift_event_source_up", &[])
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    let (s3, bucket) = drop_bucket_policy(&s, "watched").await;
+    policy_restored(&s3, &bucket).await;
+    let learned = op
+        .counter(
+            "tenant_storage_drift_events_total",
+            &["region=\"eu-central-1\""],
+        )
+        .await;
+    assert!(learned >= 1.0, "{learned} drift events");
+    s.wait_event("watched", "DriftCorrected").await;
+}
+
+/// Without the right to read CloudTrail, the operator says so in its metrics and polls every
+/// tenant at the resync period, which still restores a dropped policy.
+#[tokio::test]
+async fn without_cloudtrail_the_operator_falls_back_to_polling() {
+    let s = Scenario::new("ctdenied").await;
+    let mut spec = eu_spec();
+    spec.access_logging.enabled = false;
+    let policy = s.policy(spec).await;
+    // The operator's user exists once it has keys.
+    crate::harness::operator_keys(&s.cluster_id, &s.prefix).await;
+    let user = format!("tso-op-{}-{}", s.cluster_id, s.prefix);
+    let deny = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "cloudtrail:LookupEvents", "Resource": "*"}
+    ]});
+    Aws::root()
+        .await
+        .iam()
+        .put_user_policy()
+        .user_name(&user)
+        .policy_name("no-cloudtrail")
+        .policy_document(deny.to_string())
+        .send()
+        .await
+        .expect("deny CloudTrail to the operator");
+    let op = s
+        .operator(&[
+            "--resync-period",
+            "2s",
+            "--audit-period",
+            "1h",
+            "--drift-events-interval",
+            "1s",
+        ])
+        .await;
+    s.create(&tenant("polled", &policy, json!({})))
+        .await
+        .expect("create");
+    s.wait_ready("polled").await;
+    eventually("refused polls counted", || async {
+        let refused = op
+            .counter(
+                "tenant_storage_drift_event_polls_total",
+                &["outcome=\"AccessDenied"],
+            )
+            .await;
+        (refused > 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        op.counter("tenant_storage_drift_event_source_up", &[])
+            .await,
+        0.0
+    );
+    let (s3, bucket) = drop_bucket_policy(&s, "polled").await;
+    policy_restored(&s3, &bucket).await;
 }

@@ -1,0 +1,365 @@
+//! Drift learned from AWS itself: CloudTrail's management events, polled per tenant region,
+//! re-check exactly the tenants whose bucket, key or role someone else changed. While the
+//! source answers everywhere, the full resync of every tenant is only the audit's safety net
+//! (`--audit-period`); when it does not (not permitted, not enabled, throttled), the operator
+//! says so in a metric and its log and polls every tenant at `--resync-period` again.
+//!
+//! The decisions (which events matter, for which tenant) are pure and tested here; the loop
+//! around them reads the tenants' cache and CloudTrail.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::Context;
+use crate::api::TenantStorage;
+use crate::cloud::TrailEvent;
+use crate::telemetry::{PollLabels, RegionLabels};
+
+/// Where events are polled, and how.
+#[derive(Clone, Debug)]
+pub struct EventSettings {
+    /// Between two polls of a region.
+    pub interval: Duration,
+    /// How far back each poll looks: CloudTrail delivers an event some minutes after the call
+    /// on AWS, so a window shorter than that delay would miss it.
+    pub lookback: Duration,
+    /// Where IAM records its (global) events.
+    pub iam_region: String,
+}
+
+/// A tenant's resources by name, and which regions hold tenants.
+#[derive(Default)]
+pub struct TenantIndex {
+    by_resource: HashMap<String, Target>,
+    pub regions: BTreeSet<String>,
+}
+
+/// A tenant an event may concern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub tenant: ObjectRef<TenantStorage>,
+    /// The tenant's role, when the resource is its role: read again, not from the sweep.
+    pub role: Option<String>,
+}
+
+impl TenantIndex {
+    /// Indexes the tenants' bucket names, key ARNs and ids, and role names. IAM records its
+    /// events in `iam_region` (us-east-1 for AWS), which is polled too once a tenant has a
+    /// role.
+    pub fn of<'a>(tenants: impl IntoIterator<Item = &'a TenantStorage>, iam_region: &str) -> Self {
+        let mut index = TenantIndex::default();
+        for ts in tenants {
+            let Some(status) = &ts.status else { continue };
+            let target = |role: Option<String>| Target {
+                tenant: ObjectRef::from_obj(ts),
+                role,
+            };
+            if let Some(region) = &status.region {
+                index.regions.insert(region.clone());
+            }
+            if let Some(bucket) = &status.bucket_name {
+                index.by_resource.insert(bucket.clone(), target(None));
+            }
+            if let Some(key) = &status.kms_key_arn {
+                index.by_resource.insert(key.clone(), target(None));
+                if let Some((_, id)) = key.rsplit_once('/') {
+                    index.by_resource.insert(id.to_owned(), target(None));
+                }
+            }
+            if let Some(role) = status.access.as_ref().map(|a| &a.role_arn)
+                && let Some((_, name)) = role.rsplit_once('/')
+            {
+                index.regions.insert(iam_region.to_owned());
+                index
+                    .by_resource
+                    .insert(role.clone(), target(Some(name.to_owned())));
+                index
+                    .by_resource
+                    .insert(name.to_owned(), target(Some(name.to_owned())));
+            }
+        }
+        index
+    }
+
+    /// The tenants `events` concern: changes made by someone other than `operator_arn` to a
+    /// tenant's resource, each event once (`seen` remembers ids across overlapping polls).
+    pub fn concerned(
+        &self,
+        events: &[TrailEvent],
+        operator_arn: &str,
+        seen: &mut HashMap<String, f64>,
+    ) -> Vec<Target> {
+        let mut targets: Vec<Target> = Vec::new();
+        for e in events {
+            if seen.insert(e.id.clone(), e.time).is_some() {
+                continue;
+            }
+            // The operator's own writes are what it decided: re-checking them costs a reconcile.
+            if e.caller_arn
+                .as_deref()
+                .is_some_and(|c| same_principal(c, operator_arn))
+            {
+                continue;
+            }
+            for t in e.resources.iter().filter_map(|r| self.by_resource.get(r)) {
+                if !targets.contains(t) {
+                    targets.push(t.clone());
+                }
+            }
+        }
+        targets
+    }
+}
+
+/// Whether two caller ARNs are the same principal: equal, or sessions of the same role (a
+/// role's sessions differ in their last part).
+fn same_principal(a: &str, b: &str) -> bool {
+    let role = |arn: &str| {
+        arn.contains(":assumed-role/")
+            .then(|| arn.rsplit_once('/').map(|(role, _)| role.to_owned()))
+            .flatten()
+    };
+    a == b || role(a).is_some_and(|r| Some(r) == role(b))
+}
+
+/// Consecutive failed rounds of polls after which every tenant is polled again.
+const FAILED_ROUNDS: u32 = 3;
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Polls every tenant region until the process ends; sends each concerned tenant to the
+/// controller of its scope (`senders`, by namespace; `None` for all namespaces).
+pub async fn run(
+    ctx: Arc<Context>,
+    events: EventSettings,
+    stores: Vec<Store<TenantStorage>>,
+    senders: Vec<(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)>,
+) {
+    let mut seen: HashMap<String, f64> = HashMap::new();
+    let mut up = None;
+    let mut failed_rounds = 0u32;
+    let mut ticker = tokio::time::interval(events.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let tenants: Vec<Arc<TenantStorage>> = stores.iter().flat_map(Store::state).collect();
+        let index = TenantIndex::of(tenants.iter().map(|t| &**t), &events.iam_region);
+        let now = now_secs();
+        let start = now - events.lookback.as_secs_f64();
+        seen.retain(|_, time| *time >= start);
+        let mut healthy = true;
+        for region in &index.regions {
+            let polled = ctx.cloud.region(region).mutating_events(start, now).await;
+            let outcome = match &polled {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.code().to_owned(),
+            };
+            ctx.metrics
+                .drift_event_polls
+                .get_or_create(&PollLabels {
+                    region: region.clone(),
+                    outcome,
+                })
+                .inc();
+            let found = match polled {
+                Ok(found) => found,
+                Err(e) => {
+                    if up != Some(false) {
+                        warn!(%region, error = %e, "cannot read CloudTrail events; after {FAILED_ROUNDS} failed rounds every tenant is polled at the resync period until they answer");
+                    }
+                    healthy = false;
+                    continue;
+                }
+            };
+            let labels = RegionLabels {
+                region: region.clone(),
+            };
+            if let Some(newest) = found.iter().map(|e| e.time).reduce(f64::max) {
+                ctx.metrics
+                    .drift_event_lag
+                    .get_or_create(&labels)
+                    .set((now - newest).max(0.0) as i64);
+            }
+            for target in index.concerned(&found, &ctx.settings.access.operator_arn, &mut seen) {
+                ctx.metrics.drift_events.get_or_create(&labels).inc();
+                if let Some(role) = &target.role {
+                    ctx.roles.changing(role);
+                }
+                info!(tenant = %target.tenant, %region, "changed by someone else in AWS: re-checking");
+                send(&senders, target.tenant);
+            }
+        }
+        if index.regions.is_empty() {
+            // No tenant yet: nothing answered, nothing failed.
+            continue;
+        }
+        failed_rounds = if healthy { 0 } else { failed_rounds + 1 };
+        // One failed round (a throttle, a lost answer) is not an outage.
+        let healthy = healthy || (failed_rounds < FAILED_ROUNDS && up == Some(true));
+        if up != Some(healthy) {
+            ctx.metrics.drift_event_source_up.set(i64::from(healthy));
+            ctx.schedule.set_events_healthy(healthy);
+            if healthy {
+                info!(interval = ?events.interval, "CloudTrail events answer in every tenant region: the full resync is the audit period's");
+            } else if up == Some(true) {
+                // Resyncs were scheduled an audit period away: check everyone now instead.
+                for ts in &tenants {
+                    recheck_all(&senders, ObjectRef::from_obj(&**ts)).await;
+                }
+            }
+            up = Some(healthy);
+        }
+    }
+}
+
+/// The sender of the controller watching `tenant`'s namespace.
+fn sender_for<'a>(
+    senders: &'a [(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)],
+    tenant: &ObjectRef<TenantStorage>,
+) -> Option<&'a mpsc::Sender<ObjectRef<TenantStorage>>> {
+    senders
+        .iter()
+        .find(|(scope, _)| scope.is_none() || *scope == tenant.namespace)
+        .map(|(_, sender)| sender)
+}
+
+fn send(
+    senders: &[(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)],
+    tenant: ObjectRef<TenantStorage>,
+) {
+    // A full queue means the controller has a backlog of re-checks already; the next poll
+    // window still holds the event, and the resync catches what is dropped.
+    if let Some(sender) = sender_for(senders, &tenant)
+        && sender.try_send(tenant).is_err()
+    {
+        warn!("re-check queue full; the tenant waits for its resync");
+    }
+}
+
+/// Queues a re-check, waiting for room: the fallback's wave goes at the controller's pace.
+async fn recheck_all(
+    senders: &[(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)],
+    tenant: ObjectRef<TenantStorage>,
+) {
+    if let Some(sender) = sender_for(senders, &tenant) {
+        let _ = sender.send(tenant).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AccessStatus, TenantStorageStatus};
+
+    fn tenant(name: &str, role: bool) -> TenantStorage {
+        let mut ts = TenantStorage::new(
+            name,
+            serde_json::from_value(serde_json::json!({"policyRef": "eu"})).expect("spec"),
+        );
+        ts.metadata.namespace = Some("acme".into());
+        ts.status = Some(TenantStorageStatus {
+            region: Some("eu-central-1".into()),
+            bucket_name: Some(format!("b-{name}")),
+            kms_key_arn: Some(format!(
+                "arn:aws:kms:eu-central-1:111122223333:key/k-{name}"
+            )),
+            access: role.then(|| AccessStatus {
+                role_arn: format!("arn:aws:iam::111122223333:role/tso/c1/r-{name}"),
+                ..AccessStatus::default()
+            }),
+            ..TenantStorageStatus::default()
+        });
+        ts
+    }
+
+    fn event(id: &str, caller: &str, resources: &[&str]) -> TrailEvent {
+        TrailEvent {
+            id: id.into(),
+            time: 100.0,
+            name: "DeleteBucketPolicy".into(),
+            caller_arn: Some(caller.into()),
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    const OPERATOR: &str = "arn:aws:sts::111122223333:assumed-role/tso-operator/botocore-session-1";
+
+    #[test]
+    fn events_by_others_on_a_tenants_resources_name_that_tenant_once() {
+        let (a, b) = (tenant("a", false), tenant("b", true));
+        let index = TenantIndex::of([&a, &b], "us-east-1");
+        assert_eq!(
+            index.regions.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["eu-central-1", "us-east-1"],
+            "IAM's region is polled once a tenant has a role"
+        );
+        let admin = "arn:aws:iam::111122223333:user/admin";
+        let events = [
+            event("1", admin, &["b-a"]),
+            event("2", admin, &["k-a"]),
+            event("3", admin, &["r-b"]),
+            event("4", admin, &["someone-elses-bucket"]),
+            event("5", OPERATOR, &["b-b"]),
+            event(
+                "6",
+                "arn:aws:sts::111122223333:assumed-role/tso-operator/other-session",
+                &["b-b"],
+            ),
+        ];
+        let mut seen = HashMap::new();
+        let targets = index.concerned(&events, OPERATOR, &mut seen);
+        assert_eq!(
+            targets,
+            [
+                Target {
+                    tenant: ObjectRef::from_obj(&a),
+                    role: None
+                },
+                Target {
+                    tenant: ObjectRef::from_obj(&b),
+                    role: Some("r-b".into())
+                },
+            ]
+        );
+        assert!(
+            index.concerned(&events, OPERATOR, &mut seen).is_empty(),
+            "an event polled again is not acted on twice"
+        );
+    }
+
+    #[test]
+    fn a_key_is_known_by_arn_and_by_id() {
+        let a = tenant("a", false);
+        let index = TenantIndex::of([&a], "us-east-1");
+        let mut seen = HashMap::new();
+        let by_arn = event("1", "x", &["arn:aws:kms:eu-central-1:111122223333:key/k-a"]);
+        assert_eq!(index.concerned(&[by_arn], OPERATOR, &mut seen).len(), 1);
+        assert_eq!(index.regions.len(), 1, "no IAM region without a role");
+    }
+
+    #[test]
+    fn sessions_of_one_role_are_one_principal() {
+        assert!(same_principal(OPERATOR, OPERATOR));
+        assert!(same_principal(
+            OPERATOR,
+            "arn:aws:sts::111122223333:assumed-role/tso-operator/session-2"
+        ));
+        assert!(!same_principal(
+            OPERATOR,
+            "arn:aws:sts::111122223333:assumed-role/tso-operator-2/session-2"
+        ));
+        assert!(!same_principal(
+            "arn:aws:iam::111122223333:user/a",
+            "arn:aws:iam::111122223333:user/b"
+        ));
+    }
+}
