@@ -2,14 +2,20 @@
 # Benchmark (not a test): N tenants against the local API server and AWS emulator.
 # Measures time until all are Ready, the operator's memory (RSS), AWS calls per tenant to
 # converge, and AWS calls per tenant per no-op resync.
-#   bench/scale.sh [N=1000] [RESYNC=60s] [ROLES=0]
+#   bench/scale.sh [N=1000] [RESYNC=60s] [ROLES=0] [EVENTS=off]
 #     ROLES: the share of tenants that also get a workload role (spec.access), 0 to 1
+#     EVENTS: `off` measures a full polled resync; `cloudtrail` runs the operator with drift
+#       events (polled every 10 s, audit resync 6h), measures the steady state's AWS calls over
+#       STEADY seconds (default 120) and the time to restore a bucket policy deleted behind its
+#       back
 # Prints Ready tenants and memory every 10 s while converging. Counts Ready tenants from the
 # operator's own metrics, so the benchmark's polling is not a load on the API server.
 set -euo pipefail
 N=${1:-1000}
 RESYNC=${2:-60s}
 ROLES=${3:-0}
+EVENTS=${4:-off}
+STEADY=${STEADY:-120}
 source "$(dirname "$0")/../scripts/testenv.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TSO_CACHE/target}
 testenv_install
@@ -44,8 +50,13 @@ rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$OP_PID/s
 
 log "starting the operator (release build, resync $RESYNC)"
 T0=$(date +%s.%N)
+case "$EVENTS" in
+  off) EVENT_ARGS=(--drift-events off) ;;
+  cloudtrail) EVENT_ARGS=(--drift-events cloudtrail --drift-events-interval 10s --drift-events-lookback 60s --audit-period 6h) ;;
+  *) echo "EVENTS must be off or cloudtrail, not $EVENTS" >&2; exit 2 ;;
+esac
 "$BIN" run --cluster-id bench --bucket-prefix bench --namespace bench --resync-period "$RESYNC" \
-  --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.bench.local/id/BENCH \
+  "${EVENT_ARGS[@]}" --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.bench.local/id/BENCH \
   --metrics-addr "127.0.0.1:$PORT" > "$TSO_RUN/operator.log" 2>&1 &
 OP_PID=$!
 next=0
@@ -69,6 +80,23 @@ scrape | grep '^tenant_storage_aws_calls_total{' > "$TSO_RUN/calls-0.txt" || tru
 echo "per tenant, by operation, to converge:"
 : > "$TSO_RUN/calls-empty.txt"
 calls_by_operation "$TSO_RUN/calls-empty.txt"
+if [ "$EVENTS" = cloudtrail ]; then
+  log "steady state with drift events: calls over $STEADY s"
+  sleep "$STEADY"
+  W2=$(sum 'aws_calls_total.*mutating="true"'); R2=$(sum 'aws_calls_total.*mutating="false"')
+  echo "steady state ($STEADY s): $((W2 - W)) mutating, $((R2 - R)) reads: $(python3 -c "print(f'{($R2-$R)/$N*600/$STEADY:.3f}')") reads per tenant per 10 minutes"
+  echo "per tenant, by operation, in the steady state:"
+  calls_by_operation "$TSO_RUN/calls-0.txt"
+  BUCKET=$(kubectl -n bench get tenantstorage t00000 -o jsonpath='{.status.bucketName}')
+  AWS=("$TSO_VENV/bin/aws" --endpoint-url "$TSO_AWS_ENDPOINT_URL" --ca-bundle "$AWS_CA_BUNDLE" --region eu-central-1)
+  "${AWS[@]}" s3api delete-bucket-policy --bucket "$BUCKET"
+  D0=$(date +%s.%N)
+  until "${AWS[@]}" s3api get-bucket-policy --bucket "$BUCKET" >/dev/null 2>&1; do sleep 0.2; done
+  D1=$(date +%s.%N)
+  echo "bucket policy deleted behind the operator's back, restored after: $(python3 -c "print(f'{$D1-$D0:.1f} s')")"
+  echo "memory after:            $(rss)"
+  exit 0
+fi
 REC0=$(sum 'reconciles_total.*result="ok"')
 log "waiting for one full resync of every tenant"
 while [ "$(sum 'reconciles_total.*result="ok"')" -lt $((REC0 + N)) ]; do sleep 1; done

@@ -194,6 +194,15 @@ impl Cloud {
     }
 
     /// IAM and STS.
+    /// The access key the operator signs with now (with IRSA it changes as credentials are
+    /// refreshed); `None` if there are no credentials.
+    pub async fn access_key_id(&self) -> Option<String> {
+        use aws_sdk_sts::config::ProvideCredentials;
+        let provider = self.base.credentials_provider()?;
+        let credentials = provider.provide_credentials().await.ok()?;
+        Some(credentials.access_key_id().to_owned())
+    }
+
     pub fn iam(&self) -> &Iam {
         &self.iam
     }

@@ -18,8 +18,9 @@ pub struct TrailEvent {
     /// Seconds since the epoch.
     pub time: f64,
     pub name: String,
-    /// Who made the call.
+    /// Who made the call, and with which access key.
     pub caller_arn: Option<String>,
+    pub access_key_id: Option<String>,
     /// Every resource the event names: its resources, and the bucket, key and role in its
     /// request parameters.
     pub resources: Vec<String>,
@@ -124,6 +125,7 @@ fn event(e: &aws_sdk_cloudtrail::types::Event) -> Option<TrailEvent> {
         time: e.event_time()?.as_secs_f64(),
         name: e.event_name().unwrap_or_default().to_owned(),
         caller_arn: doc.user_identity.arn,
+        access_key_id: e.access_key_id().map(str::to_owned),
         resources,
     })
 }

@@ -86,12 +86,12 @@ impl TenantIndex {
         index
     }
 
-    /// The tenants `events` concern: changes made by someone other than `operator_arn` to a
-    /// tenant's resource, each event once (`seen` remembers ids across overlapping polls).
+    /// The tenants `events` concern: changes made by someone other than the operator (`own`)
+    /// to a tenant's resource, each event once (`seen` remembers ids across overlapping polls).
     pub fn concerned(
         &self,
         events: &[TrailEvent],
-        operator_arn: &str,
+        own: &Own,
         seen: &mut HashMap<String, f64>,
     ) -> Vec<Target> {
         let mut targets: Vec<Target> = Vec::new();
@@ -100,10 +100,7 @@ impl TenantIndex {
                 continue;
             }
             // The operator's own writes are what it decided: re-checking them costs a reconcile.
-            if e.caller_arn
-                .as_deref()
-                .is_some_and(|c| same_principal(c, operator_arn))
-            {
+            if own.made(e) {
                 continue;
             }
             for t in e.resources.iter().filter_map(|r| self.by_resource.get(r)) {
@@ -113,6 +110,38 @@ impl TenantIndex {
             }
         }
         targets
+    }
+}
+
+/// Who the operator is in CloudTrail: its principal, and the access keys it has signed with
+/// lately (temporary keys change as credentials are refreshed).
+#[derive(Debug, Default)]
+pub struct Own {
+    pub arn: String,
+    pub access_keys: Vec<String>,
+}
+
+impl Own {
+    /// Keys kept: a few refreshes' worth, enough for any lookback.
+    const KEYS: usize = 8;
+
+    fn made(&self, e: &TrailEvent) -> bool {
+        e.caller_arn
+            .as_deref()
+            .is_some_and(|c| same_principal(c, &self.arn))
+            || e.access_key_id
+                .as_ref()
+                .is_some_and(|k| self.access_keys.contains(k))
+    }
+
+    /// Notes the key the operator signs with now.
+    pub fn signing_with(&mut self, key: Option<String>) {
+        if let Some(key) = key.filter(|k| !self.access_keys.contains(k)) {
+            self.access_keys.push(key);
+            if self.access_keys.len() > Self::KEYS {
+                self.access_keys.remove(0);
+            }
+        }
     }
 }
 
@@ -147,12 +176,17 @@ pub async fn run(
     let mut seen: HashMap<String, f64> = HashMap::new();
     let mut up = None;
     let mut failed_rounds = 0u32;
+    let mut own = Own {
+        arn: ctx.settings.access.operator_arn.clone(),
+        access_keys: Vec::new(),
+    };
     let mut ticker = tokio::time::interval(events.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let tenants: Vec<Arc<TenantStorage>> = stores.iter().flat_map(Store::state).collect();
         let index = TenantIndex::of(tenants.iter().map(|t| &**t), &events.iam_region);
+        own.signing_with(ctx.cloud.access_key_id().await);
         let now = now_secs();
         let start = now - events.lookback.as_secs_f64();
         seen.retain(|_, time| *time >= start);
@@ -189,7 +223,7 @@ pub async fn run(
                     .get_or_create(&labels)
                     .set((now - newest).max(0.0) as i64);
             }
-            for target in index.concerned(&found, &ctx.settings.access.operator_arn, &mut seen) {
+            for target in index.concerned(&found, &own, &mut seen) {
                 ctx.metrics.drift_events.get_or_create(&labels).inc();
                 if let Some(role) = &target.role {
                     ctx.roles.changing(role);
@@ -287,11 +321,19 @@ mod tests {
             time: 100.0,
             name: "DeleteBucketPolicy".into(),
             caller_arn: Some(caller.into()),
+            access_key_id: Some(format!("AKID-{caller}")),
             resources: resources.iter().map(|r| (*r).to_owned()).collect(),
         }
     }
 
     const OPERATOR: &str = "arn:aws:sts::111122223333:assumed-role/tso-operator/botocore-session-1";
+
+    fn operator() -> Own {
+        Own {
+            arn: OPERATOR.into(),
+            access_keys: Vec::new(),
+        }
+    }
 
     #[test]
     fn events_by_others_on_a_tenants_resources_name_that_tenant_once() {
@@ -316,7 +358,7 @@ mod tests {
             ),
         ];
         let mut seen = HashMap::new();
-        let targets = index.concerned(&events, OPERATOR, &mut seen);
+        let targets = index.concerned(&events, &operator(), &mut seen);
         assert_eq!(
             targets,
             [
@@ -331,7 +373,7 @@ mod tests {
             ]
         );
         assert!(
-            index.concerned(&events, OPERATOR, &mut seen).is_empty(),
+            index.concerned(&events, &operator(), &mut seen).is_empty(),
             "an event polled again is not acted on twice"
         );
     }
@@ -342,8 +384,33 @@ mod tests {
         let index = TenantIndex::of([&a], "us-east-1");
         let mut seen = HashMap::new();
         let by_arn = event("1", "x", &["arn:aws:kms:eu-central-1:111122223333:key/k-a"]);
-        assert_eq!(index.concerned(&[by_arn], OPERATOR, &mut seen).len(), 1);
+        assert_eq!(index.concerned(&[by_arn], &operator(), &mut seen).len(), 1);
         assert_eq!(index.regions.len(), 1, "no IAM region without a role");
+    }
+
+    #[test]
+    fn the_operators_own_keys_are_known_whatever_the_arn() {
+        let a = tenant("a", false);
+        let index = TenantIndex::of([&a], "us-east-1");
+        let mut own = operator();
+        // An emulator that names callers by access key: the ARN says nothing.
+        let mine = event("1", "arn:aws:iam::111122223333:user/AKIAOWN", &["b-a"]);
+        own.signing_with(mine.access_key_id.clone());
+        own.signing_with(mine.access_key_id.clone());
+        assert_eq!(own.access_keys.len(), 1);
+        assert!(
+            index
+                .concerned(&[mine], &own, &mut HashMap::new())
+                .is_empty()
+        );
+        for i in 0..20 {
+            own.signing_with(Some(format!("K{i}")));
+        }
+        assert_eq!(
+            own.access_keys.len(),
+            Own::KEYS,
+            "only the latest keys are kept"
+        );
     }
 
     #[test]
