@@ -379,7 +379,16 @@ fn error_policy(ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Actio
         "DeletionBlocked" => {
             Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
         }
-        _ => Action::requeue(ctx.schedule.retry(&tenant_storage::tenant_key(&ts))),
+        reason => {
+            let backoff = match reason {
+                "KubernetesApiError" | "FinalizerError" => schedule::KUBE_BACKOFF,
+                _ => schedule::CLOUD_BACKOFF,
+            };
+            Action::requeue(
+                ctx.schedule
+                    .retry(&tenant_storage::tenant_key(&ts), backoff),
+            )
+        }
     }
 }
 

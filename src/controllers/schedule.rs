@@ -14,10 +14,24 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The first retry after a failure, doubled per consecutive failure...
-const FIRST_RETRY: Duration = Duration::from_secs(5);
-/// ...up to this.
-const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How a failure is retried: the first retry, doubled per consecutive failure up to the cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+/// AWS failures (throttling, an outage): back off far, so a struggling service is not pressed.
+pub const CLOUD_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(5),
+    cap: Duration::from_secs(300),
+};
+/// Kubernetes API failures (a conflicting write, a restarting API server): they pass in
+/// seconds, and the next attempt is cheap.
+pub const KUBE_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    cap: Duration::from_secs(5),
+};
 
 pub struct Schedule {
     period: Duration,
@@ -116,9 +130,9 @@ impl Schedule {
     }
 
     /// After a failed reconcile of `key`: how long until it is retried. Doubles with each
-    /// consecutive failure up to five minutes, with up to a fifth less at random, so tenants
-    /// failing together (an AWS outage) do not retry together.
-    pub fn retry(&self, key: &str) -> Duration {
+    /// consecutive failure up to the backoff's cap, with up to a fifth less at random, so
+    /// tenants failing together (an AWS outage) do not retry together.
+    pub fn retry(&self, key: &str, backoff: Backoff) -> Duration {
         let failures = match self.failures.lock() {
             Ok(mut failures) => {
                 let n = failures.entry(key.to_owned()).or_insert(0);
@@ -127,10 +141,11 @@ impl Schedule {
             }
             Err(_) => 1,
         };
-        let backoff = FIRST_RETRY
+        let delay = backoff
+            .first
             .saturating_mul(1 << (failures - 1).min(16))
-            .min(MAX_RETRY);
-        backoff.mul_f64(1.0 - 0.2 * unit_random(key))
+            .min(backoff.cap);
+        delay.mul_f64(1.0 - 0.2 * unit_random(key))
     }
 
     /// Whether drift events arrive: resyncs scheduled from now on take the audit period then,
@@ -220,26 +235,31 @@ mod tests {
     #[test]
     fn failures_back_off_per_tenant_and_a_success_resets() {
         let schedule = Schedule::new(PERIOD, 6 * PERIOD, 10.0);
-        let first = schedule.retry("a");
+        let first = schedule.retry("a", CLOUD_BACKOFF);
         assert!(
-            first > Duration::from_secs(3) && first <= FIRST_RETRY,
+            first > Duration::from_secs(3) && first <= Duration::from_secs(5),
             "{first:?}"
         );
-        let second = schedule.retry("a");
+        let second = schedule.retry("a", CLOUD_BACKOFF);
         assert!(
-            second > Duration::from_secs(7) && second <= 2 * FIRST_RETRY,
+            second > Duration::from_secs(7) && second <= Duration::from_secs(10),
             "{second:?}"
         );
         assert!(
-            schedule.retry("b") <= FIRST_RETRY,
+            schedule.retry("b", CLOUD_BACKOFF) <= Duration::from_secs(5),
             "another tenant starts afresh"
         );
         for _ in 0..20 {
-            assert!(schedule.retry("a") <= MAX_RETRY);
+            assert!(schedule.retry("a", CLOUD_BACKOFF) <= CLOUD_BACKOFF.cap);
         }
-        assert!(schedule.retry("a") > MAX_RETRY.mul_f64(0.79));
+        assert!(schedule.retry("a", CLOUD_BACKOFF) > CLOUD_BACKOFF.cap.mul_f64(0.79));
+        // A Kubernetes API failure after them is retried within its own cap.
+        assert!(schedule.retry("a", KUBE_BACKOFF) <= KUBE_BACKOFF.cap);
         schedule.resync("a");
-        assert!(schedule.retry("a") <= FIRST_RETRY, "reset by a success");
+        assert!(
+            schedule.retry("a", CLOUD_BACKOFF) <= Duration::from_secs(5),
+            "reset by a success"
+        );
         schedule.forget("a");
         assert!(schedule.failures.lock().is_ok_and(|f| !f.contains_key("a")));
     }

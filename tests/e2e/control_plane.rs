@@ -31,6 +31,8 @@ async fn operator_through(s: &Scenario, kubeconfig: &std::path::Path) -> Operato
         &[
             "--resync-period",
             "20s",
+            "--drift-events",
+            "off",
             "--leader-election",
             "--lease-name",
             &lease,
