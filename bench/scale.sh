@@ -89,11 +89,20 @@ if [ "$EVENTS" = cloudtrail ]; then
   calls_by_operation "$TSO_RUN/calls-0.txt"
   BUCKET=$(kubectl -n bench get tenantstorage t00000 -o jsonpath='{.status.bucketName}')
   AWS=("$TSO_VENV/bin/aws" --endpoint-url "$TSO_AWS_ENDPOINT_URL" --ca-bundle "$AWS_CA_BUNDLE" --region eu-central-1)
-  "${AWS[@]}" s3api delete-bucket-policy --bucket "$BUCKET"
+  # As someone else: the operator signs as the emulator's root with key `test`, and knows its
+  # own writes by that key; a 12-digit key is the same account's root under another key.
+  AWS_ACCESS_KEY_ID=000000000000 "${AWS[@]}" s3api delete-bucket-policy --bucket "$BUCKET"
   D0=$(date +%s.%N)
-  until "${AWS[@]}" s3api get-bucket-policy --bucket "$BUCKET" >/dev/null 2>&1; do sleep 0.2; done
-  D1=$(date +%s.%N)
-  echo "bucket policy deleted behind the operator's back, restored after: $(python3 -c "print(f'{$D1-$D0:.1f} s')")"
+  RESTORED="not restored within 300 s"
+  for _ in $(seq 1 1500); do
+    if "${AWS[@]}" s3api get-bucket-policy --bucket "$BUCKET" >/dev/null 2>&1; then
+      D1=$(date +%s.%N)
+      RESTORED="restored after $(python3 -c "print(f'{$D1-$D0:.1f} s')")"
+      break
+    fi
+    sleep 0.2
+  done
+  echo "bucket policy deleted behind the operator's back: $RESTORED"
   echo "memory after:            $(rss)"
   exit 0
 fi

@@ -283,7 +283,7 @@ impl Metrics {
 /// Whether an AWS operation changes state (by AWS naming convention).
 pub fn is_mutating(operation: &str) -> bool {
     // Assuming a role changes nothing in the cloud: it only issues credentials.
-    !["Get", "Head", "List", "Describe", "AssumeRole"]
+    !["Get", "Head", "List", "Describe", "Lookup", "AssumeRole"]
         .iter()
         .any(|p| operation.starts_with(p))
 }
@@ -299,6 +299,7 @@ mod tests {
             "HeadBucket",
             "ListObjectVersions",
             "DescribeKey",
+            "LookupEvents",
             "AssumeRole",
         ] {
             assert!(!is_mutating(op), "{op}");
