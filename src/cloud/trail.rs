@@ -1,5 +1,7 @@
 //! CloudTrail management events of a region: what changed, by whom, naming which resources.
 
+use std::collections::HashSet;
+
 use aws_sdk_cloudtrail::primitives::DateTime;
 use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
 use serde::Deserialize;
@@ -64,6 +66,7 @@ impl Regional {
         end: f64,
     ) -> Result<Vec<TrailEvent>, CloudError> {
         let mut events: Vec<TrailEvent> = Vec::new();
+        let mut ids = HashSet::new();
         let mut end = end;
         let mut token = None;
         loop {
@@ -93,8 +96,9 @@ impl Regional {
             let page: Vec<TrailEvent> = out.events().iter().filter_map(event).collect();
             let full = page.len() >= PAGE as usize;
             let oldest = page.iter().map(|e| e.time).reduce(f64::min);
+            // A narrowed window starts at its oldest event again.
             for e in page {
-                if !events.iter().any(|seen| seen.id == e.id) {
+                if ids.insert(e.id.clone()) {
                     events.push(e);
                 }
             }
