@@ -145,15 +145,31 @@ impl Own {
     }
 }
 
-/// Whether two caller ARNs are the same principal: equal, or sessions of the same role (a
-/// role's sessions differ in their last part).
+/// Whether two caller ARNs are the same principal: equal, or the same role as a role ARN
+/// (`arn:aws:iam::<account>:role/<path>/<name>`, what the operator may be configured with) or as
+/// any of its sessions (`arn:aws:sts::<account>:assumed-role/<name>/<session>`, what CloudTrail
+/// records).
 fn same_principal(a: &str, b: &str) -> bool {
-    let role = |arn: &str| {
-        arn.contains(":assumed-role/")
-            .then(|| arn.rsplit_once('/').map(|(role, _)| role.to_owned()))
-            .flatten()
+    a == b || role_of(a).is_some_and(|r| Some(r) == role_of(b))
+}
+
+/// `(account, role name)` of a role or role session ARN.
+fn role_of(arn: &str) -> Option<(&str, &str)> {
+    let mut fields = arn.splitn(6, ':');
+    let (_, _, service, _, account, resource) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let name = match service {
+        "iam" => resource.strip_prefix("role/")?.rsplit('/').next()?,
+        "sts" => resource.strip_prefix("assumed-role/")?.split('/').next()?,
+        _ => return None,
     };
-    a == b || role(a).is_some_and(|r| Some(r) == role(b))
+    Some((account, name))
 }
 
 /// Consecutive failed rounds of polls after which every tenant is polled again.
@@ -180,13 +196,14 @@ pub async fn run(
         arn: ctx.settings.access.operator_arn.clone(),
         access_keys: Vec::new(),
     };
+    // Long-lived keys (the principal's ARN covers role sessions, whose keys change).
+    own.signing_with(ctx.cloud.access_key_id().await);
     let mut ticker = tokio::time::interval(events.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let tenants: Vec<Arc<TenantStorage>> = stores.iter().flat_map(Store::state).collect();
         let index = TenantIndex::of(tenants.iter().map(|t| &**t), &events.iam_region);
-        own.signing_with(ctx.cloud.access_key_id().await);
         let now = now_secs();
         let start = now - events.lookback.as_secs_f64();
         seen.retain(|_, time| *time >= start);
@@ -229,7 +246,8 @@ pub async fn run(
                     ctx.roles.changing(role);
                 }
                 info!(tenant = %target.tenant, %region, "changed by someone else in AWS: re-checking");
-                send(&senders, target.tenant);
+                // Waits for room: the event is marked seen, so a dropped re-check would be lost.
+                recheck(&senders, target.tenant).await;
             }
         }
         if index.regions.is_empty() {
@@ -247,7 +265,7 @@ pub async fn run(
             } else if up == Some(true) {
                 // Resyncs were scheduled an audit period away: check everyone now instead.
                 for ts in &tenants {
-                    recheck_all(&senders, ObjectRef::from_obj(&**ts)).await;
+                    recheck(&senders, ObjectRef::from_obj(&**ts)).await;
                 }
             }
             up = Some(healthy);
@@ -266,21 +284,8 @@ fn sender_for<'a>(
         .map(|(_, sender)| sender)
 }
 
-fn send(
-    senders: &[(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)],
-    tenant: ObjectRef<TenantStorage>,
-) {
-    // A full queue means the controller has a backlog of re-checks already; the next poll
-    // window still holds the event, and the resync catches what is dropped.
-    if let Some(sender) = sender_for(senders, &tenant)
-        && sender.try_send(tenant).is_err()
-    {
-        warn!("re-check queue full; the tenant waits for its resync");
-    }
-}
-
-/// Queues a re-check, waiting for room: the fallback's wave goes at the controller's pace.
-async fn recheck_all(
+/// Queues a re-check, waiting for room: a wave goes at the controller's pace.
+async fn recheck(
     senders: &[(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)],
     tenant: ObjectRef<TenantStorage>,
 ) {
@@ -427,6 +432,15 @@ mod tests {
         assert!(!same_principal(
             "arn:aws:iam::111122223333:user/a",
             "arn:aws:iam::111122223333:user/b"
+        ));
+        // The operator configured with its role's ARN, CloudTrail naming a session of it.
+        assert!(same_principal(
+            "arn:aws:iam::111122223333:role/system/tso-operator",
+            OPERATOR
+        ));
+        assert!(!same_principal(
+            "arn:aws:iam::444455556666:role/tso-operator",
+            OPERATOR
         ));
     }
 }

@@ -1,10 +1,13 @@
 //! One sweep of every tenant role, shared by the resyncs of all tenants: IAM reads per resync
 //! grow with pages of roles, not with tenants, and stay far from IAM's account-wide throttling.
 //!
-//! The snapshot only ever saves reads: a role it shows in shape is taken as it is; a role it
-//! shows missing or different, or one the operator changed since the sweep, is read from IAM
-//! directly before anything is written. So a stale snapshot can delay the detection of drift
-//! by at most its age, and never causes a write.
+//! The snapshot only ever saves reads, and only for the resync of a tenant whose spec has not
+//! changed since it was last in shape: a role it shows in shape is taken as it is; a role it
+//! shows missing or different, or one the operator changed since the sweep began, is read from
+//! IAM directly before anything is written. A changed spec or a recheck always reads IAM, so a
+//! sweep that IAM's eventual consistency left a step behind cannot stand for a role that was
+//! just changed back. A stale snapshot delays the detection of others' drift by at most its
+//! age, and never causes a write.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,8 +91,8 @@ impl RoleSnapshot {
         }
     }
 
-    /// Notes that the operator is changing `name` (called before the first write): the
-    /// current sweep no longer speaks for it.
+    /// Notes that the operator is changing `name` (called before its first write and after
+    /// its last): no sweep that may have seen it before the change speaks for it.
     pub fn changing(&self, name: &str) {
         if let Ok(mut changed) = self.changed.lock() {
             let now = Instant::now();

@@ -113,15 +113,25 @@ impl Schedule {
         self.resync_at(key, Instant::now())
     }
 
+    /// The same for a tenant whose resources drift events cannot see (a delegated tenant's
+    /// bucket and role are in the customer's account): always the resync period.
+    pub fn resync_polled(&self, key: &str) -> Duration {
+        self.resync_with(key, Instant::now(), self.period)
+    }
+
     fn resync_at(&self, key: &str, now: Instant) -> Duration {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
         let period = if self.events_healthy.load(Ordering::Relaxed) {
             self.audit_period
         } else {
             self.period
         };
+        self.resync_with(key, now, period)
+    }
+
+    fn resync_with(&self, key: &str, now: Instant, period: Duration) -> Duration {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
         let wanted = now + period.mul_f64(0.9 + 0.2 * unit_random(key));
         match self.slots.lock() {
             Ok(mut slots) => slots.take(wanted, now) - now,
@@ -228,6 +238,10 @@ mod tests {
         let now = Instant::now();
         schedule.set_events_healthy(true);
         assert!(schedule.resync_at("a", now) >= (36 * PERIOD).mul_f64(0.9));
+        assert!(
+            schedule.resync_polled("b") < PERIOD.mul_f64(1.1) + Duration::from_secs(1),
+            "what events cannot see keeps the resync period"
+        );
         schedule.set_events_healthy(false);
         assert!(schedule.resync_at("a", now) < PERIOD.mul_f64(1.1) + Duration::from_secs(1));
     }

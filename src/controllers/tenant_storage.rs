@@ -44,13 +44,16 @@ const PAUSED_CONDITION: &str = "Paused";
 const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
 const KIND: &str = "TenantStorage";
 
-/// Whether the tenant carries a recheck annotation not handled yet: then nothing is taken from
-/// a shared snapshot.
-fn recheck_asked(ts: &TenantStorage) -> bool {
-    let handled = ts.status.as_ref().and_then(|s| s.last_recheck.as_ref());
-    ts.annotations()
+/// Whether this reconcile must read the cloud itself rather than a shared snapshot: the spec
+/// changed since it was last handled, or a recheck was asked and not handled yet.
+fn reads_fresh(ts: &TenantStorage) -> bool {
+    let status = ts.status.as_ref();
+    let handled = status.and_then(|s| s.last_recheck.as_ref());
+    let recheck = ts
+        .annotations()
         .get(RECHECK)
-        .is_some_and(|asked| Some(asked) != handled)
+        .is_some_and(|asked| Some(asked) != handled);
+    recheck || status.and_then(|s| s.observed_generation) != ts.metadata.generation
 }
 
 #[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), tenant = ts.name_any()))]
@@ -585,7 +588,7 @@ async fn provision(
                 &region,
             )),
             policy.spec.access.permissions_boundary_arn.clone(),
-            recheck_asked(ts),
+            reads_fresh(ts),
         )
         .await?
         {

@@ -645,6 +645,9 @@ pub fn check_outcome(claims: &Claims) -> Check {
     Check::pass(NAME, format!("Succeeded: {}", said.join("; ")))
 }
 
+/// The newest certificate format this verifier knows.
+pub const CERTIFICATE_FORMAT: u32 = 4;
+
 /// In which order a certificate's hashes take the manifest's `key<TAB>versionId` lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashOrder {
@@ -880,6 +883,22 @@ fn check_parts(parts: &[&[u8]], ev: &EvidenceSection) -> Check {
 /// the compressed manifest parts are the ones the certificate names, every line is
 /// well-formed and appears once, and it hashes to and counts what the certificate certifies.
 pub fn check_manifest(parts: &[&[u8]], claims: &Claims) -> Vec<Check> {
+    if claims.format > CERTIFICATE_FORMAT {
+        let why = format!(
+            "certificate format {} is newer than this verifier's ({CERTIFICATE_FORMAT}): use a newer tenant-storage-operator",
+            claims.format
+        );
+        return [
+            "manifest-digest",
+            "manifest-lines",
+            "versions-hash",
+            "uploads-hash",
+            "counts",
+        ]
+        .into_iter()
+        .map(|name| Check::fail(name, why.clone()))
+        .collect();
+    }
     let mut checks = vec![check_parts(parts, &claims.evidence)];
     let facts = match read_manifest(&parts.concat(), claims.hash_order()) {
         Ok(facts) => facts,
@@ -1697,6 +1716,11 @@ mod tests {
             failed(&check_manifest(&[read[1], read[0]], &claims)),
             ["manifest-digest", "versions-hash"]
         );
+        let mut newer = claims.clone();
+        newer.format = 5;
+        let refused = check_manifest(&read, &newer);
+        assert_eq!(failed(&refused).len(), 5, "{refused:#?}");
+        assert!(refused[0].detail.contains("newer than this verifier"));
         let missing = check_manifest(&read[..1], &claims);
         assert_eq!(
             missing[0].detail,

@@ -508,7 +508,7 @@ async fn finish(
                 publish_manifest(engine, to, &location, state, &locked).await?;
             let certificate = Certificate {
                 kind: "DeletionCertificate",
-                format: 4,
+                format: crate::evidence::verify::CERTIFICATE_FORMAT,
                 request: Identity {
                     namespace: &ns,
                     name: &name,

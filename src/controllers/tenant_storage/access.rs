@@ -25,7 +25,7 @@ pub(super) struct Refusal {
 }
 
 /// The tenant role `access` asks for, with the given permissions, and the role as it is now
-/// (read from IAM when `fresh`, as for a recheck; else possibly from the last sweep). A refusal
+/// (read from IAM when `fresh`: a changed spec or a recheck; else possibly from the last sweep). A refusal
 /// when it cannot be built, or when its name is held by a role that is not this tenant's
 /// (checked before the role is named in any bucket policy).
 #[allow(clippy::too_many_arguments)]
@@ -194,6 +194,9 @@ pub(super) async fn reconcile_role(
             }
         }
         i += 1;
+    }
+    if !changes.is_empty() {
+        ctx.roles.changing(&role.name);
     }
     report.status.access = Some(applied);
     let same = |a: &[String], b: &[String]| {

@@ -431,7 +431,7 @@ pub(super) async fn provision(
             spec_access,
             usable.then(|| chaining_policy(&spec.role_arn)),
             policy.access.permissions_boundary_arn.clone(),
-            super::recheck_asked(ts),
+            super::reads_fresh(ts),
         )
         .await?
         {
@@ -470,7 +470,10 @@ pub(super) async fn provision(
     }
     report.status.last_recheck = ts.annotations().get(super::RECHECK).cloned();
     report.save(api).await?;
-    Ok(Action::requeue(ctx.schedule.resync(&super::tenant_key(ts))))
+    // The customer's bucket and role are in their account, where our drift events do not look.
+    Ok(Action::requeue(
+        ctx.schedule.resync_polled(&super::tenant_key(ts)),
+    ))
 }
 
 #[cfg(test)]
