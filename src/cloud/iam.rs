@@ -33,6 +33,13 @@ fn decode_policy(op: &'static str, text: &str) -> Result<Value, CloudError> {
     })
 }
 
+/// A role's tags as a map.
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect()
+}
+
 /// A role as `GetAccountAuthorizationDetails` describes it.
 fn role_from_details(role: &RoleDetail) -> Result<ObservedRole, CloudError> {
     const OP: &str = "GetAccountAuthorizationDetails";
@@ -43,11 +50,7 @@ fn role_from_details(role: &RoleDetail) -> Result<ObservedRole, CloudError> {
         }
     }
     Ok(ObservedRole {
-        tags: role
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_owned(), t.value().to_owned()))
-            .collect(),
+        tags: tag_map(role.tags()),
         trust_policy: match role.assume_role_policy_document() {
             Some(doc) => decode_policy(OP, doc)?,
             None => Value::Null,
@@ -170,11 +173,7 @@ impl Iam {
             Some(doc) => decode_policy("GetRole", doc)?,
             None => Value::Null,
         };
-        let tags = role
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_owned(), t.value().to_owned()))
-            .collect();
+        let tags = tag_map(role.tags());
         let permissions_boundary = role
             .permissions_boundary()
             .and_then(|b| b.permissions_boundary_arn())

@@ -193,7 +193,6 @@ impl Cloud {
         }
     }
 
-    /// IAM and STS.
     /// The access key the operator signs with now (with IRSA it changes as credentials are
     /// refreshed); `None` if there are no credentials.
     pub async fn access_key_id(&self) -> Option<String> {
@@ -203,6 +202,7 @@ impl Cloud {
         Some(credentials.access_key_id().to_owned())
     }
 
+    /// IAM and STS.
     pub fn iam(&self) -> &Iam {
         &self.iam
     }

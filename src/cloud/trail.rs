@@ -19,7 +19,6 @@ pub struct TrailEvent {
     pub id: String,
     /// Seconds since the epoch.
     pub time: f64,
-    pub name: String,
     /// Who made the call, and with which access key.
     pub caller_arn: Option<String>,
     pub access_key_id: Option<String>,
@@ -127,7 +126,6 @@ fn event(e: &aws_sdk_cloudtrail::types::Event) -> Option<TrailEvent> {
     Some(TrailEvent {
         id: e.event_id()?.to_owned(),
         time: e.event_time()?.as_secs_f64(),
-        name: e.event_name().unwrap_or_default().to_owned(),
         caller_arn: doc.user_identity.arn,
         access_key_id: e.access_key_id().map(str::to_owned),
         resources,

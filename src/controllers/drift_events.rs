@@ -189,87 +189,128 @@ pub async fn run(
     stores: Vec<Store<TenantStorage>>,
     senders: Vec<(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)>,
 ) {
-    let mut seen: HashMap<String, f64> = HashMap::new();
-    let mut up = None;
-    let mut failed_rounds = 0u32;
     let mut own = Own {
         arn: ctx.settings.access.operator_arn.clone(),
         access_keys: Vec::new(),
     };
     // Long-lived keys (the principal's ARN covers role sessions, whose keys change).
     own.signing_with(ctx.cloud.access_key_id().await);
+    let mut poller = Poller {
+        ctx,
+        senders,
+        own,
+        seen: HashMap::new(),
+    };
+    let mut up = None;
+    let mut failed_rounds = 0u32;
     let mut ticker = tokio::time::interval(events.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let tenants: Vec<Arc<TenantStorage>> = stores.iter().flat_map(Store::state).collect();
         let index = TenantIndex::of(tenants.iter().map(|t| &**t), &events.iam_region);
-        let now = now_secs();
-        let start = now - events.lookback.as_secs_f64();
-        seen.retain(|_, time| *time >= start);
-        let mut healthy = true;
-        for region in &index.regions {
-            let polled = ctx.cloud.region(region).mutating_events(start, now).await;
-            let outcome = match &polled {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.code().to_owned(),
-            };
-            ctx.metrics
-                .drift_event_polls
-                .get_or_create(&PollLabels {
-                    region: region.clone(),
-                    outcome,
-                })
-                .inc();
-            let found = match polled {
-                Ok(found) => found,
-                Err(e) => {
-                    if up != Some(false) {
-                        warn!(%region, error = %e, "cannot read CloudTrail events; after {FAILED_ROUNDS} failed rounds every tenant is polled at the resync period until they answer");
-                    }
-                    healthy = false;
-                    continue;
-                }
-            };
-            let labels = RegionLabels {
-                region: region.clone(),
-            };
-            if let Some(newest) = found.iter().map(|e| e.time).reduce(f64::max) {
-                ctx.metrics
-                    .drift_event_lag
-                    .get_or_create(&labels)
-                    .set((now - newest).max(0.0) as i64);
-            }
-            for target in index.concerned(&found, &own, &mut seen) {
-                ctx.metrics.drift_events.get_or_create(&labels).inc();
-                if let Some(role) = &target.role {
-                    ctx.roles.changing(role);
-                }
-                info!(tenant = %target.tenant, %region, "changed by someone else in AWS: re-checking");
-                // Waits for room: the event is marked seen, so a dropped re-check would be lost.
-                recheck(&senders, target.tenant).await;
-            }
-        }
         if index.regions.is_empty() {
             // No tenant yet: nothing answered, nothing failed.
             continue;
+        }
+        let now = now_secs();
+        let start = now - events.lookback.as_secs_f64();
+        poller.seen.retain(|_, time| *time >= start);
+        let mut healthy = true;
+        for region in &index.regions {
+            healthy &= poller
+                .poll(region, (start, now), &index, up == Some(false))
+                .await;
         }
         failed_rounds = if healthy { 0 } else { failed_rounds + 1 };
         // One failed round (a throttle, a lost answer) is not an outage.
         let healthy = healthy || (failed_rounds < FAILED_ROUNDS && up == Some(true));
         if up != Some(healthy) {
-            ctx.metrics.drift_event_source_up.set(i64::from(healthy));
-            ctx.schedule.set_events_healthy(healthy);
+            poller
+                .ctx
+                .metrics
+                .drift_event_source_up
+                .set(i64::from(healthy));
+            poller.ctx.schedule.set_events_healthy(healthy);
             if healthy {
                 info!(interval = ?events.interval, "CloudTrail events answer in every tenant region: the full resync is the audit period's");
             } else if up == Some(true) {
                 // Resyncs were scheduled an audit period away: check everyone now instead.
                 for ts in &tenants {
-                    recheck(&senders, ObjectRef::from_obj(&**ts)).await;
+                    recheck(&poller.senders, ObjectRef::from_obj(&**ts)).await;
                 }
             }
             up = Some(healthy);
         }
+    }
+}
+
+/// What the polls of every region share.
+struct Poller {
+    ctx: Arc<Context>,
+    senders: Vec<(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)>,
+    own: Own,
+    /// Ids of the events acted on, with their times (kept for the lookback).
+    seen: HashMap<String, f64>,
+}
+
+impl Poller {
+    /// Polls one region over `(start, end)` and re-checks the tenants its events concern;
+    /// false if CloudTrail did not answer (logged unless `quiet`: the source is known down).
+    async fn poll(
+        &mut self,
+        region: &str,
+        (start, end): (f64, f64),
+        index: &TenantIndex,
+        quiet: bool,
+    ) -> bool {
+        let polled = self
+            .ctx
+            .cloud
+            .region(region)
+            .mutating_events(start, end)
+            .await;
+        let outcome = match &polled {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_owned(),
+        };
+        self.ctx
+            .metrics
+            .drift_event_polls
+            .get_or_create(&PollLabels {
+                region: region.to_owned(),
+                outcome,
+            })
+            .inc();
+        let found = match polled {
+            Ok(found) => found,
+            Err(e) => {
+                if !quiet {
+                    warn!(%region, error = %e, "cannot read CloudTrail events; after {FAILED_ROUNDS} failed rounds every tenant is polled at the resync period until they answer");
+                }
+                return false;
+            }
+        };
+        let labels = RegionLabels {
+            region: region.to_owned(),
+        };
+        if let Some(newest) = found.iter().map(|e| e.time).reduce(f64::max) {
+            self.ctx
+                .metrics
+                .drift_event_lag
+                .get_or_create(&labels)
+                .set((end - newest).max(0.0) as i64);
+        }
+        for target in index.concerned(&found, &self.own, &mut self.seen) {
+            self.ctx.metrics.drift_events.get_or_create(&labels).inc();
+            if let Some(role) = &target.role {
+                self.ctx.roles.changing(role);
+            }
+            info!(tenant = %target.tenant, %region, "changed by someone else in AWS: re-checking");
+            // Waits for room: the event is marked seen, so a dropped re-check would be lost.
+            recheck(&self.senders, target.tenant).await;
+        }
+        true
     }
 }
 
@@ -324,7 +365,6 @@ mod tests {
         TrailEvent {
             id: id.into(),
             time: 100.0,
-            name: "DeleteBucketPolicy".into(),
             caller_arn: Some(caller.into()),
             access_key_id: Some(format!("AKID-{caller}")),
             resources: resources.iter().map(|r| (*r).to_owned()).collect(),

@@ -30,6 +30,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the Kubernetes API failed (a conflicting write, a restarting API server), as
+    /// opposed to the cloud or the object itself: such failures pass in seconds.
+    pub fn is_kubernetes_api(&self) -> bool {
+        match self {
+            Error::Kube(_) => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_kubernetes_api(),
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
     pub fn reason(&self) -> String {
         match self {
             Error::Cloud(e) => format!("Aws{}", e.code()),

@@ -379,10 +379,11 @@ fn error_policy(ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Actio
         "DeletionBlocked" => {
             Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
         }
-        reason => {
-            let backoff = match reason {
-                "KubernetesApiError" | "FinalizerError" => schedule::KUBE_BACKOFF,
-                _ => schedule::CLOUD_BACKOFF,
+        _ => {
+            let backoff = if err.is_kubernetes_api() {
+                schedule::KUBE_BACKOFF
+            } else {
+                schedule::CLOUD_BACKOFF
             };
             Action::requeue(
                 ctx.schedule

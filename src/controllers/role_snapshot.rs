@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -25,7 +25,7 @@ pub type Roles = HashMap<String, ObservedRole>;
 /// A sweep: when it started, and the roles it found (`None` if it failed).
 struct Sweep {
     started: Instant,
-    roles: Option<Arc<Roles>>,
+    roles: Option<Roles>,
 }
 
 pub struct RoleSnapshot {
@@ -110,7 +110,7 @@ impl RoleSnapshot {
                     ms = started.elapsed().as_millis() as u64,
                     "swept tenant roles"
                 );
-                Some(Arc::new(roles))
+                Some(roles)
             }
             Err(e) => {
                 warn!(error = %e, "cannot sweep tenant roles with GetAccountAuthorizationDetails; reading each role until the next sweep");
