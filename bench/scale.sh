@@ -2,7 +2,9 @@
 # Benchmark (not a test): N tenants against the local API server and AWS emulator.
 # Measures time until all are Ready, the operator's memory (RSS), AWS calls per tenant to
 # converge, and AWS calls per tenant per no-op resync.
-#   bench/scale.sh [N=1000] [RESYNC=60s] [ROLES=0] [EVENTS=off]
+#   [BENCH_WRAP="heaptrack -o FILE"] bench/scale.sh [N=1000] [RESYNC=60s] [ROLES=0] [EVENTS=off]
+#     BENCH_WRAP: a command the operator runs under (a heap profiler); RSS is then the wrapper's
+#     BENCH_PROFILE: `dev` runs the debug build, whose symbols a profiler can name (default release)
 #     ROLES: the share of tenants that also get a workload role (spec.access), 0 to 1
 #     EVENTS: `off` measures a full polled resync; `cloudtrail` runs the operator with drift
 #       events (polled every 10 s, audit resync 6h), measures the steady state's AWS calls over
@@ -19,8 +21,9 @@ STEADY=${STEADY:-120}
 source "$(dirname "$0")/../scripts/testenv.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TSO_CACHE/target}
 testenv_install
-(cd "$TSO_ROOT" && cargo build --release --locked --quiet)
-BIN=$CARGO_TARGET_DIR/release/tenant-storage-operator
+PROFILE=${BENCH_PROFILE:-release}
+(cd "$TSO_ROOT" && cargo build --profile "$PROFILE" --locked --quiet)
+BIN=$CARGO_TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/tenant-storage-operator
 OP_PID=
 cleanup() { [ -n "$OP_PID" ] && kill "$OP_PID" 2>/dev/null; testenv_down; }
 trap cleanup EXIT
@@ -55,7 +58,7 @@ case "$EVENTS" in
   cloudtrail) EVENT_ARGS=(--drift-events cloudtrail --drift-events-interval 10s --drift-events-lookback 60s --audit-period 6h) ;;
   *) echo "EVENTS must be off or cloudtrail, not $EVENTS" >&2; exit 2 ;;
 esac
-"$BIN" run --cluster-id bench --bucket-prefix bench --namespace bench --resync-period "$RESYNC" \
+${BENCH_WRAP:-} "$BIN" run --cluster-id bench --bucket-prefix bench --namespace bench --resync-period "$RESYNC" \
   "${EVENT_ARGS[@]}" --oidc-provider-arn arn:aws:iam::000000000000:oidc-provider/oidc.bench.local/id/BENCH \
   --metrics-addr "127.0.0.1:$PORT" > "$TSO_RUN/operator.log" 2>&1 &
 OP_PID=$!

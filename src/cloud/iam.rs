@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::CloudError;
 use super::error::{OperationError, SdkFailure};
-use crate::plan::access::{DesiredRole, INLINE_POLICY, ObservedRole, RoleChange};
+use crate::plan::access::{DesiredRole, INLINE_POLICY, ObservedRole, RoleChange, RoleDigest};
 
 const IAM: &str = "iam";
 const STS: &str = "sts";
@@ -225,13 +225,13 @@ impl Iam {
         }))
     }
 
-    /// Every role under `path_prefix`, by name, as [`observe_role`](Self::observe_role) sees
-    /// each: one paginated `GetAccountAuthorizationDetails` (roles only, 1000 a page), so a
+    /// The digest of every role under `path_prefix`, by name, as
+    /// [`observe_role`](Self::observe_role) would see each: one paginated `GetAccountAuthorizationDetails` (roles only, 1000 a page), so a
     /// sweep of every tenant role costs pages of roles, not four calls per role.
     pub async fn roles_under(
         &self,
         path_prefix: &str,
-    ) -> Result<HashMap<String, ObservedRole>, CloudError> {
+    ) -> Result<HashMap<String, RoleDigest>, CloudError> {
         const OP: &str = "GetAccountAuthorizationDetails";
         let mut pages = self
             .iam
@@ -250,7 +250,7 @@ impl Iam {
                 ) else {
                     continue;
                 };
-                roles.insert(name.to_owned(), role_from_details(role)?);
+                roles.insert(name.to_owned(), role_from_details(role)?.digest());
             }
         }
         Ok(roles)

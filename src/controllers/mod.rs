@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
@@ -116,12 +116,15 @@ pub struct MountedCaBundle {
     pub dir: String,
 }
 
+/// kubectl's copy of the object it last applied, as large as the spec.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
     pub cloud: Cloud,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub recorder: Events,
     pub settings: Settings,
     /// Operator-owned buckets (access logs, evidence) verified recently, by name.
     pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -131,6 +134,41 @@ pub struct Context {
     pub roles: RoleSnapshot,
     /// When each tenant is resynced or retried.
     pub schedule: Schedule,
+}
+
+/// Publishes Kubernetes Events. kube's `Recorder` keeps each event it sends for six minutes,
+/// to count repeats into a series, and drops old ones only when it next publishes: with
+/// thousands of tenants converging it held thousands of events (6 MB at 2,000 tenants), and
+/// kept them once all were Ready. Normal events here mark one-off changes (created, deleted)
+/// and go through a recorder that keeps nothing; warnings, which can repeat, are counted.
+pub struct Events {
+    client: Client,
+    reporter: Reporter,
+    warnings: Recorder,
+}
+
+impl Events {
+    fn new(client: Client, reporter: Reporter) -> Self {
+        Events {
+            warnings: Recorder::new(client.clone(), reporter.clone()),
+            client,
+            reporter,
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        event: &kube::runtime::events::Event,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    ) -> Result<(), kube::Error> {
+        match event.type_ {
+            EventType::Warning => self.warnings.publish(event, regarding).await,
+            EventType::Normal => {
+                let once = Recorder::new(self.client.clone(), self.reporter.clone());
+                once.publish(event, regarding).await
+            }
+        }
+    }
 }
 
 /// A JSON merge patch (RFC 7386) from `old` to `new`: `new`, plus `null` for every field `old`
@@ -236,7 +274,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         settings.resync_rate,
     );
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Events::new(client.clone(), reporter),
         client: client.clone(),
         cloud,
         metrics,
@@ -259,9 +297,13 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
             let (store, writer) = reflector::store();
             let own_writes = ctx.own_writes.clone();
             // The cache holds every tenant for the life of the process: without the
-            // managedFields (which nothing here reads) it is a fraction of the size.
+            // managedFields and kubectl's copy of the last applied object (which nothing here
+            // reads, and which only patches ever write back) it is a fraction of the size.
             let trigger = watcher(tenants, watcher::Config::default().any_semantic())
-                .modify(|ts| ts.managed_fields_mut().clear())
+                .modify(|ts| {
+                    ts.managed_fields_mut().clear();
+                    ts.annotations_mut().remove(LAST_APPLIED);
+                })
                 .reflect(writer)
                 .applied_objects()
                 .try_filter(move |ts| {

@@ -7,7 +7,8 @@
 //! IAM directly before anything is written. A changed spec or a recheck always reads IAM, so a
 //! sweep that IAM's eventual consistency left a step behind cannot stand for a role that was
 //! just changed back. A stale snapshot delays the detection of others' drift by at most its
-//! age, and never causes a write.
+//! age, and never causes a write. It keeps a digest of each role, not its documents: a few
+//! bytes per role whatever the policies' size.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,10 +18,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::cloud::CloudError;
-use crate::plan::access::ObservedRole;
+use crate::plan::access::RoleDigest;
 
 /// Every role under a path, by name (`Iam::roles_under`).
-pub type Roles = HashMap<String, ObservedRole>;
+pub type Roles = HashMap<String, RoleDigest>;
 
 /// A sweep: when it started, and the roles it found (`None` if it failed).
 struct Sweep {
@@ -41,7 +42,7 @@ pub struct RoleSnapshot {
 #[derive(Debug, PartialEq)]
 pub enum Seen {
     /// As the last sweep found it (`None`: absent).
-    Swept(Option<ObservedRole>),
+    Swept(Option<RoleDigest>),
     /// Unknown: no fresh sweep, or the operator changed the role since. Read it from IAM.
     Unknown,
 }
@@ -87,7 +88,7 @@ impl RoleSnapshot {
         if changed_since {
             Seen::Unknown
         } else {
-            Seen::Swept(roles.get(name).cloned())
+            Seen::Swept(roles.get(name).copied())
         }
     }
 
@@ -126,12 +127,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::plan::access::ObservedRole;
 
-    fn role(tag: &str) -> ObservedRole {
+    fn role(tag: &str) -> RoleDigest {
         ObservedRole {
             tags: [("t".to_owned(), tag.to_owned())].into(),
             ..ObservedRole::default()
         }
+        .digest()
     }
 
     /// A sweep finding `a` (and counting its calls), or failing.

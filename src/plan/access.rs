@@ -318,6 +318,51 @@ pub struct ObservedRole {
     pub attached_policies: Vec<String>,
 }
 
+/// A digest of everything the operator compares in a role (tags, trust, boundary, inline and
+/// attached policies, policies normalised): roles with equal digests need the same changes. A
+/// sweep of every tenant role keeps these instead of the documents, a few bytes per role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleDigest([u8; 32]);
+
+impl ObservedRole {
+    pub fn digest(&self) -> RoleDigest {
+        use sha2::{Digest, Sha256};
+        let inline: BTreeMap<&String, Value> = self
+            .inline_policies
+            .iter()
+            .map(|(name, policy)| (name, normalize_policy(policy)))
+            .collect();
+        let mut attached: Vec<&String> = self.attached_policies.iter().collect();
+        attached.sort();
+        // serde_json writes maps in key order, so equal roles serialise to equal bytes.
+        let canonical = json!([
+            self.tags,
+            normalize_policy(&self.trust_policy),
+            self.permissions_boundary,
+            inline,
+            attached
+        ]);
+        RoleDigest(Sha256::digest(canonical.to_string().as_bytes()).into())
+    }
+}
+
+impl DesiredRole {
+    /// The role as IAM shows it when it is in shape: nothing in [`role_changes`] to do.
+    pub fn in_shape(&self) -> ObservedRole {
+        ObservedRole {
+            tags: self.tags.clone(),
+            trust_policy: self.trust_policy.clone(),
+            permissions_boundary: self.permissions_boundary.clone(),
+            inline_policies: self
+                .inline_policy
+                .iter()
+                .map(|policy| (INLINE_POLICY.to_owned(), policy.clone()))
+                .collect(),
+            attached_policies: Vec::new(),
+        }
+    }
+}
+
 /// One step that brings the role to its desired state.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RoleChange {
@@ -421,17 +466,44 @@ mod tests {
         }
     }
 
-    fn observed_as(desired: &DesiredRole) -> ObservedRole {
-        ObservedRole {
-            tags: desired.tags.clone(),
-            trust_policy: desired.trust_policy.clone(),
-            permissions_boundary: desired.permissions_boundary.clone(),
-            inline_policies: desired
-                .inline_policy
-                .clone()
-                .map(|p| BTreeMap::from([(INLINE_POLICY.to_owned(), p)]))
-                .unwrap_or_default(),
-            attached_policies: vec![],
+    #[test]
+    fn a_role_in_shape_needs_nothing_and_its_digest_ignores_how_iam_writes_policies() {
+        let desired = role(
+            AccessLevel::ReadWrite,
+            Some("arn:aws:iam::000000000000:policy/b"),
+        );
+        let in_shape = desired.in_shape();
+        assert_eq!(role_changes(&desired, Some(&in_shape)), vec![]);
+        // As IAM may return it: keys reordered, one-element arrays as scalars.
+        let mut rewritten = in_shape.clone();
+        let reordered: serde_json::Map<String, Value> = match &in_shape.trust_policy {
+            Value::Object(map) => map
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => panic!("the trust policy is an object"),
+        };
+        rewritten.trust_policy = normalize_policy(&Value::Object(reordered));
+        assert_eq!(rewritten.digest(), in_shape.digest());
+        let changes: [fn(&mut ObservedRole); 5] = [
+            |r| {
+                r.tags.insert("extra".into(), "x".into());
+            },
+            |r| r.trust_policy = json!({}),
+            |r| r.permissions_boundary = None,
+            |r| {
+                r.inline_policies.insert("other".into(), json!({}));
+            },
+            |r| {
+                r.attached_policies
+                    .push("arn:aws:iam::aws:policy/AdministratorAccess".into())
+            },
+        ];
+        for change in changes {
+            let mut drifted = in_shape.clone();
+            change(&mut drifted);
+            assert_ne!(drifted.digest(), in_shape.digest(), "{drifted:?}");
         }
     }
 
@@ -512,7 +584,7 @@ mod tests {
             AccessLevel::ReadWrite,
             Some("arn:aws:iam::000000000000:policy/b"),
         );
-        assert_eq!(role_changes(&desired, Some(&observed_as(&desired))), vec![]);
+        assert_eq!(role_changes(&desired, Some(&desired.in_shape())), vec![]);
     }
 
     #[test]
@@ -536,7 +608,7 @@ mod tests {
             &["app".into(), "reporting".into()],
         );
         assert_eq!(
-            role_changes(&after, Some(&observed_as(&before))),
+            role_changes(&after, Some(&before.in_shape())),
             vec![RoleChange::UpdateTrust, RoleChange::PutInlinePolicy]
         );
     }
@@ -544,7 +616,7 @@ mod tests {
     #[test]
     fn anything_that_widens_the_role_is_removed() {
         let desired = role(AccessLevel::ReadOnly, None);
-        let mut seen = observed_as(&desired);
+        let mut seen = desired.in_shape();
         seen.inline_policies
             .insert("extra".into(), json!({"Statement": []}));
         seen.attached_policies
@@ -563,7 +635,7 @@ mod tests {
     #[test]
     fn an_unverified_delegation_leaves_the_role_without_permissions() {
         let mut desired = role(AccessLevel::ReadWrite, None);
-        let seen = observed_as(&desired);
+        let seen = desired.in_shape();
         desired.inline_policy = None;
         assert_eq!(
             role_changes(&desired, Some(&seen)),

@@ -81,8 +81,9 @@ async fn observe(
     } else {
         ctx.roles.role(&role.name, sweep).await
     };
+    let in_shape = role.in_shape();
     let observed = match swept {
-        Seen::Swept(seen) if role_changes(role, seen.as_ref()).is_empty() => seen,
+        Seen::Swept(Some(digest)) if digest == in_shape.digest() => Some(in_shape),
         _ => iam.observe_role(&role.name).await?,
     };
     if let Some(seen) = &observed
