@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::Context;
-use crate::api::TenantStorage;
-use crate::cloud::TrailEvent;
+use crate::api::{ConditionStatus, TenantStorage};
+use crate::cloud::{CloudError, TrailEvent};
 use crate::telemetry::{PollLabels, RegionLabels};
 
 /// Where events are polled, and how.
@@ -32,11 +32,45 @@ pub struct EventSettings {
     pub iam_region: String,
 }
 
-/// A tenant's resources by name, and which regions hold tenants.
+/// The tenants' resources by name. Built only when a poll brings events of someone else's:
+/// for 10,000 tenants it is some megabytes, and a quiet account needs none.
 #[derive(Default)]
 pub struct TenantIndex {
     by_resource: HashMap<String, Target>,
-    pub regions: BTreeSet<String>,
+}
+
+/// The regions to poll: those holding tenants, and `iam_region`, where IAM records its
+/// (global) events (us-east-1 for AWS), once a tenant has a role.
+pub fn regions<'a>(
+    tenants: impl IntoIterator<Item = &'a TenantStorage>,
+    iam_region: &str,
+) -> BTreeSet<String> {
+    let mut regions = BTreeSet::new();
+    for status in tenants.into_iter().filter_map(|ts| ts.status.as_ref()) {
+        if let Some(region) = &status.region
+            && !regions.contains(region)
+        {
+            regions.insert(region.clone());
+        }
+        if status.access.is_some() && !regions.contains(iam_region) {
+            regions.insert(iam_region.to_owned());
+        }
+    }
+    regions
+}
+
+/// Events not acted on yet (`seen` remembers ids across overlapping polls) that someone other
+/// than the operator (`own`) made: the operator's own writes are what it decided, and
+/// re-checking them would cost a reconcile each.
+pub fn news<'e>(
+    events: &'e [TrailEvent],
+    own: &Own,
+    seen: &mut HashMap<String, f64>,
+) -> Vec<&'e TrailEvent> {
+    events
+        .iter()
+        .filter(|e| seen.insert(e.id.clone(), e.time).is_none() && !own.made(e))
+        .collect()
 }
 
 /// A tenant an event may concern.
@@ -48,10 +82,8 @@ pub struct Target {
 }
 
 impl TenantIndex {
-    /// Indexes the tenants' bucket names, key ARNs and ids, and role names. IAM records its
-    /// events in `iam_region` (us-east-1 for AWS), which is polled too once a tenant has a
-    /// role.
-    pub fn of<'a>(tenants: impl IntoIterator<Item = &'a TenantStorage>, iam_region: &str) -> Self {
+    /// Indexes the tenants' bucket names, key ARNs and ids, and role names.
+    pub fn of<'a>(tenants: impl IntoIterator<Item = &'a TenantStorage>) -> Self {
         let mut index = TenantIndex::default();
         for ts in tenants {
             let Some(status) = &ts.status else { continue };
@@ -59,9 +91,6 @@ impl TenantIndex {
                 tenant: ObjectRef::from_obj(ts),
                 role,
             };
-            if let Some(region) = &status.region {
-                index.regions.insert(region.clone());
-            }
             if let Some(bucket) = &status.bucket_name {
                 index.by_resource.insert(bucket.clone(), target(None));
             }
@@ -74,7 +103,6 @@ impl TenantIndex {
             if let Some(role) = status.access.as_ref().map(|a| &a.role_arn)
                 && let Some((_, name)) = role.rsplit_once('/')
             {
-                index.regions.insert(iam_region.to_owned());
                 index
                     .by_resource
                     .insert(role.clone(), target(Some(name.to_owned())));
@@ -86,23 +114,10 @@ impl TenantIndex {
         index
     }
 
-    /// The tenants `events` concern: changes made by someone other than the operator (`own`)
-    /// to a tenant's resource, each event once (`seen` remembers ids across overlapping polls).
-    pub fn concerned(
-        &self,
-        events: &[TrailEvent],
-        own: &Own,
-        seen: &mut HashMap<String, f64>,
-    ) -> Vec<Target> {
+    /// The tenants whose resources `events` name, each once.
+    pub fn targets(&self, events: &[&TrailEvent]) -> Vec<Target> {
         let mut targets: Vec<Target> = Vec::new();
         for e in events {
-            if seen.insert(e.id.clone(), e.time).is_some() {
-                continue;
-            }
-            // The operator's own writes are what it decided: re-checking them costs a reconcile.
-            if own.made(e) {
-                continue;
-            }
             for t in e.resources.iter().filter_map(|r| self.by_resource.get(r)) {
                 if !targets.contains(t) {
                     targets.push(t.clone());
@@ -181,13 +196,100 @@ fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// How changes made in AWS reach the operator; the policies' `DriftDetection` condition says it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Detection {
+    /// Drift events are off: every tenant is read at the resync period.
+    Polling,
+    /// No round of polls has ended yet.
+    Starting,
+    /// CloudTrail answers in every region polled.
+    Events { regions: Vec<String> },
+    /// Some regions did not answer for several rounds (region, error code): every tenant is
+    /// read at the resync period until they do.
+    Unavailable {
+        failures: Vec<(String, String)>,
+        denied: bool,
+    },
+}
+
+impl Detection {
+    /// The policies' `DriftDetection` condition: status, reason and message, given the resync
+    /// and audit periods.
+    pub fn condition(
+        &self,
+        resync: Duration,
+        audit: Duration,
+    ) -> (ConditionStatus, &'static str, String) {
+        let polled = format!("every tenant is read every {resync:?} (--resync-period)");
+        match self {
+            Detection::Polling => (
+                ConditionStatus::True,
+                "Polling",
+                format!("drift events are off (--drift-events off): {polled}"),
+            ),
+            Detection::Starting => (
+                ConditionStatus::Unknown,
+                "Starting",
+                "the first poll of CloudTrail events has not ended yet".to_owned(),
+            ),
+            Detection::Events { regions } => (
+                ConditionStatus::True,
+                "CloudTrailEvents",
+                format!(
+                    "changes made in AWS are learned from CloudTrail events in {}; every tenant is also read every {audit:?} (--audit-period)",
+                    regions.join(", ")
+                ),
+            ),
+            Detection::Unavailable { failures, denied } => {
+                let failed = failures
+                    .iter()
+                    .map(|(region, code)| format!("{region} ({code})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let (reason, fix) = if *denied {
+                    (
+                        "EventsDenied",
+                        "; allow cloudtrail:LookupEvents on * to the operator (the chart's IAM policy has it)",
+                    )
+                } else {
+                    ("EventsUnavailable", "")
+                };
+                (
+                    ConditionStatus::False,
+                    reason,
+                    format!(
+                        "CloudTrail LookupEvents fails in {failed}: {polled} until it answers{fix}"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// What the policies' `DriftDetection` condition is made of.
+#[derive(Clone)]
+pub struct DetectionReport {
+    pub now: watch::Receiver<Detection>,
+    pub resync: Duration,
+    pub audit: Duration,
+}
+
+impl DetectionReport {
+    pub fn condition(&self) -> (ConditionStatus, &'static str, String) {
+        self.now.borrow().condition(self.resync, self.audit)
+    }
+}
+
 /// Polls every tenant region until the process ends; sends each concerned tenant to the
-/// controller of its scope (`senders`, by namespace; `None` for all namespaces).
+/// controller of its scope (`senders`, by namespace; `None` for all namespaces), and tells
+/// `detection` whether the events answer.
 pub async fn run(
     ctx: Arc<Context>,
     events: EventSettings,
     stores: Vec<Store<TenantStorage>>,
     senders: Vec<(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)>,
+    detection: watch::Sender<Detection>,
 ) {
     let mut own = Own {
         arn: ctx.settings.access.operator_arn.clone(),
@@ -198,6 +300,7 @@ pub async fn run(
     let mut poller = Poller {
         ctx,
         senders,
+        stores,
         own,
         seen: HashMap::new(),
     };
@@ -207,39 +310,47 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let tenants: Vec<Arc<TenantStorage>> = stores.iter().flat_map(Store::state).collect();
-        let index = TenantIndex::of(tenants.iter().map(|t| &**t), &events.iam_region);
-        if index.regions.is_empty() {
+        let regions = regions(poller.tenants().iter().map(|t| &**t), &events.iam_region);
+        if regions.is_empty() {
             // No tenant yet: nothing answered, nothing failed.
             continue;
         }
         let now = now_secs();
         let start = now - events.lookback.as_secs_f64();
         poller.seen.retain(|_, time| *time >= start);
-        let mut healthy = true;
-        for region in &index.regions {
-            healthy &= poller
-                .poll(region, (start, now), &index, up == Some(false))
-                .await;
-        }
-        failed_rounds = if healthy { 0 } else { failed_rounds + 1 };
-        // One failed round (a throttle, a lost answer) is not an outage.
-        let healthy = healthy || (failed_rounds < FAILED_ROUNDS && up == Some(true));
-        if up != Some(healthy) {
-            poller
-                .ctx
-                .metrics
-                .drift_event_source_up
-                .set(i64::from(healthy));
-            poller.ctx.schedule.set_events_healthy(healthy);
-            if healthy {
-                info!(interval = ?events.interval, "CloudTrail events answer in every tenant region: the full resync is the audit period's");
-            } else if up == Some(true) {
-                // Resyncs were scheduled an audit period away: check everyone now instead.
-                for ts in &tenants {
-                    recheck(&poller.senders, ObjectRef::from_obj(&**ts)).await;
-                }
+        let mut failures = Vec::new();
+        for region in &regions {
+            if let Err(e) = poller.poll(region, (start, now), up == Some(false)).await {
+                failures.push((region.clone(), e));
             }
+        }
+        failed_rounds = if failures.is_empty() {
+            0
+        } else {
+            failed_rounds + 1
+        };
+        // One failed round (a throttle, a lost answer) is not an outage.
+        let healthy = failures.is_empty() || (failed_rounds < FAILED_ROUNDS && up == Some(true));
+        detection.send_if_modified(|now| {
+            let next = if healthy {
+                Detection::Events {
+                    regions: regions.iter().cloned().collect(),
+                }
+            } else {
+                Detection::Unavailable {
+                    denied: failures.iter().any(|(_, e)| e.is_denied()),
+                    failures: failures
+                        .iter()
+                        .map(|(region, e)| (region.clone(), e.code().to_owned()))
+                        .collect(),
+                }
+            };
+            let changed = *now != next;
+            *now = next;
+            changed
+        });
+        if up != Some(healthy) {
+            poller.switch(healthy, up, events.interval).await;
             up = Some(healthy);
         }
     }
@@ -249,21 +360,46 @@ pub async fn run(
 struct Poller {
     ctx: Arc<Context>,
     senders: Vec<(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)>,
+    stores: Vec<Store<TenantStorage>>,
     own: Own,
     /// Ids of the events acted on, with their times (kept for the lookback).
     seen: HashMap<String, f64>,
 }
 
 impl Poller {
+    fn tenants(&self) -> Vec<Arc<TenantStorage>> {
+        self.stores.iter().flat_map(Store::state).collect()
+    }
+
+    /// The events answer everywhere (`healthy`) or not any more, as of this round.
+    async fn switch(&self, healthy: bool, was: Option<bool>, interval: Duration) {
+        self.ctx
+            .metrics
+            .drift_event_source_up
+            .set(i64::from(healthy));
+        self.ctx.schedule.set_events_healthy(healthy);
+        if healthy {
+            info!(
+                ?interval,
+                "CloudTrail events answer in every tenant region: the full resync is the audit period's"
+            );
+        } else if was == Some(true) {
+            // Resyncs were scheduled an audit period away: check everyone now instead.
+            for ts in self.tenants() {
+                recheck(&self.senders, ObjectRef::from_obj(&*ts)).await;
+            }
+        }
+    }
+
     /// Polls one region over `(start, end)` and re-checks the tenants its events concern;
-    /// false if CloudTrail did not answer (logged unless `quiet`: the source is known down).
+    /// CloudTrail's error if it did not answer (logged unless `quiet`: the source is known
+    /// down).
     async fn poll(
         &mut self,
         region: &str,
         (start, end): (f64, f64),
-        index: &TenantIndex,
         quiet: bool,
-    ) -> bool {
+    ) -> Result<(), CloudError> {
         let polled = self
             .ctx
             .cloud
@@ -282,15 +418,11 @@ impl Poller {
                 outcome,
             })
             .inc();
-        let found = match polled {
-            Ok(found) => found,
-            Err(e) => {
-                if !quiet {
-                    warn!(%region, error = %e, "cannot read CloudTrail events; after {FAILED_ROUNDS} failed rounds every tenant is polled at the resync period until they answer");
-                }
-                return false;
+        let found = polled.inspect_err(|e| {
+            if !quiet {
+                warn!(%region, error = %e, "cannot read CloudTrail events; after {FAILED_ROUNDS} failed rounds every tenant is polled at the resync period until they answer");
             }
-        };
+        })?;
         let labels = RegionLabels {
             region: region.to_owned(),
         };
@@ -301,7 +433,13 @@ impl Poller {
                 .get_or_create(&labels)
                 .set((end - newest).max(0.0) as i64);
         }
-        for target in index.concerned(&found, &self.own, &mut self.seen) {
+        let news = news(&found, &self.own, &mut self.seen);
+        if news.is_empty() {
+            return Ok(());
+        }
+        let tenants = self.tenants();
+        let index = TenantIndex::of(tenants.iter().map(|t| &**t));
+        for target in index.targets(&news) {
             self.ctx.metrics.drift_events.get_or_create(&labels).inc();
             if let Some(role) = &target.role {
                 self.ctx.roles.changing(role);
@@ -310,7 +448,7 @@ impl Poller {
             // Waits for room: the event is marked seen, so a dropped re-check would be lost.
             recheck(&self.senders, target.tenant).await;
         }
-        true
+        Ok(())
     }
 }
 
@@ -371,6 +509,15 @@ mod tests {
         }
     }
 
+    fn concerned(
+        index: &TenantIndex,
+        events: &[TrailEvent],
+        own: &Own,
+        seen: &mut HashMap<String, f64>,
+    ) -> Vec<Target> {
+        index.targets(&news(events, own, seen))
+    }
+
     const OPERATOR: &str = "arn:aws:sts::111122223333:assumed-role/tso-operator/botocore-session-1";
 
     fn operator() -> Own {
@@ -383,9 +530,12 @@ mod tests {
     #[test]
     fn events_by_others_on_a_tenants_resources_name_that_tenant_once() {
         let (a, b) = (tenant("a", false), tenant("b", true));
-        let index = TenantIndex::of([&a, &b], "us-east-1");
+        let index = TenantIndex::of([&a, &b]);
         assert_eq!(
-            index.regions.iter().map(String::as_str).collect::<Vec<_>>(),
+            regions([&a, &b], "us-east-1")
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["eu-central-1", "us-east-1"],
             "IAM's region is polled once a tenant has a role"
         );
@@ -403,7 +553,7 @@ mod tests {
             ),
         ];
         let mut seen = HashMap::new();
-        let targets = index.concerned(&events, &operator(), &mut seen);
+        let targets = concerned(&index, &events, &operator(), &mut seen);
         assert_eq!(
             targets,
             [
@@ -418,7 +568,7 @@ mod tests {
             ]
         );
         assert!(
-            index.concerned(&events, &operator(), &mut seen).is_empty(),
+            concerned(&index, &events, &operator(), &mut seen).is_empty(),
             "an event polled again is not acted on twice"
         );
     }
@@ -426,28 +576,31 @@ mod tests {
     #[test]
     fn a_key_is_known_by_arn_and_by_id() {
         let a = tenant("a", false);
-        let index = TenantIndex::of([&a], "us-east-1");
+        let index = TenantIndex::of([&a]);
         let mut seen = HashMap::new();
         let by_arn = event("1", "x", &["arn:aws:kms:eu-central-1:111122223333:key/k-a"]);
-        assert_eq!(index.concerned(&[by_arn], &operator(), &mut seen).len(), 1);
-        assert_eq!(index.regions.len(), 1, "no IAM region without a role");
+        assert_eq!(
+            concerned(&index, &[by_arn], &operator(), &mut seen).len(),
+            1
+        );
+        assert_eq!(
+            regions([&a], "us-east-1").len(),
+            1,
+            "no IAM region without a role"
+        );
     }
 
     #[test]
     fn the_operators_own_keys_are_known_whatever_the_arn() {
         let a = tenant("a", false);
-        let index = TenantIndex::of([&a], "us-east-1");
+        let index = TenantIndex::of([&a]);
         let mut own = operator();
         // An emulator that names callers by access key: the ARN says nothing.
         let mine = event("1", "arn:aws:iam::111122223333:user/AKIAOWN", &["b-a"]);
         own.signing_with(mine.access_key_id.clone());
         own.signing_with(mine.access_key_id.clone());
         assert_eq!(own.access_keys.len(), 1);
-        assert!(
-            index
-                .concerned(&[mine], &own, &mut HashMap::new())
-                .is_empty()
-        );
+        assert!(concerned(&index, &[mine], &own, &mut HashMap::new()).is_empty());
         for i in 0..20 {
             own.signing_with(Some(format!("K{i}")));
         }
@@ -482,5 +635,51 @@ mod tests {
             "arn:aws:iam::444455556666:role/tso-operator",
             OPERATOR
         ));
+    }
+
+    #[test]
+    fn the_condition_says_how_drift_is_learned_and_how_to_fix_a_refusal() {
+        let (resync, audit) = (Duration::from_secs(600), Duration::from_secs(6 * 3600));
+        let (status, reason, message) = Detection::Unavailable {
+            failures: vec![("eu-central-1".into(), "AccessDenied".into())],
+            denied: true,
+        }
+        .condition(resync, audit);
+        assert_eq!((status, reason), (ConditionStatus::False, "EventsDenied"));
+        assert!(message.contains("eu-central-1 (AccessDenied)"), "{message}");
+        assert!(
+            message.contains("every 600s (--resync-period)"),
+            "{message}"
+        );
+        assert!(message.contains("cloudtrail:LookupEvents"), "{message}");
+        let (status, reason, message) = Detection::Unavailable {
+            failures: vec![("us-east-1".into(), "ThrottlingException".into())],
+            denied: false,
+        }
+        .condition(resync, audit);
+        assert_eq!(
+            (status, reason),
+            (ConditionStatus::False, "EventsUnavailable")
+        );
+        assert!(!message.contains("allow"), "{message}");
+        let (status, reason, message) = Detection::Events {
+            regions: vec!["eu-central-1".into(), "us-east-1".into()],
+        }
+        .condition(resync, audit);
+        assert_eq!(
+            (status, reason),
+            (ConditionStatus::True, "CloudTrailEvents")
+        );
+        assert!(message.contains("eu-central-1, us-east-1"), "{message}");
+        assert!(message.contains("21600s (--audit-period)"), "{message}");
+        assert_eq!(
+            Detection::Polling.condition(resync, audit).1,
+            "Polling",
+            "drift events off is a choice, not a fault"
+        );
+        assert_eq!(
+            Detection::Starting.condition(resync, audit).0,
+            ConditionStatus::Unknown
+        );
     }
 }

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 pub use crate::plan::naming::{DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name};
 pub use drift_events::EventSettings;
+use drift_events::{Detection, DetectionReport};
 pub use error::Error;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
@@ -385,8 +386,14 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
+    let (detection, now) = tokio::sync::watch::channel(match ctx.settings.drift_events {
+        Some(_) => Detection::Starting,
+        None => Detection::Polling,
+    });
     let drift = match ctx.settings.drift_events.clone() {
-        Some(events) => drift_events::run(ctx.clone(), events, stores.clone(), rechecks).boxed(),
+        Some(events) => {
+            drift_events::run(ctx.clone(), events, stores.clone(), rechecks, detection).boxed()
+        }
         None => future::pending().boxed(),
     };
     let policy_status = residency_policy::maintain_status(
@@ -394,6 +401,11 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         stores,
         ctx.settings.namespaces.is_empty(),
         ctx.metrics.clone(),
+        DetectionReport {
+            now,
+            resync: ctx.settings.resync_period,
+            audit: ctx.settings.audit_period,
+        },
     );
     tokio::select! {
         _ = futures::future::join(

@@ -1,5 +1,6 @@
 //! ResidencyPolicy status: how many tenants are bound to a policy and how many of them are out of
-//! compliance, computed from the TenantStorage caches (no API or cloud calls per tenant).
+//! compliance, computed from the TenantStorage caches (no API or cloud calls per tenant), and
+//! how the operator learns of changes made in AWS to them (`DriftDetection`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,11 +14,14 @@ use serde_json::json;
 use tracing::warn;
 
 use super::conditions::{self, READY, RESIDENCY_COMPLIANT};
+use super::drift_events::DetectionReport;
 use crate::api::{ConditionStatus, ResidencyPolicy, ResidencyPolicyStatus, TenantStorage};
 use crate::telemetry::Metrics;
 
 /// How often policy statuses are recomputed from the caches.
 const PERIOD: Duration = Duration::from_secs(3);
+/// How changes made in AWS are learned: from CloudTrail, or by polling every tenant.
+const DRIFT_DETECTION: &str = "DriftDetection";
 /// Non-compliant tenants named in the `Compliant` condition message.
 const NAMED: usize = 5;
 
@@ -29,6 +33,7 @@ pub async fn maintain_status(
     tenants: Vec<Store<TenantStorage>>,
     all_namespaces: bool,
     metrics: Metrics,
+    detection: DetectionReport,
 ) {
     let api: Api<ResidencyPolicy> = Api::all(client);
     let (policies, writer) = reflector::store();
@@ -59,7 +64,8 @@ pub async fn maintain_status(
                     .map(|t| format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any()))
                     .collect();
                 metrics.record_policy(&name, bound.len(), non_compliant.len());
-                let status = next_status(&policy, bound.len(), &non_compliant);
+                let status =
+                    next_status(&policy, bound.len(), &non_compliant, detection.condition());
                 if policy.status.as_ref() == Some(&status) {
                     reported.insert(name);
                     continue;
@@ -87,6 +93,7 @@ fn next_status(
     policy: &ResidencyPolicy,
     bound: usize,
     non_compliant: &[String],
+    (detection, detection_reason, detection_message): (ConditionStatus, &str, String),
 ) -> ResidencyPolicyStatus {
     let mut status = policy.status.clone().unwrap_or_default();
     let generation = policy.metadata.generation.unwrap_or_default();
@@ -100,6 +107,15 @@ fn next_status(
         ConditionStatus::True,
         "Evaluated",
         format!("{bound} TenantStorage(s) bound"),
+        generation,
+        &now,
+    );
+    conditions::set(
+        &mut status.conditions,
+        DRIFT_DETECTION,
+        detection,
+        detection_reason,
+        detection_message,
         generation,
         &now,
     );

@@ -30,7 +30,7 @@ use crate::plan::{
     self, BucketChange, Desired, DesiredLogBucket, KeyChange, Ownership, TenantIdentity, tags,
 };
 use crate::policy;
-use crate::telemetry::TenantLabels;
+use crate::telemetry::{SettingLabels, TenantLabels};
 
 /// Finalizer that keeps a TenantStorage until its cloud resources are released or deleted.
 pub const FINALIZER: &str = "storage.tenancy.dev/cleanup";
@@ -847,22 +847,33 @@ async fn announce(
         restored.push("kmsKey");
     }
     if !restored.is_empty() && !adopting {
-        let note = format!(
-            "restored {} of bucket {}",
-            restored.join(", "),
-            desired.bucket
-        );
-        warn!(restored = ?restored, "drift corrected");
-        publish(
-            ctx,
-            ts,
-            EventType::Warning,
-            "DriftCorrected",
-            "Restore",
-            note,
-        )
-        .await;
+        let what = format!("bucket {}", desired.bucket);
+        drift_corrected(ctx, ts, &restored, &what).await;
     }
+}
+
+/// Records settings of an existing resource (`what`) put back after someone else changed them:
+/// a log line, a `DriftCorrected` warning and the `drift_corrected` metric.
+async fn drift_corrected(ctx: &Context, ts: &TenantStorage, restored: &[&str], what: &str) {
+    for setting in restored {
+        ctx.metrics
+            .drift_corrected
+            .get_or_create(&SettingLabels {
+                setting: (*setting).to_owned(),
+            })
+            .inc();
+    }
+    warn!(restored = ?restored, "drift corrected");
+    let note = format!("restored {} of {what}", restored.join(", "));
+    publish(
+        ctx,
+        ts,
+        EventType::Warning,
+        "DriftCorrected",
+        "Restore",
+        note,
+    )
+    .await;
 }
 
 /// Deletion: `Retain` releases, `Delete` removes an empty bucket and retires the key.

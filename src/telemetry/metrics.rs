@@ -70,6 +70,13 @@ pub struct RegionLabels {
     pub region: String,
 }
 
+/// Labels of `tenant_storage_drift_corrected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettingLabels {
+    /// What was put back: `bucketPolicy`, `keyRotation`, `trustPolicy`, ...
+    pub setting: String,
+}
+
 /// Labels of `tenant_storage_drift_event_polls_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PollLabels {
@@ -91,6 +98,8 @@ pub struct Metrics {
     deletion_objects: Family<RequestLabels, Gauge>,
     deletion_phases: Arc<Mutex<HashMap<String, String>>>,
     tenant_states: Arc<Mutex<HashMap<String, TenantLabels>>>,
+    /// Settings of an existing bucket, key or role that the operator put back.
+    pub drift_corrected: Family<SettingLabels, Counter>,
     /// Changes made by others to a tenant's bucket, key or role, learned from CloudTrail.
     pub drift_events: Family<RegionLabels, Counter>,
     pub drift_event_polls: Family<PollLabels, Counter>,
@@ -152,6 +161,12 @@ impl Default for Metrics {
             "Object versions and delete markers deleted so far, per DataDeletionRequest",
             deletion_objects.clone(),
         );
+        let drift_corrected = Family::<SettingLabels, Counter>::default();
+        registry.register(
+            "drift_corrected",
+            "Settings of existing buckets, keys and roles put back after someone else changed them",
+            drift_corrected.clone(),
+        );
         let drift_events = Family::<RegionLabels, Counter>::default();
         registry.register(
             "drift_events",
@@ -178,6 +193,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry: Arc::new(registry),
+            drift_corrected,
             drift_events,
             drift_event_polls,
             drift_event_lag,
@@ -209,16 +225,25 @@ impl Metrics {
         Ok(out)
     }
 
-    /// Records a tenant's Ready status (`None` once it is gone) and recounts the gauge.
+    /// Records a tenant's Ready status (`None` once it is gone): moves it from its old count to
+    /// its new one, so a reconcile costs the same at any number of tenants. A state nobody is
+    /// in any more leaves the gauge.
     pub fn record_tenant(&self, key: &str, state: Option<TenantLabels>) {
         let mut states = self.tenant_states.lock().unwrap_or_else(|p| p.into_inner());
-        match state {
-            Some(labels) => states.insert(key.to_owned(), labels),
+        let previous = match &state {
+            Some(labels) => states.insert(key.to_owned(), labels.clone()),
             None => states.remove(key),
         };
-        self.tenants.clear();
-        for labels in states.values() {
-            self.tenants.get_or_create(labels).inc();
+        if previous == state {
+            return;
+        }
+        if let Some(old) = previous
+            && self.tenants.get_or_create(&old).dec() <= 1
+        {
+            self.tenants.remove(&old);
+        }
+        if let Some(new) = state {
+            self.tenants.get_or_create(&new).inc();
         }
     }
 
@@ -335,7 +360,15 @@ mod tests {
         m.record_tenant("a/y", Some(ready("Provisioned")));
         m.record_tenant("a/z", Some(ready("Provisioned")));
         m.record_tenant("a/z", None);
+        m.record_tenant("a/w", Some(ready("Adopted")));
+        m.record_tenant("a/w", Some(ready("Adopted")));
+        m.record_tenant("a/w", Some(ready("Provisioned")));
+        m.record_tenant("a/w", None);
         let text = m.encode().unwrap_or_default();
+        assert!(
+            !text.contains("Adopted"),
+            "a state nobody is in leaves: {text}"
+        );
         assert!(text.contains("tenant_storage_aws_calls_total{service=\"s3\",operation=\"HeadBucket\",mutating=\"false\",outcome=\"ok\"} 1"), "{text}");
         assert!(
             text.contains(
@@ -347,5 +380,87 @@ mod tests {
             text.contains("tenant_storage_tenants{ready=\"True\",reason=\"Provisioned\"} 2"),
             "{text}"
         );
+    }
+
+    /// The dashboard in `docs/grafana` asks only for series the operator exports.
+    #[test]
+    fn the_dashboard_names_only_exported_series() {
+        // A family shows in the exposition once it has a series.
+        let m = Metrics::default();
+        m.count_reconcile("TenantStorage", "ok", 0.1);
+        m.aws_calls
+            .get_or_create(&AwsCallLabels {
+                service: "s3".into(),
+                operation: "PutBucketPolicy".into(),
+                mutating: "true".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.record_tenant(
+            "a/x",
+            Some(TenantLabels {
+                ready: "True".into(),
+                reason: "Provisioned".into(),
+            }),
+        );
+        m.record_policy("eu", 1, 0);
+        m.record_deletion("a/r", Some("Running".into()), 1);
+        let region = RegionLabels {
+            region: "eu-central-1".into(),
+        };
+        m.drift_events.get_or_create(&region).inc();
+        m.drift_event_lag.get_or_create(&region).set(1);
+        m.drift_event_polls
+            .get_or_create(&PollLabels {
+                region: "eu-central-1".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        m.drift_corrected
+            .get_or_create(&SettingLabels {
+                setting: "bucketPolicy".into(),
+            })
+            .inc();
+        let text = m.encode().unwrap_or_default();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        let exported = |name: &str| {
+            families.iter().any(|(family, kind)| {
+                let suffixes: &[&str] = match *kind {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                suffixes.iter().any(|s| name == format!("{family}{s}"))
+            })
+        };
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../docs/grafana/tenant-storage-operator.json"
+        ))
+        .unwrap_or_default();
+        let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+        assert!(panels.len() >= 10, "{dashboard}");
+        for panel in &panels {
+            for target in panel["targets"].as_array().cloned().unwrap_or_default() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                let found: Vec<&str> = expr
+                    .match_indices("tenant_storage_")
+                    .map(|(at, _)| {
+                        let rest = &expr[at..];
+                        let end = rest
+                            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                            .unwrap_or(rest.len());
+                        &rest[..end]
+                    })
+                    .collect();
+                assert!(!found.is_empty(), "{expr}");
+                for name in found {
+                    assert!(exported(name), "{name} in panel {}", panel["title"]);
+                }
+            }
+        }
     }
 }

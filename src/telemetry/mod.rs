@@ -3,7 +3,9 @@
 mod metrics;
 mod server;
 
-pub use metrics::{AwsCallLabels, Metrics, PollLabels, RegionLabels, TenantLabels, is_mutating};
+pub use metrics::{
+    AwsCallLabels, Metrics, PollLabels, RegionLabels, SettingLabels, TenantLabels, is_mutating,
+};
 pub use server::{Health, serve};
 
 use std::io::IsTerminal;

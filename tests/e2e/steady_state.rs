@@ -3,7 +3,9 @@ use aws_sdk_s3::types::{
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
+use kube::Api;
 use serde_json::json;
+use tenant_storage_operator::api::ResidencyPolicy;
 
 use crate::harness::{
     Aws, CALLS, RECONCILES, Scenario, bucket_tags, eu_spec, eventually, put_bucket_tags, tenant,
@@ -405,8 +407,18 @@ async fn drift_is_learned_from_cloudtrail_events() {
             .then_some(())
     })
     .await;
+    let (status, message) = drift_detection(&s, &policy, "CloudTrailEvents").await;
+    assert_eq!(status, "True");
+    assert!(message.contains("eu-central-1"), "{message}");
     let (s3, bucket) = drop_bucket_policy(&s, "watched").await;
     policy_restored(&s3, &bucket).await;
+    let corrected = op
+        .counter(
+            "tenant_storage_drift_corrected_total",
+            &["setting=\"bucketPolicy\""],
+        )
+        .await;
+    assert!(corrected >= 1.0, "{corrected} bucket policies put back");
     let learned = op
         .counter(
             "tenant_storage_drift_events_total",
@@ -415,6 +427,21 @@ async fn drift_is_learned_from_cloudtrail_events() {
         .await;
     assert!(learned >= 1.0, "{learned} drift events");
     s.wait_event("watched", "DriftCorrected").await;
+}
+
+/// The policy's `DriftDetection` condition once its reason is `reason`: (status, message).
+async fn drift_detection(s: &Scenario, policy: &str, reason: &str) -> (String, String) {
+    let policies: Api<ResidencyPolicy> = Api::all(s.client.clone());
+    eventually(&format!("DriftDetection {reason}"), || async {
+        let policy = policies.get(policy).await.ok()?;
+        let condition = policy
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "DriftDetection" && c.reason == reason)?;
+        Some((format!("{:?}", condition.status), condition.message))
+    })
+    .await
 }
 
 /// Without the right to read CloudTrail, the operator says so in its metrics and polls every
@@ -469,6 +496,15 @@ async fn without_cloudtrail_the_operator_falls_back_to_polling() {
         op.counter("tenant_storage_drift_event_source_up", &[])
             .await,
         0.0
+    );
+    // The platform team sees it where it declares residency, with the fix.
+    let (status, message) = drift_detection(&s, &policy, "EventsDenied").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("eu-central-1 (AccessDenied)")
+            && message.contains("every 2s (--resync-period)")
+            && message.contains("cloudtrail:LookupEvents"),
+        "{message}"
     );
     let (s3, bucket) = drop_bucket_policy(&s, "polled").await;
     policy_restored(&s3, &bucket).await;

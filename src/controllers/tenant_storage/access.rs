@@ -6,7 +6,7 @@ use kube::runtime::events::EventType;
 use serde_json::Value;
 use tracing::info;
 
-use super::{Report, publish};
+use super::{Report, drift_corrected, publish};
 use crate::api::{AccessSpec, AccessStatus, TenantStorage};
 use crate::cloud::CloudError;
 use crate::controllers::role_snapshot::Seen;
@@ -230,16 +230,7 @@ pub(super) async fn reconcile_role(
         publish(ctx, ts, EventType::Normal, "AccessChanged", "Update", note).await;
     } else if !changes.is_empty() {
         let restored: Vec<&str> = changes.iter().map(RoleChange::setting).collect();
-        let note = format!("restored {} of role {}", restored.join(", "), role.arn);
-        publish(
-            ctx,
-            ts,
-            EventType::Warning,
-            "DriftCorrected",
-            "Restore",
-            note,
-        )
-        .await;
+        drift_corrected(ctx, ts, &restored, &format!("role {}", role.arn)).await;
     }
     Ok(None)
 }
