@@ -5,6 +5,7 @@
 #   [BENCH_WRAP="heaptrack -o FILE"] bench/scale.sh [N=1000] [RESYNC=60s] [ROLES=0] [EVENTS=off]
 #     BENCH_WRAP: a command the operator runs under (a heap profiler); RSS is then the wrapper's
 #     BENCH_PROFILE: `dev` runs the debug build, whose symbols a profiler can name (default release)
+#     BENCH_BIN: run this operator binary instead of building one (to compare two builds)
 #     ROLES: the share of tenants that also get a workload role (spec.access), 0 to 1
 #     EVENTS: `off` measures a full polled resync; `cloudtrail` runs the operator with drift
 #       events (polled every 10 s, audit resync 6h), measures the steady state's AWS calls over
@@ -22,10 +23,16 @@ source "$(dirname "$0")/../scripts/testenv.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TSO_CACHE/target}
 testenv_install
 PROFILE=${BENCH_PROFILE:-release}
-(cd "$TSO_ROOT" && cargo build --profile "$PROFILE" --locked --quiet)
-BIN=$CARGO_TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/tenant-storage-operator
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+else
+  (cd "$TSO_ROOT" && cargo build --profile "$PROFILE" --locked --quiet)
+  BIN=$CARGO_TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/tenant-storage-operator
+fi
 OP_PID=
-cleanup() { [ -n "$OP_PID" ] && kill "$OP_PID" 2>/dev/null; testenv_down; }
+# The operator and, under BENCH_WRAP, the profiler's children: by PID, depth first.
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill "$1" 2>/dev/null; }
+cleanup() { [ -n "$OP_PID" ] && kill_tree "$OP_PID"; testenv_down; }
 trap cleanup EXIT
 testenv_up
 cd "$TSO_ROOT"

@@ -21,8 +21,13 @@ fn err<E: OperationError>(op: &'static str) -> impl FnOnce(SdkFailure<E>) -> Clo
 }
 
 impl Regional {
-    /// The tenant key, found by its alias (no listing, so this stays one call at any scale).
-    pub async fn observe_key(&self, alias: &str) -> Result<Option<ObservedKey>, CloudError> {
+    /// The tenant key, found by its alias (no listing, so this stays one call at any scale),
+    /// and its rotation if `rotation` (else taken as on: see `controllers::slow_settings`).
+    pub async fn observe_key(
+        &self,
+        alias: &str,
+        rotation: bool,
+    ) -> Result<Option<ObservedKey>, CloudError> {
         let described = match self.kms.describe_key().key_id(alias).send().await {
             Ok(out) => out,
             Err(e) => {
@@ -46,6 +51,8 @@ impl Regional {
         // Rotation status cannot be read from a key pending deletion; it does not matter then.
         let rotation_enabled = if state == "PendingDeletion" || state == "PendingReplicaDeletion" {
             false
+        } else if !rotation {
+            true
         } else {
             self.kms
                 .get_key_rotation_status()

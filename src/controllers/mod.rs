@@ -9,6 +9,7 @@ mod own_writes;
 mod residency_policy;
 mod role_snapshot;
 mod schedule;
+mod slow_settings;
 mod tenant_storage;
 mod watch_backoff;
 
@@ -39,6 +40,7 @@ use crate::telemetry::Metrics;
 use own_writes::OwnWrites;
 use role_snapshot::RoleSnapshot;
 use schedule::Schedule;
+use slow_settings::SlowSettings;
 use watch_backoff::WatchBackoff;
 
 /// Operator-wide settings that shape every tenant.
@@ -117,8 +119,26 @@ pub struct MountedCaBundle {
     pub dir: String,
 }
 
-/// kubectl's copy of the object it last applied, as large as the spec.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// What the cache keeps of a tenant, for the life of the process: the spec, the status, and of
+/// the metadata what the reconcile reads. Labels, others' annotations (kubectl's copy of the
+/// last applied object is as large as the spec), managedFields and owner references go: nothing
+/// here reads them, and only patches are written back. An empty map still holds a node, so
+/// empty ones go too.
+fn slim(ts: &mut TenantStorage) {
+    let meta = &mut ts.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|key, _| {
+            key.strip_prefix(crate::api::GROUP)
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
 
 /// Shared state of the reconcilers.
 pub struct Context {
@@ -135,6 +155,8 @@ pub struct Context {
     pub roles: RoleSnapshot,
     /// When each tenant is resynced or retried.
     pub schedule: Schedule,
+    /// When each tenant's bucket tags and key rotation were last read.
+    pub slow_settings: SlowSettings,
 }
 
 /// Publishes Kubernetes Events. kube's `Recorder` keeps each event it sends for six minutes,
@@ -274,6 +296,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         settings.audit_period,
         settings.resync_rate,
     );
+    let settings_audit = settings.audit_period;
     let ctx = Arc::new(Context {
         recorder: Events::new(client.clone(), reporter),
         client: client.clone(),
@@ -284,6 +307,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         own_writes: OwnWrites::default(),
         roles,
         schedule,
+        slow_settings: SlowSettings::new(settings_audit),
     });
     let mut stores = Vec::new();
     let mut rechecks = Vec::new();
@@ -297,14 +321,8 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
             let tenants: Api<TenantStorage> = scoped(&client, scope.as_deref());
             let (store, writer) = reflector::store();
             let own_writes = ctx.own_writes.clone();
-            // The cache holds every tenant for the life of the process: without the
-            // managedFields and kubectl's copy of the last applied object (which nothing here
-            // reads, and which only patches ever write back) it is a fraction of the size.
             let trigger = watcher(tenants, watcher::Config::default().any_semantic())
-                .modify(|ts| {
-                    ts.managed_fields_mut().clear();
-                    ts.annotations_mut().remove(LAST_APPLIED);
-                })
+                .modify(slim)
                 .reflect(writer)
                 .applied_objects()
                 .try_filter(move |ts| {
@@ -429,6 +447,7 @@ fn deletion_error_policy(
 /// Transient failures retry soon; a blocked deletion re-checks on the resync period (at most
 /// every 30 s), since emptying a bucket triggers no Kubernetes event.
 fn error_policy(ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.slow_settings.forget(&tenant_storage::tenant_key(&ts));
     match err.reason().as_str() {
         "DeletionBlocked" => {
             Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
@@ -452,6 +471,42 @@ mod tests {
     use serde_json::json;
 
     use super::merge_patch;
+
+    #[test]
+    fn the_cache_keeps_what_the_reconcile_reads() {
+        let mut ts: crate::api::TenantStorage = serde_json::from_value(json!({
+            "apiVersion": "storage.tenancy.dev/v1alpha1",
+            "kind": "TenantStorage",
+            "metadata": {
+                "name": "t", "namespace": "acme", "uid": "u", "resourceVersion": "7", "generation": 2,
+                "labels": {"app": "x"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "storage.tenancy.dev/recheck": "1",
+                    "storage.tenancy.dev.evil.example/x": "y"
+                },
+                "finalizers": ["storage.tenancy.dev/cleanup"],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {"policyRef": "eu"}
+        }))
+        .expect("a tenant");
+        super::slim(&mut ts);
+        assert_eq!(
+            serde_json::to_value(&ts.metadata).ok(),
+            Some(json!({
+                "name": "t", "namespace": "acme", "uid": "u", "resourceVersion": "7", "generation": 2,
+                "annotations": {"storage.tenancy.dev/recheck": "1"},
+                "finalizers": ["storage.tenancy.dev/cleanup"]
+            }))
+        );
+        ts.metadata
+            .annotations
+            .as_mut()
+            .map(|a| a.remove("storage.tenancy.dev/recheck"));
+        super::slim(&mut ts);
+        assert_eq!(ts.metadata.annotations, None);
+    }
 
     #[test]
     fn cleared_fields_become_null_and_the_rest_is_kept() {

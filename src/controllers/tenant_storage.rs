@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -71,6 +71,7 @@ pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Acti
                 ctx.metrics.record_tenant(&tenant_key(&ts), None);
                 ctx.own_writes.forget(&ts);
                 ctx.schedule.forget(&tenant_key(&ts));
+                ctx.slow_settings.forget(&tenant_key(&ts));
                 Ok(action)
             }
         }
@@ -297,6 +298,13 @@ async fn apply(
     result
 }
 
+/// A resync that skipped the slow settings found something to change: it stops before any
+/// write and runs again at once, reading everything.
+fn read_slow_settings_first(ctx: &Context, tenant: &str) -> Action {
+    ctx.slow_settings.forget(tenant);
+    Action::requeue(Duration::ZERO)
+}
+
 pub(super) fn tenant_key(ts: &TenantStorage) -> String {
     format!("{}/{}", ts.namespace().unwrap_or_default(), ts.name_any())
 }
@@ -375,10 +383,15 @@ async fn provision(
         return refuse(report, ctx, api, None, "BucketNameChanged", message).await;
     }
 
-    // Observe the bucket: where it is and whose it is.
+    // Observe the bucket: where it is and whose it is. The tags of a bucket claimed here are
+    // read only when the slow settings are due; any planned change makes them due.
     let mut cloud = ctx.cloud.region(&region);
     let known_here = claimed && recorded.as_deref() == Some(region.as_str());
-    let existing_tags = if known_here {
+    let tenant = tenant_key(ts);
+    let slow = !known_here || ctx.slow_settings.due(&tenant, reads_fresh(ts));
+    let existing_tags = if !slow {
+        Some(desired.tags.clone())
+    } else if known_here {
         match cloud.bucket_tags(&desired.bucket).await? {
             ObservedTags::Gone => None,
             ObservedTags::Tags(t) => Some(t),
@@ -475,7 +488,7 @@ async fn provision(
     }
 
     // Key first: the bucket's encryption and policy name it.
-    let key = cloud.observe_key(&desired.key_alias).await?;
+    let key = cloud.observe_key(&desired.key_alias, slow).await?;
     if let Some(key) = &key
         && report.status.kms_key_arn.as_deref() != Some(key.arn.as_str())
     {
@@ -511,6 +524,12 @@ async fn provision(
             return refuse(report, ctx, api, None, "KeyNotUsable", message).await;
         }
     };
+    if !slow && !key_changes.is_empty() {
+        return Ok(read_slow_settings_first(ctx, &tenant));
+    }
+    if slow {
+        ctx.slow_settings.read(&tenant);
+    }
     let existing = key.as_ref().map(|k| (k.key_id.clone(), k.arn.clone()));
     let creating_key = key_changes.contains(&KeyChange::CreateKey);
     // A key creation that was started and never confirmed may have left a key without its
@@ -606,6 +625,9 @@ async fn provision(
         None => None,
     };
     let bucket_changes = plan::bucket_changes(&shape, observed.as_ref());
+    if !slow && !bucket_changes.is_empty() {
+        return Ok(read_slow_settings_first(ctx, &tenant));
+    }
     for change in &bucket_changes {
         if *change == BucketChange::Create {
             if !cloud.create_bucket(&desired.bucket).await?
@@ -996,7 +1018,7 @@ async fn cleanup(
                 plan::naming::key_alias(&id.cluster_id, &id.namespace, &id.name)
             });
             let window = deletion_window(ctx, &ts.spec.policy_ref).await;
-            if let Some(key) = cloud.observe_key(&alias).await? {
+            if let Some(key) = cloud.observe_key(&alias, true).await? {
                 // Only ever schedule the deletion of a key that proves it is this tenant's.
                 let key_tags = cloud.key_tags(&key.key_id).await?;
                 if plan::ownership(&key_tags, &id, false) == Ownership::Ours {

@@ -375,7 +375,7 @@ async fn observe(
         s3.logging(bucket),
     )?;
     let key = match key_arn {
-        Some(arn) => s3.observe_key(arn).await?,
+        Some(arn) => s3.observe_key(arn, true).await?,
         None => None,
     };
     let logging_region = match &logging {

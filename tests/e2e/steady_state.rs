@@ -15,10 +15,11 @@ use crate::harness::{
 /// Prometheus counter.
 #[tokio::test]
 async fn no_op_resync_makes_zero_mutating_calls() {
-    // S3: tags, encryption, public access block, ownership, versioning, policy, logging; KMS:
-    // key and rotation. (The shared access-log bucket is off here: it is re-verified once per
-    // resync period per policy and region, not per tenant.)
-    no_op_resync("noop", json!({}), 9.0).await;
+    // S3: encryption, public access block, ownership, versioning, policy, logging (off here,
+    // and kept off); KMS: the key. The bucket's tags and the key's rotation are read at the
+    // audit period (or when anything else drifted). The shared access-log bucket (off here) is
+    // re-verified once per resync period per policy and region, not per tenant.
+    no_op_resync("noop", json!({}), 7.0).await;
 }
 
 /// The same with a workload role: the role adds no read of its own, and still no write. A
@@ -33,7 +34,7 @@ async fn no_op_resync_with_a_tenant_role_makes_zero_mutating_calls() {
     let (s, op) = no_op_resync(
         "noop-role",
         json!({"access": {"serviceAccounts": ["app"]}}),
-        10.0,
+        8.0,
     )
     .await;
     let (_, iam_reads) = op.calls_over_reconciles_of("iam", 3.0).await;
@@ -110,6 +111,61 @@ async fn no_op_resync(
     );
     assert!(per_resync > 0.0, "resyncs read the cloud (drift detection)");
     (s, op)
+}
+
+/// The bucket's identity tags and the key's rotation, read at the audit period rather than at
+/// every resync, are restored then even when nothing else drifted.
+#[tokio::test]
+async fn tags_and_key_rotation_are_restored_at_the_audit_period() {
+    let s = Scenario::new("slowdrift").await;
+    let mut spec = eu_spec();
+    spec.access_logging.enabled = false;
+    let policy = s.policy(spec).await;
+    let _op = s
+        .operator(&[
+            "--resync-period",
+            "1s",
+            "--audit-period",
+            "3s",
+            "--drift-events",
+            "off",
+        ])
+        .await;
+    s.create(&tenant("slow", &policy, json!({})))
+        .await
+        .expect("create");
+    let status = s.wait_ready("slow").await.status.expect("status");
+    let bucket = status.bucket_name.expect("bucket");
+    let key_arn = status.kms_key_arn.expect("key");
+    let aws = Aws::root().await;
+    let s3 = aws.s3("eu-central-1");
+    let mut tags = bucket_tags(&s3, &bucket).await;
+    tags.remove("tenancy.dev/jurisdiction");
+    put_bucket_tags(&s3, &bucket, &tags).await;
+    aws.kms("eu-central-1")
+        .disable_key_rotation()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("disable rotation");
+    eventually("ownership tags restored", || async {
+        bucket_tags(&s3, &bucket)
+            .await
+            .contains_key("tenancy.dev/jurisdiction")
+            .then_some(())
+    })
+    .await;
+    eventually("key rotation re-enabled", || async {
+        let r = aws
+            .kms("eu-central-1")
+            .get_key_rotation_status()
+            .key_id(&key_arn)
+            .send()
+            .await
+            .ok()?;
+        r.key_rotation_enabled().then_some(())
+    })
+    .await;
 }
 
 /// Settings changed behind the operator's back are restored on the next resync, with a
@@ -501,7 +557,7 @@ async fn without_cloudtrail_the_operator_falls_back_to_polling() {
     let (status, message) = drift_detection(&s, &policy, "EventsDenied").await;
     assert_eq!(status, "False");
     assert!(
-        message.contains("eu-central-1 (AccessDenied)")
+        message.contains("eu-central-1 (AccessDenied")
             && message.contains("every 2s (--resync-period)")
             && message.contains("cloudtrail:LookupEvents"),
         "{message}"
