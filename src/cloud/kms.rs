@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, Tag};
 
@@ -139,12 +139,17 @@ impl Regional {
     }
 
     /// Finds an enabled key carrying every tag in `tags`: the key of a creation that was
-    /// interrupted before its alias was written. Lists every key in the region, so it is only
-    /// called when the tenant's status shows such an interruption may have happened.
+    /// interrupted before its alias was written. Lists every key in the region (a page per
+    /// 1000), but reads the tags only of keys this process has not seen yet: a burst of
+    /// interrupted creations among 10,000 keys reads 10,000 tag sets once, not once each.
     pub async fn find_tagged_key(
         &self,
         tags: &BTreeMap<String, String>,
     ) -> Result<Option<(String, String)>, CloudError> {
+        let index = &self.key_tags;
+        let wanted: Vec<u64> = tags.iter().map(|tag| index.hash(tag)).collect();
+        // One search at a time: the next finds what this one read.
+        let mut seen = index.seen.lock().await;
         let mut marker = None;
         loop {
             let page = self
@@ -156,32 +161,30 @@ impl Regional {
                 .map_err(err("ListKeys"))?;
             for key in page.keys() {
                 let Some(key_id) = key.key_id() else { continue };
-                // Keys whose policy (or the operator's own IAM policy) shuts the operator out
-                // are not ours to find; any other failure must not pass for "no such key".
-                // A key deleted since the listing is not one either.
-                let seen = match self.key_tags(key_id).await {
-                    Ok(seen) => seen,
-                    Err(e) if e.is_denied() || e.is_not_found(&["NotFoundException"]) => continue,
-                    Err(e) => return Err(e),
-                };
-                if !tags.iter().all(|(k, v)| seen.get(k) == Some(v)) {
-                    continue;
-                }
-                let described = match self.kms.describe_key().key_id(key_id).send().await {
-                    Ok(described) => described,
-                    Err(e) => {
-                        let e = CloudError::from_sdk(KMS, "DescribeKey", e);
-                        if e.is_denied() || e.is_not_found(&["NotFoundException"]) {
+                let id = index.hash(key_id);
+                let hashes = match seen.get(&id) {
+                    Some(hashes) => hashes,
+                    None => {
+                        let Some(found) = self.readable_tags(key_id).await? else {
                             continue;
-                        }
-                        return Err(e);
+                        };
+                        seen.entry(id)
+                            .or_insert(found.iter().map(|tag| index.hash(tag)).collect())
                     }
                 };
-                if let Some(meta) = described.key_metadata()
-                    && meta.key_state().is_some_and(|s| s.as_str() == "Enabled")
-                {
-                    let arn = meta.arn().map_or_else(|| key_id.to_owned(), str::to_owned);
-                    return Ok(Some((key_id.to_owned(), arn)));
+                if !wanted.iter().all(|w| hashes.contains(w)) {
+                    continue;
+                }
+                // A match by hashes read earlier: confirmed with the tags and state now.
+                let Some(now) = self.readable_tags(key_id).await? else {
+                    continue;
+                };
+                seen.insert(id, now.iter().map(|tag| index.hash(tag)).collect());
+                if !tags.iter().all(|(k, v)| now.get(k) == Some(v)) {
+                    continue;
+                }
+                if let Some(found) = self.enabled(key_id).await? {
+                    return Ok(Some(found));
                 }
             }
             match page.next_marker() {
@@ -189,6 +192,41 @@ impl Regional {
                 _ => return Ok(None),
             }
         }
+    }
+
+    /// A key's tags; `None` for a key that shuts the operator out (its policy, or the
+    /// operator's own IAM policy: not ours to find) or that was deleted since it was listed.
+    /// Any other failure must not pass for "not found".
+    async fn readable_tags(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, CloudError> {
+        match self.key_tags(key_id).await {
+            Ok(tags) => Ok(Some(tags)),
+            Err(e) if e.is_denied() || e.is_not_found(&["NotFoundException"]) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `(key id, arn)` of the key if it is enabled.
+    async fn enabled(&self, key_id: &str) -> Result<Option<(String, String)>, CloudError> {
+        let described = match self.kms.describe_key().key_id(key_id).send().await {
+            Ok(described) => described,
+            Err(e) => {
+                let e = CloudError::from_sdk(KMS, "DescribeKey", e);
+                if e.is_denied() || e.is_not_found(&["NotFoundException"]) {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        Ok(described
+            .key_metadata()
+            .filter(|meta| meta.key_state().is_some_and(|s| s.as_str() == "Enabled"))
+            .map(|meta| {
+                let arn = meta.arn().map_or_else(|| key_id.to_owned(), str::to_owned);
+                (key_id.to_owned(), arn)
+            }))
     }
 
     /// Tags of a key.
@@ -319,5 +357,20 @@ impl Regional {
             .await
             .map_err(err("ScheduleKeyDeletion"))?;
         Ok(())
+    }
+}
+
+/// The tags of the keys of a region seen by key searches, as hashes of each key's id and of
+/// each of its tags (some bytes a key: no key id or tag is held).
+#[derive(Debug, Default)]
+pub struct KeyTagIndex {
+    hasher: std::hash::RandomState,
+    seen: tokio::sync::Mutex<HashMap<u64, Box<[u64]>>>,
+}
+
+impl KeyTagIndex {
+    fn hash<T: std::hash::Hash>(&self, value: T) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(value)
     }
 }

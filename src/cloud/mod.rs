@@ -111,6 +111,8 @@ pub struct Regional {
     s3: aws_sdk_s3::Client,
     kms: aws_sdk_kms::Client,
     trail: aws_sdk_cloudtrail::Client,
+    /// Keys' tags seen by searches for the key of an interrupted creation.
+    key_tags: std::sync::Arc<kms::KeyTagIndex>,
     /// Sent as `ExpectedBucketOwner` with every S3 call that names a bucket: S3 refuses the
     /// call if the bucket is in another account, so a bucket someone else created under a name
     /// we expected is never written to or read as ours.
@@ -258,6 +260,7 @@ impl Cloud {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
             trail: aws_sdk_cloudtrail::Client::from_conf(trail.build()),
+            key_tags: std::sync::Arc::default(),
             bucket_owner: self.bucket_owner.clone(),
         }
     }

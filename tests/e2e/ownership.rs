@@ -2,8 +2,11 @@ use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tenant_storage_operator::api::ConditionStatus;
+use tenant_storage_operator::controllers::PAUSED;
 
-use crate::harness::{Aws, Scenario, bucket_tags, condition, eu_spec, put_bucket_tags, tenant};
+use crate::harness::{
+    Aws, CALLS, Scenario, bucket_tags, condition, eu_spec, put_bucket_tags, tenant,
+};
 
 async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str, tags: &[(&str, &str)]) {
     s3.create_bucket()
@@ -212,18 +215,46 @@ async fn bucket_in_a_region_outside_the_policy_is_never_used() {
     }
 }
 
-/// The KMS key of a creation interrupted before its alias was written is adopted, not doubled.
+/// The KMS key of a creation interrupted before its alias was written is adopted, not doubled;
+/// the search for it reads the tags of each key in the region once per process, so a second
+/// interrupted creation reads only the keys created since.
 #[tokio::test]
 async fn key_of_an_interrupted_creation_is_adopted() {
     let s = Scenario::new("orphankey").await;
     let policy = s.policy(eu_spec()).await;
-    let aws = Aws::root().await;
-    let kms = aws.kms("eu-central-1");
+    let kms = Aws::root().await.kms("eu-central-1");
+    let op = s.operator(&[]).await;
+    let first = interrupted_key_creation(&s, &kms, &policy, "k").await;
+    let searched = op.counter(CALLS, &["operation=\"ListResourceTags\""]).await;
+    assert!(
+        searched >= first as f64,
+        "the first search reads every key's tags ({searched} reads, {first} keys)"
+    );
+    let second = interrupted_key_creation(&s, &kms, &policy, "k2").await;
+    let again = op.counter(CALLS, &["operation=\"ListResourceTags\""]).await - searched;
+    // Keys other tests created meanwhile, plus the confirmation of the match and the first
+    // sight of the adopted key.
+    let new_keys = second.saturating_sub(first) as f64;
+    assert!(
+        again <= new_keys + 3.0,
+        "{again} tag reads for {new_keys} new keys"
+    );
+}
+
+/// Leaves what a run interrupted between CreateKey and CreateAlias leaves behind for tenant
+/// `name` (a key with its tags, no alias, the claim in status), waits until the operator adopts
+/// that key, and returns how many keys the region held before it was adopted.
+async fn interrupted_key_creation(
+    s: &Scenario,
+    kms: &aws_sdk_kms::Client,
+    policy: &str,
+    name: &str,
+) -> usize {
     let key_tags = [
         ("tenancy.dev/managed-by", "tenant-storage-operator"),
         ("tenancy.dev/cluster-id", s.cluster_id.as_str()),
         ("tenancy.dev/namespace", s.ns.as_str()),
-        ("tenancy.dev/name", "k"),
+        ("tenancy.dev/name", name),
     ];
     let orphan = kms
         .create_key()
@@ -247,30 +278,51 @@ async fn key_of_an_interrupted_creation_is_adopted() {
         .and_then(|m| m.arn())
         .expect("arn")
         .to_owned();
-    s.create(&tenant("k", &policy, json!({})))
-        .await
-        .expect("create");
+    let keys = key_count(kms).await;
+    // Paused while the status is set as the interrupted run left it, so the operator's first
+    // real look at the tenant sees the claim.
+    let mut paused = tenant(name, policy, json!({}));
+    paused
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(PAUSED.into(), "true".into());
+    s.create(&paused).await.expect("create");
     s.tenants()
         .patch_status(
-            "k",
+            name,
             &PatchParams::default(),
-            &Patch::Merge(
-                // What a run interrupted between CreateKey and CreateAlias leaves behind.
-                json!({"status": {
-                    "bucketName": s.bucket_for("k"),
-                    "region": "eu-central-1",
-                    "keyCreationStarted": "2026-11-23T00:00:00Z"
-                }}),
-            ),
+            &Patch::Merge(json!({"status": {
+                "bucketName": s.bucket_for(name),
+                "region": "eu-central-1",
+                "keyCreationStarted": "2026-11-23T00:00:00Z"
+            }})),
         )
         .await
         .expect("record the claim");
-
-    let _op = s.operator(&[]).await;
-    let status = s.wait_ready("k").await.status.expect("status");
+    s.tenants()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {PAUSED: null}}})),
+        )
+        .await
+        .expect("resume");
+    let status = s.wait_ready(name).await.status.expect("status");
     assert_eq!(
         status.kms_key_arn.as_deref(),
         Some(orphan_arn.as_str()),
         "the orphan key is adopted"
     );
+    keys
+}
+
+async fn key_count(kms: &aws_sdk_kms::Client) -> usize {
+    let mut pages = kms.list_keys().into_paginator().items().send();
+    let mut n = 0;
+    while let Some(key) = pages.next().await {
+        key.expect("list keys");
+        n += 1;
+    }
+    n
 }
