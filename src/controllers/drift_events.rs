@@ -472,7 +472,7 @@ fn sender_for<'a>(
 }
 
 /// Queues a re-check, waiting for room: a wave goes at the controller's pace.
-async fn recheck(
+pub(super) async fn recheck(
     senders: &[(Option<String>, mpsc::Sender<ObjectRef<TenantStorage>>)],
     tenant: ObjectRef<TenantStorage>,
 ) {

@@ -408,6 +408,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         Some(_) => Detection::Starting,
         None => Detection::Polling,
     });
+    let resyncs = resync_when_due(ctx.clone(), rechecks.clone());
     let drift = match ctx.settings.drift_events.clone() {
         Some(events) => {
             drift_events::run(ctx.clone(), events, stores.clone(), rechecks, detection).boxed()
@@ -432,8 +433,37 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         ) => {}
         () = policy_status => {}
         () = drift => {}
+        () = resyncs => {}
     }
     info!("controllers stopped");
+}
+
+/// Sends each tenant whose resync is due to its controller, at its pace.
+async fn resync_when_due(
+    ctx: Arc<Context>,
+    senders: Vec<(
+        Option<String>,
+        tokio::sync::mpsc::Sender<ObjectRef<TenantStorage>>,
+    )>,
+) {
+    let due = &ctx.schedule.due;
+    loop {
+        let (tenants, next) = due.take(std::time::Instant::now());
+        for tenant in tenants {
+            if let Some((ns, name)) = tenant.split_once('/') {
+                drift_events::recheck(&senders, ObjectRef::new(name).within(ns)).await;
+            }
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = due.set.notified() => {}
+                }
+            }
+            None => due.set.notified().await,
+        }
+    }
 }
 
 fn deletion_error_policy(

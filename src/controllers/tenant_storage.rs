@@ -249,7 +249,7 @@ async fn refuse(
         )
         .await;
     }
-    Ok(Action::requeue(ctx.schedule.resync(&tenant_key(report.ts))))
+    Ok(ctx.schedule.resync(&tenant_key(report.ts)))
 }
 
 async fn apply(
@@ -694,7 +694,7 @@ async fn provision(
         ),
     );
     report.save(api).await?;
-    Ok(Action::requeue(ctx.schedule.resync(&tenant_key(ts))))
+    Ok(ctx.schedule.resync(&tenant_key(ts)))
 }
 
 async fn apply_key_changes(

@@ -471,9 +471,7 @@ pub(super) async fn provision(
     report.status.last_recheck = ts.annotations().get(super::RECHECK).cloned();
     report.save(api).await?;
     // The customer's bucket and role are in their account, where our drift events do not look.
-    Ok(Action::requeue(
-        ctx.schedule.resync_polled(&super::tenant_key(ts)),
-    ))
+    Ok(ctx.schedule.resync_polled(&super::tenant_key(ts)))
 }
 
 #[cfg(test)]
