@@ -56,14 +56,18 @@ fn reads_fresh(ts: &TenantStorage) -> bool {
     recheck || status.and_then(|s| s.observed_generation) != ts.metadata.generation
 }
 
-#[instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), tenant = ts.name_any()))]
-pub async fn reconcile(ts: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), tenant = cached.name_any()))]
+pub async fn reconcile(cached: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let ns = ts
+    let ns = cached
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<TenantStorage> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, ts.clone(), |event| async {
+    // The cache keeps a slim copy (see `slim`); the reconcile reads the whole object.
+    let Some(ts) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let result = finalizer(&api, FINALIZER, Arc::new(ts), |event| async {
         match event {
             Finalizer::Apply(ts) => apply(&ts, &ctx, &api).await,
             Finalizer::Cleanup(ts) => {
