@@ -168,8 +168,14 @@ impl Regional {
                         let Some(found) = self.readable_tags(key_id).await? else {
                             continue;
                         };
-                        seen.entry(id)
-                            .or_insert(found.iter().map(|tag| index.hash(tag)).collect())
+                        let hashes: Box<[u64]> = found.iter().map(|tag| index.hash(tag)).collect();
+                        // A key without tags is read again next time: KMS shows a new key's
+                        // tags some time after creating it, and the key of an interrupted
+                        // creation must not be remembered as someone else's.
+                        if hashes.is_empty() {
+                            continue;
+                        }
+                        seen.entry(id).or_insert(hashes)
                     }
                 };
                 if !wanted.iter().all(|w| hashes.contains(w)) {
@@ -361,7 +367,8 @@ impl Regional {
 }
 
 /// The tags of the keys of a region seen by key searches, as hashes of each key's id and of
-/// each of its tags (some bytes a key: no key id or tag is held).
+/// each of its tags (some bytes a key: no key id or tag is held). Kept for the process's life:
+/// a key someone re-tags after it was read is seen with its new tags after a restart.
 #[derive(Debug, Default)]
 pub struct KeyTagIndex {
     hasher: std::hash::RandomState,

@@ -32,13 +32,16 @@ impl SlowSettings {
     }
 
     /// Whether this reconcile of `tenant` reads the slow settings: always if `fresh` (a
-    /// changed spec, a recheck), else once they are an audit period old.
+    /// changed spec, a recheck), else once they are most of an audit period old. Resyncs come
+    /// a tenth of their period early or late: at a whole period, a resync a little early would
+    /// find them not due and the next read would come near two periods after the last.
     pub fn due(&self, tenant: &str, fresh: bool) -> bool {
+        let every = self.every.mul_f64(0.8);
         fresh
             || self
                 .lock()
                 .get(&self.hasher.hash_one(tenant))
-                .is_none_or(|at| at.elapsed() >= self.every)
+                .is_none_or(|at| at.elapsed() >= every)
     }
 
     /// The slow settings of `tenant` were just read.

@@ -625,7 +625,14 @@ async fn provision(
     // Then the bucket.
     let shape = desired.shape(&key_arn);
     let observed = match existing_tags {
-        Some(t) => Some(cloud.observe_bucket(&desired.bucket, t, &shape).await?),
+        Some(t) => match cloud.observe_bucket(&desired.bucket, t, &shape).await {
+            Ok(observed) => Some(observed),
+            // Gone since it was last seen: the tags, read next, say so.
+            Err(e) if !slow && e.is_not_found(&["NoSuchBucket"]) => {
+                return Ok(read_slow_settings_first(ctx, &tenant));
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     let bucket_changes = plan::bucket_changes(&shape, observed.as_ref());

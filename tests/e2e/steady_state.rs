@@ -168,6 +168,50 @@ async fn tags_and_key_rotation_are_restored_at_the_audit_period() {
     .await;
 }
 
+/// A bucket deleted behind the operator's back is created again by the next resync, which
+/// skipped its tags: the missing bucket sends it back to read everything, not into a failure.
+#[tokio::test]
+async fn a_deleted_bucket_is_created_again_without_a_failed_reconcile() {
+    let s = Scenario::new("gone").await;
+    let mut spec = eu_spec();
+    spec.access_logging.enabled = false;
+    let policy = s.policy(spec).await;
+    let op = s
+        .operator(&["--resync-period", "1s", "--drift-events", "off"])
+        .await;
+    s.create(&tenant("gone", &policy, json!({})))
+        .await
+        .expect("create");
+    let bucket = s
+        .wait_ready("gone")
+        .await
+        .status
+        .and_then(|st| st.bucket_name)
+        .expect("bucket");
+    let s3 = Aws::root().await.s3("eu-central-1");
+    s3.delete_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("delete the bucket");
+    eventually("the bucket is back", || async {
+        s3.head_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    s.wait_ready("gone").await;
+    assert_eq!(
+        op.counter(RECONCILES, &["result=\"AwsNoSuchBucket\""])
+            .await,
+        0.0,
+        "no reconcile failed on the missing bucket"
+    );
+}
+
 /// Settings changed behind the operator's back are restored on the next resync, with a
 /// DriftCorrected Event.
 #[tokio::test]
