@@ -91,7 +91,8 @@ pub struct RunArgs {
     #[arg(long, env = "TSO_DRIFT_EVENTS_LOOKBACK", default_value = "15m", value_parser = parse_duration)]
     pub drift_events_lookback: Duration,
     /// The resync period while drift events arrive in every tenant region: the safety net
-    /// behind them. When they stop, `--resync-period` applies again.
+    /// behind them. When they stop, `--resync-period` applies again. Also, drift events or
+    /// not, how often a bucket's identity tags and its key's rotation are read.
     #[arg(long, env = "TSO_AUDIT_PERIOD", default_value = "6h", value_parser = parse_duration)]
     pub audit_period: Duration,
     /// Only manage TenantStorages in these namespaces, comma-separated or repeated (default:
