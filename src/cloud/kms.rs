@@ -162,30 +162,22 @@ impl Regional {
             for key in page.keys() {
                 let Some(key_id) = key.key_id() else { continue };
                 let id = index.hash(key_id);
-                let hashes = match seen.get(&id) {
-                    Some(hashes) => hashes,
-                    None => {
-                        let Some(found) = self.readable_tags(key_id).await? else {
-                            continue;
-                        };
-                        let hashes: Box<[u64]> = found.iter().map(|tag| index.hash(tag)).collect();
-                        // A key without tags is read again next time: KMS shows a new key's
-                        // tags some time after creating it, and the key of an interrupted
-                        // creation must not be remembered as someone else's.
-                        if hashes.is_empty() {
-                            continue;
-                        }
-                        seen.entry(id).or_insert(hashes)
-                    }
+                // Read now: a key not seen yet, or one whose tags as read before match (a
+                // match is confirmed with its tags and state now).
+                let now = match seen.get(&id) {
+                    Some(hashes) if !wanted.iter().all(|w| hashes.contains(w)) => continue,
+                    _ => match self.readable_tags(key_id).await? {
+                        Some(now) => now,
+                        None => continue,
+                    },
                 };
-                if !wanted.iter().all(|w| hashes.contains(w)) {
-                    continue;
+                let hashes: Box<[u64]> = now.iter().map(|tag| index.hash(tag)).collect();
+                // A key without tags is read again next time: KMS shows a new key's tags some
+                // time after creating it, and the key of an interrupted creation must not be
+                // remembered as someone else's.
+                if !hashes.is_empty() {
+                    seen.insert(id, hashes);
                 }
-                // A match by hashes read earlier: confirmed with the tags and state now.
-                let Some(now) = self.readable_tags(key_id).await? else {
-                    continue;
-                };
-                seen.insert(id, now.iter().map(|tag| index.hash(tag)).collect());
                 if !tags.iter().all(|(k, v)| now.get(k) == Some(v)) {
                     continue;
                 }

@@ -445,13 +445,9 @@ impl Poller {
                 self.ctx.roles.changing(role);
             }
             // The change may be to the tags or the key's rotation, which a resync skips.
-            let tenant = &target.tenant;
-            let key = format!(
-                "{}/{}",
-                tenant.namespace.as_deref().unwrap_or_default(),
-                tenant.name
-            );
-            self.ctx.slow_settings.forget(&key);
+            self.ctx
+                .slow_settings
+                .forget(&super::tenant_storage::ref_key(&target.tenant));
             info!(tenant = %target.tenant, %region, "changed by someone else in AWS: re-checking");
             // Waits for room: the event is marked seen, so a dropped re-check would be lost.
             recheck(&self.senders, target.tenant).await;

@@ -469,10 +469,8 @@ async fn resync_when_due(
     let due = &ctx.schedule.due;
     loop {
         let (tenants, next) = due.take(std::time::Instant::now());
-        for tenant in tenants {
-            if let Some((ns, name)) = tenant.split_once('/') {
-                drift_events::recheck(&senders, ObjectRef::new(name).within(ns)).await;
-            }
+        for tenant in tenants.iter().filter_map(|t| tenant_storage::key_ref(t)) {
+            drift_events::recheck(&senders, tenant).await;
         }
         match next {
             Some(at) => {

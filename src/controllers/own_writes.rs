@@ -17,6 +17,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use tokio::sync::Notify;
 
+use super::tenant_storage::tenant_key;
 use crate::api::TenantStorage;
 
 /// Status writes remembered per tenant: one reconcile writes several.
@@ -37,10 +38,6 @@ struct Inner {
     versions: HashMap<String, VecDeque<String>>,
     /// `namespace/name` to the number of our status writes not answered yet.
     in_flight: HashMap<String, usize>,
-}
-
-fn key(ts: &TenantStorage) -> String {
-    format!("{}/{}", ts.namespace().unwrap_or_default(), ts.name_any())
 }
 
 /// A status write in flight; dropped unanswered (the write failed) it only stops counting.
@@ -80,7 +77,7 @@ impl Drop for Write {
 impl OwnWrites {
     /// Right before a status write of `ts`.
     pub fn begin(&self, ts: &TenantStorage) -> Write {
-        let key = key(ts);
+        let key = tenant_key(ts);
         *self.lock().in_flight.entry(key.clone()).or_default() += 1;
         Write {
             own: self.clone(),
@@ -90,14 +87,14 @@ impl OwnWrites {
 
     /// Forgets a deleted tenant.
     pub fn forget(&self, ts: &TenantStorage) {
-        self.lock().versions.remove(&key(ts));
+        self.lock().versions.remove(&tenant_key(ts));
     }
 
     /// Whether this version of the object is one that our own recent writes produced, once the
     /// writes in flight for it have been answered (or [`WAIT_FOR_ANSWER`] has passed).
     pub fn produced(&self, ts: &TenantStorage) -> impl Future<Output = bool> + Send + use<> {
         let own = self.clone();
-        let key = key(ts);
+        let key = tenant_key(ts);
         let rv = ts.resource_version();
         async move {
             let Some(rv) = rv else {

@@ -10,6 +10,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -309,8 +310,24 @@ fn read_slow_settings_first(ctx: &Context, tenant: &str) -> Action {
     Action::requeue(Duration::ZERO)
 }
 
+/// A tenant's key in the operator's per-tenant state (schedule, slow settings, own writes,
+/// metrics): `namespace/name`.
 pub(super) fn tenant_key(ts: &TenantStorage) -> String {
-    format!("{}/{}", ts.namespace().unwrap_or_default(), ts.name_any())
+    ref_key(&ObjectRef::from_obj(ts))
+}
+
+pub(super) fn ref_key(tenant: &ObjectRef<TenantStorage>) -> String {
+    format!(
+        "{}/{}",
+        tenant.namespace.as_deref().unwrap_or_default(),
+        tenant.name
+    )
+}
+
+/// The tenant a [`tenant_key`] names.
+pub(super) fn key_ref(key: &str) -> Option<ObjectRef<TenantStorage>> {
+    let (ns, name) = key.split_once('/')?;
+    Some(ObjectRef::new(name).within(ns))
 }
 
 /// The pipeline: dereference, validate, observe, plan, apply, report. Refusals return early

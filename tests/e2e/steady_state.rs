@@ -5,14 +5,62 @@ use aws_sdk_s3::types::{
 };
 use kube::Api;
 use serde_json::json;
-use tenant_storage_operator::api::ResidencyPolicy;
+use tenant_storage_operator::api::{ResidencyPolicy, TenantStorageStatus};
 
 use crate::harness::{
-    Aws, CALLS, RECONCILES, Scenario, bucket_tags, eu_spec, eventually, put_bucket_tags, tenant,
+    Aws, CALLS, Operator, RECONCILES, Scenario, bucket_tags, eu_spec, eventually, put_bucket_tags,
+    tenant,
 };
 
 /// Reconciling an up-to-date tenant makes no mutating AWS call, counted by the operator's own
 /// Prometheus counter.
+/// A scenario whose policy has access logging off, an operator started with `args`, and
+/// tenant `name` (its spec plus `extra`) Ready: the policy's name and the tenant's status.
+async fn one_ready_tenant(
+    tag: &str,
+    name: &str,
+    extra: serde_json::Value,
+    args: &[&str],
+) -> (Scenario, Operator, String, TenantStorageStatus) {
+    let s = Scenario::new(tag).await;
+    let mut spec = eu_spec();
+    spec.access_logging.enabled = false;
+    let policy = s.policy(spec).await;
+    let op = s.operator(args).await;
+    s.create(&tenant(name, &policy, extra))
+        .await
+        .expect("create");
+    let status = s.wait_ready(name).await.status.expect("status");
+    (s, op, policy, status)
+}
+
+/// Waits until the bucket carries its jurisdiction tag again; its tags then.
+async fn identity_tags_restored(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> std::collections::BTreeMap<String, String> {
+    eventually("ownership tags restored", || async {
+        let tags = bucket_tags(s3, bucket).await;
+        tags.contains_key("tenancy.dev/jurisdiction")
+            .then_some(tags)
+    })
+    .await
+}
+
+async fn key_rotation_restored(aws: &Aws, key_arn: &str) {
+    eventually("key rotation re-enabled", || async {
+        let r = aws
+            .kms("eu-central-1")
+            .get_key_rotation_status()
+            .key_id(key_arn)
+            .send()
+            .await
+            .ok()?;
+        r.key_rotation_enabled().then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn no_op_resync_makes_zero_mutating_calls() {
     // S3: encryption, public access block, ownership, versioning, policy, logging (off here,
@@ -66,22 +114,14 @@ async fn no_op_resync_with_a_tenant_role_makes_zero_mutating_calls() {
     .await;
 }
 
-async fn no_op_resync(
-    tag: &str,
-    extra: serde_json::Value,
-    max_reads: f64,
-) -> (Scenario, crate::harness::Operator) {
-    let s = Scenario::new(tag).await;
-    let mut spec = eu_spec();
-    spec.access_logging.enabled = false;
-    let policy = s.policy(spec).await;
-    let op = s
-        .operator(&["--resync-period", "1s", "--drift-events", "off"])
-        .await;
-    s.create(&tenant("steady", &policy, extra))
-        .await
-        .expect("create");
-    s.wait_ready("steady").await;
+async fn no_op_resync(tag: &str, extra: serde_json::Value, max_reads: f64) -> (Scenario, Operator) {
+    let (s, op, _, _) = one_ready_tenant(
+        tag,
+        "steady",
+        extra,
+        &["--resync-period", "1s", "--drift-events", "off"],
+    )
+    .await;
     // Let the reconcile triggered by the final status write settle.
     let settled = op.counter(RECONCILES, &["result=\"ok\""]).await;
     eventually("one more reconcile", || async {
@@ -117,24 +157,20 @@ async fn no_op_resync(
 /// every resync, are restored then even when nothing else drifted.
 #[tokio::test]
 async fn tags_and_key_rotation_are_restored_at_the_audit_period() {
-    let s = Scenario::new("slowdrift").await;
-    let mut spec = eu_spec();
-    spec.access_logging.enabled = false;
-    let policy = s.policy(spec).await;
-    let _op = s
-        .operator(&[
+    let (_s, _op, _, status) = one_ready_tenant(
+        "slowdrift",
+        "slow",
+        json!({}),
+        &[
             "--resync-period",
             "1s",
             "--audit-period",
             "3s",
             "--drift-events",
             "off",
-        ])
-        .await;
-    s.create(&tenant("slow", &policy, json!({})))
-        .await
-        .expect("create");
-    let status = s.wait_ready("slow").await.status.expect("status");
+        ],
+    )
+    .await;
     let bucket = status.bucket_name.expect("bucket");
     let key_arn = status.kms_key_arn.expect("key");
     let aws = Aws::root().await;
@@ -148,46 +184,22 @@ async fn tags_and_key_rotation_are_restored_at_the_audit_period() {
         .send()
         .await
         .expect("disable rotation");
-    eventually("ownership tags restored", || async {
-        bucket_tags(&s3, &bucket)
-            .await
-            .contains_key("tenancy.dev/jurisdiction")
-            .then_some(())
-    })
-    .await;
-    eventually("key rotation re-enabled", || async {
-        let r = aws
-            .kms("eu-central-1")
-            .get_key_rotation_status()
-            .key_id(&key_arn)
-            .send()
-            .await
-            .ok()?;
-        r.key_rotation_enabled().then_some(())
-    })
-    .await;
+    identity_tags_restored(&s3, &bucket).await;
+    key_rotation_restored(&aws, &key_arn).await;
 }
 
 /// A bucket deleted behind the operator's back is created again by the next resync, which
 /// skipped its tags: the missing bucket sends it back to read everything, not into a failure.
 #[tokio::test]
 async fn a_deleted_bucket_is_created_again_without_a_failed_reconcile() {
-    let s = Scenario::new("gone").await;
-    let mut spec = eu_spec();
-    spec.access_logging.enabled = false;
-    let policy = s.policy(spec).await;
-    let op = s
-        .operator(&["--resync-period", "1s", "--drift-events", "off"])
-        .await;
-    s.create(&tenant("gone", &policy, json!({})))
-        .await
-        .expect("create");
-    let bucket = s
-        .wait_ready("gone")
-        .await
-        .status
-        .and_then(|st| st.bucket_name)
-        .expect("bucket");
+    let (s, op, _, status) = one_ready_tenant(
+        "gone",
+        "gone",
+        json!({}),
+        &["--resync-period", "1s", "--drift-events", "off"],
+    )
+    .await;
+    let bucket = status.bucket_name.expect("bucket");
     let s3 = Aws::root().await.s3("eu-central-1");
     s3.delete_bucket()
         .bucket(&bucket)
@@ -371,28 +383,13 @@ async fn drift_is_detected_and_corrected() {
             .then_some(())
     })
     .await;
-    let tags = eventually("ownership tags restored", || async {
-        let tags = bucket_tags(&s3, &bucket).await;
-        tags.contains_key("tenancy.dev/jurisdiction")
-            .then_some(tags)
-    })
-    .await;
+    let tags = identity_tags_restored(&s3, &bucket).await;
     assert_eq!(
         tags.get("cost-center").map(String::as_str),
         Some("42"),
         "user tags are kept"
     );
-    eventually("key rotation re-enabled", || async {
-        let r = aws
-            .kms("eu-central-1")
-            .get_key_rotation_status()
-            .key_id(&key_arn)
-            .send()
-            .await
-            .ok()?;
-        r.key_rotation_enabled().then_some(())
-    })
-    .await;
+    key_rotation_restored(&aws, &key_arn).await;
     let event = s.wait_event("drifty", "DriftCorrected").await;
     let note = event.note.unwrap_or_default();
     assert!(
@@ -482,24 +479,20 @@ async fn policy_restored(s3: &aws_sdk_s3::Client, bucket: &str) {
 /// that tenant, with its resync an hour away; until then resyncs cost nothing.
 #[tokio::test]
 async fn drift_is_learned_from_cloudtrail_events() {
-    let s = Scenario::new("ctdrift").await;
-    let mut spec = eu_spec();
-    spec.access_logging.enabled = false;
-    let policy = s.policy(spec).await;
-    let op = s
-        .operator(&[
+    let (s, op, policy, _) = one_ready_tenant(
+        "ctdrift",
+        "watched",
+        json!({}),
+        &[
             "--resync-period",
             "1h",
             "--drift-events-interval",
             "1s",
             "--drift-events-lookback",
             "30s",
-        ])
-        .await;
-    s.create(&tenant("watched", &policy, json!({})))
-        .await
-        .expect("create");
-    s.wait_ready("watched").await;
+        ],
+    )
+    .await;
     eventually("the event source answers", || async {
         (op.counter("tenant_storage_drift_event_source_up", &[])
             .await
