@@ -4,11 +4,14 @@ mod counter;
 mod error;
 pub mod evidence;
 pub mod failpoint;
+#[cfg(test)]
+pub mod fake;
 mod fence;
 mod iam;
 mod journal;
 mod kms;
 mod locked;
+pub mod port;
 mod s3;
 mod trail;
 

@@ -6,23 +6,18 @@ use kube::runtime::events::EventType;
 use serde_json::Value;
 use tracing::info;
 
-use super::{Report, drift_corrected, publish};
+use super::refusal::Refusal;
+use super::report::{Report, drift_corrected, publish};
+use super::storage::Principals;
 use crate::api::{AccessSpec, AccessStatus, TenantStorage};
 use crate::cloud::CloudError;
 use crate::controllers::role_snapshot::Seen;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{
     DesiredRole, IRSA_ANNOTATION, ObservedRole, RoleChange, RoleName, irsa_trust_policy,
-    principal_patterns, role_changes,
+    managed_access_policy, principal_patterns, role_changes,
 };
-use crate::plan::{self, Ownership, TenantIdentity, naming};
-
-/// Why the tenant's role cannot be built or used; each names the setting to fix.
-#[derive(Debug)]
-pub(super) struct Refusal {
-    pub reason: &'static str,
-    pub message: String,
-}
+use crate::plan::{self, Desired, Ownership, TenantIdentity, naming};
 
 /// The tenant role `access` asks for, with the given permissions, and the role as it is now
 /// (read from IAM when `fresh`: a changed spec or a recheck; else possibly from the last sweep). A refusal
@@ -42,10 +37,7 @@ pub(super) async fn wanted_role(
     // The flag's parser accepts only provider ARNs, so an issuer is always there.
     let provider = ctx.settings.access.oidc.as_ref();
     let Some((oidc, issuer)) = provider.and_then(|o| Some((o, o.issuer()?))) else {
-        return Ok(Err(Refusal {
-            reason: "OidcProviderNotConfigured",
-            message: "spec.access needs the cluster's IAM OIDC provider, which the operator was not given: set --oidc-provider-arn (Helm value access.oidcProviderArn), or remove spec.access".into(),
-        }));
+        return Ok(Err(Refusal::OidcProviderNotConfigured));
     };
     let name = RoleName::of(partition, &ctx.settings.access.account_id, id);
     let role = DesiredRole {
@@ -89,12 +81,9 @@ async fn observe(
     if let Some(seen) = &observed
         && let Ownership::Foreign(why) = plan::ownership(&seen.tags, id, false)
     {
-        return Ok(Err(Refusal {
-            reason: "RoleConflict",
-            message: format!(
-                "IAM role {} already exists and is not this tenant's: {why}. The operator neither uses nor modifies it; delete it or rename this TenantStorage",
-                role.arn
-            ),
+        return Ok(Err(Refusal::RoleConflict {
+            role: role.arn.clone(),
+            why,
         }));
     }
     Ok(Ok(observed))
@@ -114,12 +103,12 @@ pub(super) fn allowed_principals(ctx: &Context, role: Option<&DesiredRole>) -> V
 fn refusal_for(role: &DesiredRole, change: &RoleChange, e: &CloudError) -> Option<Refusal> {
     let boundary_change = matches!(change, RoleChange::Create | RoleChange::SetBoundary(_));
     match &role.permissions_boundary {
-        Some(boundary) if boundary_change && e.code() == "NoSuchEntity" => Some(Refusal {
-            reason: "PermissionsBoundaryNotFound",
-            message: format!(
-                "the ResidencyPolicy's spec.access.permissionsBoundaryArn {boundary} does not exist or cannot be attached ({e}); create that managed policy in this account or correct the ARN"
-            ),
-        }),
+        Some(boundary) if boundary_change && e.code() == "NoSuchEntity" => {
+            Some(Refusal::PermissionsBoundaryNotFound {
+                boundary: boundary.clone(),
+                error: e.to_string(),
+            })
+        }
         _ => None,
     }
 }
@@ -248,5 +237,47 @@ pub(super) async fn remove_role(
             Ok(iam.delete_role(name, &seen).await?)
         }
         _ => Ok(false),
+    }
+}
+
+/// The managed tenant's role, decided once its key is known: the role (if `spec.access` asks
+/// for one) may reach the bucket, and is kept for [`reconcile_role`] after the bucket.
+pub(super) struct ManagedRole<'a> {
+    pub ctx: &'a Context,
+    pub id: &'a TenantIdentity,
+    pub access: Option<&'a AccessSpec>,
+    pub permissions_boundary: Option<String>,
+    pub fresh: bool,
+    /// The role wanted and as observed, once decided.
+    pub decided: Option<(DesiredRole, Option<ObservedRole>)>,
+}
+
+impl Principals for ManagedRole<'_> {
+    async fn allowed(
+        &mut self,
+        desired: &Desired,
+        key_arn: &str,
+    ) -> Result<Result<Vec<String>, Refusal>, Error> {
+        if let Some(spec) = self.access {
+            let permissions =
+                managed_access_policy(spec.level, &desired.bucket_arn(), key_arn, &desired.region);
+            let wanted = wanted_role(
+                self.ctx,
+                self.id,
+                desired.partition,
+                &desired.tags,
+                spec,
+                Some(permissions),
+                self.permissions_boundary.clone(),
+                self.fresh,
+            )
+            .await?;
+            match wanted {
+                Ok(decided) => self.decided = Some(decided),
+                Err(refusal) => return Ok(Err(refusal)),
+            }
+        }
+        let role = self.decided.as_ref().map(|(role, _)| role);
+        Ok(Ok(allowed_principals(self.ctx, role)))
     }
 }

@@ -12,8 +12,9 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::access::{self, Refusal};
-use super::{Report, publish, refuse};
+use super::access;
+use super::refusal::Refusal;
+use super::report::{Report, publish, refuse};
 use crate::api::{
     ConditionStatus, DelegatedSpec, DelegationStatus, ResidencyPolicySpec, TenantStorage,
 };
@@ -253,24 +254,26 @@ pub(super) async fn provision(
         ("spec.delegated.bucket", bucket_partition),
     ] {
         if let Some(given) = given.filter(|p| *p != partition) {
-            let message = format!(
-                "{field} is in AWS partition {given}, but ResidencyPolicy {policy_name} places data in {partition} regions: name a role and bucket in {partition}"
-            );
-            return refuse(report, ctx, api, None, "PartitionMismatch", message).await;
+            let refusal = Refusal::PartitionMismatch {
+                field,
+                given: given.to_owned(),
+                policy: policy_name.to_owned(),
+                partition: partition.to_owned(),
+            };
+            return refuse(report, ctx, api, refusal).await;
         }
     }
     let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
     if customer_account == ctx.settings.access.account_id {
-        let message = format!(
-            "spec.delegated.roleArn {} is in the operator's own AWS account; delegated mode reaches a bucket in the customer's account through a role the customer grants. Use mode Managed for buckets in this account",
-            spec.role_arn
-        );
-        return refuse(report, ctx, api, None, "RoleInOwnAccount", message).await;
+        let refusal = Refusal::RoleInOwnAccount {
+            role: spec.role_arn.clone(),
+        };
+        return refuse(report, ctx, api, refusal).await;
     }
     if let Some(region) = &ts.spec.region
         && let Err(e) = policy::check_actual_region(policy_name, policy, region)
     {
-        return refuse(report, ctx, api, Some(false), e.reason(), e.to_string()).await;
+        return refuse(report, ctx, api, e.into()).await;
     }
 
     let external_id = external_id(ctx, id).await?;
@@ -436,13 +439,11 @@ pub(super) async fn provision(
         .await?
         {
             Ok((role, seen)) => (Some(role), seen),
-            Err(Refusal { reason, message }) => {
-                return refuse(report, ctx, api, None, reason, message).await;
-            }
+            Err(refusal) => return refuse(report, ctx, api, refusal).await,
         },
         None => (None, None),
     };
-    if let Some(Refusal { reason, message }) = access::reconcile_role(
+    if let Some(refusal) = access::reconcile_role(
         ctx,
         ts,
         report,
@@ -454,7 +455,7 @@ pub(super) async fn provision(
     )
     .await?
     {
-        return refuse(report, ctx, api, None, reason, message).await;
+        return refuse(report, ctx, api, refusal).await;
     }
 
     match failure {

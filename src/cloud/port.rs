@@ -1,0 +1,155 @@
+//! The cloud as the tenant reconcile sees it: buckets and keys of one region, in the domain's
+//! words. [`Regional`] is the AWS adapter; tests use an in-memory fake
+//! (`controllers::tenant_storage::fake`), so every decision and crash point is exercised
+//! without a server. A second backend implements the same traits.
+
+use std::collections::BTreeMap;
+
+use super::{BucketPresence, CloudError, ObservedTags, Regional};
+use crate::plan::{BucketChange, BucketShape, ObservedBucket, ObservedKey};
+
+/// Buckets of one region.
+pub trait Buckets: Send + Sync {
+    /// Whether the bucket exists, and whether it is ours and where.
+    fn presence(
+        &self,
+        bucket: &str,
+    ) -> impl Future<Output = Result<BucketPresence, CloudError>> + Send;
+    /// Its tags, or that it is gone.
+    fn tags(&self, bucket: &str) -> impl Future<Output = Result<ObservedTags, CloudError>> + Send;
+    /// Every setting `shape` manages; `NoSuchBucket` if it is gone.
+    fn observe(
+        &self,
+        bucket: &str,
+        tags: BTreeMap<String, String>,
+        shape: &BucketShape,
+    ) -> impl Future<Output = Result<ObservedBucket, CloudError>> + Send;
+    /// Creates it; `false` when it already existed in our account.
+    fn create(&self, bucket: &str) -> impl Future<Output = Result<bool, CloudError>> + Send;
+    /// Applies one planned change (never [`BucketChange::Create`]).
+    fn change(
+        &self,
+        bucket: &str,
+        change: &BucketChange,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Whether any object version or delete marker is left.
+    fn has_data(&self, bucket: &str) -> impl Future<Output = Result<bool, CloudError>> + Send;
+    fn delete(&self, bucket: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+}
+
+/// Encryption keys of one region, found by alias.
+pub trait Keys: Send + Sync {
+    /// The key an alias points at; its rotation is read only if `rotation`.
+    fn key(
+        &self,
+        alias: &str,
+        rotation: bool,
+    ) -> impl Future<Output = Result<Option<ObservedKey>, CloudError>> + Send;
+    fn key_tags(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, CloudError>> + Send;
+    /// An enabled key carrying every tag in `tags` (an interrupted creation's), as
+    /// `(key id, arn)`.
+    fn find_tagged_key(
+        &self,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Option<(String, String)>, CloudError>> + Send;
+    /// Creates a key with `tags`; returns `(key id, arn)`.
+    fn create_key(
+        &self,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(String, String), CloudError>> + Send;
+    fn create_alias(
+        &self,
+        alias: &str,
+        key_id: &str,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    fn enable_rotation(&self, key_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Schedules the key's deletion and frees its alias; tolerates both having been done.
+    fn retire_key(
+        &self,
+        alias: &str,
+        key_id: &str,
+        window_days: i32,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+}
+
+/// Buckets and keys of any region.
+pub trait Regions: Send + Sync {
+    type Region: Buckets + Keys;
+    fn region(&self, region: &str) -> Self::Region;
+}
+
+impl Regions for super::Cloud {
+    type Region = Regional;
+    fn region(&self, region: &str) -> Regional {
+        super::Cloud::region(self, region)
+    }
+}
+
+impl Buckets for Regional {
+    async fn presence(&self, bucket: &str) -> Result<BucketPresence, CloudError> {
+        self.bucket_presence(bucket).await
+    }
+    async fn tags(&self, bucket: &str) -> Result<ObservedTags, CloudError> {
+        self.bucket_tags(bucket).await
+    }
+    async fn observe(
+        &self,
+        bucket: &str,
+        tags: BTreeMap<String, String>,
+        shape: &BucketShape,
+    ) -> Result<ObservedBucket, CloudError> {
+        self.observe_bucket(bucket, tags, shape).await
+    }
+    async fn create(&self, bucket: &str) -> Result<bool, CloudError> {
+        self.create_bucket(bucket).await
+    }
+    async fn change(&self, bucket: &str, change: &BucketChange) -> Result<(), CloudError> {
+        self.apply_bucket_change(bucket, change).await
+    }
+    async fn has_data(&self, bucket: &str) -> Result<bool, CloudError> {
+        self.bucket_has_data(bucket).await
+    }
+    async fn delete(&self, bucket: &str) -> Result<(), CloudError> {
+        self.delete_bucket(bucket).await
+    }
+}
+
+impl Keys for Regional {
+    async fn key(&self, alias: &str, rotation: bool) -> Result<Option<ObservedKey>, CloudError> {
+        self.observe_key(alias, rotation).await
+    }
+    async fn key_tags(&self, key_id: &str) -> Result<BTreeMap<String, String>, CloudError> {
+        Regional::key_tags(self, key_id).await
+    }
+    async fn find_tagged_key(
+        &self,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Option<(String, String)>, CloudError> {
+        Regional::find_tagged_key(self, tags).await
+    }
+    async fn create_key(
+        &self,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(String, String), CloudError> {
+        Regional::create_key(self, description, tags).await
+    }
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), CloudError> {
+        Regional::create_alias(self, alias, key_id).await
+    }
+    async fn enable_rotation(&self, key_id: &str) -> Result<(), CloudError> {
+        Regional::enable_rotation(self, key_id).await
+    }
+    async fn retire_key(
+        &self,
+        alias: &str,
+        key_id: &str,
+        window_days: i32,
+    ) -> Result<(), CloudError> {
+        Regional::retire_key(self, alias, key_id, window_days).await
+    }
+}

@@ -1,0 +1,348 @@
+//! What a reconcile tells the user: the status it writes (only what changed, with the
+//! write-ahead marks of the storage stage), refusals, events and the drift metric.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::refusal::{Refusal, Verdict};
+use super::storage::{Ledger, Mark, Provisioned, Record};
+use super::{RECHECK, tenant_key};
+
+const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
+use crate::api::{ConditionStatus, TenantStorage, TenantStorageStatus};
+use crate::controllers::conditions::{
+    self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT,
+};
+use crate::controllers::own_writes::OwnWrites;
+use crate::controllers::{Context, Error};
+use crate::plan::{BucketChange, KeyChange};
+use crate::telemetry::SettingLabels;
+
+/// What a reconcile is writing into status, compared with what was there.
+pub(super) struct Report<'a> {
+    pub ts: &'a TenantStorage,
+    own: &'a OwnWrites,
+    pub status: TenantStorageStatus,
+    generation: i64,
+    pub now: String,
+    /// The object's resourceVersion as this reconcile last saw it (its own writes included).
+    resource_version: Option<String>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(ts: &'a TenantStorage, own: &'a OwnWrites) -> Self {
+        let mut status = ts.status.clone().unwrap_or_default();
+        let generation = ts.metadata.generation.unwrap_or_default();
+        status.observed_generation = Some(generation);
+        Report {
+            ts,
+            own,
+            status,
+            generation,
+            now: k8s_openapi::jiff::Timestamp::now().to_string(),
+            resource_version: ts.resource_version(),
+        }
+    }
+
+    pub fn set(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            &self.now,
+        );
+    }
+
+    /// Ready=False with `reason`; the other conditions say they could not be evaluated, unless
+    /// already decided in this reconcile.
+    pub fn not_ready(&mut self, reason: &str, message: &str) {
+        for type_ in [RESIDENCY_COMPLIANT, ENCRYPTED, PUBLIC_ACCESS_BLOCKED] {
+            if conditions::reason(&self.status.conditions, type_).is_none() {
+                self.set(
+                    type_,
+                    ConditionStatus::Unknown,
+                    reason,
+                    "not evaluated: see the Ready condition",
+                );
+            }
+        }
+        self.set(READY, ConditionStatus::False, reason, message);
+    }
+
+    pub fn previous_ready_reason(&self) -> Option<&str> {
+        self.ts
+            .status
+            .as_ref()
+            .and_then(|s| conditions::reason(&s.conditions, READY))
+    }
+
+    pub async fn save(&mut self, api: &Api<TenantStorage>) -> Result<(), Error> {
+        self.write(api, false).await
+    }
+
+    /// Saves only if nobody else changed the object since this reconcile observed it (409
+    /// otherwise): for a write-ahead marker, which must not be decided from a stale view (a
+    /// replica that just took over may not have seen the previous leader's marker yet).
+    pub async fn save_if_unchanged(&mut self, api: &Api<TenantStorage>) -> Result<(), Error> {
+        self.write(api, true).await
+    }
+
+    async fn write(&mut self, api: &Api<TenantStorage>, precondition: bool) -> Result<(), Error> {
+        if self.ts.status.as_ref() == Some(&self.status) {
+            return Ok(());
+        }
+        let old = serde_json::to_value(&self.ts.status).unwrap_or_default();
+        let new = serde_json::to_value(&self.status).unwrap_or_default();
+        let mut patch = json!({ "status": crate::controllers::merge_patch(&old, &new) });
+        if precondition {
+            patch["metadata"] = json!({"resourceVersion": self.resource_version});
+        }
+        let write = self.own.begin(self.ts);
+        let saved = api
+            .patch_status(
+                &self.ts.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        self.resource_version = saved.resource_version();
+        write.answered(saved.resource_version());
+        Ok(())
+    }
+}
+
+pub(super) async fn publish(
+    ctx: &Context,
+    ts: &TenantStorage,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
+        warn!(error = %e, reason, "could not record event");
+    }
+}
+
+/// Records a refusal: Ready=False with the reason (and the condition it is about), a Warning
+/// event the first time, no cloud call beyond what was needed to find out.
+pub(super) async fn refuse(
+    report: &mut Report<'_>,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    refusal: Refusal,
+) -> Result<Action, Error> {
+    let reason = refusal.reason();
+    let message = refusal.to_string();
+    match refusal.verdict() {
+        Verdict::Residency => report.set(
+            RESIDENCY_COMPLIANT,
+            ConditionStatus::False,
+            reason,
+            message.clone(),
+        ),
+        Verdict::Encryption => {
+            report.set(ENCRYPTED, ConditionStatus::False, reason, message.clone())
+        }
+        Verdict::None => {}
+    }
+    let first_time = report.previous_ready_reason() != Some(reason);
+    report.not_ready(reason, &message);
+    report.save(api).await?;
+    if first_time {
+        warn!(reason, %message, "refusing to provision");
+        publish(
+            ctx,
+            report.ts,
+            EventType::Warning,
+            reason,
+            "Validate",
+            message,
+        )
+        .await;
+    }
+    Ok(ctx.schedule.resync(&tenant_key(report.ts)))
+}
+
+/// The storage stage's marks, stored in the TenantStorage status.
+pub(super) struct StatusLedger<'r, 'a> {
+    pub report: &'r mut Report<'a>,
+    pub api: &'r Api<TenantStorage>,
+    pub policy: &'r str,
+    pub jurisdiction: &'r str,
+}
+
+impl Ledger for StatusLedger<'_, '_> {
+    async fn write(&mut self, record: &Record, mark: Mark) -> Result<(), Error> {
+        record.write_into(&mut self.report.status);
+        match mark {
+            Mark::Claim { first } => {
+                let region = record.region.as_deref().unwrap_or_default();
+                self.report.set(
+                    RESIDENCY_COMPLIANT,
+                    ConditionStatus::True,
+                    "RegionAllowed",
+                    format!(
+                        "{region} is allowed by ResidencyPolicy {} ({})",
+                        self.policy, self.jurisdiction
+                    ),
+                );
+                if first {
+                    let bucket = record.bucket_name.as_deref().unwrap_or_default();
+                    self.report.not_ready(
+                        "Provisioning",
+                        &format!("creating bucket {bucket} in {region}"),
+                    );
+                    self.report.save(self.api).await?;
+                }
+                Ok(())
+            }
+            Mark::KeyCreationStarted => self.report.save_if_unchanged(self.api).await,
+        }
+    }
+}
+
+/// Events for what the storage stage created, adopted or restored.
+pub(super) async fn announce(ctx: &Context, ts: &TenantStorage, done: &Provisioned) {
+    let Provisioned {
+        desired,
+        key_arn,
+        existed,
+        adopting,
+        key_changes,
+        bucket_changes,
+    } = done;
+    let (existed, adopting) = (*existed, *adopting);
+    if !existed {
+        let note = format!(
+            "created bucket {} in {} encrypted with {key_arn}",
+            desired.bucket, desired.region
+        );
+        info!(bucket = %desired.bucket, region = %desired.region, "provisioned");
+        publish(ctx, ts, EventType::Normal, "Provisioned", "Create", note).await;
+        return;
+    }
+    if adopting {
+        let note = format!("adopted bucket {} left by an earlier run", desired.bucket);
+        publish(ctx, ts, EventType::Normal, "Adopted", "Adopt", note).await;
+    }
+    let mut restored: Vec<&str> = bucket_changes.iter().map(BucketChange::setting).collect();
+    if key_changes.contains(&KeyChange::EnableRotation)
+        && !key_changes.contains(&KeyChange::CreateKey)
+    {
+        restored.push("keyRotation");
+    }
+    if key_changes.contains(&KeyChange::CreateKey) {
+        restored.push("kmsKey");
+    }
+    if !restored.is_empty() && !adopting {
+        let what = format!("bucket {}", desired.bucket);
+        drift_corrected(ctx, ts, &restored, &what).await;
+    }
+}
+
+/// Records settings of an existing resource (`what`) put back after someone else changed them:
+/// a log line, a `DriftCorrected` warning and the `drift_corrected` metric.
+pub(super) async fn drift_corrected(
+    ctx: &Context,
+    ts: &TenantStorage,
+    restored: &[&str],
+    what: &str,
+) {
+    for setting in restored {
+        ctx.metrics
+            .drift_corrected
+            .get_or_create(&SettingLabels {
+                setting: (*setting).to_owned(),
+            })
+            .inc();
+    }
+    warn!(restored = ?restored, "drift corrected");
+    let note = format!("restored {} of {what}", restored.join(", "));
+    publish(
+        ctx,
+        ts,
+        EventType::Warning,
+        "DriftCorrected",
+        "Restore",
+        note,
+    )
+    .await;
+}
+
+/// Shows a running whole-tenant purge, and whether it refuses new writes meanwhile.
+pub(super) fn purge(report: &mut Report<'_>, request: Option<&str>, deny_writes: bool) {
+    match request {
+        Some(request) => report.set(
+            DELETION_IN_PROGRESS,
+            ConditionStatus::True,
+            "WholeTenantPurge",
+            format!(
+                "DataDeletionRequest {request} is deleting all data{}",
+                if deny_writes {
+                    "; new writes are refused until it ends"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        None if conditions::reason(&report.status.conditions, DELETION_IN_PROGRESS).is_some() => {
+            report.set(
+                DELETION_IN_PROGRESS,
+                ConditionStatus::False,
+                "NoDeletionRunning",
+                "no whole-tenant deletion is running",
+            )
+        }
+        None => {}
+    }
+}
+
+/// Everything is in shape: the conditions say what that means.
+pub(super) fn provisioned(report: &mut Report<'_>, done: &Provisioned, policy: &str) {
+    let Provisioned {
+        desired, key_arn, ..
+    } = done;
+    report.set(
+        ENCRYPTED,
+        ConditionStatus::True,
+        "TenantKey",
+        format!("default encryption SSE-KMS with the tenant key {key_arn}, Bucket Keys on, automatic rotation on; other keys and weaker encryption are denied"),
+    );
+    report.set(
+        PUBLIC_ACCESS_BLOCKED,
+        ConditionStatus::True,
+        "AllBlocked",
+        "all four Block Public Access settings on; ACLs disabled (BucketOwnerEnforced)",
+    );
+    report.status.last_recheck = report.ts.annotations().get(RECHECK).cloned();
+    report.set(
+        READY,
+        ConditionStatus::True,
+        "Provisioned",
+        format!(
+            "bucket {} in {} matches ResidencyPolicy {policy}",
+            desired.bucket, desired.region
+        ),
+    );
+}

@@ -1,0 +1,384 @@
+//! The stage that owns a managed tenant's bucket and key: observe them through the cloud port,
+//! decide (pure, in [`decide`]), apply, with the write-ahead marks as explicit steps. Nothing
+//! here talks to Kubernetes: status writes go through a [`Ledger`], the tenant role through
+//! [`Principals`], so the whole stage runs on a fake cloud in `storage_tests.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::decide::{self, Placement};
+use super::identity_tags;
+use super::log_bucket;
+use super::refusal::Refusal;
+use crate::api::{ResidencyPolicySpec, TenantStorageStatus};
+use crate::cloud::port::{Buckets, Keys, Regions};
+use crate::cloud::{BucketPresence, ObservedTags};
+use crate::controllers::Error;
+use crate::plan::{self, BucketChange, Desired, DesiredLogBucket, KeyChange, TenantIdentity};
+
+/// What the stage keeps in the tenant's status: where the data is and with which key. Written
+/// before anything is created, so a restart recognises its own work.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Record {
+    pub region: Option<String>,
+    pub bucket_name: Option<String>,
+    pub bucket_arn: Option<String>,
+    pub kms_key_alias: Option<String>,
+    pub kms_key_arn: Option<String>,
+    /// Set before a key is created, cleared once its alias is written: a creation interrupted
+    /// in between left a key only a tag search finds.
+    pub key_creation_started: Option<String>,
+}
+
+impl Record {
+    pub fn of(status: &TenantStorageStatus) -> Self {
+        Record {
+            region: status.region.clone(),
+            bucket_name: status.bucket_name.clone(),
+            bucket_arn: status.bucket_arn.clone(),
+            kms_key_alias: status.kms_key_alias.clone(),
+            kms_key_arn: status.kms_key_arn.clone(),
+            key_creation_started: status.key_creation_started.clone(),
+        }
+    }
+
+    pub fn write_into(&self, status: &mut TenantStorageStatus) {
+        status.region.clone_from(&self.region);
+        status.bucket_name.clone_from(&self.bucket_name);
+        status.bucket_arn.clone_from(&self.bucket_arn);
+        status.kms_key_alias.clone_from(&self.kms_key_alias);
+        status.kms_key_arn.clone_from(&self.kms_key_arn);
+        status
+            .key_creation_started
+            .clone_from(&self.key_creation_started);
+    }
+}
+
+/// A write-ahead mark: the record must be stored before the stage goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mark {
+    /// The bucket's name and region are this tenant's; `first` when they were not before.
+    Claim { first: bool },
+    /// A key is about to be created. Stored only if nobody changed the object since it was
+    /// read: a replica that just took over must not decide from a stale view.
+    KeyCreationStarted,
+}
+
+/// Where the record is stored (the TenantStorage status).
+pub(super) trait Ledger: Send {
+    fn write(
+        &mut self,
+        record: &Record,
+        mark: Mark,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// Who may reach the bucket besides the operator's own principals: decided once the key is
+/// known (the tenant role's permissions name it), before the bucket policy is written.
+pub(super) trait Principals: Send {
+    fn allowed(
+        &mut self,
+        desired: &Desired,
+        key_arn: &str,
+    ) -> impl Future<Output = Result<Result<Vec<String>, Refusal>, Error>> + Send;
+}
+
+/// Access-log buckets verified recently, shared by every tenant of a policy and region.
+pub(crate) type VerifiedLogBuckets = tokio::sync::Mutex<HashMap<String, Instant>>;
+
+/// The tenant as this stage needs it.
+pub(super) struct Tenant<'a> {
+    pub id: &'a TenantIdentity,
+    pub policy_name: &'a str,
+    pub policy: &'a ResidencyPolicySpec,
+    pub requested_region: Option<&'a str>,
+    pub bucket_prefix: &'a str,
+    /// A whole-tenant purge runs and the policy refuses new writes meanwhile.
+    pub deny_writes: bool,
+    /// The slow settings (tags, key rotation) are due; see `controllers::slow_settings`.
+    pub slow_due: bool,
+    /// Now, as recorded in write-ahead marks.
+    pub now: &'a str,
+    pub log_buckets: &'a VerifiedLogBuckets,
+    pub log_bucket_period: Duration,
+}
+
+/// How the stage ended.
+#[derive(Debug)]
+pub(super) enum Step {
+    Provisioned(Provisioned),
+    Refused(Refusal),
+    /// Something must change but the slow settings were skipped: run again reading them.
+    ReadAgain,
+}
+
+/// What a stage run found and did.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    pub step: Step,
+    /// The slow settings were read in this run.
+    pub read_slow_settings: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Provisioned {
+    pub desired: Desired,
+    pub key_arn: String,
+    /// The bucket existed before this run.
+    pub existed: bool,
+    /// It existed but was not claimed: left by an earlier run, now adopted.
+    pub adopting: bool,
+    pub key_changes: Vec<KeyChange>,
+    pub bucket_changes: Vec<BucketChange>,
+}
+
+/// The bucket as observed before claiming it.
+struct Found<R> {
+    placement: Placement,
+    cloud: R,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+/// Brings the tenant's key and bucket to the policy's shape, stopping at the first refusal.
+pub(super) async fn converge<C: Regions>(
+    cloud: &C,
+    tenant: &Tenant<'_>,
+    record: &mut Record,
+    ledger: &mut impl Ledger,
+    principals: &mut impl Principals,
+) -> Result<Outcome, Error> {
+    let placement = match decide::placement(tenant, record) {
+        Ok(p) => p,
+        Err(r) => return Ok(stopped(Step::Refused(r), false)),
+    };
+    let slow = !placement.known_here || tenant.slow_due;
+    let found = match find_bucket(cloud, tenant, placement, slow).await? {
+        Ok(found) => found,
+        Err(r) => return Ok(stopped(Step::Refused(r), false)),
+    };
+    let Found {
+        placement,
+        cloud: region,
+        tags,
+    } = found;
+    let mut desired = placement.desired;
+    let adopting = match decide::bucket_owner(tags.as_ref(), tenant, &desired, placement.claimed) {
+        Ok(adopting) => adopting,
+        Err(r) => return Ok(stopped(Step::Refused(r), false)),
+    };
+    claim(record, &desired, ledger, !placement.claimed).await?;
+    let (key_arn, key_changes) = match key(&region, tenant, &desired, record, ledger, slow).await? {
+        Ok(done) => done,
+        Err(step) => return Ok(stopped(step, slow)),
+    };
+    desired.deny_writes = tenant.deny_writes;
+    if desired.logging.is_some() {
+        let logs = DesiredLogBucket::new(
+            tenant.bucket_prefix,
+            &tenant.id.cluster_id,
+            tenant.policy_name,
+            tenant.policy,
+            &desired.region,
+        );
+        log_bucket::ensure(&region, &logs, tenant.log_buckets, tenant.log_bucket_period).await?;
+    }
+    desired.allowed_principals = match principals.allowed(&desired, &key_arn).await? {
+        Ok(allowed) => allowed,
+        Err(r) => return Ok(stopped(Step::Refused(r), slow)),
+    };
+    let existed = tags.is_some();
+    let bucket_changes = match bucket(&region, tenant, &desired, &key_arn, tags, slow).await? {
+        Ok(changes) => changes,
+        Err(step) => return Ok(stopped(step, slow)),
+    };
+    let provisioned = Provisioned {
+        desired,
+        key_arn,
+        existed,
+        adopting,
+        key_changes,
+        bucket_changes,
+    };
+    Ok(stopped(Step::Provisioned(provisioned), slow))
+}
+
+fn stopped(step: Step, read_slow_settings: bool) -> Outcome {
+    Outcome {
+        step,
+        read_slow_settings,
+    }
+}
+
+/// Where the bucket is and whose it is. Its tags are read only when the slow settings are due
+/// (a claimed bucket's tags are then taken as desired); a bucket not known here is looked up.
+async fn find_bucket<C: Regions>(
+    cloud: &C,
+    tenant: &Tenant<'_>,
+    mut placement: Placement,
+    slow: bool,
+) -> Result<Result<Found<C::Region>, Refusal>, Error> {
+    let mut region = cloud.region(&placement.desired.region);
+    let bucket = placement.desired.bucket.clone();
+    let tags = if !slow {
+        Some(placement.desired.tags.clone())
+    } else if placement.known_here {
+        tags_of(region.tags(&bucket).await?)
+    } else {
+        match region.presence(&bucket).await? {
+            BucketPresence::Absent => None,
+            BucketPresence::OtherAccount => {
+                return Ok(Err(Refusal::BucketInOtherAccount { bucket }));
+            }
+            BucketPresence::Ours { region: actual } => {
+                if let Err(r) = decide::relocate(&mut placement, tenant, &actual) {
+                    return Ok(Err(r));
+                }
+                region = cloud.region(&placement.desired.region);
+                tags_of(region.tags(&bucket).await?)
+            }
+        }
+    };
+    Ok(Ok(Found {
+        placement,
+        cloud: region,
+        tags,
+    }))
+}
+
+fn tags_of(seen: ObservedTags) -> Option<BTreeMap<String, String>> {
+    match seen {
+        ObservedTags::Gone => None,
+        ObservedTags::Tags(t) => Some(t),
+    }
+}
+
+/// Records the bucket's name, region and key alias before anything is created.
+async fn claim(
+    record: &mut Record,
+    desired: &Desired,
+    ledger: &mut impl Ledger,
+    first: bool,
+) -> Result<(), Error> {
+    record.region = Some(desired.region.clone());
+    record.bucket_name = Some(desired.bucket.clone());
+    record.bucket_arn = Some(desired.bucket_arn());
+    record.kms_key_alias = Some(desired.key_alias.clone());
+    ledger.write(record, Mark::Claim { first }).await
+}
+
+/// The tenant key: first, since the bucket's encryption and policy name it. Returns its ARN
+/// and what was changed.
+async fn key<R: Keys>(
+    cloud: &R,
+    tenant: &Tenant<'_>,
+    desired: &Desired,
+    record: &mut Record,
+    ledger: &mut impl Ledger,
+    slow: bool,
+) -> Result<Result<(String, Vec<KeyChange>), Step>, Error> {
+    let key = cloud.key(&desired.key_alias, slow).await?;
+    // First sight of this key (or the alias was repointed): it must carry our tags.
+    let key_tags = match &key {
+        Some(k) if record.kms_key_arn.as_deref() != Some(k.arn.as_str()) => {
+            Some(cloud.key_tags(&k.key_id).await?)
+        }
+        _ => None,
+    };
+    let changes = match decide::key_changes(key.as_ref(), key_tags.as_ref(), tenant.id, desired) {
+        Ok(changes) => changes,
+        Err(r) => return Ok(Err(Step::Refused(r))),
+    };
+    if !slow && !changes.is_empty() {
+        return Ok(Err(Step::ReadAgain));
+    }
+    let creating = changes.contains(&KeyChange::CreateKey);
+    // Only a creation that was started and never confirmed may have left a key without its
+    // alias: only then is the region searched for it (an expensive listing).
+    let interrupted = creating && record.key_creation_started.is_some();
+    if creating && !interrupted {
+        record.key_creation_started = Some(tenant.now.to_owned());
+        ledger.write(record, Mark::KeyCreationStarted).await?;
+    }
+    let existing = key.map(|k| (k.key_id, k.arn));
+    let orphan_of = interrupted.then_some(tenant.id);
+    let arn = apply_key_changes(cloud, desired, existing, &changes, orphan_of).await?;
+    record.key_creation_started = None;
+    record.kms_key_arn = Some(arn.clone());
+    Ok(Ok((arn, changes)))
+}
+
+async fn apply_key_changes<R: Keys>(
+    cloud: &R,
+    desired: &Desired,
+    existing: Option<(String, String)>,
+    changes: &[KeyChange],
+    orphan_of: Option<&TenantIdentity>,
+) -> Result<String, Error> {
+    let (mut key_id, mut arn) = existing.unwrap_or_default();
+    for change in changes {
+        match change {
+            KeyChange::CreateKey => {
+                let orphan = match orphan_of {
+                    Some(id) => cloud.find_tagged_key(&identity_tags(id)).await?,
+                    None => None,
+                };
+                (key_id, arn) = match orphan {
+                    Some(found) => {
+                        info!(arn = %found.1, "adopting the KMS key of an interrupted creation");
+                        found
+                    }
+                    None => {
+                        cloud
+                            .create_key(&desired.key_description(), &desired.tags)
+                            .await?
+                    }
+                };
+                info!(%arn, "tenant KMS key ready");
+            }
+            KeyChange::CreateAlias => cloud.create_alias(&desired.key_alias, &key_id).await?,
+            KeyChange::EnableRotation => cloud.enable_rotation(&key_id).await?,
+        }
+    }
+    Ok(arn)
+}
+
+/// The bucket: observed (if it exists), compared with its shape, corrected. A bucket that
+/// appears under us while it is created is re-checked for ownership.
+async fn bucket<R: Buckets>(
+    cloud: &R,
+    tenant: &Tenant<'_>,
+    desired: &Desired,
+    key_arn: &str,
+    tags: Option<BTreeMap<String, String>>,
+    slow: bool,
+) -> Result<Result<Vec<BucketChange>, Step>, Error> {
+    let shape = desired.shape(key_arn);
+    let observed = match tags {
+        Some(t) => match cloud.observe(&desired.bucket, t, &shape).await {
+            Ok(observed) => Some(observed),
+            // Gone since it was last seen: the tags, read next, say so.
+            Err(e) if !slow && e.is_not_found(&["NoSuchBucket"]) => {
+                return Ok(Err(Step::ReadAgain));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let changes = plan::bucket_changes(&shape, observed.as_ref());
+    if !slow && !changes.is_empty() {
+        return Ok(Err(Step::ReadAgain));
+    }
+    for change in &changes {
+        if *change != BucketChange::Create {
+            cloud.change(&desired.bucket, change).await?;
+        } else if !cloud.create(&desired.bucket).await?
+            && let ObservedTags::Tags(seen) = cloud.tags(&desired.bucket).await?
+            && let Err(r) = decide::created_bucket_owner(&seen, tenant.id, &desired.bucket)
+        {
+            return Ok(Err(Step::Refused(r)));
+        }
+    }
+    Ok(Ok(changes))
+}
