@@ -17,15 +17,16 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::Event as Finalizer;
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use super::conditions;
+use super::toolkit::{StatusPatch, publish, reconcile_finalized};
 use super::{CaBundleSource, Context, Error, MountedCaBundle};
 use crate::api::{
     ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase,
@@ -41,30 +42,22 @@ use crate::purge::UID_LABEL;
 pub const FINALIZER: &str = "storage.tenancy.dev/keep-certificate";
 /// Annotation on Jobs: `<namespace>/<name>` of the request they serve.
 pub const REQUEST_ANNOTATION: &str = "storage.tenancy.dev/request";
-const KIND: &str = "DataDeletionRequest";
+/// The action of every event about a request.
+const ACTION: &str = "Delete";
 
 #[instrument(skip_all, fields(namespace = req.namespace().unwrap_or_default(), request = req.name_any()))]
 pub async fn reconcile(req: Arc<DataDeletionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
     let ns = req
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<DataDeletionRequest> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, req, |event| async {
+    reconcile_finalized(&ctx, &api, FINALIZER, req, |event| async {
         match event {
             Finalizer::Apply(req) => apply(&req, &ctx, &api).await,
             Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let outcome = match &result {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.reason(),
-    };
-    ctx.metrics
-        .count_reconcile(KIND, &outcome, started.elapsed().as_secs_f64());
-    result
 }
 
 async fn apply(
@@ -274,6 +267,7 @@ async fn apply(
                 req,
                 EventType::Normal,
                 "JobCreated",
+                ACTION,
                 format!(
                     "deletion job {}/{job_name} created",
                     ctx.settings.purge.namespace
@@ -366,22 +360,15 @@ async fn finish(
     warning: Option<(&str, String)>,
     requeue: Option<Duration>,
 ) -> Result<Action, Error> {
-    if req.status.as_ref() != Some(&status) {
+    if let Some(patch) = StatusPatch::between(req.status.as_ref(), &status)? {
         // The Job writes the phase too: send only what this reconcile changed, and only onto
         // the version it read (a 409 requeues), so a finished request never moves backwards.
-        let old = serde_json::to_value(req.status.clone().unwrap_or_default())?;
-        let patch = json!({
-            "metadata": {"resourceVersion": req.resource_version()},
-            "status": super::merge_patch(&old, &serde_json::to_value(&status)?),
-        });
-        api.patch_status(
-            &req.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        patch
+            .onto(req.resource_version())
+            .send(api, &req.name_any())
+            .await?;
         if let Some((reason, message)) = warning {
-            publish(ctx, req, EventType::Warning, reason, message).await;
+            publish(ctx, req, EventType::Warning, reason, ACTION, message).await;
         }
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
@@ -581,28 +568,9 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
             kept.join(", "),
             ctx.settings.purge.namespace
         );
-        publish(ctx, req, EventType::Normal, "CertificateKept", note).await;
+        publish(ctx, req, EventType::Normal, "CertificateKept", ACTION, note).await;
     }
     Ok(Action::await_change())
-}
-
-async fn publish(
-    ctx: &Context,
-    req: &DataDeletionRequest,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Delete".to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &req.object_ref(&())).await {
-        warn!(error = %e, reason, "could not record event");
-    }
 }
 
 #[cfg(test)]

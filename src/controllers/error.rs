@@ -30,36 +30,69 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the Kubernetes API failed (a conflicting write, a restarting API server), as
-    /// opposed to the cloud or the object itself: such failures pass in seconds.
-    pub fn is_kubernetes_api(&self) -> bool {
+    /// The error a reconcile step returned, looked for through the finalizer that ran the step;
+    /// the finalizer's own failure otherwise.
+    pub fn origin(&self) -> &Error {
         match self {
-            Error::Kube(_) => true,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_kubernetes_api(),
-                _ => true,
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.origin(),
+                _ => self,
             },
-            _ => false,
+            _ => self,
         }
     }
 
+    /// Whether the Kubernetes API failed (a conflicting write, a restarting API server), as
+    /// opposed to the cloud or the object itself: such failures pass in seconds. The finalizer's
+    /// own failures are writes of the finalizer list.
+    pub fn is_kubernetes_api(&self) -> bool {
+        matches!(self.origin(), Error::Kube(_) | Error::Finalizer(_))
+    }
+
     pub fn reason(&self) -> String {
-        match self {
+        match self.origin() {
             Error::Cloud(e) => format!("Aws{}", e.code()),
             Error::Kube(_) => "KubernetesApiError".into(),
             Error::Json(_) => "InvalidObject".into(),
             Error::DeletionBlocked { .. } => "DeletionBlocked".into(),
             Error::LogBucketConflict { .. } => "LogBucketConflict".into(),
             Error::EvidenceConflict { .. } => "EvidenceConflict".into(),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => "FinalizerError".into(),
-            },
+            Error::Finalizer(_) => "FinalizerError".into(),
             Error::MissingField(_) => "InvalidObject".into(),
             Error::Random(_) => "RandomUnavailable".into(),
             Error::ExternalIdSecret { .. } => "ExternalIdSecretInvalid".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::finalizer;
+
+    use super::Error;
+
+    fn in_cleanup(e: Error) -> Error {
+        Error::Finalizer(Box::new(finalizer::Error::CleanupFailed(e)))
+    }
+
+    #[test]
+    fn a_step_error_is_seen_through_the_finalizer() {
+        let blocked = in_cleanup(Error::DeletionBlocked { bucket: "b".into() });
+        assert!(matches!(blocked.origin(), Error::DeletionBlocked { .. }));
+        assert_eq!(blocked.reason(), "DeletionBlocked");
+        assert!(!blocked.is_kubernetes_api());
+        assert_eq!(
+            in_cleanup(Error::MissingField("x")).reason(),
+            "InvalidObject"
+        );
+    }
+
+    #[test]
+    fn the_finalizers_own_failure_is_a_kubernetes_api_one() {
+        let own = Error::Finalizer(Box::new(finalizer::Error::UnnamedObject));
+        assert!(matches!(own.origin(), Error::Finalizer(_)));
+        assert_eq!(own.reason(), "FinalizerError");
+        assert!(own.is_kubernetes_api());
     }
 }

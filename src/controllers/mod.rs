@@ -11,6 +11,7 @@ mod role_snapshot;
 mod schedule;
 mod slow_settings;
 mod tenant_storage;
+mod toolkit;
 mod watch_backoff;
 
 use std::collections::HashMap;
@@ -496,8 +497,8 @@ fn deletion_error_policy(
 /// every 30 s), since emptying a bucket triggers no Kubernetes event.
 fn error_policy(ts: Arc<TenantStorage>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.slow_settings.forget(&tenant_storage::tenant_key(&ts));
-    match err.reason().as_str() {
-        "DeletionBlocked" => {
+    match err.origin() {
+        Error::DeletionBlocked { .. } => {
             Action::requeue(ctx.settings.resync_period.min(Duration::from_secs(30)))
         }
         _ => {

@@ -6,15 +6,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
+use super::Error;
 use super::conditions::{self, READY, RESIDENCY_COMPLIANT};
 use super::drift_events::DetectionReport;
+use super::toolkit::StatusPatch;
 use crate::api::{ConditionStatus, ResidencyPolicy, ResidencyPolicyStatus, TenantStorage};
 use crate::telemetry::Metrics;
 
@@ -66,16 +67,8 @@ pub async fn maintain_status(
                 metrics.record_policy(&name, bound.len(), non_compliant.len());
                 let status =
                     next_status(&policy, bound.len(), &non_compliant, detection.condition());
-                if policy.status.as_ref() == Some(&status) {
-                    reported.insert(name);
-                    continue;
-                }
-                let patch = json!({ "status": status });
-                match api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {
+                match save(&api, &policy, &status).await {
+                    Ok(()) => {
                         reported.insert(name);
                     }
                     Err(e) => warn!(policy = %name, error = %e, "could not update policy status"),
@@ -87,6 +80,18 @@ pub async fn maintain_status(
         () = watch => {}
         () = update => {}
     }
+}
+
+/// Writes `status` if it differs from the stored one.
+async fn save(
+    api: &Api<ResidencyPolicy>,
+    policy: &ResidencyPolicy,
+    status: &ResidencyPolicyStatus,
+) -> Result<(), Error> {
+    if let Some(patch) = StatusPatch::between(policy.status.as_ref(), status)? {
+        patch.send(api, &policy.name_any()).await?;
+    }
+    Ok(())
 }
 
 fn next_status(
