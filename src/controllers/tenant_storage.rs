@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{instrument, warn};
 
@@ -29,7 +29,7 @@ mod storage_tests;
 use self::report::{Report, refuse};
 use self::storage::Step;
 use super::conditions::{self, READY};
-use super::{Context, Error};
+use super::{Context, Error, toolkit};
 use crate::api::{ConditionStatus, StorageMode, TenantStorage};
 use crate::plan::{TenantIdentity, tags};
 use crate::telemetry::TenantLabels;
@@ -43,7 +43,6 @@ pub const PAUSED: &str = "storage.tenancy.dev/paused";
 pub const RECHECK: &str = "storage.tenancy.dev/recheck";
 
 const PAUSED_CONDITION: &str = "Paused";
-const KIND: &str = "TenantStorage";
 
 /// Whether this reconcile must read the cloud itself rather than a shared snapshot: the spec
 /// changed since it was last handled, or a recheck was asked and not handled yet.
@@ -59,7 +58,6 @@ fn reads_fresh(ts: &TenantStorage) -> bool {
 
 #[instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), tenant = cached.name_any()))]
 pub async fn reconcile(cached: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
     let ns = cached
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -68,7 +66,8 @@ pub async fn reconcile(cached: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<
     let Some(ts) = api.get_opt(&cached.name_any()).await? else {
         return Ok(Action::await_change());
     };
-    let result = finalizer(&api, FINALIZER, Arc::new(ts), |event| async {
+    let ts = Arc::new(ts);
+    toolkit::reconcile_finalized(&ctx, &api, FINALIZER, ts, |event| async {
         match event {
             Finalizer::Apply(ts) => apply(&ts, &ctx, &api).await,
             Finalizer::Cleanup(ts) => {
@@ -82,14 +81,6 @@ pub async fn reconcile(cached: Arc<TenantStorage>, ctx: Arc<Context>) -> Result<
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let outcome = match &result {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.reason(),
-    };
-    ctx.metrics
-        .count_reconcile(KIND, &outcome, started.elapsed().as_secs_f64());
-    result
 }
 
 async fn apply(

@@ -7,7 +7,8 @@ use serde_json::Value;
 use tracing::info;
 
 use super::refusal::Refusal;
-use super::report::{Report, drift_corrected, publish};
+use super::report::{Report, drift_corrected};
+use crate::controllers::toolkit::publish;
 use super::storage::Principals;
 use crate::api::{AccessSpec, AccessStatus, TenantStorage};
 use crate::cloud::CloudError;

@@ -8,7 +8,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::dereference::whole_tenant_purge;
-use super::report::{Report, publish};
+use super::report::Report;
+use crate::controllers::toolkit::publish;
 use super::{access, delegation, identity, identity_tags};
 use crate::api::{ConditionStatus, DeletionPolicy, ResidencyPolicy, StorageMode, TenantStorage};
 use crate::cloud::ObservedTags;

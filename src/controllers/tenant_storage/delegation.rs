@@ -14,7 +14,8 @@ use kube::runtime::events::EventType;
 
 use super::access;
 use super::refusal::Refusal;
-use super::report::{Report, publish, refuse};
+use super::report::{Report, refuse};
+use crate::controllers::toolkit::publish;
 use crate::api::{
     ConditionStatus, DelegatedSpec, DelegationStatus, ResidencyPolicySpec, TenantStorage,
 };

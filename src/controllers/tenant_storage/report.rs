@@ -1,11 +1,10 @@
 //! What a reconcile tells the user: the status it writes (only what changed, with the
 //! write-ahead marks of the storage stage), refusals, events and the drift metric.
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::refusal::{Refusal, Verdict};
@@ -18,6 +17,7 @@ use crate::controllers::conditions::{
     self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT,
 };
 use crate::controllers::own_writes::OwnWrites;
+use crate::controllers::toolkit::{StatusPatch, publish};
 use crate::controllers::{Context, Error};
 use crate::plan::{BucketChange, KeyChange};
 use crate::telemetry::SettingLabels;
@@ -101,46 +101,17 @@ impl<'a> Report<'a> {
     }
 
     async fn write(&mut self, api: &Api<TenantStorage>, precondition: bool) -> Result<(), Error> {
-        if self.ts.status.as_ref() == Some(&self.status) {
+        let Some(mut patch) = StatusPatch::between(self.ts.status.as_ref(), &self.status)? else {
             return Ok(());
-        }
-        let old = serde_json::to_value(&self.ts.status).unwrap_or_default();
-        let new = serde_json::to_value(&self.status).unwrap_or_default();
-        let mut patch = json!({ "status": crate::controllers::merge_patch(&old, &new) });
+        };
         if precondition {
-            patch["metadata"] = json!({"resourceVersion": self.resource_version});
+            patch = patch.onto(self.resource_version.clone());
         }
         let write = self.own.begin(self.ts);
-        let saved = api
-            .patch_status(
-                &self.ts.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        let saved = patch.send(api, &self.ts.name_any()).await?;
         self.resource_version = saved.resource_version();
         write.answered(saved.resource_version());
         Ok(())
-    }
-}
-
-pub(super) async fn publish(
-    ctx: &Context,
-    ts: &TenantStorage,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
-        warn!(error = %e, reason, "could not record event");
     }
 }
 
