@@ -737,7 +737,7 @@ async fn apply_key_changes(
         match change {
             KeyChange::CreateKey => {
                 let orphan = match orphan_of {
-                    Some(id) => cloud.find_tagged_key(&identity_tags(id)).await?,
+                    Some(id) => cloud.find_tagged_key(&id.tags()).await?,
                     None => None,
                 };
                 (key_id, arn) = match orphan {
@@ -851,16 +851,6 @@ async fn ensure_log_bucket(
     }
     verified.insert(logs.bucket.clone(), std::time::Instant::now());
     Ok(())
-}
-
-/// The tags that identify a tenant's resources (not the ones that may legitimately change).
-fn identity_tags(id: &TenantIdentity) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-        (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
-        (tags::NAMESPACE.to_owned(), id.namespace.clone()),
-        (tags::NAME.to_owned(), id.name.clone()),
-    ])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -992,7 +982,7 @@ async fn cleanup(
                 // Keep (or, for a bucket claimed but never tagged, add) the ownership tags, so a
                 // TenantStorage re-created under this name adopts the bucket again.
                 let mut released: BTreeMap<String, String> = seen;
-                released.extend(identity_tags(&id));
+                released.extend(id.tags());
                 released.insert(tags::RELEASED.to_owned(), "true".to_owned());
                 cloud
                     .apply_bucket_change(&bucket, &BucketChange::PutTags(released))

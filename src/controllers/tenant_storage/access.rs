@@ -13,8 +13,9 @@ use crate::controllers::role_snapshot::Seen;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{
     DesiredRole, IRSA_ANNOTATION, ObservedRole, RoleChange, RoleName, irsa_trust_policy,
-    principal_patterns, role_changes,
+    role_changes,
 };
+use crate::plan::principal::principal_patterns;
 use crate::plan::{self, Ownership, TenantIdentity, naming};
 
 /// Why the tenant's role cannot be built or used; each names the setting to fix.

@@ -25,7 +25,9 @@ use crate::controllers::{Context, Error};
 use crate::plan::access::{
     RoleName, chaining_policy, customer_permissions_policy, customer_trust_policy,
 };
-use crate::plan::{PublicAccessBlock, TenantIdentity, naming, partition_of, tags, tenant_tags};
+use crate::plan::{
+    Arn, ArnError, PublicAccessBlock, TenantIdentity, naming, partition_of, tags, tenant_tags,
+};
 use crate::policy;
 
 /// Key of the ExternalId in the tenant's ExternalId Secret.
@@ -44,15 +46,12 @@ fn secret_name(id: &TenantIdentity) -> String {
 }
 
 /// The bucket name and, when given as an ARN, its partition.
-fn parse_bucket(bucket: &str) -> (&str, Option<&str>) {
-    match bucket.strip_prefix("arn:") {
-        Some(rest) => {
-            let mut parts = rest.splitn(5, ':');
-            let partition = parts.next();
-            (parts.nth(3).unwrap_or(bucket), partition)
-        }
-        None => (bucket, None),
+fn parse_bucket(bucket: &str) -> Result<(String, Option<String>), ArnError> {
+    if !bucket.starts_with("arn:") {
+        return Ok((bucket.to_owned(), None));
     }
+    let arn: Arn = bucket.parse()?;
+    Ok((arn.resource, Some(arn.partition)))
 }
 
 /// A new ExternalId: 128 random bits from the kernel, hex.
@@ -133,6 +132,7 @@ enum Verified {
 async fn verify(
     ctx: &Context,
     spec: &DelegatedSpec,
+    customer_account: &str,
     bucket: &str,
     external_id: &str,
     start_region: &str,
@@ -180,7 +180,6 @@ async fn verify(
             Err(e) => return Err(e.into()),
         }
     }
-    let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
     let s3 = ctx.cloud.s3_as(start_region, &creds, customer_account);
     let region = match s3.bucket_presence(bucket).await? {
         BucketPresence::Ours { region } => region,
@@ -246,11 +245,17 @@ pub(super) async fn provision(
         .as_ref()
         .ok_or(Error::MissingField("spec.delegated"))?;
     let partition = partition_of(&policy.default_region);
-    let role_partition = spec.role_arn.split(':').nth(1).unwrap_or_default();
-    let (bucket, bucket_partition) = parse_bucket(&spec.bucket);
+    // The API server's schema admits only ARNs here; an object from before it is refused.
+    let (role_arn, (bucket, bucket_partition)) =
+        match (spec.role_arn.parse::<Arn>(), parse_bucket(&spec.bucket)) {
+            (Ok(role_arn), Ok(bucket)) => (role_arn, bucket),
+            (Err(e), _) | (_, Err(e)) => {
+                return refuse(report, ctx, api, None, "InvalidArn", e.to_string()).await;
+            }
+        };
     for (field, given) in [
-        ("spec.delegated.roleArn", Some(role_partition)),
-        ("spec.delegated.bucket", bucket_partition),
+        ("spec.delegated.roleArn", Some(role_arn.partition.as_str())),
+        ("spec.delegated.bucket", bucket_partition.as_deref()),
     ] {
         if let Some(given) = given.filter(|p| *p != partition) {
             let message = format!(
@@ -259,7 +264,7 @@ pub(super) async fn provision(
             return refuse(report, ctx, api, None, "PartitionMismatch", message).await;
         }
     }
-    let customer_account = spec.role_arn.split(':').nth(4).unwrap_or_default();
+    let customer_account = role_arn.account.as_str();
     if customer_account == ctx.settings.access.account_id {
         let message = format!(
             "spec.delegated.roleArn {} is in the operator's own AWS account; delegated mode reaches a bucket in the customer's account through a role the customer grants. Use mode Managed for buckets in this account",
@@ -290,8 +295,16 @@ pub(super) async fn provision(
                 .and_then(|d| d.bucket_region.clone())
         })
         .unwrap_or_else(|| policy.default_region.clone());
-    let verified = verify(ctx, spec, bucket, &external_id, &start_region).await?;
-    let bucket_arn = format!("arn:{partition}:s3:::{bucket}");
+    let verified = verify(
+        ctx,
+        spec,
+        customer_account,
+        &bucket,
+        &external_id,
+        &start_region,
+    )
+    .await?;
+    let bucket_arn = Arn::bucket(partition, &bucket).to_string();
     let level = ts.spec.access.as_ref().map(|a| a.level).unwrap_or_default();
 
     let mut usable = false;
@@ -480,11 +493,12 @@ mod tests {
 
     #[test]
     fn buckets_are_names_or_arns() {
-        assert_eq!(parse_bucket("acme-data"), ("acme-data", None));
+        assert_eq!(parse_bucket("acme-data"), Ok(("acme-data".into(), None)));
         assert_eq!(
             parse_bucket("arn:aws-cn:s3:::acme-data"),
-            ("acme-data", Some("aws-cn"))
+            Ok(("acme-data".into(), Some("aws-cn".into())))
         );
+        assert!(parse_bucket("arn:aws-cn:s3").is_err());
     }
 
     #[test]
