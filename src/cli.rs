@@ -1,4 +1,6 @@
-//! Command line: `run` the operator, print the `crds`.
+//! Command line: parses the arguments of each subcommand (`run`, `report`, `purge`,
+//! `iam-policy`, `verify-certificate`, `crds`) and starts it. The rules behind the arguments
+//! (names, ARNs, principals) live in the modules they belong to.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,8 +17,10 @@ use crate::controllers::{
 };
 use crate::fence::Fence;
 use crate::leader::{Elector, LeaderError, LeaseSettings};
-use crate::plan::access;
+use crate::plan::access::OidcProvider;
 use crate::plan::naming::{self, NamingError};
+use crate::plan::parse_account_id;
+use crate::plan::principal::{OperatorPrincipals, parse_principal_arn};
 use crate::report::Format;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
@@ -160,7 +164,7 @@ pub struct RunArgs {
     /// IAM OIDC identity provider of this cluster (EKS IRSA), e.g.
     /// `arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC`:
     /// tenant roles trust it for `spec.access.serviceAccounts`.
-    #[arg(long, env = "TSO_OIDC_PROVIDER_ARN", value_parser = parse_oidc_provider_arn)]
+    #[arg(long, env = "TSO_OIDC_PROVIDER_ARN", value_parser = OidcProvider::parse_arn)]
     pub oidc_provider_arn: Option<String>,
     /// Audience of the service-account tokens presented to STS.
     #[arg(long, env = "TSO_OIDC_AUDIENCE", default_value = "sts.amazonaws.com")]
@@ -222,10 +226,6 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
 }
-
-/// Where CloudTrail records IAM's events (IAM is global; in the aws partition they are
-/// recorded in us-east-1).
-const IAM_EVENTS_REGION: &str = "us-east-1";
 
 /// Where drift events come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -337,12 +337,6 @@ pub struct IamPolicyArgs {
     /// The operator's `--cluster-id` (for `operator`: workload roles are under its role path).
     #[arg(long, env = "TSO_CLUSTER_ID")]
     pub cluster_id: Option<String>,
-}
-
-fn parse_account_id(id: &str) -> Result<String, String> {
-    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| id.to_owned())
-        .ok_or_else(|| format!("{id:?} is not an AWS account id (12 digits)"))
 }
 
 /// Exit status of `purge` when versions under Object Lock remain.
@@ -498,38 +492,6 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-fn parse_principal_arn(arn: &str) -> Result<String, String> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    // A principal type and a name that is not only a wildcard: a pattern like `...:*` or
-    // `role/*` would admit every principal of the account.
-    let resource = parts.get(5).copied().unwrap_or_default();
-    let named = resource == "root"
-        || ["role/", "user/", "assumed-role/"].iter().any(|t| {
-            resource
-                .strip_prefix(t)
-                .is_some_and(|name| name.chars().any(|c| c != '*' && c != '/' && c != '?'))
-        });
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && matches!(parts[2], "iam" | "sts")
-        && named;
-    ok.then(|| arn.to_owned()).ok_or_else(|| {
-        "expected an IAM principal ARN such as arn:aws:iam::123456789012:role/break-glass (wildcards allowed in the name, not for the whole name)".into()
-    })
-}
-
-fn parse_oidc_provider_arn(arn: &str) -> Result<String, String> {
-    let provider = access::OidcProvider {
-        arn: arn.to_owned(),
-        audience: String::new(),
-    };
-    match (arn.starts_with("arn:aws"), provider.issuer()) {
-        (true, Some(_)) => Ok(arn.to_owned()),
-        _ => Err("expected an IAM OIDC provider ARN, e.g. arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC (aws eks describe-cluster --query cluster.identity.oidc.issuer gives the part after oidc-provider/)".into()),
-    }
-}
-
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
     let crds = crate::api::crds_yaml().map_err(|e| CliError::Output(e.to_string()))?;
     match out_dir {
@@ -578,31 +540,22 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     let cloud = Cloud::connect(&aws, &metrics).await?;
     let (caller, account_id) = cloud.iam().caller_identity().await?;
     let cloud = cloud.owning_buckets_of(account_id.clone());
-    let operator_arn = args.operator_role_arn.clone().unwrap_or_else(|| {
-        access::principal_patterns(&caller)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| caller.clone())
-    });
-    let mut allowed_principals = access::principal_patterns(&caller);
-    for arn in args
-        .admin_principal_arns
-        .iter()
-        .chain(&args.operator_role_arn)
-    {
-        allowed_principals.extend(access::principal_patterns(arn));
-    }
-    info!(operator = %operator_arn, "AWS identity");
+    let principals = OperatorPrincipals::new(
+        &caller,
+        args.operator_role_arn.as_deref(),
+        &args.admin_principal_arns,
+    );
+    info!(operator = %principals.operator, "AWS identity");
     let client = kube::Client::try_default().await?;
     let settings = Settings {
         access: AccessSettings {
-            oidc: args.oidc_provider_arn.map(|arn| access::OidcProvider {
+            oidc: args.oidc_provider_arn.map(|arn| OidcProvider {
                 arn,
                 audience: args.oidc_audience,
             }),
             account_id,
-            operator_arn,
-            allowed_principals,
+            operator_arn: principals.operator,
+            allowed_principals: principals.allowed,
         },
         cluster_id: args.cluster_id,
         bucket_prefix: args.bucket_prefix,
@@ -610,11 +563,10 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         resync_rate: args.resync_rate,
         audit_period: args.audit_period.max(args.resync_period),
         drift_events: match args.drift_events {
-            DriftEvents::Cloudtrail => Some(crate::controllers::EventSettings {
-                interval: args.drift_events_interval,
-                lookback: args.drift_events_lookback.max(args.drift_events_interval),
-                iam_region: IAM_EVENTS_REGION.to_owned(),
-            }),
+            DriftEvents::Cloudtrail => Some(crate::controllers::EventSettings::new(
+                args.drift_events_interval,
+                args.drift_events_lookback,
+            )),
             DriftEvents::Off => None,
         },
         namespaces: args.namespaces,
@@ -816,29 +768,5 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("25h").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
-    }
-
-    #[test]
-    fn principal_and_provider_arns() {
-        for ok in [
-            "arn:aws:iam::123456789012:role/break-glass",
-            "arn:aws:iam::123456789012:role/admins/*",
-            "arn:aws-us-gov:iam::123456789012:user/ops",
-        ] {
-            assert_eq!(parse_principal_arn(ok).as_deref(), Ok(ok));
-        }
-        for bad in [
-            "break-glass",
-            "arn:aws:s3:::bucket",
-            "arn:aws:iam::123456789012:",
-        ] {
-            assert!(parse_principal_arn(bad).is_err(), "{bad}");
-        }
-        assert!(parse_oidc_provider_arn("arn:aws:iam::1:oidc-provider/oidc.example/id/A").is_ok());
-        assert!(
-            parse_oidc_provider_arn("https://oidc.example/id/A")
-                .unwrap_err()
-                .contains("oidc-provider/")
-        );
     }
 }

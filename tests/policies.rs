@@ -21,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tenant_storage_operator::api::{AccessLevel, ResidencyPolicySpec};
 use tenant_storage_operator::plan::access::{self, OidcProvider};
+use tenant_storage_operator::plan::principal::principal_patterns;
 use tenant_storage_operator::plan::{Desired, DesiredLogBucket, TenantIdentity};
 
 /// The account of a customer hosting a delegated tenant's bucket.
@@ -182,7 +183,7 @@ fn documents() -> Vec<Document> {
     let mut tenant = Desired::new("tso", &id, "eu", &spec, REGION.into());
     tenant.allowed_principals = [TENANT_ROLE_ARN, OPERATOR_SESSION_ARN, BREAK_GLASS_ARN]
         .iter()
-        .flat_map(|arn| access::principal_patterns(arn))
+        .flat_map(|arn| principal_patterns(arn))
         .collect();
     tenant.deny_writes = true;
     let bucket_arn = tenant.bucket_arn();
@@ -192,7 +193,7 @@ fn documents() -> Vec<Document> {
         audience: "sts.amazonaws.com".into(),
     };
     let issuer = oidc.issuer().expect("the provider ARN names an issuer");
-    let operator_role = access::principal_patterns(OPERATOR_SESSION_ARN)
+    let operator_role = principal_patterns(OPERATOR_SESSION_ARN)
         .into_iter()
         .next()
         .expect("a session names its role");

@@ -1,4 +1,5 @@
-//! Thin adapters over the AWS SDK: S3 and KMS calls for one tenant, nothing decided here.
+//! Thin adapters over the AWS SDK (S3, KMS, IAM, STS, CloudTrail): calls and their answers,
+//! nothing decided here.
 
 mod counter;
 mod error;

@@ -18,7 +18,12 @@ use tracing::{info, warn};
 use super::Context;
 use crate::api::{ConditionStatus, TenantStorage};
 use crate::cloud::{CloudError, TrailEvent};
+use crate::plan::principal;
 use crate::telemetry::{PollLabels, RegionLabels};
+
+/// Where CloudTrail records IAM's events (IAM is global; in the aws partition they are
+/// recorded in us-east-1).
+const IAM_EVENTS_REGION: &str = "us-east-1";
 
 /// Where events are polled, and how.
 #[derive(Clone, Debug)]
@@ -30,6 +35,18 @@ pub struct EventSettings {
     pub lookback: Duration,
     /// Where IAM records its (global) events.
     pub iam_region: String,
+}
+
+impl EventSettings {
+    /// A poll every `interval` that looks back `lookback`, and at least as far as the previous
+    /// poll: a shorter window would skip the events between two polls.
+    pub fn new(interval: Duration, lookback: Duration) -> Self {
+        EventSettings {
+            interval,
+            lookback: lookback.max(interval),
+            iam_region: IAM_EVENTS_REGION.to_owned(),
+        }
+    }
 }
 
 /// The tenants' resources by name. Built only when a poll brings events of someone else's:
@@ -165,26 +182,7 @@ impl Own {
 /// any of its sessions (`arn:aws:sts::<account>:assumed-role/<name>/<session>`, what CloudTrail
 /// records).
 fn same_principal(a: &str, b: &str) -> bool {
-    a == b || role_of(a).is_some_and(|r| Some(r) == role_of(b))
-}
-
-/// `(account, role name)` of a role or role session ARN.
-fn role_of(arn: &str) -> Option<(&str, &str)> {
-    let mut fields = arn.splitn(6, ':');
-    let (_, _, service, _, account, resource) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let name = match service {
-        "iam" => resource.strip_prefix("role/")?.rsplit('/').next()?,
-        "sts" => resource.strip_prefix("assumed-role/")?.split('/').next()?,
-        _ => return None,
-    };
-    Some((account, name))
+    a == b || principal::same_role(a, b)
 }
 
 /// Consecutive failed rounds of polls after which every tenant is polled again.

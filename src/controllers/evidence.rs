@@ -1,13 +1,11 @@
 //! The evidence store of a policy in a region: an Object-Locked bucket and the operator's
 //! signing key, made ready before a deletion Job is created (the Job only writes into them).
 
-use std::collections::BTreeMap;
-
 use tracing::info;
 
 use super::{Context, Error};
 use crate::cloud::{BucketPresence, ObservedTags, Regional};
-use crate::plan::{self, BucketChange, DesiredEvidence, tags};
+use crate::plan::{self, BucketChange, DesiredEvidence};
 
 /// Creates or corrects the evidence bucket and signing key, at most once per resync period
 /// each; returns the signing key's ARN. Neither is ever deleted by the operator.
@@ -36,12 +34,6 @@ fn conflict(evidence: &DesiredEvidence, why: impl Into<String>) -> Error {
     }
 }
 
-fn is_ours(seen: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> bool {
-    [tags::MANAGED_BY, tags::CLUSTER, tags::ROLE]
-        .iter()
-        .all(|k| seen.get(*k) == want.get(*k))
-}
-
 async fn ensure_bucket(cloud: &Regional, evidence: &DesiredEvidence) -> Result<(), Error> {
     let shape = evidence.shape();
     let observed = match cloud.bucket_presence(&evidence.bucket).await? {
@@ -61,7 +53,7 @@ async fn ensure_bucket(cloud: &Regional, evidence: &DesiredEvidence) -> Result<(
                 // Untagged: our creation interrupted before tagging (the name hashes our
                 // cluster id, policy and region, and HEAD proved it is in our account).
                 let untagged = !seen.keys().any(|k| k.starts_with("tenancy.dev/"));
-                if !untagged && !is_ours(&seen, &evidence.tags) {
+                if !untagged && !plan::same_operator_resource(&seen, &evidence.tags) {
                     return Err(conflict(
                         evidence,
                         "its tags do not say it is this operator's evidence bucket",
@@ -93,7 +85,7 @@ async fn signing_key(cloud: &Regional, evidence: &DesiredEvidence) -> Result<Str
     };
     if let Some(key) = existing {
         let seen = cloud.key_tags(&key.arn).await?;
-        if !is_ours(&seen, &evidence.signing_key_tags) {
+        if !plan::same_operator_resource(&seen, &evidence.signing_key_tags) {
             return Err(Error::EvidenceConflict {
                 what: format!("KMS alias {alias}"),
                 why: format!(

@@ -3,7 +3,6 @@
 //! workload role (`access`) or a customer's bucket (`delegation`), report (`report`); deletion
 //! in `cleanup`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use self::storage::Step;
 use super::conditions::{self, READY};
 use super::{Context, Error, toolkit};
 use crate::api::{ConditionStatus, StorageMode, TenantStorage};
-use crate::plan::{TenantIdentity, tags};
+use crate::plan::TenantIdentity;
 use crate::telemetry::TenantLabels;
 
 /// Finalizer that keeps a TenantStorage until its cloud resources are released or deleted.
@@ -240,14 +239,4 @@ fn identity(ctx: &Context, ts: &TenantStorage) -> Result<TenantIdentity, Error> 
             .ok_or(Error::MissingField("metadata.namespace"))?,
         name: ts.name_any(),
     })
-}
-
-/// The tags that identify a tenant's resources (not the ones that may legitimately change).
-pub(super) fn identity_tags(id: &TenantIdentity) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-        (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
-        (tags::NAMESPACE.to_owned(), id.namespace.clone()),
-        (tags::NAME.to_owned(), id.name.clone()),
-    ])
 }

@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use super::{EvidenceSection, Location, SIGNING_ALGORITHM, SIGNING_KEY_SPEC};
 use crate::api::DeletionScope;
+use crate::plan::Arn;
 
 /// DER of a SubjectPublicKeyInfo up to its key bits, for an `id-ecPublicKey` key on
 /// `prime256v1` with an uncompressed point: SEQUENCE(89) { SEQUENCE(19) { OID 1.2.840.10045.2.1,
@@ -475,12 +476,9 @@ pub fn check_signature(
 
 /// The region of a KMS key ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`), if it is
 /// a key ARN.
-fn key_arn_region(arn: &str) -> Option<&str> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", _, "kms", region, _, resource] if resource.starts_with("key/") => Some(region),
-        _ => None,
-    }
+fn key_arn_region(arn: &str) -> Option<String> {
+    let arn: Arn = arn.parse().ok()?;
+    (arn.service == "kms" && arn.resource.starts_with("key/")).then_some(arn.region)
 }
 
 /// Check `location`: the certificate was read where its evidence section says the evidence

@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use thiserror::Error;
 
 use crate::api::AccessLevel;
 
+use super::arn::Arn;
 use super::diff::normalize_policy;
-use super::{TenantIdentity, naming};
+use super::identity::TenantIdentity;
+use super::naming;
 
 /// Name of the one inline policy the operator keeps on a tenant role.
 pub const INLINE_POLICY: &str = "tenant-storage-access";
@@ -25,6 +28,13 @@ pub struct OidcProvider {
     pub audience: String,
 }
 
+/// Why a flag does not name an IAM OIDC identity provider.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error(
+    "{0:?}: expected an IAM OIDC provider ARN, e.g. arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC (aws eks describe-cluster --query cluster.identity.oidc.issuer gives the part after oidc-provider/)"
+)]
+pub struct NotAnOidcProvider(String);
+
 impl OidcProvider {
     /// The issuer host and path, which prefixes the provider's condition keys (`<issuer>:sub`).
     pub fn issuer(&self) -> Option<&str> {
@@ -32,6 +42,22 @@ impl OidcProvider {
             .split_once(":oidc-provider/")
             .map(|(_, issuer)| issuer)
             .filter(|i| !i.is_empty())
+    }
+
+    /// Checks a provider ARN a human gives (`--oidc-provider-arn`): an IAM ARN in an AWS
+    /// partition that names an issuer.
+    pub fn parse_arn(text: &str) -> Result<String, NotAnOidcProvider> {
+        let named = text.parse::<Arn>().is_ok_and(|arn| {
+            arn.partition.starts_with("aws")
+                && arn.service == "iam"
+                && arn
+                    .resource
+                    .strip_prefix("oidc-provider/")
+                    .is_some_and(|issuer| !issuer.is_empty())
+        });
+        named
+            .then(|| text.to_owned())
+            .ok_or_else(|| NotAnOidcProvider(text.to_owned()))
     }
 }
 
@@ -63,7 +89,7 @@ impl RoleName {
         let path = naming::role_path(&id.cluster_id);
         let name = naming::role_name(&id.cluster_id, &id.namespace, &id.name);
         RoleName {
-            arn: format!("arn:{partition}:iam::{account_id}:role{path}{name}"),
+            arn: Arn::role(partition, account_id, &path, &name).to_string(),
             path,
             name,
         }
@@ -201,33 +227,6 @@ pub fn deny_other_principals(bucket_arn: &str, allowed: &[String]) -> Value {
     })
 }
 
-/// Principal ARN patterns that stand for an identity: a role (or a session of it, as
-/// `GetCallerIdentity` reports it) counts with all its sessions. An assumed-role session ARN
-/// carries no IAM path, so a role known only from a session is admitted with any path. AWS
-/// evaluates `aws:PrincipalArn` of a session as the role ARN; the session form is listed too,
-/// since it names only sessions of the same role (and some emulators evaluate that form).
-pub fn principal_patterns(arn: &str) -> Vec<String> {
-    if let Some((prefix, rest)) = arn.split_once(":assumed-role/") {
-        let role = rest.split('/').next().unwrap_or(rest);
-        let iam = prefix.replacen(":sts::", ":iam::", 1);
-        return vec![
-            format!("{iam}:role/{role}"),
-            format!("{iam}:role/*/{role}"),
-            format!("{prefix}:assumed-role/{role}/*"),
-        ];
-    }
-    if let Some((prefix, rest)) = arn.split_once(":role/") {
-        let role = rest.rsplit('/').next().unwrap_or(rest);
-        // A pattern's session form would match sessions of any role.
-        if role.contains('*') || role.contains('?') {
-            return vec![arn.to_owned()];
-        }
-        let sts = prefix.replacen(":iam::", ":sts::", 1);
-        return vec![arn.to_owned(), format!("{sts}:assumed-role/{role}/*")];
-    }
-    vec![arn.to_owned()]
-}
-
 /// The trust policy the customer's role must have. The operator (which serves every tenant,
 /// so could be a confused deputy) may assume it only with this tenant's ExternalId; the
 /// tenant's own workload role, which exists for this tenant alone, may assume it (role
@@ -275,9 +274,9 @@ pub fn customer_permissions_policy(
     if level == AccessLevel::ReadWrite {
         key_actions.push("kms:GenerateDataKey");
     }
-    let keys: Vec<String> = regions
+    let keys: Vec<Arn> = regions
         .iter()
-        .map(|r| format!("arn:{partition}:kms:{r}:{customer_account}:key/*"))
+        .map(|r| Arn::kms_key(partition, r, customer_account, "*"))
         .collect();
     let via: Vec<String> = regions.iter().map(|r| s3_via(r)).collect();
     json!({
@@ -521,6 +520,21 @@ mod tests {
     }
 
     #[test]
+    fn provider_arns_given_by_humans() {
+        let good = "arn:aws:iam::1:oidc-provider/oidc.example/id/A";
+        assert_eq!(OidcProvider::parse_arn(good).as_deref(), Ok(good));
+        for bad in [
+            "https://oidc.example/id/A",
+            "arn:aws:iam::1:oidc-provider/",
+            "arn:aws:iam::1:role/x",
+            "arn:aws:s3:::oidc-provider/x",
+        ] {
+            let err = OidcProvider::parse_arn(bad).map(|_| ()).unwrap_err();
+            assert!(err.to_string().contains("oidc-provider/"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn trust_admits_exactly_the_listed_service_accounts_with_the_audience() {
         let trust = irsa_trust_policy(
             &oidc(),
@@ -640,33 +654,6 @@ mod tests {
         assert_eq!(
             role_changes(&desired, Some(&seen)),
             vec![RoleChange::DeleteInlinePolicy(INLINE_POLICY.into())]
-        );
-    }
-
-    #[test]
-    fn caller_identities_become_principal_patterns() {
-        assert_eq!(
-            principal_patterns("arn:aws:sts::000000000000:assumed-role/tso-operator/i-123"),
-            vec![
-                "arn:aws:iam::000000000000:role/tso-operator",
-                "arn:aws:iam::000000000000:role/*/tso-operator",
-                "arn:aws:sts::000000000000:assumed-role/tso-operator/*"
-            ]
-        );
-        assert_eq!(
-            principal_patterns("arn:aws:iam::000000000000:role/tenant-storage-operator/c1/t"),
-            vec![
-                "arn:aws:iam::000000000000:role/tenant-storage-operator/c1/t",
-                "arn:aws:sts::000000000000:assumed-role/t/*"
-            ]
-        );
-        assert_eq!(
-            principal_patterns("arn:aws:iam::000000000000:role/admins/*"),
-            vec!["arn:aws:iam::000000000000:role/admins/*"]
-        );
-        assert_eq!(
-            principal_patterns("arn:aws:iam::000000000000:user/admin"),
-            vec!["arn:aws:iam::000000000000:user/admin"]
         );
     }
 

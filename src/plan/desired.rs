@@ -1,5 +1,6 @@
-//! The desired cloud state of one tenant, computed from its spec, its policy and operator
-//! settings.
+//! The desired cloud state of one tenant (its bucket and key), computed from its spec, its
+//! policy and operator settings; and of the buckets the operator keeps per policy and region
+//! for access logs and deletion evidence.
 
 use std::collections::BTreeMap;
 
@@ -7,48 +8,10 @@ use serde_json::{Value, json};
 
 use crate::api::{ResidencyPolicySpec, Versioning};
 
+use super::arn::{Arn, partition_of};
 use super::diff::{BucketShape, DefaultEncryption, LoggingTarget};
-use super::naming;
-
-/// Tag keys that prove the operator owns a resource.
-pub mod tags {
-    pub const MANAGED_BY: &str = "tenancy.dev/managed-by";
-    pub const CLUSTER: &str = "tenancy.dev/cluster-id";
-    pub const NAMESPACE: &str = "tenancy.dev/namespace";
-    pub const NAME: &str = "tenancy.dev/name";
-    pub const POLICY: &str = "tenancy.dev/policy";
-    pub const JURISDICTION: &str = "tenancy.dev/jurisdiction";
-    /// What an operator-owned bucket is for, when it is not a tenant's (`access-logs`).
-    pub const ROLE: &str = "tenancy.dev/role";
-    /// Set when the TenantStorage was deleted with `deletionPolicy: Retain`.
-    pub const RELEASED: &str = "tenancy.dev/released";
-    /// Value of [`MANAGED_BY`].
-    pub const OPERATOR: &str = "tenant-storage-operator";
-}
-
-/// Who a tenant is, as far as naming and ownership go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TenantIdentity {
-    pub cluster_id: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-/// Tags of every resource of a tenant: who owns it, and the policy it answers to.
-pub fn tenant_tags(
-    id: &TenantIdentity,
-    policy_name: &str,
-    jurisdiction: &str,
-) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-        (tags::CLUSTER.to_owned(), id.cluster_id.clone()),
-        (tags::NAMESPACE.to_owned(), id.namespace.clone()),
-        (tags::NAME.to_owned(), id.name.clone()),
-        (tags::POLICY.to_owned(), policy_name.to_owned()),
-        (tags::JURISDICTION.to_owned(), jurisdiction.to_owned()),
-    ])
-}
+use super::identity::{TenantIdentity, operator_tags, tags, tenant_tags};
+use super::{access, iam_policy, naming};
 
 /// Everything the tenant's bucket and key must look like.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +20,6 @@ pub struct Desired {
     pub region: String,
     pub partition: &'static str,
     pub key_alias: String,
-    pub key_deletion_window_days: i32,
     pub tags: BTreeMap<String, String>,
     pub versioning: Versioning,
     pub min_tls_version: &'static str,
@@ -92,7 +54,6 @@ impl Desired {
             partition: partition_of(&region),
             region,
             key_alias: naming::key_alias(&id.cluster_id, &id.namespace, &id.name),
-            key_deletion_window_days: policy.encryption.key_deletion_window_days,
             tags,
             versioning: policy.versioning,
             min_tls_version: policy.transport.min_tls_version.as_str(),
@@ -113,7 +74,7 @@ impl Desired {
     }
 
     pub fn bucket_arn(&self) -> String {
-        format!("arn:{}:s3:::{}", self.partition, self.bucket)
+        Arn::bucket(self.partition, &self.bucket).to_string()
     }
 
     /// Human description stored on the KMS key (visible in the AWS console).
@@ -135,8 +96,8 @@ impl Desired {
     /// SSE-C (a customer-provided key, AWS's documented `Null` test on its algorithm header) is
     /// denied: such objects would escape the tenant key and survive crypto-shredding.
     pub fn bucket_policy(&self, key_arn: &str) -> Value {
-        let bucket = self.bucket_arn();
-        let objects = format!("{bucket}/*");
+        let bucket = Arn::bucket(self.partition, &self.bucket);
+        let objects = bucket.objects("*");
         let mut policy = json!({
             "Version": "2012-10-17",
             "Statement": [
@@ -212,8 +173,8 @@ impl Desired {
         });
         if let Some(statements) = policy["Statement"].as_array_mut() {
             if !self.allowed_principals.is_empty() {
-                statements.push(super::access::deny_other_principals(
-                    &bucket,
+                statements.push(access::deny_other_principals(
+                    &bucket.to_string(),
                     &self.allowed_principals,
                 ));
             }
@@ -239,13 +200,10 @@ fn operator_bucket_tags(
     policy_name: &str,
     policy: &ResidencyPolicySpec,
 ) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-        (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
-        (tags::ROLE.to_owned(), role.to_owned()),
-        (tags::POLICY.to_owned(), policy_name.to_owned()),
-        (tags::JURISDICTION.to_owned(), policy.jurisdiction.clone()),
-    ])
+    let mut all = operator_tags(cluster_id, role);
+    all.insert(tags::POLICY.to_owned(), policy_name.to_owned());
+    all.insert(tags::JURISDICTION.to_owned(), policy.jurisdiction.clone());
+    all
 }
 
 /// The operator-owned bucket that receives the access logs of one policy's tenants in one
@@ -258,7 +216,7 @@ pub struct DesiredLogBucket {
     pub tags: BTreeMap<String, String>,
     pub retention_days: i32,
     /// ARN pattern of the buckets allowed to deliver logs here (this operator's tenants).
-    pub source_arns: String,
+    pub source_arns: Arn,
 }
 
 impl DesiredLogBucket {
@@ -275,13 +233,13 @@ impl DesiredLogBucket {
             region: region.to_owned(),
             tags,
             retention_days: policy.access_logging.retention_days,
-            source_arns: format!("arn:{}:s3:::{bucket_prefix}-*", partition_of(region)),
+            source_arns: Arn::bucket(partition_of(region), &format!("{bucket_prefix}-*")),
         }
     }
 
     pub fn shape(&self) -> BucketShape {
-        let bucket = format!("arn:{}:s3:::{}", partition_of(&self.region), self.bucket);
-        let objects = format!("{bucket}/*");
+        let bucket = Arn::bucket(partition_of(&self.region), &self.bucket);
+        let objects = bucket.objects("*");
         let policy = json!({
             "Version": "2012-10-17",
             "Statement": [
@@ -352,20 +310,13 @@ impl DesiredEvidence {
             tags: operator_bucket_tags(cluster_id, "deletion-evidence", policy_name, policy),
             retention_days: policy.deletion.evidence_retention_days,
             signing_key_alias: naming::signing_key_alias(cluster_id),
-            signing_key_tags: BTreeMap::from([
-                (tags::MANAGED_BY.to_owned(), tags::OPERATOR.to_owned()),
-                (tags::CLUSTER.to_owned(), cluster_id.to_owned()),
-                (
-                    tags::ROLE.to_owned(),
-                    super::iam_policy::EVIDENCE_SIGNING.to_owned(),
-                ),
-            ]),
+            signing_key_tags: operator_tags(cluster_id, iam_policy::EVIDENCE_SIGNING),
         }
     }
 
     pub fn shape(&self) -> BucketShape {
-        let bucket = format!("arn:{}:s3:::{}", partition_of(&self.region), self.bucket);
-        let objects = format!("{bucket}/*");
+        let bucket = Arn::bucket(partition_of(&self.region), &self.bucket);
+        let objects = bucket.objects("*");
         BucketShape {
             tags: self.tags.clone(),
             encryption: DefaultEncryption::S3Managed,
@@ -386,17 +337,6 @@ impl DesiredEvidence {
             // Evidence never expires by lifecycle: Object Lock decides how long it stays.
             expiration_days: None,
         }
-    }
-}
-
-/// AWS partition of a region, for ARNs.
-pub fn partition_of(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
     }
 }
 
@@ -495,7 +435,5 @@ mod tests {
         assert_eq!(d.tags[tags::CLUSTER], "c1");
         assert_eq!(d.tags[tags::JURISDICTION], "EU");
         assert_eq!(d.bucket_arn(), format!("arn:aws:s3:::{}", d.bucket));
-        assert_eq!(partition_of("cn-north-1"), "aws-cn");
-        assert_eq!(partition_of("us-gov-west-1"), "aws-us-gov");
     }
 }

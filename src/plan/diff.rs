@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::api::Versioning;
 
-use super::desired::{TenantIdentity, tags};
+use super::identity::{TenantIdentity, tags};
 
 /// A tenant key as KMS describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,13 +104,7 @@ pub fn ownership(
             Ownership::Foreign("it has no tenant-storage-operator ownership tags".into())
         };
     }
-    let expected = [
-        (tags::MANAGED_BY, tags::OPERATOR),
-        (tags::CLUSTER, id.cluster_id.as_str()),
-        (tags::NAMESPACE, id.namespace.as_str()),
-        (tags::NAME, id.name.as_str()),
-    ];
-    if expected.iter().all(|(k, v)| get(k) == Some(*v)) {
+    if id.tag_values().iter().all(|(k, v)| get(k) == Some(*v)) {
         Ownership::Ours
     } else {
         Ownership::Foreign(format!(

@@ -5,7 +5,9 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::tags;
+use super::arn::Arn;
+use super::identity::tags;
+use super::naming::role_path;
 
 /// `tenancy.dev/role` of the operator's certificate-signing keys.
 pub const EVIDENCE_SIGNING: &str = "evidence-signing";
@@ -48,8 +50,9 @@ impl Statement {
 /// evidence. No write to tenant objects, no bucket configuration, no
 /// `s3:BypassGovernanceRetention`.
 pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDocument {
-    let buckets = format!("arn:{partition}:s3:::{bucket_prefix}-*");
-    let keys = vec![format!("arn:{partition}:kms:*:{account_id}:key/*")];
+    let buckets = Arn::bucket(partition, &format!("{bucket_prefix}-*"));
+    let evidence = Arn::bucket(partition, &format!("{bucket_prefix}-evidence-*"));
+    let keys = vec![Arn::kms_key(partition, "*", account_id, "*").to_string()];
     PolicyDocument {
         version: "2012-10-17",
         statement: vec![
@@ -60,7 +63,7 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                     "s3:ListBucketVersions",
                     "s3:ListBucketMultipartUploads",
                 ],
-                vec![buckets.clone()],
+                vec![buckets.to_string()],
             ),
             // DeleteObjects needs s3:DeleteObject always, and s3:DeleteObjectVersion per
             // version id.
@@ -73,7 +76,7 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                     "s3:GetObjectRetention",
                     "s3:GetObjectLegalHold",
                 ],
-                vec![format!("{buckets}/*")],
+                vec![buckets.objects("*").to_string()],
             ),
             // Tenant keys (tagged with their tenant) to prove and shred; never the signing key.
             Statement {
@@ -116,8 +119,10 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                         "s3:AbortMultipartUpload",
                     ],
                     vec![
-                        format!("arn:{partition}:s3:::{bucket_prefix}-logs-*/*"),
-                        format!("arn:{partition}:s3:::{bucket_prefix}-evidence-*/deletions/*"),
+                        Arn::bucket(partition, &format!("{bucket_prefix}-logs-*"))
+                            .objects("*")
+                            .to_string(),
+                        evidence.objects("deletions/*").to_string(),
                     ],
                 )
             },
@@ -126,9 +131,7 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
             Statement::allow(
                 "Evidence",
                 &["s3:PutObject", "s3:PutObjectRetention"],
-                vec![format!(
-                    "arn:{partition}:s3:::{bucket_prefix}-evidence-*/deletions/*"
-                )],
+                vec![evidence.objects("deletions/*").to_string()],
             ),
             // The Jobs' own journals (checkpoint, batch records, manifest while it grows),
             // beside the evidence and removed once it is published. Listing the evidence
@@ -143,14 +146,12 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
                     "s3:DeleteObject",
                     "s3:DeleteObjectVersion",
                 ],
-                vec![format!(
-                    "arn:{partition}:s3:::{bucket_prefix}-evidence-*/journal/*"
-                )],
+                vec![evidence.objects("journal/*").to_string()],
             ),
             Statement::allow(
                 "JournalLookup",
                 &["s3:ListBucket"],
-                vec![format!("arn:{partition}:s3:::{bucket_prefix}-evidence-*")],
+                vec![evidence.to_string()],
             ),
         ],
     }
@@ -172,12 +173,9 @@ pub fn operator(
     bucket_prefix: &str,
     cluster_id: &str,
 ) -> PolicyDocument {
-    let buckets = format!("arn:{partition}:s3:::{bucket_prefix}-*");
-    let keys = format!("arn:{partition}:kms:*:{account_id}:key/*");
-    let roles = format!(
-        "arn:{partition}:iam::{account_id}:role{}*",
-        super::naming::role_path(cluster_id)
-    );
+    let buckets = Arn::bucket(partition, &format!("{bucket_prefix}-*")).to_string();
+    let keys = Arn::kms_key(partition, "*", account_id, "*").to_string();
+    let roles = Arn::role(partition, account_id, &role_path(cluster_id), "*").to_string();
     PolicyDocument {
         version: "2012-10-17",
         statement: vec![
@@ -244,9 +242,7 @@ pub fn operator(
             Statement::allow(
                 "OwnAliases",
                 &["kms:CreateAlias", "kms:DeleteAlias"],
-                vec![format!(
-                    "arn:{partition}:kms:*:{account_id}:alias/tenant-storage/*"
-                )],
+                vec![Arn::kms_alias(partition, "*", account_id, "tenant-storage/*").to_string()],
             ),
             Statement::allow(
                 "WorkloadRoles",
@@ -283,7 +279,7 @@ pub fn operator(
             Statement::allow(
                 "DelegatedTenants",
                 &["sts:AssumeRole"],
-                vec![format!("arn:{partition}:iam::*:role/*")],
+                vec![Arn::role(partition, "*", "/", "*").to_string()],
             ),
         ],
     }

@@ -1,19 +1,22 @@
-//! The pure core: from spec + policy + observed cloud state to the list of changes.
+//! The pure core: from spec + policy + observed cloud state to the list of changes, and the
+//! vocabulary they share (tenant identity and its tags, ARNs, names, IAM policies).
 //!
-//! Nothing here does I/O, so the whole decision logic is unit tested without a server and the
-//! change list can be shown to users as a dry run.
+//! Nothing here does I/O, so the whole decision logic is unit tested without a server.
 
 pub mod access;
+mod arn;
 mod desired;
 mod diff;
 pub mod iam_policy;
+mod identity;
 pub mod naming;
+pub mod principal;
 
-pub use desired::{
-    Desired, DesiredEvidence, DesiredLogBucket, TenantIdentity, partition_of, tags, tenant_tags,
-};
+pub use arn::{Arn, ArnError, NotAnAccountId, parse_account_id, partition_of};
+pub use desired::{Desired, DesiredEvidence, DesiredLogBucket};
 pub use diff::{
     BucketChange, BucketShape, DefaultEncryption, KeyChange, KeyNotUsable, LoggingTarget,
     ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock, bucket_changes,
     key_changes, normalize_policy, ownership, released_under_another_policy,
 };
+pub use identity::{TenantIdentity, operator_tags, same_operator_resource, tags, tenant_tags};

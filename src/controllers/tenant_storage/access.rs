@@ -8,16 +8,17 @@ use tracing::info;
 
 use super::refusal::Refusal;
 use super::report::{Report, drift_corrected};
-use crate::controllers::toolkit::publish;
 use super::storage::Principals;
 use crate::api::{AccessSpec, AccessStatus, TenantStorage};
 use crate::cloud::CloudError;
 use crate::controllers::role_snapshot::Seen;
+use crate::controllers::toolkit::publish;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{
     DesiredRole, IRSA_ANNOTATION, ObservedRole, RoleChange, RoleName, irsa_trust_policy,
-    managed_access_policy, principal_patterns, role_changes,
+    managed_access_policy, role_changes,
 };
+use crate::plan::principal::principal_patterns;
 use crate::plan::{self, Desired, Ownership, TenantIdentity, naming};
 
 /// The tenant role `access` asks for, with the given permissions, and the role as it is now

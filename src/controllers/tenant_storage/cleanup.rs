@@ -9,11 +9,11 @@ use kube::runtime::events::EventType;
 
 use super::dereference::whole_tenant_purge;
 use super::report::Report;
-use crate::controllers::toolkit::publish;
-use super::{access, delegation, identity, identity_tags};
+use super::{access, delegation, identity};
 use crate::api::{ConditionStatus, DeletionPolicy, ResidencyPolicy, StorageMode, TenantStorage};
 use crate::cloud::ObservedTags;
 use crate::controllers::conditions::READY;
+use crate::controllers::toolkit::publish;
 use crate::controllers::{Context, Error};
 use crate::plan::{self, BucketChange, Ownership, tags};
 
@@ -77,7 +77,7 @@ pub(super) async fn cleanup(
                 // Keep (or, for a bucket claimed but never tagged, add) the ownership tags, so a
                 // TenantStorage re-created under this name adopts the bucket again.
                 let mut released: BTreeMap<String, String> = seen;
-                released.extend(identity_tags(&id));
+                released.extend(id.tags());
                 released.insert(tags::RELEASED.to_owned(), "true".to_owned());
                 cloud
                     .apply_bucket_change(&bucket, &BucketChange::PutTags(released))

@@ -10,7 +10,7 @@ use super::storage::VerifiedLogBuckets;
 use crate::cloud::port::Buckets;
 use crate::cloud::{BucketPresence, ObservedTags};
 use crate::controllers::Error;
-use crate::plan::{self, BucketChange, DesiredLogBucket, ObservedBucket, tags};
+use crate::plan::{self, BucketChange, DesiredLogBucket, ObservedBucket, same_operator_resource};
 
 /// Creates or corrects the bucket, unless that was done less than `period` ago.
 pub(super) async fn ensure<B: Buckets>(
@@ -71,8 +71,5 @@ async fn observe<B: Buckets>(
 /// anyone else: not ours.
 fn ours(seen: &std::collections::BTreeMap<String, String>, logs: &DesiredLogBucket) -> bool {
     let untagged = !seen.keys().any(|k| k.starts_with("tenancy.dev/"));
-    untagged
-        || [tags::MANAGED_BY, tags::CLUSTER, tags::ROLE]
-            .iter()
-            .all(|k| seen.get(*k) == logs.tags.get(*k))
+    untagged || same_operator_resource(seen, &logs.tags)
 }

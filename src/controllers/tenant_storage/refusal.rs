@@ -79,6 +79,8 @@ pub(crate) enum Refusal {
         "spec.delegated.roleArn {role} is in the operator's own AWS account; delegated mode reaches a bucket in the customer's account through a role the customer grants. Use mode Managed for buckets in this account"
     )]
     RoleInOwnAccount { role: String },
+    #[error("{field} is not a valid ARN: {error}; correct it")]
+    InvalidArn { field: &'static str, error: String },
 }
 
 /// What a refusal says about a status condition besides Ready.
@@ -111,6 +113,7 @@ impl Refusal {
             Refusal::PermissionsBoundaryNotFound { .. } => "PermissionsBoundaryNotFound",
             Refusal::PartitionMismatch { .. } => "PartitionMismatch",
             Refusal::RoleInOwnAccount { .. } => "RoleInOwnAccount",
+            Refusal::InvalidArn { .. } => "InvalidArn",
         }
     }
 

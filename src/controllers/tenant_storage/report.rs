@@ -1,10 +1,10 @@
 //! What a reconcile tells the user: the status it writes (only what changed, with the
 //! write-ahead marks of the storage stage), refusals, events and the drift metric.
 
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::refusal::{Refusal, Verdict};

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::decide::{self, Placement};
-use super::identity_tags;
 use super::log_bucket;
 use super::refusal::Refusal;
 use crate::api::{ResidencyPolicySpec, TenantStorageStatus};
@@ -321,7 +320,7 @@ async fn apply_key_changes<R: Keys>(
         match change {
             KeyChange::CreateKey => {
                 let orphan = match orphan_of {
-                    Some(id) => cloud.find_tagged_key(&identity_tags(id)).await?,
+                    Some(id) => cloud.find_tagged_key(&id.tags()).await?,
                     None => None,
                 };
                 (key_id, arn) = match orphan {
