@@ -20,6 +20,9 @@ mod delegation;
 mod dereference;
 mod log_bucket;
 mod refusal;
+mod release;
+#[cfg(test)]
+mod release_tests;
 mod report;
 mod storage;
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::cloud::fake::{Bucket, Crash, FakeCloud, Key, World};
 use crate::controllers::Error;
 use crate::plan::{BucketChange, Desired, KeyChange, TenantIdentity, tags};
 
-const EU: &str = "eu-central-1";
+pub(super) const EU: &str = "eu-central-1";
 const EU2: &str = "eu-west-1";
 const OPERATOR: &str = "arn:aws:iam::111122223333:role/operator";
 
@@ -33,7 +33,7 @@ fn policy() -> ResidencyPolicySpec {
     }
 }
 
-fn id() -> TenantIdentity {
+pub(super) fn id() -> TenantIdentity {
     TenantIdentity {
         cluster_id: "c1".into(),
         namespace: "acme".into(),
@@ -76,11 +76,11 @@ impl Principals for Fixed {
 }
 
 /// One tenant, its stored status and the operator's in-process state.
-struct Harness {
-    cloud: FakeCloud,
+pub(super) struct Harness {
+    pub cloud: FakeCloud,
     policy: ResidencyPolicySpec,
     requested: Option<String>,
-    status: Record,
+    pub status: Record,
     principals: Result<Vec<String>, Refusal>,
     log_buckets: VerifiedLogBuckets,
     /// Whether a failed run stores its record (the reconcile's error path) or not (a kill).
@@ -88,7 +88,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Harness {
             cloud: FakeCloud::default(),
             policy: policy(),
@@ -100,7 +100,7 @@ impl Harness {
         }
     }
 
-    fn desired(&self, region: &str) -> Desired {
+    pub fn desired(&self, region: &str) -> Desired {
         Desired::new("tso", &id(), "eu", &self.policy, region.into())
     }
 
@@ -158,7 +158,7 @@ impl Harness {
         panic!("did not settle in three runs");
     }
 
-    async fn provisioned(&mut self) -> Provisioned {
+    pub async fn provisioned(&mut self) -> Provisioned {
         match self.settle(true).await {
             Step::Provisioned(p) => p,
             other => panic!("expected provisioned, got {other:?}"),
@@ -172,16 +172,16 @@ impl Harness {
         }
     }
 
-    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
         self.cloud.world()
     }
 
-    fn writes(&self) -> Vec<String> {
+    pub fn writes(&self) -> Vec<String> {
         self.world().writes.clone()
     }
 }
 
-fn ours(bucket_tags: &BTreeMap<String, String>) -> Bucket {
+pub(super) fn ours(bucket_tags: &BTreeMap<String, String>) -> Bucket {
     Bucket {
         region: EU.into(),
         settings: crate::plan::ObservedBucket {
@@ -425,7 +425,7 @@ async fn every_refusal_of_the_stage_names_its_reason_and_writes_nothing_after_it
     }
 }
 
-fn key_behind_alias(h: &mut Harness, state: &str, key_tags: BTreeMap<String, String>) {
+pub(super) fn key_behind_alias(h: &mut Harness, state: &str, key_tags: BTreeMap<String, String>) {
     let desired = h.desired(EU);
     let mut world = h.world();
     world.keys.push(Key {
