@@ -1,13 +1,14 @@
 //! An in-memory cloud behind the port ([`super::port`]), for unit tests: buckets and keys of
-//! several regions and accounts, a log of every write, and a crash injected before or after
-//! any one write (a killed process, or a lost response).
+//! several regions and accounts, IAM roles, a log of every write, and a crash injected before
+//! or after any one write (a killed process, or a lost response).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::port::{Buckets, Keys, Regions};
+use super::port::{Buckets, Keys, Regions, Roles};
 use super::{BucketPresence, CloudError, ObservedTags};
 use crate::api::Versioning;
+use crate::plan::access::{DesiredRole, INLINE_POLICY, ObservedRole, RoleChange, RoleDigest};
 use crate::plan::{
     BucketChange, BucketShape, DefaultEncryption, ObservedBucket, ObservedEncryption, ObservedKey,
     PublicAccessBlock,
@@ -54,6 +55,12 @@ pub struct World {
     pub writes: Vec<String>,
     /// How many reads were made.
     pub reads: usize,
+    /// IAM roles by name, with their path.
+    pub roles: BTreeMap<String, (String, ObservedRole)>,
+    /// ARNs of managed policies that exist (permissions boundaries).
+    pub managed_policies: Vec<String>,
+    /// A role someone else creates between our look and our creation: name, path, role.
+    pub role_appears_on_create: Option<(String, String, ObservedRole)>,
     /// A bucket someone else creates between our look and our creation.
     pub appears_on_create: Option<(String, Bucket)>,
     crash: Option<Crash>,
@@ -357,5 +364,86 @@ impl Keys for FakeRegion {
             w.aliases.remove(&alias);
             Ok(())
         })
+    }
+}
+
+impl Roles for FakeCloud {
+    async fn role(&self, name: &str) -> Result<Option<ObservedRole>, CloudError> {
+        Ok(self.read(|w| w.roles.get(name).map(|(_, role)| role.clone())))
+    }
+
+    async fn roles_under(
+        &self,
+        path_prefix: &str,
+    ) -> Result<HashMap<String, RoleDigest>, CloudError> {
+        Ok(self.read(|w| {
+            w.roles
+                .iter()
+                .filter(|(_, (path, _))| path.starts_with(path_prefix))
+                .map(|(name, (_, role))| (name.clone(), role.digest()))
+                .collect()
+        }))
+    }
+
+    async fn change(&self, role: &DesiredRole, change: &RoleChange) -> Result<(), CloudError> {
+        let name = role.name.clone();
+        self.write(format!("{change:?} {name}"), |w| {
+            if *change == RoleChange::Create {
+                if let Some((name, path, role)) = w.role_appears_on_create.take() {
+                    w.roles.insert(name, (path, role));
+                }
+                if w.roles.contains_key(&name) {
+                    return Err(api_error("CreateRole", "EntityAlreadyExists"));
+                }
+                if role
+                    .permissions_boundary
+                    .as_ref()
+                    .is_some_and(|b| !w.managed_policies.contains(b))
+                {
+                    return Err(api_error("CreateRole", "NoSuchEntity"));
+                }
+                let new = ObservedRole {
+                    tags: role.tags.clone(),
+                    trust_policy: role.trust_policy.clone(),
+                    permissions_boundary: role.permissions_boundary.clone(),
+                    inline_policies: BTreeMap::new(),
+                    attached_policies: Vec::new(),
+                };
+                w.roles.insert(name, (role.path.clone(), new));
+                return Ok(());
+            }
+            let (_, seen) = w
+                .roles
+                .get_mut(&name)
+                .ok_or_else(|| api_error("UpdateRole", "NoSuchEntity"))?;
+            apply_role_change(seen, role, change);
+            Ok(())
+        })
+    }
+
+    async fn delete(&self, name: &str, _observed: &ObservedRole) -> Result<bool, CloudError> {
+        self.write(format!("DeleteRole {name}"), |w| {
+            Ok(w.roles.remove(name).is_some())
+        })
+    }
+}
+
+/// What IAM would store for `change` (not `Create`).
+fn apply_role_change(seen: &mut ObservedRole, role: &DesiredRole, change: &RoleChange) {
+    match change {
+        RoleChange::Create => {}
+        RoleChange::UpdateTrust => seen.trust_policy = role.trust_policy.clone(),
+        RoleChange::PutInlinePolicy => {
+            if let Some(policy) = &role.inline_policy {
+                seen.inline_policies
+                    .insert(INLINE_POLICY.to_owned(), policy.clone());
+            }
+        }
+        RoleChange::DeleteInlinePolicy(name) => {
+            seen.inline_policies.remove(name);
+        }
+        RoleChange::DetachPolicy(arn) => seen.attached_policies.retain(|a| a != arn),
+        RoleChange::SetBoundary(arn) => seen.permissions_boundary = Some(arn.clone()),
+        RoleChange::RemoveBoundary => seen.permissions_boundary = None,
     }
 }

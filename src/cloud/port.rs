@@ -1,11 +1,12 @@
-//! The cloud as the tenant reconcile sees it: buckets and keys of one region, in the domain's
-//! words. [`Regional`] is the AWS adapter; tests use an in-memory fake
-//! (`controllers::tenant_storage::fake`), so every decision and crash point is exercised
-//! without a server. A second backend implements the same traits.
+//! The cloud as the tenant reconcile sees it: buckets and keys of one region and the account's
+//! roles, in the domain's words. [`Regional`] and [`super::Iam`] are the AWS adapters; tests use
+//! an in-memory fake (`cloud::fake`), so every decision and crash point is exercised without a
+//! server. A second backend implements the same traits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{BucketPresence, CloudError, ObservedTags, Regional};
+use crate::plan::access::{DesiredRole, ObservedRole, RoleChange, RoleDigest};
 use crate::plan::{BucketChange, BucketShape, ObservedBucket, ObservedKey};
 
 /// Buckets of one region.
@@ -74,6 +75,50 @@ pub trait Keys: Send + Sync {
         key_id: &str,
         window_days: i32,
     ) -> impl Future<Output = Result<(), CloudError>> + Send;
+}
+
+/// IAM roles of the account (global).
+pub trait Roles: Send + Sync {
+    /// The role as it is now, or `None` if it does not exist.
+    fn role(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ObservedRole>, CloudError>> + Send;
+    /// The digest of every role under `path_prefix`, by name.
+    fn roles_under(
+        &self,
+        path_prefix: &str,
+    ) -> impl Future<Output = Result<HashMap<String, RoleDigest>, CloudError>> + Send;
+    /// Applies one planned change to the role.
+    fn change(
+        &self,
+        role: &DesiredRole,
+        change: &RoleChange,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Removes a role as `observed`, with everything attached to it; `false` if it was gone.
+    fn delete(
+        &self,
+        name: &str,
+        observed: &ObservedRole,
+    ) -> impl Future<Output = Result<bool, CloudError>> + Send;
+}
+
+impl Roles for super::Iam {
+    async fn role(&self, name: &str) -> Result<Option<ObservedRole>, CloudError> {
+        self.observe_role(name).await
+    }
+    async fn roles_under(
+        &self,
+        path_prefix: &str,
+    ) -> Result<HashMap<String, RoleDigest>, CloudError> {
+        super::Iam::roles_under(self, path_prefix).await
+    }
+    async fn change(&self, role: &DesiredRole, change: &RoleChange) -> Result<(), CloudError> {
+        self.apply_role_change(role, change).await
+    }
+    async fn delete(&self, name: &str, observed: &ObservedRole) -> Result<bool, CloudError> {
+        self.delete_role(name, observed).await
+    }
 }
 
 /// Buckets and keys of any region.

@@ -24,6 +24,9 @@ mod release;
 #[cfg(test)]
 mod release_tests;
 mod report;
+mod role;
+#[cfg(test)]
+mod role_tests;
 mod storage;
 #[cfg(test)]
 mod storage_tests;
@@ -194,7 +197,7 @@ async fn provision(
         log_bucket_period: ctx.settings.resync_period,
     };
     let mut role = access::ManagedRole {
-        ctx,
+        iam: access::iam(ctx),
         id: &id,
         access: ts.spec.access.as_ref(),
         permissions_boundary: policy.spec.access.permissions_boundary_arn.clone(),
@@ -202,12 +205,7 @@ async fn provision(
         decided: None,
     };
     let mut record = storage::Record::of(&report.status);
-    let mut ledger = report::StatusLedger {
-        report,
-        api,
-        policy: &policy_name,
-        jurisdiction: &policy.spec.jurisdiction,
-    };
+    let mut ledger = report::StatusLedger { report, api };
     let outcome = storage::converge(&ctx.cloud, &tenant, &mut record, &mut ledger, &mut role).await;
     record.write_into(&mut report.status);
     let outcome = outcome?;

@@ -16,6 +16,7 @@ use self::decide::{Assessment, Customer};
 pub(super) use self::external_id::forget as forget_external_id;
 use super::access;
 use super::report::{Report, refuse};
+use super::role::{self, Wanted};
 use crate::api::{ConditionStatus, DelegationStatus, ResidencyPolicySpec, TenantStorage};
 use crate::controllers::conditions::READY;
 use crate::controllers::toolkit::publish;
@@ -69,22 +70,23 @@ pub(super) async fn provision(
     ));
 
     // The workload role may assume the customer's role only once the bucket is verified.
+    let tags = tenant_tags(id, policy_name, &policy.jurisdiction);
     let (role, observed_role) = match &ts.spec.access {
-        Some(spec_access) => match access::wanted_role(
-            ctx,
-            id,
-            customer.partition,
-            &tenant_tags(id, policy_name, &policy.jurisdiction),
-            spec_access,
-            assessment.usable().then(|| chaining_policy(&spec.role_arn)),
-            policy.access.permissions_boundary_arn.clone(),
-            super::reads_fresh(ts),
-        )
-        .await?
-        {
-            Ok((role, seen)) => (Some(role), seen),
-            Err(refusal) => return refuse(report, ctx, api, refusal).await,
-        },
+        Some(access) => {
+            let wanted = Wanted {
+                id,
+                partition: customer.partition,
+                tags: &tags,
+                access,
+                inline_policy: assessment.usable().then(|| chaining_policy(&spec.role_arn)),
+                permissions_boundary: policy.access.permissions_boundary_arn.clone(),
+                fresh: super::reads_fresh(ts),
+            };
+            match role::wanted(&access::iam(ctx), wanted).await? {
+                Ok((role, seen)) => (Some(role), seen),
+                Err(refusal) => return refuse(report, ctx, api, refusal).await,
+            }
+        }
         None => (None, None),
     };
     let access = ts.spec.access.as_ref();

@@ -155,40 +155,38 @@ pub(super) async fn refuse(
     Ok(ctx.schedule.resync(&tenant_key(report.ts)))
 }
 
-/// The storage stage's marks, stored in the TenantStorage status.
+/// The stages' marks, stored in the TenantStorage status.
 pub(super) struct StatusLedger<'r, 'a> {
     pub report: &'r mut Report<'a>,
     pub api: &'r Api<TenantStorage>,
-    pub policy: &'r str,
-    pub jurisdiction: &'r str,
 }
 
 impl Ledger for StatusLedger<'_, '_> {
-    async fn write(&mut self, record: &Record, mark: Mark) -> Result<(), Error> {
+    async fn write(&mut self, record: &Record, mark: Mark<'_>) -> Result<(), Error> {
         record.write_into(&mut self.report.status);
         match mark {
-            Mark::Claim { first } => {
+            Mark::Claim {
+                first,
+                policy,
+                jurisdiction,
+            } => {
                 let region = record.region.as_deref().unwrap_or_default();
                 self.report.set(
                     RESIDENCY_COMPLIANT,
                     ConditionStatus::True,
                     "RegionAllowed",
-                    format!(
-                        "{region} is allowed by ResidencyPolicy {} ({})",
-                        self.policy, self.jurisdiction
-                    ),
+                    format!("{region} is allowed by ResidencyPolicy {policy} ({jurisdiction})"),
                 );
                 if first {
                     let bucket = record.bucket_name.as_deref().unwrap_or_default();
-                    self.report.not_ready(
-                        "Provisioning",
-                        &format!("creating bucket {bucket} in {region}"),
-                    );
+                    let creating = format!("creating bucket {bucket} in {region}");
+                    self.report.not_ready("Provisioning", &creating);
                     self.report.save(self.api).await?;
                 }
                 Ok(())
             }
             Mark::KeyCreationStarted => self.report.save_if_unchanged(self.api).await,
+            Mark::RoleCreationStarted => self.report.save(self.api).await,
         }
     }
 }

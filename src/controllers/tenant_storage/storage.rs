@@ -11,7 +11,7 @@ use tracing::info;
 use super::decide::{self, Placement};
 use super::log_bucket;
 use super::refusal::Refusal;
-use crate::api::{ResidencyPolicySpec, TenantStorageStatus};
+use crate::api::{AccessStatus, ResidencyPolicySpec, TenantStorageStatus};
 use crate::cloud::port::{Buckets, Keys, Regions};
 use crate::cloud::{BucketPresence, ObservedTags};
 use crate::controllers::Error;
@@ -19,7 +19,7 @@ use crate::plan::{self, BucketChange, Desired, DesiredLogBucket, KeyChange, Tena
 
 /// What the stage keeps in the tenant's status: where the data is and with which key. Written
 /// before anything is created, so a restart recognises its own work.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct Record {
     pub region: Option<String>,
     pub bucket_name: Option<String>,
@@ -29,6 +29,8 @@ pub(super) struct Record {
     /// Set before a key is created, cleared once its alias is written: a creation interrupted
     /// in between left a key only a tag search finds.
     pub key_creation_started: Option<String>,
+    /// The tenant role, recorded before it is created so that a deletion finds it.
+    pub access: Option<AccessStatus>,
 }
 
 impl Record {
@@ -40,6 +42,7 @@ impl Record {
             kms_key_alias: status.kms_key_alias.clone(),
             kms_key_arn: status.kms_key_arn.clone(),
             key_creation_started: status.key_creation_started.clone(),
+            access: status.access.clone(),
         }
     }
 
@@ -52,17 +55,25 @@ impl Record {
         status
             .key_creation_started
             .clone_from(&self.key_creation_started);
+        status.access.clone_from(&self.access);
     }
 }
 
 /// A write-ahead mark: the record must be stored before the stage goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Mark {
-    /// The bucket's name and region are this tenant's; `first` when they were not before.
-    Claim { first: bool },
+pub(super) enum Mark<'a> {
+    /// The bucket's name and region are this tenant's (`first`: they were not before), as
+    /// the policy allows.
+    Claim {
+        first: bool,
+        policy: &'a str,
+        jurisdiction: &'a str,
+    },
     /// A key is about to be created. Stored only if nobody changed the object since it was
     /// read: a replica that just took over must not decide from a stale view.
     KeyCreationStarted,
+    /// The tenant role is about to be created.
+    RoleCreationStarted,
 }
 
 /// Where the record is stored (the TenantStorage status).
@@ -70,7 +81,7 @@ pub(super) trait Ledger: Send {
     fn write(
         &mut self,
         record: &Record,
-        mark: Mark,
+        mark: Mark<'_>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
@@ -167,7 +178,12 @@ pub(super) async fn converge<C: Regions>(
         Ok(adopting) => adopting,
         Err(r) => return Ok(stopped(Step::Refused(r), false)),
     };
-    claim(record, &desired, ledger, !placement.claimed).await?;
+    let mark = Mark::Claim {
+        first: !placement.claimed,
+        policy: tenant.policy_name,
+        jurisdiction: &tenant.policy.jurisdiction,
+    };
+    claim(record, &desired, ledger, mark).await?;
     let (key_arn, key_changes) = match key(&region, tenant, &desired, record, ledger, slow).await? {
         Ok(done) => done,
         Err(step) => return Ok(stopped(step, slow)),
@@ -258,13 +274,13 @@ async fn claim(
     record: &mut Record,
     desired: &Desired,
     ledger: &mut impl Ledger,
-    first: bool,
+    mark: Mark<'_>,
 ) -> Result<(), Error> {
     record.region = Some(desired.region.clone());
     record.bucket_name = Some(desired.bucket.clone());
     record.bucket_arn = Some(desired.bucket_arn());
     record.kms_key_alias = Some(desired.key_alias.clone());
-    ledger.write(record, Mark::Claim { first }).await
+    ledger.write(record, mark).await
 }
 
 /// The tenant key: first, since the bucket's encryption and policy name it. Returns its ARN

@@ -18,7 +18,7 @@ pub(super) const EU: &str = "eu-central-1";
 const EU2: &str = "eu-west-1";
 const OPERATOR: &str = "arn:aws:iam::111122223333:role/operator";
 
-fn policy() -> ResidencyPolicySpec {
+pub(super) fn policy() -> ResidencyPolicySpec {
     ResidencyPolicySpec {
         jurisdiction: "EU".into(),
         allowed_regions: vec![EU.into(), EU2.into()],
@@ -42,19 +42,23 @@ pub(super) fn id() -> TenantIdentity {
 }
 
 /// Stores marks as the status would, through the fake's crash plan.
-struct FakeLedger<'a> {
-    cloud: &'a FakeCloud,
-    saved: &'a mut Record,
+pub(super) struct FakeLedger<'a> {
+    pub cloud: &'a FakeCloud,
+    pub saved: &'a mut Record,
 }
 
 impl Ledger for FakeLedger<'_> {
-    async fn write(&mut self, record: &Record, mark: Mark) -> Result<(), Error> {
+    async fn write(&mut self, record: &Record, mark: Mark<'_>) -> Result<(), Error> {
         // Like the status: a claim made before is not written again.
-        if mark == (Mark::Claim { first: false }) {
+        if matches!(mark, Mark::Claim { first: false, .. }) {
             return Ok(());
         }
         let saved = &mut *self.saved;
-        self.cloud.write(format!("status {mark:?}"), |_| {
+        let what = match mark {
+            Mark::Claim { .. } => "status Claim".to_owned(),
+            other => format!("status {other:?}"),
+        };
+        self.cloud.write(what, |_| {
             *saved = record.clone();
             Ok(())
         })?;
