@@ -3,7 +3,6 @@
 
 use kube::api::Api;
 use kube::runtime::events::EventType;
-use serde_json::Value;
 use tracing::info;
 
 use super::refusal::Refusal;
@@ -19,7 +18,7 @@ use crate::plan::access::{
     managed_access_policy, role_changes,
 };
 use crate::plan::principal::principal_patterns;
-use crate::plan::{self, Desired, Ownership, TenantIdentity, naming};
+use crate::plan::{self, Desired, Ownership, PolicyDocument, TenantIdentity, naming};
 
 /// The tenant role `access` asks for, with the given permissions, and the role as it is now
 /// (read from IAM when `fresh`: a changed spec or a recheck; else possibly from the last sweep). A refusal
@@ -32,7 +31,7 @@ pub(super) async fn wanted_role(
     partition: &str,
     tags: &std::collections::BTreeMap<String, String>,
     access: &AccessSpec,
-    inline_policy: Option<Value>,
+    inline_policy: Option<PolicyDocument>,
     permissions_boundary: Option<String>,
     fresh: bool,
 ) -> Result<Result<(DesiredRole, Option<ObservedRole>), Refusal>, Error> {
