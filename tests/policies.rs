@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tenant_storage_operator::api::{AccessLevel, ResidencyPolicySpec};
 use tenant_storage_operator::plan::access::{self, OidcProvider};
 use tenant_storage_operator::plan::principal::principal_patterns;
-use tenant_storage_operator::plan::{Desired, DesiredLogBucket, TenantIdentity};
+use tenant_storage_operator::plan::{Desired, DesiredLogBucket, PolicyDocument, TenantIdentity};
 
 /// The account of a customer hosting a delegated tenant's bucket.
 const CUSTOMER_ACCOUNT: &str = "210987654321";
@@ -159,7 +159,7 @@ enum Kind {
 struct Document {
     name: &'static str,
     kind: Kind,
-    policy: Value,
+    policy: PolicyDocument,
 }
 
 fn eu_policy() -> ResidencyPolicySpec {
@@ -265,21 +265,18 @@ fn documents() -> Vec<Document> {
 }
 
 /// The document as parliament is given it: a trust policy gets its role as `Resource`.
-fn as_linted(document: &Document) -> Value {
+fn as_linted(document: &Document) -> PolicyDocument {
     let mut policy = document.policy.clone();
     match document.kind {
         Kind::Identity | Kind::Resource => {}
         Kind::Trust(role_arn) => {
-            let statements = policy["Statement"]
-                .as_array_mut()
-                .unwrap_or_else(|| panic!("{}: Statement is not a list", document.name));
-            for statement in statements {
+            for statement in &mut policy.statements {
                 assert!(
-                    statement.get("Resource").is_none(),
-                    "{}: a trust policy statement names a Resource: {statement}",
+                    statement.resource.is_none() && statement.not_resource.is_none(),
+                    "{}: a trust policy statement names a Resource: {statement:?}",
                     document.name
                 );
-                statement["Resource"] = json!(role_arn);
+                *statement = statement.clone().resource(role_arn);
             }
         }
     }
@@ -463,24 +460,30 @@ fn tenant_bucket_policy_refuses_customer_provided_keys() {
         .iter()
         .find(|d| d.name == "tenant-bucket")
         .expect("the tenant bucket policy");
-    let bucket_arn = tenant.policy["Statement"][0]["Resource"][0].clone();
-    let sse_c: Vec<&Value> = tenant.policy["Statement"]
-        .as_array()
-        .expect("a statement list")
+    let bucket_arn = tenant.policy.statements[0]
+        .resources_named()
+        .first()
+        .expect("the bucket ARN");
+    let sse_c: Vec<Value> = tenant
+        .policy
+        .statements
         .iter()
         .filter(|st| {
-            st.to_string()
-                .contains("x-amz-server-side-encryption-customer")
+            st.condition
+                .values()
+                .flat_map(|keys| keys.keys())
+                .any(|key| key.contains("x-amz-server-side-encryption-customer"))
         })
+        .map(|st| serde_json::to_value(st).expect("a statement as JSON"))
         .collect();
     assert_eq!(
         sse_c,
-        [&json!({
+        [json!({
             "Sid": "DenyCustomerProvidedKeys",
             "Effect": "Deny",
             "Principal": "*",
             "Action": "s3:PutObject",
-            "Resource": format!("{}/*", bucket_arn.as_str().expect("the bucket ARN")),
+            "Resource": format!("{bucket_arn}/*"),
             "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
         })],
         "exactly one statement names SSE-C, and it denies every SSE-C upload"

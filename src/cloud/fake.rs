@@ -404,7 +404,7 @@ impl Roles for FakeCloud {
                 }
                 let new = ObservedRole {
                     tags: role.tags.clone(),
-                    trust_policy: role.trust_policy.clone(),
+                    trust_policy: role.trust_policy.to_json(),
                     permissions_boundary: role.permissions_boundary.clone(),
                     inline_policies: BTreeMap::new(),
                     attached_policies: Vec::new(),
@@ -432,11 +432,11 @@ impl Roles for FakeCloud {
 fn apply_role_change(seen: &mut ObservedRole, role: &DesiredRole, change: &RoleChange) {
     match change {
         RoleChange::Create => {}
-        RoleChange::UpdateTrust => seen.trust_policy = role.trust_policy.clone(),
+        RoleChange::UpdateTrust => seen.trust_policy = role.trust_policy.to_json(),
         RoleChange::PutInlinePolicy => {
             if let Some(policy) = &role.inline_policy {
                 seen.inline_policies
-                    .insert(INLINE_POLICY.to_owned(), policy.clone());
+                    .insert(INLINE_POLICY.to_owned(), policy.to_json());
             }
         }
         RoleChange::DeleteInlinePolicy(name) => {

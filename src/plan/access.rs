@@ -10,9 +10,9 @@ use thiserror::Error;
 use crate::api::AccessLevel;
 
 use super::arn::Arn;
-use super::diff::normalize_policy;
 use super::identity::TenantIdentity;
 use super::naming;
+use super::policy_document::{PolicyDocument, Principal, Statement, normalize_policy};
 
 /// Name of the one inline policy the operator keeps on a tenant role.
 pub const INLINE_POLICY: &str = "tenant-storage-access";
@@ -69,10 +69,10 @@ pub struct DesiredRole {
     pub arn: String,
     pub description: String,
     pub tags: BTreeMap<String, String>,
-    pub trust_policy: Value,
+    pub trust_policy: PolicyDocument,
     /// The inline policy; `None` while the role may do nothing yet (a delegated tenant whose
     /// customer setup is not verified).
-    pub inline_policy: Option<Value>,
+    pub inline_policy: Option<PolicyDocument>,
     pub permissions_boundary: Option<String>,
 }
 
@@ -103,24 +103,17 @@ pub fn irsa_trust_policy(
     issuer: &str,
     namespace: &str,
     service_accounts: &[String],
-) -> Value {
-    let subjects: Vec<String> = service_accounts
+) -> PolicyDocument {
+    let subjects = service_accounts
         .iter()
-        .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"))
-        .collect();
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "TenantServiceAccounts",
-            "Effect": "Allow",
-            "Principal": {"Federated": oidc.arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                format!("{issuer}:aud"): oidc.audience,
-                format!("{issuer}:sub"): subjects,
-            }}
-        }]
-    })
+        .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"));
+    PolicyDocument::new(vec![
+        Statement::allow("TenantServiceAccounts")
+            .principal(Principal::federated(&oidc.arn))
+            .action("sts:AssumeRoleWithWebIdentity")
+            .condition("StringEquals", format!("{issuer}:aud"), &oidc.audience)
+            .condition_any("StringEquals", format!("{issuer}:sub"), subjects),
+    ])
 }
 
 /// The `kms:ViaService` value of S3 in `region` (China regions have their own domain).
@@ -166,65 +159,51 @@ pub fn managed_access_policy(
     bucket_arn: &str,
     key_arn: &str,
     region: &str,
-) -> Value {
-    let mut key_actions = vec!["kms:Decrypt"];
+) -> PolicyDocument {
+    PolicyDocument::new(vec![
+        Statement::allow("TenantBucket")
+            .actions(bucket_actions(level))
+            .resource(bucket_arn),
+        Statement::allow("TenantObjects")
+            .actions(object_actions(level))
+            .resource(format!("{bucket_arn}/*")),
+        Statement::allow("TenantKeyThroughS3")
+            .actions(key_actions(level))
+            .resource(key_arn)
+            .condition("StringEquals", "kms:ViaService", s3_via(region)),
+    ])
+}
+
+/// KMS actions of an access level: decrypt to read, a data key to write.
+fn key_actions(level: AccessLevel) -> Vec<&'static str> {
+    let mut actions = vec!["kms:Decrypt"];
     if level == AccessLevel::ReadWrite {
-        key_actions.push("kms:GenerateDataKey");
+        actions.push("kms:GenerateDataKey");
     }
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "TenantBucket",
-                "Effect": "Allow",
-                "Action": bucket_actions(level),
-                "Resource": bucket_arn
-            },
-            {
-                "Sid": "TenantObjects",
-                "Effect": "Allow",
-                "Action": object_actions(level),
-                "Resource": format!("{bucket_arn}/*")
-            },
-            {
-                "Sid": "TenantKeyThroughS3",
-                "Effect": "Allow",
-                "Action": key_actions,
-                "Resource": key_arn,
-                "Condition": {"StringEquals": {"kms:ViaService": s3_via(region)}}
-            }
-        ]
-    })
+    actions
 }
 
 /// The workload role of a delegated tenant may only assume the customer's role (role
 /// chaining), so pods never hold the customer's credentials themselves.
-pub fn chaining_policy(customer_role_arn: &str) -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "AssumeCustomerRole",
-            "Effect": "Allow",
-            "Action": "sts:AssumeRole",
-            "Resource": customer_role_arn
-        }]
-    })
+pub fn chaining_policy(customer_role_arn: &str) -> PolicyDocument {
+    PolicyDocument::new(vec![
+        Statement::allow("AssumeCustomerRole")
+            .action("sts:AssumeRole")
+            .resource(customer_role_arn),
+    ])
 }
 
 /// Bucket-policy statement denying everyone but `allowed` principal ARNs (the tenant role, the
 /// operator, the deletion jobs, break-glass admins). Patterns may use `*`.
-pub fn deny_other_principals(bucket_arn: &str, allowed: &[String]) -> Value {
+pub fn deny_other_principals(bucket_arn: &str, allowed: &[String]) -> Statement {
     let mut allowed = allowed.to_vec();
     allowed.sort();
     allowed.dedup();
-    json!({
-        "Sid": "DenyOtherPrincipals",
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": "s3:*",
-        "Resource": [bucket_arn, format!("{bucket_arn}/*")],
-        "Condition": {"ArnNotLike": {"aws:PrincipalArn": allowed}}
-    })
+    Statement::deny("DenyOtherPrincipals")
+        .principal(Principal::Everyone)
+        .action("s3:*")
+        .resources([bucket_arn.to_owned(), format!("{bucket_arn}/*")])
+        .condition_any("ArnNotLike", "aws:PrincipalArn", allowed)
 }
 
 /// The trust policy the customer's role must have. The operator (which serves every tenant,
@@ -235,23 +214,17 @@ pub fn customer_trust_policy(
     operator: &str,
     external_id: &str,
     tenant_role: Option<&str>,
-) -> Value {
-    let mut statements = vec![json!({
-        "Sid": "TenantStorageOperatorVerifies",
-        "Effect": "Allow",
-        "Principal": {"AWS": operator},
-        "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"sts:ExternalId": external_id}}
-    })];
-    if let Some(role) = tenant_role {
-        statements.push(json!({
-            "Sid": "TenantWorkloads",
-            "Effect": "Allow",
-            "Principal": {"AWS": role},
-            "Action": "sts:AssumeRole"
-        }));
-    }
-    json!({"Version": "2012-10-17", "Statement": statements})
+) -> PolicyDocument {
+    let verifies = Statement::allow("TenantStorageOperatorVerifies")
+        .principal(Principal::aws(operator))
+        .action("sts:AssumeRole")
+        .condition("StringEquals", "sts:ExternalId", external_id);
+    let workloads = tenant_role.map(|role| {
+        Statement::allow("TenantWorkloads")
+            .principal(Principal::aws(role))
+            .action("sts:AssumeRole")
+    });
+    PolicyDocument::new([verifies].into_iter().chain(workloads).collect())
 }
 
 /// The permissions the customer's role needs: read the bucket's configuration (for
@@ -264,45 +237,31 @@ pub fn customer_permissions_policy(
     customer_account: &str,
     regions: &[String],
     partition: &str,
-) -> Value {
+) -> PolicyDocument {
     let mut bucket = bucket_actions(level);
     bucket.extend([
         "s3:GetEncryptionConfiguration",
         "s3:GetBucketPublicAccessBlock",
     ]);
-    let mut key_actions = vec!["kms:Decrypt"];
-    if level == AccessLevel::ReadWrite {
-        key_actions.push("kms:GenerateDataKey");
-    }
-    let keys: Vec<Arn> = regions
+    let keys = regions
         .iter()
-        .map(|r| Arn::kms_key(partition, r, customer_account, "*"))
-        .collect();
-    let via: Vec<String> = regions.iter().map(|r| s3_via(r)).collect();
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "Bucket",
-                "Effect": "Allow",
-                "Action": bucket,
-                "Resource": bucket_arn
-            },
-            {
-                "Sid": "Objects",
-                "Effect": "Allow",
-                "Action": object_actions(level),
-                "Resource": format!("{bucket_arn}/*")
-            },
-            {
-                "Sid": "BucketKeysThroughS3",
-                "Effect": "Allow",
-                "Action": key_actions,
-                "Resource": keys,
-                "Condition": {"StringEquals": {"kms:ViaService": via}}
-            }
-        ]
-    })
+        .map(|r| Arn::kms_key(partition, r, customer_account, "*"));
+    PolicyDocument::new(vec![
+        Statement::allow("Bucket")
+            .actions(bucket)
+            .resource(bucket_arn),
+        Statement::allow("Objects")
+            .actions(object_actions(level))
+            .resource(format!("{bucket_arn}/*")),
+        Statement::allow("BucketKeysThroughS3")
+            .actions(key_actions(level))
+            .resources(keys)
+            .condition_any(
+                "StringEquals",
+                "kms:ViaService",
+                regions.iter().map(|r| s3_via(r)),
+            ),
+    ])
 }
 
 /// A tenant role as observed in IAM.
@@ -350,12 +309,12 @@ impl DesiredRole {
     pub fn in_shape(&self) -> ObservedRole {
         ObservedRole {
             tags: self.tags.clone(),
-            trust_policy: self.trust_policy.clone(),
+            trust_policy: self.trust_policy.to_json(),
             permissions_boundary: self.permissions_boundary.clone(),
             inline_policies: self
                 .inline_policy
                 .iter()
-                .map(|policy| (INLINE_POLICY.to_owned(), policy.clone()))
+                .map(|policy| (INLINE_POLICY.to_owned(), policy.to_json()))
                 .collect(),
             attached_policies: Vec::new(),
         }
@@ -400,7 +359,7 @@ pub fn role_changes(desired: &DesiredRole, observed: Option<&ObservedRole>) -> V
         return changes;
     };
     let mut changes = Vec::new();
-    if normalize_policy(&observed.trust_policy) != normalize_policy(&desired.trust_policy) {
+    if !desired.trust_policy.same_as(&observed.trust_policy) {
         changes.push(RoleChange::UpdateTrust);
     }
     match (
@@ -424,7 +383,7 @@ pub fn role_changes(desired: &DesiredRole, observed: Option<&ObservedRole>) -> V
         && observed
             .inline_policies
             .get(INLINE_POLICY)
-            .is_none_or(|have| normalize_policy(have) != normalize_policy(want))
+            .is_none_or(|have| !want.same_as(have))
     {
         changes.push(RoleChange::PutInlinePolicy);
     }
@@ -437,6 +396,7 @@ pub fn role_changes(desired: &DesiredRole, observed: Option<&ObservedRole>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::policy_document::Effect;
 
     const BUCKET: &str = "arn:aws:s3:::tso-acme-data-0123456789ab";
     const KEY: &str = "arn:aws:kms:eu-central-1:000000000000:key/1234";
@@ -542,18 +502,20 @@ mod tests {
             "acme",
             &["app".into(), "etl".into()],
         );
-        let statement = &trust["Statement"][0];
-        assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
-        assert_eq!(statement["Principal"]["Federated"], oidc().arn);
-        let cond = &statement["Condition"]["StringEquals"];
+        let [statement] = trust.statements.as_slice() else {
+            panic!("one statement: {trust}");
+        };
+        assert_eq!(statement.actions_named(), ["sts:AssumeRoleWithWebIdentity"]);
+        assert_eq!(statement.principal, Some(Principal::federated(oidc().arn)));
+        let values = |key| statement.condition_values("StringEquals", key);
         assert_eq!(
-            cond["oidc.example/id/ABC:sub"],
-            json!([
+            values("oidc.example/id/ABC:sub"),
+            [
                 "system:serviceaccount:acme:app",
                 "system:serviceaccount:acme:etl"
-            ])
+            ]
         );
-        assert_eq!(cond["oidc.example/id/ABC:aud"], "sts.amazonaws.com");
+        assert_eq!(values("oidc.example/id/ABC:aud"), ["sts.amazonaws.com"]);
     }
 
     #[test]
@@ -577,17 +539,23 @@ mod tests {
     #[test]
     fn permissions_name_only_this_bucket_and_key_and_the_key_only_through_s3() {
         let policy = managed_access_policy(AccessLevel::ReadWrite, BUCKET, KEY, "eu-central-1");
-        for statement in policy["Statement"].as_array().into_iter().flatten() {
-            let resource = statement["Resource"].as_str().unwrap_or_default();
+        for statement in &policy.statements {
+            let [resource] = statement.resources_named() else {
+                panic!("one resource: {statement:?}");
+            };
+            let resource = resource.as_str();
             assert!(
                 resource == BUCKET || resource == format!("{BUCKET}/*") || resource == KEY,
                 "{resource}"
             );
             assert!(!resource.contains('*') || resource == format!("{BUCKET}/*"));
         }
+        let key = policy
+            .statement("TenantKeyThroughS3")
+            .expect("the key statement");
         assert_eq!(
-            policy["Statement"][2]["Condition"]["StringEquals"]["kms:ViaService"],
-            "s3.eu-central-1.amazonaws.com"
+            key.condition_values("StringEquals", "kms:ViaService"),
+            ["s3.eu-central-1.amazonaws.com"]
         );
         assert_eq!(s3_via("cn-north-1"), "s3.cn-north-1.amazonaws.com.cn");
     }
@@ -660,10 +628,10 @@ mod tests {
     #[test]
     fn other_principals_are_denied_except_the_allowed_ones() {
         let statement = deny_other_principals(BUCKET, &["b".into(), "a".into(), "b".into()]);
-        assert_eq!(statement["Effect"], "Deny");
+        assert_eq!(statement.effect, Effect::Deny);
         assert_eq!(
-            statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"],
-            json!(["a", "b"])
+            statement.condition_values("ArnNotLike", "aws:PrincipalArn"),
+            ["a", "b"]
         );
     }
 
@@ -674,23 +642,28 @@ mod tests {
             "abc",
             Some("arn:aws:iam::000000000000:role/tenant"),
         );
+        let [operator, workloads] = trust.statements.as_slice() else {
+            panic!("two statements: {trust}");
+        };
         assert_eq!(
-            trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
-            "abc"
+            operator.condition_values("StringEquals", "sts:ExternalId"),
+            ["abc"]
         );
         assert_eq!(
-            trust["Statement"][0]["Principal"]["AWS"],
-            "arn:aws:iam::000000000000:role/operator"
+            operator.principal,
+            Some(Principal::aws("arn:aws:iam::000000000000:role/operator"))
         );
         assert_eq!(
-            trust["Statement"][1]["Principal"]["AWS"],
-            "arn:aws:iam::000000000000:role/tenant"
+            workloads.principal,
+            Some(Principal::aws("arn:aws:iam::000000000000:role/tenant"))
         );
+        assert!(workloads.condition.is_empty());
         let alone = customer_trust_policy("arn:aws:iam::000000000000:role/operator", "abc", None);
-        assert_eq!(alone["Statement"].as_array().map(Vec::len), Some(1));
+        assert_eq!(alone.statements.len(), 1);
+        let chaining = chaining_policy("arn:aws:iam::111111111111:role/c");
         assert_eq!(
-            chaining_policy("arn:aws:iam::111111111111:role/c")["Statement"][0]["Resource"],
-            "arn:aws:iam::111111111111:role/c"
+            chaining.statements[0].resources_named(),
+            ["arn:aws:iam::111111111111:role/c"]
         );
     }
 }

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 /// One ARN, or an ARN pattern of an IAM policy.
@@ -131,13 +130,6 @@ impl FromStr for Arn {
             account,
             resource.to_owned(),
         ))
-    }
-}
-
-/// As its text, so an ARN goes into a policy document as it is.
-impl Serialize for Arn {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }
 

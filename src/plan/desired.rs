@@ -4,13 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-
 use crate::api::{ResidencyPolicySpec, Versioning};
 
 use super::arn::{Arn, partition_of};
 use super::diff::{BucketShape, DefaultEncryption, LoggingTarget};
 use super::identity::{TenantIdentity, operator_tags, tags, tenant_tags};
+use super::policy_document::{PolicyDocument, Principal, Statement};
 use super::{access, iam_policy, naming};
 
 /// Everything the tenant's bucket and key must look like.
@@ -95,102 +94,78 @@ impl Desired {
     /// (negated operators match a missing key), so a request naming none gets the bucket default.
     /// SSE-C (a customer-provided key, AWS's documented `Null` test on its algorithm header) is
     /// denied: such objects would escape the tenant key and survive crypto-shredding.
-    pub fn bucket_policy(&self, key_arn: &str) -> Value {
+    pub fn bucket_policy(&self, key_arn: &str) -> PolicyDocument {
         let bucket = Arn::bucket(self.partition, &self.bucket);
         let objects = bucket.objects("*");
-        let mut policy = json!({
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket, objects],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
-                },
-                {
-                    "Sid": "DenyOutdatedTls",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket, objects],
-                    "Condition": {"NumericLessThan": {"s3:TlsVersion": self.min_tls_version}}
-                },
-                {
-                    "Sid": "DenyOtherKmsKeys",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:PutObject",
-                    "Resource": objects,
-                    "Condition": {
-                        "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
-                        "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
-                    }
-                },
-                {
-                    "Sid": "DenyWeakerEncryption",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:PutObject",
-                    "Resource": objects,
-                    "Condition": {
-                        "Null": {"s3:x-amz-server-side-encryption": "false"},
-                        "StringNotEquals": {"s3:x-amz-server-side-encryption": ["aws:kms", "aws:kms:dsse"]}
-                    }
-                },
-                {
-                    "Sid": "DenyKmsWithoutTenantKey",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:PutObject",
-                    "Resource": objects,
-                    "Condition": {"Null": {
-                        "s3:x-amz-server-side-encryption": "false",
-                        "s3:x-amz-server-side-encryption-aws-kms-key-id": "true"
-                    }}
-                },
-                {
-                    "Sid": "DenyCustomerProvidedKeys",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:PutObject",
-                    "Resource": objects,
-                    "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
-                },
-                {
-                    "Sid": "DenyStalePresignedUrls",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket, objects],
-                    "Condition": {
-                        "StringEquals": {"s3:authType": "REST-QUERY-STRING"},
-                        "NumericGreaterThan": {"s3:signatureAge": self.presigned_max_age_ms.to_string()}
-                    }
-                }
-            ]
-        });
-        if let Some(statements) = policy["Statement"].as_array_mut() {
-            if !self.allowed_principals.is_empty() {
-                statements.push(access::deny_other_principals(
-                    &bucket.to_string(),
-                    &self.allowed_principals,
-                ));
-            }
-            if self.deny_writes {
-                statements.push(json!({
-                    "Sid": "DenyWritesDuringPurge",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:PutObject",
-                    "Resource": objects
-                }));
-            }
+        let mut statements = vec![
+            deny_insecure_transport(&bucket),
+            deny_all("DenyOutdatedTls", &bucket).condition(
+                "NumericLessThan",
+                "s3:TlsVersion",
+                self.min_tls_version,
+            ),
+            deny_uploads("DenyOtherKmsKeys", &objects)
+                .condition("Null", SSE_KMS_KEY, "false")
+                .condition("StringNotEquals", SSE_KMS_KEY, key_arn),
+            deny_uploads("DenyWeakerEncryption", &objects)
+                .condition("Null", SSE, "false")
+                .condition_any("StringNotEquals", SSE, ["aws:kms", "aws:kms:dsse"]),
+            deny_uploads("DenyKmsWithoutTenantKey", &objects)
+                .condition("Null", SSE, "false")
+                .condition("Null", SSE_KMS_KEY, "true"),
+            deny_uploads("DenyCustomerProvidedKeys", &objects).condition(
+                "Null",
+                "s3:x-amz-server-side-encryption-customer-algorithm",
+                "false",
+            ),
+            deny_all("DenyStalePresignedUrls", &bucket)
+                .condition("StringEquals", "s3:authType", "REST-QUERY-STRING")
+                .condition(
+                    "NumericGreaterThan",
+                    "s3:signatureAge",
+                    self.presigned_max_age_ms,
+                ),
+        ];
+        if !self.allowed_principals.is_empty() {
+            statements.push(access::deny_other_principals(
+                &bucket.to_string(),
+                &self.allowed_principals,
+            ));
         }
-        policy
+        if self.deny_writes {
+            statements.push(deny_uploads("DenyWritesDuringPurge", &objects));
+        }
+        PolicyDocument::new(statements)
     }
 }
+
+/// Condition keys of an upload's encryption headers.
+const SSE: &str = "s3:x-amz-server-side-encryption";
+const SSE_KMS_KEY: &str = "s3:x-amz-server-side-encryption-aws-kms-key-id";
+
+/// A statement denying every principal every action on `bucket` and its objects.
+fn deny_all(sid: &str, bucket: &Arn) -> Statement {
+    Statement::deny(sid)
+        .principal(Principal::Everyone)
+        .action("s3:*")
+        .resources([bucket.clone(), bucket.objects("*")])
+}
+
+/// A statement denying every principal uploads to `objects`.
+fn deny_uploads(sid: &str, objects: &Arn) -> Statement {
+    Statement::deny(sid)
+        .principal(Principal::Everyone)
+        .action("s3:PutObject")
+        .resource(objects)
+}
+
+/// Every bucket the operator keeps refuses plain HTTP.
+fn deny_insecure_transport(bucket: &Arn) -> Statement {
+    deny_all("DenyInsecureTransport", bucket).condition("Bool", "aws:SecureTransport", "false")
+}
+
+/// The service that delivers S3 server access logs.
+const S3_LOGGING: &str = "logging.s3.amazonaws.com";
 
 /// Tags of a bucket the operator owns for a policy in a region (access logs, evidence): whose
 /// it is and what it is for.
@@ -240,35 +215,19 @@ impl DesiredLogBucket {
     pub fn shape(&self) -> BucketShape {
         let bucket = Arn::bucket(partition_of(&self.region), &self.bucket);
         let objects = bucket.objects("*");
-        let policy = json!({
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "S3ServerAccessLogsDelivery",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "logging.s3.amazonaws.com"},
-                    "Action": "s3:PutObject",
-                    "Resource": objects,
-                    "Condition": {"ArnLike": {"aws:SourceArn": self.source_arns}}
-                },
-                {
-                    "Sid": "OnlyS3LoggingWrites",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:PutObject",
-                    "Resource": objects,
-                    "Condition": {"StringNotEquals": {"aws:PrincipalServiceName": "logging.s3.amazonaws.com"}}
-                },
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket, objects],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
-                }
-            ]
-        });
+        let policy = PolicyDocument::new(vec![
+            Statement::allow("S3ServerAccessLogsDelivery")
+                .principal(Principal::service(S3_LOGGING))
+                .action("s3:PutObject")
+                .resource(&objects)
+                .condition("ArnLike", "aws:SourceArn", &self.source_arns),
+            deny_uploads("OnlyS3LoggingWrites", &objects).condition(
+                "StringNotEquals",
+                "aws:PrincipalServiceName",
+                S3_LOGGING,
+            ),
+            deny_insecure_transport(&bucket),
+        ]);
         BucketShape {
             tags: self.tags.clone(),
             // The only default encryption S3 server access logging delivers into.
@@ -316,23 +275,12 @@ impl DesiredEvidence {
 
     pub fn shape(&self) -> BucketShape {
         let bucket = Arn::bucket(partition_of(&self.region), &self.bucket);
-        let objects = bucket.objects("*");
         BucketShape {
             tags: self.tags.clone(),
             encryption: DefaultEncryption::S3Managed,
             // Object Lock needs versioning; it is on from creation.
             versioning: Some(Versioning::Enabled),
-            policy: json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket, objects],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
-                }]
-            }),
+            policy: PolicyDocument::new(vec![deny_insecure_transport(&bucket)]),
             logging: None,
             // Evidence never expires by lifecycle: Object Lock decides how long it stays.
             expiration_days: None,
@@ -344,6 +292,8 @@ impl DesiredEvidence {
 mod tests {
     use super::*;
     use crate::api::{EncryptionSpec, TlsVersion, TransportSpec};
+    use crate::plan::policy_document::Effect;
+    use serde_json::json;
 
     fn desired() -> Desired {
         let policy = ResidencyPolicySpec {
@@ -369,10 +319,9 @@ mod tests {
         Desired::new("tso", &id, "eu", &policy, "eu-central-1".into())
     }
 
-    fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
-        policy["Statement"]
-            .as_array()
-            .and_then(|s| s.iter().find(|st| st["Sid"] == sid))
+    fn statement<'a>(policy: &'a PolicyDocument, sid: &str) -> &'a Statement {
+        policy
+            .statement(sid)
             .unwrap_or_else(|| panic!("no statement {sid}"))
     }
 
@@ -381,31 +330,38 @@ mod tests {
         let d = desired();
         let arn = "arn:aws:kms:eu-central-1:000000000000:key/k1";
         let p = d.bucket_policy(arn);
+        let value = |sid, operator, key| statement(&p, sid).condition_values(operator, key);
         assert_eq!(
-            statement(&p, "DenyInsecureTransport")["Condition"]["Bool"]["aws:SecureTransport"],
-            "false"
+            value("DenyInsecureTransport", "Bool", "aws:SecureTransport"),
+            ["false"]
         );
         assert_eq!(
-            statement(&p, "DenyOutdatedTls")["Condition"]["NumericLessThan"]["s3:TlsVersion"],
-            "1.3"
+            value("DenyOutdatedTls", "NumericLessThan", "s3:TlsVersion"),
+            ["1.3"]
         );
         assert_eq!(
-            statement(&p, "DenyOtherKmsKeys")["Condition"]["StringNotEquals"]["s3:x-amz-server-side-encryption-aws-kms-key-id"],
-            arn
+            value("DenyOtherKmsKeys", "StringNotEquals", SSE_KMS_KEY),
+            [arn]
         );
         assert_eq!(
-            statement(&p, "DenyStalePresignedUrls")["Condition"]["NumericGreaterThan"]["s3:signatureAge"],
-            "3600000"
+            value(
+                "DenyStalePresignedUrls",
+                "NumericGreaterThan",
+                "s3:signatureAge"
+            ),
+            ["3600000"]
         );
+        assert_eq!(value("DenyKmsWithoutTenantKey", "Null", SSE), ["false"]);
         assert_eq!(
-            statement(&p, "DenyKmsWithoutTenantKey")["Condition"]["Null"],
-            json!({
-                "s3:x-amz-server-side-encryption": "false",
-                "s3:x-amz-server-side-encryption-aws-kms-key-id": "true"
-            })
+            value("DenyKmsWithoutTenantKey", "Null", SSE_KMS_KEY),
+            ["true"]
         );
-        for st in p["Statement"].as_array().into_iter().flatten() {
-            assert_eq!(st["Effect"], "Deny", "the policy only ever denies: {st}");
+        for st in &p.statements {
+            assert_eq!(
+                st.effect,
+                Effect::Deny,
+                "the policy only ever denies: {st:?}"
+            );
         }
     }
 
@@ -417,15 +373,15 @@ mod tests {
         let d = desired();
         let p = d.bucket_policy("arn:aws:kms:eu-central-1:000000000000:key/k1");
         assert_eq!(
-            *statement(&p, "DenyCustomerProvidedKeys"),
-            json!({
+            serde_json::to_value(statement(&p, "DenyCustomerProvidedKeys")).ok(),
+            Some(json!({
                 "Sid": "DenyCustomerProvidedKeys",
                 "Effect": "Deny",
                 "Principal": "*",
                 "Action": "s3:PutObject",
                 "Resource": format!("{}/*", d.bucket_arn()),
                 "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}
-            })
+            }))
         );
     }
 

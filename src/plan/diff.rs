@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::api::Versioning;
 
 use super::identity::{TenantIdentity, tags};
+use super::policy_document::PolicyDocument;
 
 /// A tenant key as KMS describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,52 @@ pub struct ObservedEncryption {
     pub bucket_key: bool,
     /// Whether the rule's `BlockedEncryptionTypes` refuses uploads with customer-provided keys.
     pub sse_c_blocked: bool,
+}
+
+/// What a bucket's default encryption must be: one check, [`ObservedEncryption::meets`], for
+/// the operator's own buckets (drift), the compliance report and customers' buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncryptionRequirement<'a> {
+    /// Exactly as the operator sets it on its buckets, so anything else is drift: the wanted
+    /// encryption (SSE-KMS with Bucket Keys on, or SSE-S3) and SSE-C blocked. A rule that
+    /// allows SSE-C (or predates the setting) lets uploads escape the key.
+    AsConfigured(&'a DefaultEncryption),
+    /// SSE-KMS with `key` (its ARN; any key when `None`), and DSSE-KMS too when `dsse`.
+    Kms { key: Option<&'a str>, dsse: bool },
+}
+
+impl ObservedEncryption {
+    /// Whether this default encryption meets `requirement`.
+    pub fn meets(&self, requirement: EncryptionRequirement<'_>) -> bool {
+        match requirement {
+            EncryptionRequirement::AsConfigured(want) => {
+                self.sse_c_blocked && self.is_configured_as(want)
+            }
+            EncryptionRequirement::Kms { key, dsse } => {
+                let kms = self.algorithm == "aws:kms" || (dsse && self.algorithm == "aws:kms:dsse");
+                kms && key.is_none_or(|arn| self.uses_key(arn))
+            }
+        }
+    }
+
+    /// Whether this is the encryption the operator sets for `want`.
+    fn is_configured_as(&self, want: &DefaultEncryption) -> bool {
+        match want {
+            DefaultEncryption::Kms(key_arn) => {
+                let key = Some(key_arn.as_str());
+                self.bucket_key && self.meets(EncryptionRequirement::Kms { key, dsse: false })
+            }
+            DefaultEncryption::S3Managed => self.algorithm == "AES256",
+        }
+    }
+
+    /// S3 echoes the key as it was configured, by ARN or by bare key id: both name the key
+    /// `key_arn`.
+    fn uses_key(&self, key_arn: &str) -> bool {
+        self.key_id.as_deref().is_some_and(|k| {
+            k == key_arn || key_arn.rsplit_once("key/").is_some_and(|(_, id)| id == k)
+        })
+    }
 }
 
 /// The four Block Public Access settings.
@@ -242,7 +289,7 @@ pub struct BucketShape {
     pub encryption: DefaultEncryption,
     /// `None`: versioning is not managed (log buckets).
     pub versioning: Option<Versioning>,
-    pub policy: Value,
+    pub policy: PolicyDocument,
     /// `None`: access logging is not managed (log buckets do not log themselves); `Some(None)`:
     /// logging must be off.
     pub logging: Option<Option<LoggingTarget>>,
@@ -289,7 +336,11 @@ pub fn bucket_changes(shape: &BucketShape, observed: Option<&ObservedBucket>) ->
     if seen.object_ownership.as_deref() != Some("BucketOwnerEnforced") {
         changes.push(BucketChange::PutOwnershipControls);
     }
-    if !encryption_ok(seen.encryption.as_ref(), &shape.encryption) {
+    let encryption_ok = seen
+        .encryption
+        .as_ref()
+        .is_some_and(|enc| enc.meets(EncryptionRequirement::AsConfigured(&shape.encryption)));
+    if !encryption_ok {
         changes.push(BucketChange::PutEncryption(shape.encryption.clone()));
     }
     let versioning_ok = match shape.versioning {
@@ -304,7 +355,7 @@ pub fn bucket_changes(shape: &BucketShape, observed: Option<&ObservedBucket>) ->
         .policy
         .as_deref()
         .and_then(|p| serde_json::from_str::<Value>(p).ok())
-        .is_some_and(|p| normalize_policy(&p) == normalize_policy(&shape.policy));
+        .is_some_and(|p| shape.policy.same_as(&p));
     if !policy_ok {
         changes.push(BucketChange::PutPolicy(shape.policy.to_string()));
     }
@@ -319,43 +370,6 @@ pub fn bucket_changes(shape: &BucketShape, observed: Option<&ObservedBucket>) ->
         changes.push(BucketChange::PutExpiration(days));
     }
     changes
-}
-
-/// AWS may echo the key as ARN or as bare key id; both name the same key, so neither is drift.
-/// Every bucket here blocks SSE-C: a rule that allows it (or predates the setting) is drift.
-fn encryption_ok(seen: Option<&ObservedEncryption>, want: &DefaultEncryption) -> bool {
-    let Some(enc) = seen else { return false };
-    if !enc.sse_c_blocked {
-        return false;
-    }
-    match want {
-        DefaultEncryption::Kms(key_arn) => {
-            let key_matches = enc.key_id.as_deref().is_some_and(|k| {
-                k == key_arn || key_arn.rsplit_once("key/").is_some_and(|(_, id)| id == k)
-            });
-            enc.algorithm == "aws:kms" && key_matches && enc.bucket_key
-        }
-        DefaultEncryption::S3Managed => enc.algorithm == "AES256",
-    }
-}
-
-/// Canonical form of an IAM policy for comparison: AWS reorders keys, turns one-element arrays
-/// into scalars and may reorder statements, none of which is drift.
-pub fn normalize_policy(policy: &Value) -> Value {
-    match policy {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), normalize_policy(v)))
-                .collect(),
-        ),
-        Value::Array(items) if items.len() == 1 => normalize_policy(&items[0]),
-        Value::Array(items) => {
-            let mut items: Vec<Value> = items.iter().map(normalize_policy).collect();
-            items.sort_by_key(|v| v.to_string());
-            Value::Array(items)
-        }
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]
@@ -441,7 +455,7 @@ mod tests {
     fn reformatted_policy_and_bare_key_id_are_not_drift() {
         let d = desired();
         let mut seen = up_to_date(&d);
-        let mut policy = d.bucket_policy(KEY);
+        let mut policy = d.bucket_policy(KEY).to_json();
         if let Some(st) = policy["Statement"].as_array_mut() {
             st.reverse();
             st[0]["Resource"] = Value::Array(vec![st[0]["Resource"].clone()]);
@@ -542,10 +556,44 @@ mod tests {
                 bucket_key: key_id.is_some(),
                 sse_c_blocked: true,
             };
-            assert!(encryption_ok(Some(&seen), &want), "{want:?}");
+            let configured = EncryptionRequirement::AsConfigured(&want);
+            assert!(seen.meets(configured), "{want:?}");
             seen.sse_c_blocked = false;
-            assert!(!encryption_ok(Some(&seen), &want), "{want:?}");
+            assert!(!seen.meets(configured), "{want:?}");
         }
+    }
+
+    /// The report asks for SSE-KMS with the tenant key, whatever else the rule says; a
+    /// customer's bucket for SSE-KMS or DSSE-KMS with any key.
+    #[test]
+    fn each_caller_asks_for_what_it_needs() {
+        let kms = |algorithm: &str, key_id: Option<&str>| ObservedEncryption {
+            algorithm: algorithm.into(),
+            key_id: key_id.map(str::to_owned),
+            bucket_key: false,
+            sse_c_blocked: false,
+        };
+        let tenant_key = EncryptionRequirement::Kms {
+            key: Some(KEY),
+            dsse: false,
+        };
+        assert!(kms("aws:kms", Some(KEY)).meets(tenant_key));
+        assert!(kms("aws:kms", Some("1234")).meets(tenant_key));
+        assert!(!kms("aws:kms", Some("234")).meets(tenant_key));
+        assert!(!kms("aws:kms", None).meets(tenant_key));
+        assert!(!kms("aws:kms:dsse", Some(KEY)).meets(tenant_key));
+        assert!(
+            !kms("aws:kms", Some(KEY)).meets(EncryptionRequirement::AsConfigured(
+                &DefaultEncryption::Kms(KEY.into())
+            ))
+        );
+        let any_key = EncryptionRequirement::Kms {
+            key: None,
+            dsse: true,
+        };
+        assert!(kms("aws:kms", None).meets(any_key));
+        assert!(kms("aws:kms:dsse", Some("other")).meets(any_key));
+        assert!(!kms("AES256", None).meets(any_key));
     }
 
     #[test]

@@ -10,13 +10,15 @@ mod diff;
 pub mod iam_policy;
 mod identity;
 pub mod naming;
+pub mod policy_document;
 pub mod principal;
 
 pub use arn::{Arn, ArnError, NotAnAccountId, parse_account_id, partition_of};
 pub use desired::{Desired, DesiredEvidence, DesiredLogBucket};
 pub use diff::{
-    BucketChange, BucketShape, DefaultEncryption, KeyChange, KeyNotUsable, LoggingTarget,
-    ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock, bucket_changes,
-    key_changes, normalize_policy, ownership, released_under_another_policy,
+    BucketChange, BucketShape, DefaultEncryption, EncryptionRequirement, KeyChange, KeyNotUsable,
+    LoggingTarget, ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock,
+    bucket_changes, key_changes, ownership, released_under_another_policy,
 };
 pub use identity::{TenantIdentity, operator_tags, same_operator_resource, tags, tenant_tags};
+pub use policy_document::PolicyDocument;

@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::api::{ResidencyPolicy, ResidencyPolicySpec, TenantStorage};
 use crate::cloud::{BucketPresence, Cloud, CloudError};
+use crate::plan::policy_document::{Effect, PolicyDocument};
 use crate::plan::{
-    LoggingTarget, ObservedEncryption, ObservedKey, PublicAccessBlock, normalize_policy,
+    EncryptionRequirement, LoggingTarget, ObservedEncryption, ObservedKey, PublicAccessBlock,
 };
 
 /// One requirement, judged with the evidence that decided it.
@@ -89,11 +89,14 @@ pub fn evaluate(
             p.allowed_regions.join(", ")
         )),
     };
+    // Bucket Keys and SSE-C blocking are the operator's to keep (drift), not the report's
+    // question: is the data under the tenant key?
+    let tenant_key = |arn| EncryptionRequirement::Kms {
+        key: Some(arn),
+        dsse: false,
+    };
     let encryption = match (&ev.encryption, key_arn, &ev.key) {
-        (Some(enc), Some(arn), Some(key))
-            if enc.algorithm == "aws:kms"
-                && enc.key_id.as_deref().is_some_and(|k| arn.ends_with(k)) =>
-        {
+        (Some(enc), Some(arn), Some(key)) if enc.meets(tenant_key(arn)) => {
             if key.state == "Enabled" {
                 Check::pass(format!(
                     "SSE-KMS with tenant key {arn} ({}, bucket key {})",
@@ -115,34 +118,9 @@ pub fn evaluate(
         )),
         (None, _, _) => Check::fail("no default encryption"),
     };
-    let tls_only = match ev
-        .policy
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<Value>(p).ok())
-    {
-        Some(doc) => {
-            let normalized = normalize_policy(&doc);
-            let statements = match &normalized["Statement"] {
-                Value::Array(items) => items.clone(),
-                single => vec![single.clone()],
-            };
-            let denies_plain_http = statements.iter().any(|st| {
-                st["Effect"] == "Deny" && st["Condition"]["Bool"]["aws:SecureTransport"] == "false"
-            });
-            let min_tls = statements.iter().find_map(|st| {
-                st["Condition"]["NumericLessThan"]["s3:TlsVersion"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
-            if denies_plain_http {
-                Check::pass(format!(
-                    "bucket policy denies aws:SecureTransport=false; minimum TLS {}",
-                    min_tls.as_deref().unwrap_or("not set")
-                ))
-            } else {
-                Check::fail("bucket policy does not deny plain HTTP")
-            }
-        }
+    let tls_only = match ev.policy.as_deref().map(PolicyDocument::parse) {
+        Some(Ok(doc)) => tls_only(&doc),
+        Some(Err(e)) => Check::fail(format!("bucket policy unreadable: {e}")),
         None => Check::fail("no bucket policy"),
     };
     let public_access = match (&ev.public_access_block, ev.object_ownership.as_deref()) {
@@ -191,6 +169,28 @@ pub fn evaluate(
         public_access,
         access_logging,
         compliant,
+    }
+}
+
+/// Whether the bucket policy refuses plain HTTP (a `Deny` on `aws:SecureTransport` false), and
+/// the TLS floor it sets, if any.
+fn tls_only(policy: &PolicyDocument) -> Check {
+    let denies_plain_http = policy.statements.iter().any(|st| {
+        st.effect == Effect::Deny && st.condition_values("Bool", "aws:SecureTransport") == ["false"]
+    });
+    let min_tls = policy.statements.iter().find_map(|st| {
+        match st.condition_values("NumericLessThan", "s3:TlsVersion") {
+            [version] => Some(version.as_str()),
+            _ => None,
+        }
+    });
+    if denies_plain_http {
+        Check::pass(format!(
+            "bucket policy denies aws:SecureTransport=false; minimum TLS {}",
+            min_tls.unwrap_or("not set")
+        ))
+    } else {
+        Check::fail("bucket policy does not deny plain HTTP")
     }
 }
 
@@ -502,6 +502,18 @@ mod tests {
             ),
             ("no bucket policy", Box::new(|e| e.policy = None)),
             (
+                "bucket policy unreadable",
+                Box::new(|e| e.policy = Some("{\"Statement\": 1}".into())),
+            ),
+            (
+                "does not deny plain HTTP",
+                Box::new(|e| {
+                    e.policy = Some(
+                        r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Condition": {"Bool": {"aws:SecureTransport": false}}}}"#.into(),
+                    )
+                }),
+            ),
+            (
                 "object ownership ObjectWriter",
                 Box::new(|e| e.object_ownership = Some("ObjectWriter".into())),
             ),
@@ -525,6 +537,29 @@ mod tests {
         }
     }
 
+    /// Read as AWS may return it: one statement as an object, a boolean condition value.
+    #[test]
+    fn a_hand_written_policy_is_read_as_iam_reads_it() {
+        let mut ev = good();
+        ev.policy = Some(
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*", "Resource": "arn:aws:s3:::b/*", "Condition": {"Bool": {"aws:SecureTransport": false}}}}"#.into(),
+        );
+        let r = evaluate(
+            "n/t".into(),
+            "eu",
+            Some(&policy()),
+            "b".into(),
+            Some(KEY),
+            &ev,
+        );
+        assert!(r.tls_only.pass, "{r:?}");
+        assert!(
+            r.tls_only.evidence.contains("minimum TLS not set"),
+            "{}",
+            r.tls_only.evidence
+        );
+    }
+
     #[test]
     fn renders_every_format() {
         let p = policy();
@@ -540,8 +575,9 @@ mod tests {
         ev.policy = None;
         let bad = evaluate("n/bad".into(), "eu", Some(&p), "b2".into(), Some(KEY), &ev);
         let reports = [ok, bad];
-        let json: Value = serde_json::from_str(&render(&reports, Format::Json).unwrap_or_default())
-            .unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&reports, Format::Json).unwrap_or_default())
+                .unwrap_or_default();
         assert_eq!(json["nonCompliant"], 1);
         assert_eq!(json["tenants"][1]["tlsOnly"]["pass"], false);
         let md = render(&reports, Format::Markdown).unwrap_or_default();

@@ -20,6 +20,7 @@ use kube::{Client, ResourceExt};
 use tenant_storage_operator::api::{
     Condition, ConditionStatus, ResidencyPolicy, ResidencyPolicySpec, TenantStorage,
 };
+use tenant_storage_operator::plan::policy_document::{PolicyDocument, Statement};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -1089,7 +1090,7 @@ pub async fn operator_keys(cluster_id: &str, prefix: &str) -> (String, String) {
         prefix,
         cluster_id,
     );
-    policy.statement.extend(emulator_statements(&policy));
+    policy.statements.extend(emulator_statements(&policy));
     let new = iam_user(&user, "tenant-storage-operator", &policy).await;
     keys.insert(user, new.clone());
     new
@@ -1101,25 +1102,16 @@ pub async fn operator_keys(cluster_id: &str, prefix: &str) -> (String, String) {
 /// and `CreateAlias`/`DeleteAlias` (which carry no `KeyId`) by `*` (AWS authorizes them against
 /// the alias and the key). Each grants the generated statements' own actions, on the emulator's
 /// name for the same resources.
-fn emulator_statements(
-    policy: &tenant_storage_operator::plan::iam_policy::PolicyDocument,
-) -> Vec<tenant_storage_operator::plan::iam_policy::Statement> {
+fn emulator_statements(policy: &PolicyDocument) -> Vec<Statement> {
     let actions = |sid: &str| {
         policy
-            .statement
-            .iter()
-            .find(|s| s.sid == sid)
-            .map(|s| s.action.clone())
+            .statement(sid)
+            .map(Statement::actions_named)
             .unwrap_or_else(|| panic!("generated statement {sid}"))
     };
-    let statement =
-        |sid, action, resource: &str| tenant_storage_operator::plan::iam_policy::Statement {
-            sid,
-            effect: "Allow",
-            action,
-            resource: vec![resource.to_owned()],
-            condition: None,
-        };
+    let statement = |sid, actions: &[String], resource: &str| {
+        Statement::allow(sid).actions(actions).resources([resource])
+    };
     vec![
         statement(
             "EmulatorRolesWithoutPath",
@@ -1136,11 +1128,7 @@ fn emulator_statements(
 }
 
 /// Creates (or reuses) IAM user `name` with `policy` as its only inline policy; new access keys.
-async fn iam_user(
-    name: &str,
-    policy_name: &str,
-    policy: &tenant_storage_operator::plan::iam_policy::PolicyDocument,
-) -> (String, String) {
+async fn iam_user(name: &str, policy_name: &str, policy: &PolicyDocument) -> (String, String) {
     let iam = Aws::root().await.iam();
     match iam.create_user().user_name(name).send().await {
         Ok(_) => {}

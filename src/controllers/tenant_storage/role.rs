@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::refusal::Refusal;
 use super::storage::{Ledger, Mark, Record};
 use crate::api::{AccessSpec, AccessStatus};
@@ -20,7 +18,7 @@ use crate::plan::access::{
     role_changes,
 };
 use crate::plan::principal::principal_patterns;
-use crate::plan::{self, Ownership, TenantIdentity, naming};
+use crate::plan::{self, Ownership, PolicyDocument, TenantIdentity, naming};
 
 /// IAM and what the operator knows of it.
 pub(super) struct Iam<'a, R> {
@@ -36,7 +34,7 @@ pub(super) struct Wanted<'a> {
     pub partition: &'a str,
     pub tags: &'a BTreeMap<String, String>,
     pub access: &'a AccessSpec,
-    pub inline_policy: Option<Value>,
+    pub inline_policy: Option<PolicyDocument>,
     pub permissions_boundary: Option<String>,
     /// Read IAM itself, not the sweep: a changed spec or a recheck.
     pub fresh: bool,

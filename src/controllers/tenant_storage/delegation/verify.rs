@@ -6,6 +6,14 @@ use super::decide::{Customer, Verified};
 use super::external_id::new_external_id;
 use crate::cloud::{BucketPresence, CloudError};
 use crate::controllers::{Context, Error};
+use crate::plan::EncryptionRequirement;
+
+/// The key of a customer's bucket is the customer's choice; its data must be under KMS, by
+/// SSE-KMS or DSSE-KMS.
+const CUSTOMER_ENCRYPTION: EncryptionRequirement<'static> = EncryptionRequirement::Kms {
+    key: None,
+    dsse: true,
+};
 
 pub(super) async fn verify(
     ctx: &Context,
@@ -97,7 +105,7 @@ pub(super) async fn verify(
     Ok(Verified::Reached {
         region,
         kms_encrypted: encryption
-            .filter(|e| e.algorithm == "aws:kms" || e.algorithm == "aws:kms:dsse")
+            .filter(|e| e.meets(CUSTOMER_ENCRYPTION))
             .map(|e| e.key_id.unwrap_or_else(|| "the AWS managed key".into())),
         public_access,
     })
