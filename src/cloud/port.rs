@@ -1,7 +1,7 @@
 //! The cloud as the tenant reconcile sees it: buckets and keys of one region and the account's
 //! roles, in the domain's words. [`Regional`] and [`super::Iam`] are the AWS adapters; tests use
 //! an in-memory fake (`cloud::fake`), so every decision and crash point is exercised without a
-//! server. A second backend implements the same traits.
+//! server. Nothing above these traits names the SDK.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -169,7 +169,7 @@ pub struct Context {
     pub recorder: Events,
     pub settings: Settings,
     /// Operator-owned buckets (access logs, evidence) verified recently, by name.
-    pub log_buckets: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub log_buckets: tenant_storage::VerifiedLogBuckets,
     /// TenantStorage status writes of ours, whose watch events trigger nothing.
     pub own_writes: OwnWrites,
     /// Every tenant role, swept at most twice per resync period.

@@ -19,6 +19,7 @@ mod decide;
 mod delegation;
 mod dereference;
 mod log_bucket;
+mod record;
 mod refusal;
 mod release;
 #[cfg(test)]
@@ -31,6 +32,8 @@ mod storage;
 #[cfg(test)]
 mod storage_tests;
 
+pub(crate) use self::log_bucket::Verified as VerifiedLogBuckets;
+use self::record::Record;
 use self::report::{Report, refuse};
 use self::storage::Step;
 use super::conditions::{self, READY};
@@ -170,18 +173,18 @@ async fn provision(
     report: &mut Report<'_>,
 ) -> Result<Action, Error> {
     let id = identity(ctx, ts)?;
-    let policy = match dereference::policy(ctx, ts, &id.namespace).await? {
+    let policy = match dereference::policy(ctx, ts).await? {
         Ok(policy) => policy,
         Err(refusal) => return refuse(report, ctx, api, refusal).await,
     };
     let policy_name = policy.name_any();
     report.status.jurisdiction = Some(policy.spec.jurisdiction.clone());
+    if let Err(refusal) = dereference::namespace(ctx, &policy, &id.namespace).await? {
+        return refuse(report, ctx, api, refusal).await;
+    }
     if ts.spec.mode == StorageMode::Delegated {
         return delegation::provision(ts, ctx, api, report, &policy_name, &policy.spec, &id).await;
     }
-    let purge = dereference::whole_tenant_purge(ctx, &id).await?;
-    let deny_writes = purge.is_some() && policy.spec.deletion.deny_writes_during_purge;
-    report::purge(report, purge.as_deref(), deny_writes);
     let key = tenant_key(ts);
     let now = report.now.clone();
     let tenant = storage::Tenant {
@@ -190,7 +193,6 @@ async fn provision(
         policy: &policy.spec,
         requested_region: ts.spec.region.as_deref(),
         bucket_prefix: &ctx.settings.bucket_prefix,
-        deny_writes,
         slow_due: ctx.slow_settings.due(&key, reads_fresh(ts)),
         now: &now,
         log_buckets: &ctx.log_buckets,
@@ -204,10 +206,27 @@ async fn provision(
         fresh: reads_fresh(ts),
         decided: None,
     };
-    let mut record = storage::Record::of(&report.status);
+    let mut purges = dereference::PurgeCheck {
+        ctx,
+        id: &id,
+        deny_during_purge: policy.spec.deletion.deny_writes_during_purge,
+        running: None,
+    };
+    let mut record = Record::of(&report.status);
     let mut ledger = report::StatusLedger { report, api };
-    let outcome = storage::converge(&ctx.cloud, &tenant, &mut record, &mut ledger, &mut role).await;
+    let outcome = storage::converge(
+        &ctx.cloud,
+        &tenant,
+        &mut record,
+        &mut ledger,
+        &mut role,
+        &mut purges,
+    )
+    .await;
     record.write_into(&mut report.status);
+    if let Some(running) = purges.running {
+        report::purge(report, running.as_deref(), purges.deny_during_purge);
+    }
     let outcome = outcome?;
     if outcome.read_slow_settings {
         ctx.slow_settings.read(&key);

@@ -5,10 +5,11 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 use tracing::info;
 
+use super::record::Record;
 use super::refusal::Refusal;
 use super::report::{Report, StatusLedger, drift_corrected};
 use super::role::{self, Iam, RoleOutcome, Wanted};
-use super::storage::{Principals, Record};
+use super::storage::Principals;
 use crate::api::{AccessSpec, TenantStorage};
 use crate::cloud::port::Roles;
 use crate::controllers::toolkit::publish;

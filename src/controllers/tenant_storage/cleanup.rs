@@ -6,9 +6,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::dereference::whole_tenant_purge;
+use super::record::Record;
 use super::release::{Departure, KeyFate, Released, release};
 use super::report::Report;
-use super::storage::Record;
 use super::{access, delegation, identity};
 use crate::api::{ConditionStatus, DeletionPolicy, ResidencyPolicy, StorageMode, TenantStorage};
 use crate::controllers::conditions::READY;
@@ -44,21 +44,24 @@ pub(super) async fn cleanup(
     if ts.spec.mode == StorageMode::Delegated {
         delegation::forget_external_id(ctx, &id).await?;
     }
-    let policy = ts.spec.deletion_policy;
-    let (purge, key_window) = match policy {
+    let record = Record::of(&status);
+    // The cluster is asked about running purges only when there is a bucket to delete.
+    let (departure, key_window) = match ts.spec.deletion_policy {
+        DeletionPolicy::Delete if record.claimed().is_some() => {
+            let key_window = deletion_window(ctx, &ts.spec.policy_ref).await;
+            let purge = whole_tenant_purge(ctx, &id).await?;
+            (Departure::Delete { purge, key_window }, key_window)
+        }
         DeletionPolicy::Delete => (
-            whole_tenant_purge(ctx, &id).await?,
-            deletion_window(ctx, &ts.spec.policy_ref).await,
+            Departure::Delete {
+                purge: None,
+                key_window: 0,
+            },
+            0,
         ),
-        DeletionPolicy::Retain => (None, 0),
+        DeletionPolicy::Retain => (Departure::Retain, 0),
     };
-    let departure = Departure {
-        id: &id,
-        policy,
-        purge,
-        key_window,
-    };
-    let released = release(&ctx.cloud, &Record::of(&status), &departure).await?;
+    let released = release(&ctx.cloud, &id, &record, &departure).await?;
     announce(ctx, ts, api, released, key_window).await?;
     Ok(Action::await_change())
 }

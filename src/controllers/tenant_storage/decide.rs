@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use super::record::Record;
 use super::refusal::Refusal;
-use super::storage::{Record, Tenant};
+use super::storage::Tenant;
 use crate::api::ResidencyPolicySpec;
 use crate::plan::{self, Desired, KeyChange, ObservedKey, Ownership, TenantIdentity};
 use crate::policy;

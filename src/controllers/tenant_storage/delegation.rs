@@ -15,16 +15,18 @@ use kube::runtime::events::EventType;
 use self::decide::{Assessment, Customer};
 pub(super) use self::external_id::forget as forget_external_id;
 use super::access;
+use super::refusal::Refusal;
 use super::report::{Report, refuse};
 use super::role::{self, Wanted};
 use crate::api::{ConditionStatus, DelegationStatus, ResidencyPolicySpec, TenantStorage};
 use crate::controllers::conditions::READY;
 use crate::controllers::toolkit::publish;
 use crate::controllers::{Context, Error};
+use crate::plan::access::{DesiredRole, ObservedRole};
 use crate::plan::access::{
     RoleName, chaining_policy, customer_permissions_policy, customer_trust_policy,
 };
-use crate::plan::{Arn, TenantIdentity, tenant_tags};
+use crate::plan::{Arn, PolicyDocument, TenantIdentity, tenant_tags};
 
 /// The delegated pipeline: check the customer's side as named, ExternalId, verify, assess,
 /// publish what the customer must create, the workload role, status.
@@ -70,24 +72,11 @@ pub(super) async fn provision(
     ));
 
     // The workload role may assume the customer's role only once the bucket is verified.
-    let tags = tenant_tags(id, policy_name, &policy.jurisdiction);
-    let (role, observed_role) = match &ts.spec.access {
-        Some(access) => {
-            let wanted = Wanted {
-                id,
-                partition: customer.partition,
-                tags: &tags,
-                access,
-                inline_policy: assessment.usable().then(|| chaining_policy(&spec.role_arn)),
-                permissions_boundary: policy.access.permissions_boundary_arn.clone(),
-                fresh: super::reads_fresh(ts),
-            };
-            match role::wanted(&access::iam(ctx), wanted).await? {
-                Ok((role, seen)) => (Some(role), seen),
-                Err(refusal) => return refuse(report, ctx, api, refusal).await,
-            }
-        }
-        None => (None, None),
+    let chaining = assessment.usable().then(|| chaining_policy(&spec.role_arn));
+    let wanted = workload_role(ctx, ts, id, &customer, policy_name, policy, chaining).await?;
+    let (role, observed_role) = match wanted {
+        Ok(wanted) => wanted,
+        Err(refusal) => return refuse(report, ctx, api, refusal).await,
     };
     let access = ts.spec.access.as_ref();
     if let Some(refusal) = access::reconcile_role(
@@ -117,6 +106,32 @@ pub(super) async fn provision(
     report.save(api).await?;
     // The customer's bucket and role are in their account, where our drift events do not look.
     Ok(ctx.schedule.resync_polled(&super::tenant_key(ts)))
+}
+
+/// The workload role `spec.access` asks for (if any), whose only permission is `chaining`.
+async fn workload_role(
+    ctx: &Context,
+    ts: &TenantStorage,
+    id: &TenantIdentity,
+    customer: &Customer,
+    policy_name: &str,
+    policy: &ResidencyPolicySpec,
+    chaining: Option<PolicyDocument>,
+) -> Result<Result<(Option<DesiredRole>, Option<ObservedRole>), Refusal>, Error> {
+    let Some(access) = &ts.spec.access else {
+        return Ok(Ok((None, None)));
+    };
+    let wanted = Wanted {
+        id,
+        partition: customer.partition,
+        tags: &tenant_tags(id, policy_name, &policy.jurisdiction),
+        access,
+        inline_policy: chaining,
+        permissions_boundary: policy.access.permissions_boundary_arn.clone(),
+        fresh: super::reads_fresh(ts),
+    };
+    let wanted = role::wanted(&access::iam(ctx), wanted).await?;
+    Ok(wanted.map(|(role, seen)| (Some(role), seen)))
 }
 
 /// Sets the assessment's conditions; a residency violation is announced once.

@@ -7,37 +7,63 @@ use kube::api::{Api, ListParams};
 
 use super::decide;
 use super::refusal::Refusal;
+use super::storage::Purges;
 use crate::api::{DataDeletionRequest, DeletionPhase, ResidencyPolicy, TenantStorage};
 use crate::controllers::{Context, Error};
 use crate::plan::TenantIdentity;
 
-/// The policy a tenant names, if it exists and selects the tenant's namespace.
+/// The policy a tenant names, if it exists.
 pub(super) async fn policy(
     ctx: &Context,
     ts: &TenantStorage,
-    namespace: &str,
 ) -> Result<Result<ResidencyPolicy, Refusal>, Error> {
     let policies: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
     let found = policies.get_opt(&ts.spec.policy_ref).await?;
-    let policy = match decide::policy(&ts.spec.policy_ref, found) {
-        Ok(policy) => policy,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    if policy.spec.namespace_selector.is_some() {
-        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-        let labels = namespaces
-            .get(namespace)
-            .await?
-            .metadata
-            .labels
-            .unwrap_or_default();
-        if let Err(refusal) =
-            decide::namespace(&policy.name_any(), &policy.spec, namespace, &labels)
-        {
-            return Ok(Err(refusal));
-        }
+    Ok(decide::policy(&ts.spec.policy_ref, found))
+}
+
+/// Whether the policy selects the tenant's namespace (read only if it has a selector).
+pub(super) async fn namespace(
+    ctx: &Context,
+    policy: &ResidencyPolicy,
+    namespace: &str,
+) -> Result<Result<(), Refusal>, Error> {
+    if policy.spec.namespace_selector.is_none() {
+        return Ok(Ok(()));
     }
-    Ok(Ok(policy))
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let labels = namespaces
+        .get(namespace)
+        .await?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    Ok(decide::namespace(
+        &policy.name_any(),
+        &policy.spec,
+        namespace,
+        &labels,
+    ))
+}
+
+/// The storage stage asks, as it decides the bucket policy, whether a whole-tenant purge runs;
+/// what was found is kept for the status.
+pub(super) struct PurgeCheck<'a> {
+    pub ctx: &'a Context,
+    pub id: &'a TenantIdentity,
+    /// The policy refuses new writes while a whole-tenant purge runs.
+    pub deny_during_purge: bool,
+    /// The running request's name, once asked.
+    pub running: Option<Option<String>>,
+}
+
+impl Purges for PurgeCheck<'_> {
+    async fn writes_denied(&mut self) -> Result<bool, Error> {
+        let running = whole_tenant_purge(self.ctx, self.id).await?;
+        let denied = running.is_some() && self.deny_during_purge;
+        self.running = Some(running);
+        Ok(denied)
+    }
 }
 
 /// The name of a whole-tenant purge request that is accepted and not finished, if any.

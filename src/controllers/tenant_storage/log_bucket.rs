@@ -2,21 +2,24 @@
 //! created or corrected at most once per period, never deleted by the operator (it holds the
 //! audit trail).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::storage::VerifiedLogBuckets;
 use crate::cloud::port::Buckets;
 use crate::cloud::{BucketPresence, ObservedTags};
 use crate::controllers::Error;
 use crate::plan::{self, BucketChange, DesiredLogBucket, ObservedBucket, same_operator_resource};
 
+/// Access-log buckets verified recently, shared by every tenant of a policy and region.
+pub(crate) type Verified = tokio::sync::Mutex<HashMap<String, Instant>>;
+
 /// Creates or corrects the bucket, unless that was done less than `period` ago.
 pub(super) async fn ensure<B: Buckets>(
     cloud: &B,
     logs: &DesiredLogBucket,
-    verified: &VerifiedLogBuckets,
+    verified: &Verified,
     period: Duration,
 ) -> Result<(), Error> {
     let mut verified = verified.lock().await;

@@ -3,21 +3,21 @@
 //! an empty bucket and schedules the key's deletion. Only what proves it is this tenant's is
 //! touched.
 
-use super::storage::Record;
-use crate::api::DeletionPolicy;
+use super::record::Record;
 use crate::cloud::ObservedTags;
 use crate::cloud::port::{Buckets, Keys, Regions};
 use crate::controllers::Error;
 use crate::plan::{self, BucketChange, Ownership, TenantIdentity, tags};
 
-/// How the tenant is let go.
-pub(super) struct Departure<'a> {
-    pub id: &'a TenantIdentity,
-    pub policy: DeletionPolicy,
-    /// A whole-tenant purge that still lists and verifies the bucket (asked only for `Delete`).
-    pub purge: Option<String>,
-    /// Days before a retired key is deleted.
-    pub key_window: i32,
+/// How the tenant is let go: its `deletionPolicy`.
+pub(super) enum Departure {
+    Retain,
+    Delete {
+        /// A whole-tenant purge that still lists and verifies the bucket.
+        purge: Option<String>,
+        /// Days before a retired key is deleted.
+        key_window: i32,
+    },
 }
 
 /// What happened.
@@ -52,25 +52,34 @@ pub(super) enum KeyFate {
 
 pub(super) async fn release<C: Regions>(
     cloud: &C,
+    id: &TenantIdentity,
     record: &Record,
-    departure: &Departure<'_>,
+    departure: &Departure,
 ) -> Result<Released, Error> {
-    let (Some(bucket), Some(region)) = (record.bucket_name.clone(), record.region.clone()) else {
+    let Some((bucket, region)) = record.claimed() else {
         return Ok(Released::NothingClaimed);
     };
-    let cloud = cloud.region(&region);
+    let (bucket, cloud) = (bucket.to_owned(), cloud.region(region));
     let seen = match cloud.tags(&bucket).await? {
         ObservedTags::Gone => None,
         ObservedTags::Tags(t) => Some(t),
     };
     if let Some(seen) = &seen
-        && let Ownership::Foreign(why) = plan::ownership(seen, departure.id, true)
+        && let Ownership::Foreign(why) = plan::ownership(seen, id, true)
     {
         return Ok(Released::NotOurs { bucket, why });
     }
-    match departure.policy {
-        DeletionPolicy::Retain => keep(&cloud, bucket, seen, departure.id).await,
-        DeletionPolicy::Delete => delete(&cloud, bucket, seen.is_some(), record, departure).await,
+    match departure {
+        Departure::Retain => keep(&cloud, bucket, seen, id).await,
+        Departure::Delete { purge, key_window } => {
+            let gone = Gone {
+                bucket,
+                exists: seen.is_some(),
+                purge: purge.clone(),
+                key_window: *key_window,
+            };
+            delete(&cloud, gone, record, id).await
+        }
     }
 }
 
@@ -99,23 +108,34 @@ async fn keep<B: Buckets>(
     })
 }
 
-async fn delete<R: Buckets + Keys>(
-    cloud: &R,
+/// A bucket to delete, and what decides whether it may be.
+struct Gone {
     bucket: String,
     exists: bool,
+    purge: Option<String>,
+    key_window: i32,
+}
+
+async fn delete<R: Buckets + Keys>(
+    cloud: &R,
+    gone: Gone,
     record: &Record,
-    departure: &Departure<'_>,
+    id: &TenantIdentity,
 ) -> Result<Released, Error> {
+    let Gone {
+        bucket,
+        exists,
+        purge,
+        key_window,
+    } = gone;
     if exists {
         // A running purge is still listing and verifying the bucket: deleting it under the
         // purge would fail the request.
-        if departure.purge.is_some() || cloud.has_data(&bucket).await? {
-            let purge = departure.purge.clone();
+        if purge.is_some() || cloud.has_data(&bucket).await? {
             return Ok(Released::Blocked { bucket, purge });
         }
         cloud.delete(&bucket).await?;
     }
-    let id = departure.id;
     let alias = record
         .kms_key_alias
         .clone()
@@ -125,9 +145,7 @@ async fn delete<R: Buckets + Keys>(
         // Only ever schedule the deletion of a key that proves it is this tenant's.
         Some(key) => match plan::ownership(&cloud.key_tags(&key.key_id).await?, id, false) {
             Ownership::Ours => {
-                cloud
-                    .retire_key(&alias, &key.key_id, departure.key_window)
-                    .await?;
+                cloud.retire_key(&alias, &key.key_id, key_window).await?;
                 KeyFate::Retired
             }
             Ownership::Foreign(_) => KeyFate::NotOurs {

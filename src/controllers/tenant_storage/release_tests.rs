@@ -2,22 +2,25 @@
 
 use std::collections::BTreeMap;
 
+use super::record::Record;
 use super::release::{Departure, KeyFate, Released, release};
-use super::storage::Record;
 use super::storage_tests::{EU, Harness, id, key_behind_alias, ours};
 use crate::api::DeletionPolicy;
 use crate::cloud::fake::Crash;
 use crate::plan::tags;
 
+fn departure(policy: DeletionPolicy, purge: Option<&str>) -> Departure {
+    match policy {
+        DeletionPolicy::Retain => Departure::Retain,
+        DeletionPolicy::Delete => Departure::Delete {
+            purge: purge.map(str::to_owned),
+            key_window: 7,
+        },
+    }
+}
+
 async fn let_go(h: &Harness, policy: DeletionPolicy, purge: Option<&str>) -> Released {
-    let id = id();
-    let departure = Departure {
-        id: &id,
-        policy,
-        purge: purge.map(str::to_owned),
-        key_window: 7,
-    };
-    match release(&h.cloud, &h.status, &departure).await {
+    match release(&h.cloud, &id(), &h.status, &departure(policy, purge)).await {
         Ok(released) => released,
         Err(e) => panic!("release failed: {e}"),
     }
@@ -180,17 +183,9 @@ async fn a_crash_at_any_write_of_a_deletion_is_finished_by_the_next_attempt() {
     ] {
         let (h, bucket) = provisioned().await;
         h.cloud.crash(Some(crash));
-        let id = id();
-        let departure = Departure {
-            id: &id,
-            policy: DeletionPolicy::Delete,
-            purge: None,
-            key_window: 7,
-        };
-        assert!(
-            release(&h.cloud, &h.status, &departure).await.is_err(),
-            "{crash:?}"
-        );
+        let delete = departure(DeletionPolicy::Delete, None);
+        let crashed = release(&h.cloud, &id(), &h.status, &delete).await;
+        assert!(crashed.is_err(), "{crash:?}");
         h.cloud.crash(None);
         let released = let_go(&h, DeletionPolicy::Delete, None).await;
         assert!(

@@ -1,5 +1,5 @@
 //! What a reconcile tells the user: the status it writes (only what changed, with the
-//! write-ahead marks of the storage stage), refusals, events and the drift metric.
+//! stages' write-ahead marks), refusals, events and the drift metric.
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -7,11 +7,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
+use super::record::{Ledger, Mark, Record};
 use super::refusal::{Refusal, Verdict};
-use super::storage::{Ledger, Mark, Provisioned, Record};
+use super::storage::Provisioned;
 use super::{RECHECK, tenant_key};
-
-const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
 use crate::api::{ConditionStatus, TenantStorage, TenantStorageStatus};
 use crate::controllers::conditions::{
     self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT,
@@ -21,6 +20,9 @@ use crate::controllers::toolkit::{StatusPatch, publish};
 use crate::controllers::{Context, Error};
 use crate::plan::{BucketChange, KeyChange};
 use crate::telemetry::SettingLabels;
+
+/// Condition: a whole-tenant deletion runs (and whether it refuses new writes).
+const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
 
 /// What a reconcile is writing into status, compared with what was there.
 pub(super) struct Report<'a> {

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::record::{Ledger, Mark, Record};
 use super::refusal::Refusal;
-use super::storage::{Ledger, Mark, Record};
 use crate::api::{AccessSpec, AccessStatus};
 use crate::cloud::CloudError;
 use crate::cloud::port::Roles;

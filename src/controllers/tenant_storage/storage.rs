@@ -1,89 +1,23 @@
 //! The stage that owns a managed tenant's bucket and key: observe them through the cloud port,
 //! decide (pure, in [`decide`]), apply, with the write-ahead marks as explicit steps. Nothing
 //! here talks to Kubernetes: status writes go through a [`Ledger`], the tenant role through
-//! [`Principals`], so the whole stage runs on a fake cloud in `storage_tests.rs`.
+//! [`Principals`], a running purge through [`Purges`], so the whole stage runs on a fake cloud
+//! in `storage_tests.rs`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tracing::info;
 
 use super::decide::{self, Placement};
 use super::log_bucket;
+use super::record::{Ledger, Mark, Record};
 use super::refusal::Refusal;
-use crate::api::{AccessStatus, ResidencyPolicySpec, TenantStorageStatus};
+use crate::api::ResidencyPolicySpec;
 use crate::cloud::port::{Buckets, Keys, Regions};
 use crate::cloud::{BucketPresence, ObservedTags};
 use crate::controllers::Error;
 use crate::plan::{self, BucketChange, Desired, DesiredLogBucket, KeyChange, TenantIdentity};
-
-/// What the stage keeps in the tenant's status: where the data is and with which key. Written
-/// before anything is created, so a restart recognises its own work.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(super) struct Record {
-    pub region: Option<String>,
-    pub bucket_name: Option<String>,
-    pub bucket_arn: Option<String>,
-    pub kms_key_alias: Option<String>,
-    pub kms_key_arn: Option<String>,
-    /// Set before a key is created, cleared once its alias is written: a creation interrupted
-    /// in between left a key only a tag search finds.
-    pub key_creation_started: Option<String>,
-    /// The tenant role, recorded before it is created so that a deletion finds it.
-    pub access: Option<AccessStatus>,
-}
-
-impl Record {
-    pub fn of(status: &TenantStorageStatus) -> Self {
-        Record {
-            region: status.region.clone(),
-            bucket_name: status.bucket_name.clone(),
-            bucket_arn: status.bucket_arn.clone(),
-            kms_key_alias: status.kms_key_alias.clone(),
-            kms_key_arn: status.kms_key_arn.clone(),
-            key_creation_started: status.key_creation_started.clone(),
-            access: status.access.clone(),
-        }
-    }
-
-    pub fn write_into(&self, status: &mut TenantStorageStatus) {
-        status.region.clone_from(&self.region);
-        status.bucket_name.clone_from(&self.bucket_name);
-        status.bucket_arn.clone_from(&self.bucket_arn);
-        status.kms_key_alias.clone_from(&self.kms_key_alias);
-        status.kms_key_arn.clone_from(&self.kms_key_arn);
-        status
-            .key_creation_started
-            .clone_from(&self.key_creation_started);
-        status.access.clone_from(&self.access);
-    }
-}
-
-/// A write-ahead mark: the record must be stored before the stage goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Mark<'a> {
-    /// The bucket's name and region are this tenant's (`first`: they were not before), as
-    /// the policy allows.
-    Claim {
-        first: bool,
-        policy: &'a str,
-        jurisdiction: &'a str,
-    },
-    /// A key is about to be created. Stored only if nobody changed the object since it was
-    /// read: a replica that just took over must not decide from a stale view.
-    KeyCreationStarted,
-    /// The tenant role is about to be created.
-    RoleCreationStarted,
-}
-
-/// Where the record is stored (the TenantStorage status).
-pub(super) trait Ledger: Send {
-    fn write(
-        &mut self,
-        record: &Record,
-        mark: Mark<'_>,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-}
 
 /// Who may reach the bucket besides the operator's own principals: decided once the key is
 /// known (the tenant role's permissions name it), before the bucket policy is written.
@@ -95,8 +29,11 @@ pub(super) trait Principals: Send {
     ) -> impl Future<Output = Result<Result<Vec<String>, Refusal>, Error>> + Send;
 }
 
-/// Access-log buckets verified recently, shared by every tenant of a policy and region.
-pub(crate) type VerifiedLogBuckets = tokio::sync::Mutex<HashMap<String, Instant>>;
+/// Whether new writes to the bucket are refused: a whole-tenant purge runs and the policy says
+/// so. Asked once the key is in shape, as the bucket policy is about to be decided.
+pub(super) trait Purges: Send {
+    fn writes_denied(&mut self) -> impl Future<Output = Result<bool, Error>> + Send;
+}
 
 /// The tenant as this stage needs it.
 pub(super) struct Tenant<'a> {
@@ -105,13 +42,11 @@ pub(super) struct Tenant<'a> {
     pub policy: &'a ResidencyPolicySpec,
     pub requested_region: Option<&'a str>,
     pub bucket_prefix: &'a str,
-    /// A whole-tenant purge runs and the policy refuses new writes meanwhile.
-    pub deny_writes: bool,
     /// The slow settings (tags, key rotation) are due; see `controllers::slow_settings`.
     pub slow_due: bool,
     /// Now, as recorded in write-ahead marks.
     pub now: &'a str,
-    pub log_buckets: &'a VerifiedLogBuckets,
+    pub log_buckets: &'a log_bucket::Verified,
     pub log_bucket_period: Duration,
 }
 
@@ -158,6 +93,7 @@ pub(super) async fn converge<C: Regions>(
     record: &mut Record,
     ledger: &mut impl Ledger,
     principals: &mut impl Principals,
+    purges: &mut impl Purges,
 ) -> Result<Outcome, Error> {
     let placement = match decide::placement(tenant, record) {
         Ok(p) => p,
@@ -186,9 +122,10 @@ pub(super) async fn converge<C: Regions>(
     claim(record, &desired, ledger, mark).await?;
     let (key_arn, key_changes) = match key(&region, tenant, &desired, record, ledger, slow).await? {
         Ok(done) => done,
-        Err(step) => return Ok(stopped(step, slow)),
+        // A refused key stops the run before the slow settings count as read.
+        Err(step) => return Ok(stopped(step, false)),
     };
-    desired.deny_writes = tenant.deny_writes;
+    desired.deny_writes = purges.writes_denied().await?;
     if desired.logging.is_some() {
         let logs = DesiredLogBucket::new(
             tenant.bucket_prefix,

@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::log_bucket;
+use super::record::{Ledger, Mark, Record};
 use super::refusal::Refusal;
-use super::storage::{
-    Ledger, Mark, Outcome, Principals, Provisioned, Record, Step, Tenant, VerifiedLogBuckets,
-    converge,
-};
+use super::storage::{Outcome, Principals, Provisioned, Purges, Step, Tenant, converge};
 use crate::api::{ResidencyPolicySpec, Versioning};
 use crate::cloud::fake::{Bucket, Crash, FakeCloud, Key, World};
 use crate::controllers::Error;
@@ -79,6 +78,15 @@ impl Principals for Fixed {
     }
 }
 
+/// A purge that runs, or not.
+pub(super) struct Purge(pub bool);
+
+impl Purges for Purge {
+    async fn writes_denied(&mut self) -> Result<bool, Error> {
+        Ok(self.0)
+    }
+}
+
 /// One tenant, its stored status and the operator's in-process state.
 pub(super) struct Harness {
     pub cloud: FakeCloud,
@@ -86,9 +94,11 @@ pub(super) struct Harness {
     requested: Option<String>,
     pub status: Record,
     principals: Result<Vec<String>, Refusal>,
-    log_buckets: VerifiedLogBuckets,
+    log_buckets: log_bucket::Verified,
     /// Whether a failed run stores its record (the reconcile's error path) or not (a kill).
     saves_on_error: bool,
+    /// A whole-tenant purge runs and the policy refuses writes meanwhile.
+    purge: bool,
 }
 
 impl Harness {
@@ -99,8 +109,9 @@ impl Harness {
             requested: None,
             status: Record::default(),
             principals: Ok(vec![OPERATOR.into()]),
-            log_buckets: VerifiedLogBuckets::default(),
+            log_buckets: log_bucket::Verified::default(),
             saves_on_error: false,
+            purge: false,
         }
     }
 
@@ -116,7 +127,6 @@ impl Harness {
             policy: &self.policy,
             requested_region: self.requested.as_deref(),
             bucket_prefix: "tso",
-            deny_writes: false,
             slow_due,
             now: "2026-12-03T00:00:00Z",
             log_buckets: &self.log_buckets,
@@ -134,6 +144,7 @@ impl Harness {
             &mut record,
             &mut ledger,
             &mut principals,
+            &mut Purge(self.purge),
         )
         .await;
         let saved = match &outcome {
@@ -525,4 +536,35 @@ async fn a_crash_before_or_after_any_write_converges_to_the_same_state_with_noth
         }
     }
     assert_eq!(cases, steps * 4);
+}
+
+#[tokio::test]
+async fn a_running_purge_that_refuses_writes_is_in_the_bucket_policy_until_it_ends() {
+    let mut h = Harness::new();
+    h.provisioned().await;
+    let bucket = h.desired(EU).bucket;
+    let policy = |h: &Harness| {
+        h.world().buckets[&bucket]
+            .settings
+            .policy
+            .clone()
+            .unwrap_or_default()
+    };
+    assert!(!policy(&h).contains("DenyWritesDuringPurge"));
+    h.purge = true;
+    let Step::Provisioned(done) = h.settle(true).await else {
+        panic!("not provisioned")
+    };
+    assert!(matches!(
+        done.bucket_changes[..],
+        [BucketChange::PutPolicy(_)]
+    ));
+    assert!(
+        policy(&h).contains("DenyWritesDuringPurge"),
+        "{}",
+        policy(&h)
+    );
+    h.purge = false;
+    h.settle(true).await;
+    assert!(!policy(&h).contains("DenyWritesDuringPurge"));
 }
