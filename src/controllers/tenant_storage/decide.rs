@@ -162,3 +162,32 @@ pub(super) fn key_changes(
         state: unusable.state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NamespaceSelector;
+
+    #[test]
+    fn a_missing_policy_or_an_unselected_namespace_is_refused_with_the_fix() {
+        let missing = policy::<()>("eu", None).err();
+        assert_eq!(
+            missing.as_ref().map(Refusal::reason),
+            Some("PolicyNotFound")
+        );
+        assert!(missing.is_some_and(|r| r.to_string().contains("spec.policyRef")));
+
+        let mut spec = super::super::storage_tests::policy();
+        let eu = BTreeMap::from([("jurisdiction".to_owned(), "eu".to_owned())]);
+        spec.namespace_selector = Some(NamespaceSelector {
+            match_labels: eu.clone(),
+        });
+        let refused = namespace("eu", &spec, "acme", &BTreeMap::new()).err();
+        assert_eq!(
+            refused.as_ref().map(Refusal::reason),
+            Some("NamespaceNotAllowed")
+        );
+        assert!(refused.is_some_and(|r| r.to_string().contains("jurisdiction=eu")));
+        assert_eq!(namespace("eu", &spec, "acme", &eu), Ok(()));
+    }
+}
