@@ -216,6 +216,8 @@ testenv_down() {
     pid=$(cat "$TSO_RUN/ministack/ministack.pid")
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # A busy emulator may not stop within 5 s: it must not outlive its run.
+    kill -9 "$pid" 2>/dev/null || true
   fi
   D=$TSO_RUN/k8s bash "$TSO_ROOT/testenv/k8s/stop.sh"
   if [ "${TSO_KEEP_RUN:-0}" != 1 ]; then rm -rf "$TSO_RUN"; fi
