@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 use tenant_storage_operator::api::{AccessLevel, ResidencyPolicySpec};
 use tenant_storage_operator::plan::access::{self, OidcProvider};
 use tenant_storage_operator::plan::principal::principal_patterns;
-use tenant_storage_operator::plan::{Desired, DesiredLogBucket, PolicyDocument, TenantIdentity};
+use tenant_storage_operator::plan::{
+    DefaultEncryption, Desired, DesiredLogBucket, PolicyDocument, TenantIdentity,
+};
 
 /// The account of a customer hosting a delegated tenant's bucket.
 const CUSTOMER_ACCOUNT: &str = "210987654321";
@@ -214,7 +216,7 @@ fn documents() -> Vec<Document> {
         documents.push(Document {
             name: managed,
             kind: Kind::Identity,
-            policy: access::managed_access_policy(level, &bucket_arn, KEY_ARN, REGION),
+            policy: access::managed_access_policy(level, &bucket_arn, Some(KEY_ARN), REGION),
         });
         documents.push(Document {
             name: customer,
@@ -251,7 +253,12 @@ fn documents() -> Vec<Document> {
         Document {
             name: "tenant-bucket",
             kind: Kind::Resource,
-            policy: tenant.bucket_policy(KEY_ARN),
+            policy: tenant.bucket_policy(&DefaultEncryption::Kms(KEY_ARN.into())),
+        },
+        Document {
+            name: "tenant-bucket-s3-managed-keys",
+            kind: Kind::Resource,
+            policy: tenant.bucket_policy(&DefaultEncryption::S3Managed),
         },
         Document {
             name: "access-log-bucket",
