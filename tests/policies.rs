@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 use tenant_storage_operator::api::{AccessLevel, ResidencyPolicySpec};
 use tenant_storage_operator::plan::access::{self, OidcProvider};
 use tenant_storage_operator::plan::principal::principal_patterns;
-use tenant_storage_operator::plan::{Desired, DesiredLogBucket, PolicyDocument, TenantIdentity};
+use tenant_storage_operator::plan::{
+    DefaultEncryption, Desired, DesiredLogBucket, PolicyDocument, TenantIdentity,
+};
 
 /// The account of a customer hosting a delegated tenant's bucket.
 const CUSTOMER_ACCOUNT: &str = "210987654321";
@@ -96,15 +98,18 @@ fn accepted() -> Vec<Accepted> {
             "UNKNOWN_CONDITION_FOR_ACTION",
             format!("Unknown condition {issuer}:sub for action sts:AssumeRoleWithWebIdentity"),
         ),
+    ];
+    // Both tenant bucket policies (tenant key, S3-managed keys) share these statements.
+    for tenant_bucket in TENANT_BUCKETS {
         // s3:TlsVersion is a Numeric key compared with versions like 1.2 (AWS's own examples do
         // so); parliament's Numeric check accepts only integers (`^\d+$`), so any TLS version
         // floor is reported, once per S3 action of `s3:*`.
-        accept(
-            "tenant-bucket",
+        accepted.push(accept(
+            tenant_bucket,
             "MISMATCHED_TYPE",
             "Type mismatch: s3:TlsVersion requires a value of type Numeric but given ['1.2']",
-        ),
-    ];
+        ));
+    }
     // The bucket policy's Deny statements on `s3:*` condition on the request's TLS version,
     // authentication type and signature age. parliament's S3 definition lists these keys for
     // every S3 action but two: InitiateReplication (S3 Batch Replication's own permission) and
@@ -112,20 +117,25 @@ fn accepted() -> Vec<Accepted> {
     // bucket at all). A Deny whose key a request does not carry just does not match it, which is
     // the intended reading for every action; narrowing `s3:*` to exclude these two would make the
     // statements weaker, not stronger.
-    for key in ["s3:TlsVersion", "s3:signatureAge", "s3:authType"] {
-        for action in [
-            "s3:InitiateReplication",
-            "s3:PutAccessPointPublicAccessBlock",
-        ] {
-            accepted.push(accept(
-                "tenant-bucket",
-                "UNKNOWN_CONDITION_FOR_ACTION",
-                format!("Unknown condition {key} for action {action}"),
-            ));
+    for tenant_bucket in TENANT_BUCKETS {
+        for key in ["s3:TlsVersion", "s3:signatureAge", "s3:authType"] {
+            for action in [
+                "s3:InitiateReplication",
+                "s3:PutAccessPointPublicAccessBlock",
+            ] {
+                accepted.push(accept(
+                    tenant_bucket,
+                    "UNKNOWN_CONDITION_FOR_ACTION",
+                    format!("Unknown condition {key} for action {action}"),
+                ));
+            }
         }
     }
     accepted
 }
+
+/// The tenant bucket policy with the tenant key and with S3-managed keys.
+const TENANT_BUCKETS: [&str; 2] = ["tenant-bucket", "tenant-bucket-s3-managed-keys"];
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -214,7 +224,7 @@ fn documents() -> Vec<Document> {
         documents.push(Document {
             name: managed,
             kind: Kind::Identity,
-            policy: access::managed_access_policy(level, &bucket_arn, KEY_ARN, REGION),
+            policy: access::managed_access_policy(level, &bucket_arn, Some(KEY_ARN), REGION),
         });
         documents.push(Document {
             name: customer,
@@ -251,7 +261,12 @@ fn documents() -> Vec<Document> {
         Document {
             name: "tenant-bucket",
             kind: Kind::Resource,
-            policy: tenant.bucket_policy(KEY_ARN),
+            policy: tenant.bucket_policy(&DefaultEncryption::Kms(KEY_ARN.into())),
+        },
+        Document {
+            name: "tenant-bucket-s3-managed-keys",
+            kind: Kind::Resource,
+            policy: tenant.bucket_policy(&DefaultEncryption::S3Managed),
         },
         Document {
             name: "access-log-bucket",

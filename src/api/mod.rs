@@ -15,9 +15,9 @@ pub use data_deletion_request::{
     LockedVersion, TenantStorageRef,
 };
 pub use residency_policy::{
-    AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionSpec, NamespaceSelector,
-    ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion, TransportSpec,
-    Versioning,
+    AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionMode, EncryptionSpec,
+    NamespaceSelector, ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion,
+    TransportSpec, Versioning,
 };
 pub use tenant_storage::{
     AccessLevel, AccessSpec, AccessStatus, DelegatedSpec, DelegationStatus, DeletionPolicy,

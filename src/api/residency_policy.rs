@@ -227,11 +227,16 @@ pub struct ResidencyPolicyStatus {
     pub conditions: Vec<super::Condition>,
 }
 
-/// Encryption at rest: every bucket gets SSE-KMS with a per-tenant customer-managed key,
-/// S3 Bucket Keys on and automatic key rotation on.
+/// Encryption at rest of tenant buckets.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionSpec {
+    /// `TenantKey` (default): SSE-KMS with a per-tenant customer-managed key, S3 Bucket Keys on,
+    /// automatic rotation on; a `CryptoShred` deletion can destroy the key. `S3Managed`: SSE-S3,
+    /// AES-256 with keys AWS manages; no tenant key, so no crypto-shredding. A tenant keeps the
+    /// mode it was provisioned with: changing it here is refused for existing tenants.
+    #[serde(default)]
+    pub mode: EncryptionMode,
     /// Waiting period, in days (7-30), before a tenant key scheduled for deletion is destroyed.
     #[serde(default = "default_key_deletion_window_days")]
     #[schemars(range(min = 7, max = 30))]
@@ -241,9 +246,20 @@ pub struct EncryptionSpec {
 impl Default for EncryptionSpec {
     fn default() -> Self {
         Self {
+            mode: EncryptionMode::default(),
             key_deletion_window_days: default_key_deletion_window_days(),
         }
     }
+}
+
+/// How a tenant bucket is encrypted at rest.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EncryptionMode {
+    /// SSE-KMS with the tenant's own KMS key.
+    #[default]
+    TenantKey,
+    /// SSE-S3: AES-256 with keys managed by AWS.
+    S3Managed,
 }
 
 fn default_key_deletion_window_days() -> i32 {

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Condition;
-use super::residency_policy::REGION_PATTERN;
+use super::residency_policy::{EncryptionMode, REGION_PATTERN};
 
 /// One tenant's storage: a region-pinned, encrypted, locked-down bucket and its own KMS key,
 /// kept compliant with the referenced `ResidencyPolicy`.
@@ -177,6 +177,11 @@ pub struct TenantStorageStatus {
     /// Bucket ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_arn: Option<String>,
+    /// How the bucket is encrypted at rest, recorded when it is claimed: the policy's
+    /// `encryption.mode` then. Absent on tenants provisioned before the mode existed
+    /// (`TenantKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_mode: Option<EncryptionMode>,
     /// ARN of the tenant's KMS key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_arn: Option<String>,

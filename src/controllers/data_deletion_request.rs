@@ -29,7 +29,7 @@ use super::conditions;
 use super::toolkit::{StatusPatch, publish, reconcile_finalized};
 use super::{CaBundleSource, Context, Error, MountedCaBundle};
 use crate::api::{
-    ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase,
+    ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase, EncryptionMode,
     ResidencyPolicy, TenantStorage,
 };
 use crate::plan::DesiredEvidence;
@@ -181,6 +181,17 @@ async fn apply(
         return finish(req, ctx, api, status, None, Some(Duration::from_secs(30))).await;
     }
 
+    let s3_managed =
+        tenant.status.as_ref().and_then(|s| s.encryption_mode) == Some(EncryptionMode::S3Managed);
+    if s3_managed && req.spec.method.shreds() {
+        let message = format!(
+            "TenantStorage {:?} is encrypted with S3-managed keys (its policy's encryption.mode S3Managed): there is no tenant key to destroy, so spec.method {:?} cannot be honoured. Use method Purge, which deletes every version and delete marker",
+            req.spec.tenant_storage_ref.name, req.spec.method
+        );
+        reject(&mut status, "CryptoShredImpossible", &message);
+        let warning = Some(("CryptoShredImpossible", message));
+        return finish(req, ctx, api, status, warning, None).await;
+    }
     let policies: Api<ResidencyPolicy> = Api::all(ctx.client.clone());
     let Some(policy) = policies.get_opt(&tenant.spec.policy_ref).await? else {
         let message = format!(

@@ -153,25 +153,30 @@ fn bucket_actions(level: AccessLevel) -> Vec<&'static str> {
 
 /// The tenant role's permissions on a bucket the operator manages: the access level's actions
 /// on this bucket and its objects only, and the tenant key only through S3 in the bucket's
-/// region (`kms:ViaService`), so the key cannot be used directly.
+/// region (`kms:ViaService`), so the key cannot be used directly; no key for a bucket
+/// encrypted with S3-managed keys.
 pub fn managed_access_policy(
     level: AccessLevel,
     bucket_arn: &str,
-    key_arn: &str,
+    key_arn: Option<&str>,
     region: &str,
 ) -> PolicyDocument {
-    PolicyDocument::new(vec![
+    let mut statements = vec![
         Statement::allow("TenantBucket")
             .actions(bucket_actions(level))
             .resource(bucket_arn),
         Statement::allow("TenantObjects")
             .actions(object_actions(level))
             .resource(format!("{bucket_arn}/*")),
+    ];
+    // A bucket with S3-managed keys needs no KMS permission at all.
+    statements.extend(key_arn.map(|key| {
         Statement::allow("TenantKeyThroughS3")
             .actions(key_actions(level))
-            .resource(key_arn)
-            .condition("StringEquals", "kms:ViaService", s3_via(region)),
-    ])
+            .resource(key)
+            .condition("StringEquals", "kms:ViaService", s3_via(region))
+    }));
+    PolicyDocument::new(statements)
 }
 
 /// KMS actions of an access level: decrypt to read, a data key to write.
@@ -420,7 +425,7 @@ mod tests {
             description: "d".into(),
             tags: BTreeMap::new(),
             trust_policy: irsa_trust_policy(&oidc, &issuer, "acme", &["app".into()]),
-            inline_policy: Some(managed_access_policy(level, BUCKET, KEY, "eu-central-1")),
+            inline_policy: Some(managed_access_policy(level, BUCKET, Some(KEY), "eu-central-1")),
             permissions_boundary: boundary.map(str::to_owned),
         }
     }
@@ -520,7 +525,8 @@ mod tests {
 
     #[test]
     fn read_only_grants_no_write_and_no_data_key() {
-        let policy = managed_access_policy(AccessLevel::ReadOnly, BUCKET, KEY, "eu-central-1");
+        let policy =
+            managed_access_policy(AccessLevel::ReadOnly, BUCKET, Some(KEY), "eu-central-1");
         let text = policy.to_string();
         for write in [
             "s3:PutObject",
@@ -531,14 +537,15 @@ mod tests {
             assert!(!text.contains(write), "{write} in {text}");
         }
         assert!(text.contains("s3:GetObject"));
-        let rw = managed_access_policy(AccessLevel::ReadWrite, BUCKET, KEY, "eu-central-1");
+        let rw = managed_access_policy(AccessLevel::ReadWrite, BUCKET, Some(KEY), "eu-central-1");
         assert!(rw.to_string().contains("s3:PutObject"));
         assert!(!rw.to_string().contains("DeleteObjectVersion"));
     }
 
     #[test]
     fn permissions_name_only_this_bucket_and_key_and_the_key_only_through_s3() {
-        let policy = managed_access_policy(AccessLevel::ReadWrite, BUCKET, KEY, "eu-central-1");
+        let policy =
+            managed_access_policy(AccessLevel::ReadWrite, BUCKET, Some(KEY), "eu-central-1");
         for statement in &policy.statements {
             let [resource] = statement.resources_named() else {
                 panic!("one resource: {statement:?}");

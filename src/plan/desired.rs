@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{ResidencyPolicySpec, Versioning};
+use crate::api::{EncryptionMode, ResidencyPolicySpec, Versioning};
 
 use super::arn::{Arn, partition_of};
 use super::diff::{BucketShape, DefaultEncryption, LoggingTarget};
@@ -19,6 +19,8 @@ pub struct Desired {
     pub region: String,
     pub partition: &'static str,
     pub key_alias: String,
+    /// The policy's encryption mode: the tenant key (SSE-KMS) or S3-managed keys (SSE-S3).
+    pub encryption: EncryptionMode,
     pub tags: BTreeMap<String, String>,
     pub versioning: Versioning,
     pub min_tls_version: &'static str,
@@ -53,6 +55,7 @@ impl Desired {
             partition: partition_of(&region),
             region,
             key_alias: naming::key_alias(&id.cluster_id, &id.namespace, &id.name),
+            encryption: policy.encryption.mode,
             tags,
             versioning: policy.versioning,
             min_tls_version: policy.transport.min_tls_version.as_str(),
@@ -60,13 +63,13 @@ impl Desired {
         }
     }
 
-    /// The bucket's full desired shape, given the tenant key.
-    pub fn shape(&self, key_arn: &str) -> BucketShape {
+    /// The bucket's full desired shape, given its encryption (the tenant key, or S3's).
+    pub fn shape(&self, encryption: &DefaultEncryption) -> BucketShape {
         BucketShape {
             tags: self.tags.clone(),
-            encryption: DefaultEncryption::Kms(key_arn.to_owned()),
+            encryption: encryption.clone(),
             versioning: Some(self.versioning),
-            policy: self.bucket_policy(key_arn),
+            policy: self.bucket_policy(encryption),
             logging: Some(self.logging.clone()),
             expiration_days: None,
         }
@@ -86,15 +89,12 @@ impl Desired {
         )
     }
 
-    /// The bucket policy: TLS only (and at least the policy's version), only the tenant key or
-    /// no encryption header at all, nothing weaker than SSE-KMS, no stale presigned URLs. A
-    /// request asking for `aws:kms` without naming a key would get the AWS managed key, not the
-    /// tenant's, so it is denied too. The `Null` guards
-    /// make the encryption statements apply only to requests that name an encryption or key
-    /// (negated operators match a missing key), so a request naming none gets the bucket default.
-    /// SSE-C (a customer-provided key, AWS's documented `Null` test on its algorithm header) is
-    /// denied: such objects would escape the tenant key and survive crypto-shredding.
-    pub fn bucket_policy(&self, key_arn: &str) -> PolicyDocument {
+    /// The bucket policy: TLS only (and at least the policy's version), no encryption but the
+    /// bucket's own (see [`encryption_statements`]), no customer-provided keys, no stale
+    /// presigned URLs. SSE-C (a customer-provided key, AWS's documented `Null` test on its
+    /// algorithm header) is denied: such objects would escape the tenant key and survive
+    /// crypto-shredding.
+    pub fn bucket_policy(&self, encryption: &DefaultEncryption) -> PolicyDocument {
         let bucket = Arn::bucket(self.partition, &self.bucket);
         let objects = bucket.objects("*");
         let mut statements = vec![
@@ -104,15 +104,9 @@ impl Desired {
                 "s3:TlsVersion",
                 self.min_tls_version,
             ),
-            deny_uploads("DenyOtherKmsKeys", &objects)
-                .condition("Null", SSE_KMS_KEY, "false")
-                .condition("StringNotEquals", SSE_KMS_KEY, key_arn),
-            deny_uploads("DenyWeakerEncryption", &objects)
-                .condition("Null", SSE, "false")
-                .condition_any("StringNotEquals", SSE, ["aws:kms", "aws:kms:dsse"]),
-            deny_uploads("DenyKmsWithoutTenantKey", &objects)
-                .condition("Null", SSE, "false")
-                .condition("Null", SSE_KMS_KEY, "true"),
+        ];
+        statements.extend(encryption_statements(encryption, &objects));
+        statements.extend([
             deny_uploads("DenyCustomerProvidedKeys", &objects).condition(
                 "Null",
                 "s3:x-amz-server-side-encryption-customer-algorithm",
@@ -125,7 +119,7 @@ impl Desired {
                     "s3:signatureAge",
                     self.presigned_max_age_ms,
                 ),
-        ];
+        ]);
         if !self.allowed_principals.is_empty() {
             statements.push(access::deny_other_principals(
                 &bucket.to_string(),
@@ -136,6 +130,33 @@ impl Desired {
             statements.push(deny_uploads("DenyWritesDuringPurge", &objects));
         }
         PolicyDocument::new(statements)
+    }
+}
+
+/// Uploads may ask for the bucket's own encryption or name none (the `Null` guards make each
+/// statement apply only to requests that name an encryption or key: negated operators match a
+/// missing key, so a request naming none gets the bucket default). With the tenant key: only
+/// that key, nothing weaker than SSE-KMS, and not `aws:kms` without a key (that would be the
+/// AWS managed key, not the tenant's). With S3-managed keys: only `AES256`, no KMS key.
+fn encryption_statements(encryption: &DefaultEncryption, objects: &Arn) -> Vec<Statement> {
+    match encryption {
+        DefaultEncryption::Kms(key_arn) => vec![
+            deny_uploads("DenyOtherKmsKeys", objects)
+                .condition("Null", SSE_KMS_KEY, "false")
+                .condition("StringNotEquals", SSE_KMS_KEY, key_arn),
+            deny_uploads("DenyWeakerEncryption", objects)
+                .condition("Null", SSE, "false")
+                .condition_any("StringNotEquals", SSE, ["aws:kms", "aws:kms:dsse"]),
+            deny_uploads("DenyKmsWithoutTenantKey", objects)
+                .condition("Null", SSE, "false")
+                .condition("Null", SSE_KMS_KEY, "true"),
+        ],
+        DefaultEncryption::S3Managed => vec![
+            deny_uploads("DenyOtherEncryption", objects)
+                .condition("Null", SSE, "false")
+                .condition("StringNotEquals", SSE, "AES256"),
+            deny_uploads("DenyKmsKeys", objects).condition("Null", SSE_KMS_KEY, "false"),
+        ],
     }
 }
 
@@ -329,7 +350,7 @@ mod tests {
     fn policy_carries_the_policy_intent() {
         let d = desired();
         let arn = "arn:aws:kms:eu-central-1:000000000000:key/k1";
-        let p = d.bucket_policy(arn);
+        let p = d.bucket_policy(&DefaultEncryption::Kms(arn.into()));
         let value = |sid, operator, key| statement(&p, sid).condition_values(operator, key);
         assert_eq!(
             value("DenyInsecureTransport", "Bool", "aws:SecureTransport"),
@@ -371,7 +392,9 @@ mod tests {
     #[test]
     fn policy_refuses_customer_provided_keys() {
         let d = desired();
-        let p = d.bucket_policy("arn:aws:kms:eu-central-1:000000000000:key/k1");
+        let p = d.bucket_policy(&DefaultEncryption::Kms(
+            "arn:aws:kms:eu-central-1:000000000000:key/k1".into(),
+        ));
         assert_eq!(
             serde_json::to_value(statement(&p, "DenyCustomerProvidedKeys")).ok(),
             Some(json!({

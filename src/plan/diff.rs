@@ -40,6 +40,8 @@ pub enum EncryptionRequirement<'a> {
     AsConfigured(&'a DefaultEncryption),
     /// SSE-KMS with `key` (its ARN; any key when `None`), and DSSE-KMS too when `dsse`.
     Kms { key: Option<&'a str>, dsse: bool },
+    /// SSE-S3: AES-256 with S3-managed keys.
+    S3Managed,
 }
 
 impl ObservedEncryption {
@@ -53,6 +55,7 @@ impl ObservedEncryption {
                 let kms = self.algorithm == "aws:kms" || (dsse && self.algorithm == "aws:kms:dsse");
                 kms && key.is_none_or(|arn| self.uses_key(arn))
             }
+            EncryptionRequirement::S3Managed => self.algorithm == "AES256",
         }
     }
 
@@ -63,7 +66,7 @@ impl ObservedEncryption {
                 let key = Some(key_arn.as_str());
                 self.bucket_key && self.meets(EncryptionRequirement::Kms { key, dsse: false })
             }
-            DefaultEncryption::S3Managed => self.algorithm == "AES256",
+            DefaultEncryption::S3Managed => self.meets(EncryptionRequirement::S3Managed),
         }
     }
 
@@ -122,8 +125,19 @@ pub struct LoggingTarget {
 pub enum DefaultEncryption {
     /// SSE-KMS with this key, S3 Bucket Keys on (tenant buckets).
     Kms(String),
-    /// SSE-S3, the only encryption S3 server access logging can write into (log buckets).
+    /// SSE-S3: AES-256 with keys S3 manages (log buckets, where it is the only encryption
+    /// access logging can write into; tenants whose policy asks for S3-managed keys).
     S3Managed,
+}
+
+impl DefaultEncryption {
+    /// The KMS key, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            DefaultEncryption::Kms(key) => Some(key),
+            DefaultEncryption::S3Managed => None,
+        }
+    }
 }
 
 /// Whether an existing bucket may be touched.
@@ -418,7 +432,10 @@ mod tests {
             public_access_block: Some(PublicAccessBlock::ALL_ON),
             object_ownership: Some("BucketOwnerEnforced".into()),
             versioning: Some("Enabled".into()),
-            policy: Some(d.bucket_policy(KEY).to_string()),
+            policy: Some(
+                d.bucket_policy(&DefaultEncryption::Kms(KEY.into()))
+                    .to_string(),
+            ),
             logging: d.logging.clone(),
             expiration_days: None,
         }
@@ -427,7 +444,7 @@ mod tests {
     #[test]
     fn new_bucket_gets_everything_in_safe_order() {
         let d = desired();
-        let changes = bucket_changes(&d.shape(KEY), None);
+        let changes = bucket_changes(&d.shape(&DefaultEncryption::Kms(KEY.into())), None);
         let settings: Vec<_> = changes.iter().map(BucketChange::setting).collect();
         assert_eq!(
             settings,
@@ -448,14 +465,22 @@ mod tests {
     #[test]
     fn up_to_date_bucket_needs_no_change() {
         let d = desired();
-        assert_eq!(bucket_changes(&d.shape(KEY), Some(&up_to_date(&d))), vec![]);
+        assert_eq!(
+            bucket_changes(
+                &d.shape(&DefaultEncryption::Kms(KEY.into())),
+                Some(&up_to_date(&d))
+            ),
+            vec![]
+        );
     }
 
     #[test]
     fn reformatted_policy_and_bare_key_id_are_not_drift() {
         let d = desired();
         let mut seen = up_to_date(&d);
-        let mut policy = d.bucket_policy(KEY).to_json();
+        let mut policy = d
+            .bucket_policy(&DefaultEncryption::Kms(KEY.into()))
+            .to_json();
         if let Some(st) = policy["Statement"].as_array_mut() {
             st.reverse();
             st[0]["Resource"] = Value::Array(vec![st[0]["Resource"].clone()]);
@@ -467,7 +492,10 @@ mod tests {
             bucket_key: true,
             sse_c_blocked: true,
         });
-        assert_eq!(bucket_changes(&d.shape(KEY), Some(&seen)), vec![]);
+        assert_eq!(
+            bucket_changes(&d.shape(&DefaultEncryption::Kms(KEY.into())), Some(&seen)),
+            vec![]
+        );
     }
 
     #[test]
@@ -536,7 +564,8 @@ mod tests {
         for (setting, drift) in cases {
             let mut seen = up_to_date(&d);
             drift(&mut seen);
-            let changes = bucket_changes(&d.shape(KEY), Some(&seen));
+            let changes =
+                bucket_changes(&d.shape(&DefaultEncryption::Kms(KEY.into())), Some(&seen));
             let got: Vec<_> = changes.iter().map(BucketChange::setting).collect();
             assert_eq!(got, [setting]);
         }
@@ -601,7 +630,7 @@ mod tests {
         let d = desired();
         let mut seen = up_to_date(&d);
         seen.tags.insert(tags::RELEASED.into(), "true".into());
-        let changes = bucket_changes(&d.shape(KEY), Some(&seen));
+        let changes = bucket_changes(&d.shape(&DefaultEncryption::Kms(KEY.into())), Some(&seen));
         let [BucketChange::PutTags(tags)] = changes.as_slice() else {
             panic!("expected one tag change, got {changes:?}");
         };

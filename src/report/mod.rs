@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use crate::api::{ResidencyPolicy, ResidencyPolicySpec, TenantStorage};
+use crate::api::{EncryptionMode, ResidencyPolicy, ResidencyPolicySpec, TenantStorage};
 use crate::cloud::{BucketPresence, Cloud, CloudError};
 use crate::plan::policy_document::{Effect, PolicyDocument};
 use crate::plan::{
@@ -68,13 +68,77 @@ pub struct Evidence {
     pub logging_region: Option<String>,
 }
 
+/// How a tenant's data is meant to be encrypted: its recorded mode and, with the tenant key,
+/// the key's ARN.
+#[derive(Clone, Copy, Debug)]
+pub struct Protection<'a> {
+    pub mode: EncryptionMode,
+    pub key_arn: Option<&'a str>,
+}
+
+/// Whether the data is under the encryption the tenant was provisioned with, and that is what
+/// the policy asks. Bucket Keys and SSE-C blocking are the operator's to keep (drift), not the
+/// report's question.
+fn encryption(
+    ev: &Evidence,
+    protection: Protection<'_>,
+    policy: Option<&ResidencyPolicySpec>,
+) -> Check {
+    let asked = policy.map(|p| p.encryption.mode);
+    if let Some(asked) = asked.filter(|asked| *asked != protection.mode) {
+        return Check::fail(format!(
+            "the tenant is encrypted with {:?}, but its policy asks for {asked:?}",
+            protection.mode
+        ));
+    }
+    let key_arn = protection.key_arn;
+    match (protection.mode, &ev.encryption, key_arn, &ev.key) {
+        (EncryptionMode::S3Managed, Some(enc), _, _)
+            if enc.meets(EncryptionRequirement::S3Managed) =>
+        {
+            Check::pass("SSE-S3 (AES-256 with S3-managed keys), as the policy asks")
+        }
+        (EncryptionMode::TenantKey, Some(enc), Some(arn), Some(key))
+            if enc.meets(EncryptionRequirement::Kms {
+                key: Some(arn),
+                dsse: false,
+            }) =>
+        {
+            if key.state == "Enabled" {
+                Check::pass(format!(
+                    "SSE-KMS with tenant key {arn} ({}, bucket key {})",
+                    key.state,
+                    if enc.bucket_key { "on" } else { "off" }
+                ))
+            } else {
+                Check::fail(format!(
+                    "SSE-KMS with tenant key {arn}, but the key is {}",
+                    key.state
+                ))
+            }
+        }
+        (EncryptionMode::S3Managed, Some(enc), _, _) => Check::fail(format!(
+            "default encryption {} with {}, not SSE-S3",
+            enc.algorithm,
+            enc.key_id.as_deref().unwrap_or("no key"),
+        )),
+        (EncryptionMode::TenantKey, Some(enc), _, _) => Check::fail(format!(
+            "default encryption {} with {}, not the tenant key {}",
+            enc.algorithm,
+            enc.key_id.as_deref().unwrap_or("no key"),
+            key_arn.unwrap_or("(none recorded)")
+        )),
+        (_, None, _, _) => Check::fail("no default encryption"),
+    }
+}
+
 /// Judges one tenant against its policy from what the cloud said.
 pub fn evaluate(
     tenant: String,
     policy_name: &str,
     policy: Option<&ResidencyPolicySpec>,
     bucket: String,
-    key_arn: Option<&str>,
+    protection: Protection<'_>,
     ev: &Evidence,
 ) -> TenantReport {
     let jurisdiction = policy.map_or_else(|| "-".to_owned(), |p| p.jurisdiction.clone());
@@ -89,35 +153,7 @@ pub fn evaluate(
             p.allowed_regions.join(", ")
         )),
     };
-    // Bucket Keys and SSE-C blocking are the operator's to keep (drift), not the report's
-    // question: is the data under the tenant key?
-    let tenant_key = |arn| EncryptionRequirement::Kms {
-        key: Some(arn),
-        dsse: false,
-    };
-    let encryption = match (&ev.encryption, key_arn, &ev.key) {
-        (Some(enc), Some(arn), Some(key)) if enc.meets(tenant_key(arn)) => {
-            if key.state == "Enabled" {
-                Check::pass(format!(
-                    "SSE-KMS with tenant key {arn} ({}, bucket key {})",
-                    key.state,
-                    if enc.bucket_key { "on" } else { "off" }
-                ))
-            } else {
-                Check::fail(format!(
-                    "SSE-KMS with tenant key {arn}, but the key is {}",
-                    key.state
-                ))
-            }
-        }
-        (Some(enc), _, _) => Check::fail(format!(
-            "default encryption {} with {}, not the tenant key {}",
-            enc.algorithm,
-            enc.key_id.as_deref().unwrap_or("no key"),
-            key_arn.unwrap_or("(none recorded)")
-        )),
-        (None, _, _) => Check::fail("no default encryption"),
-    };
+    let encryption = encryption(ev, protection, policy);
     let tls_only = match ev.policy.as_deref().map(PolicyDocument::parse) {
         Some(Ok(doc)) => tls_only(&doc),
         Some(Err(e)) => Check::fail(format!("bucket policy unreadable: {e}")),
@@ -328,7 +364,12 @@ pub async fn collect(
             .find(|p| p.name_any() == ts.spec.policy_ref)
             .map(|p| &p.spec);
         let status = ts.status.clone().unwrap_or_default();
-        let (Some(bucket), Some(region)) = (status.bucket_name, status.region) else {
+        let protection = Protection {
+            mode: status.encryption_mode.unwrap_or_default(),
+            key_arn: status.kms_key_arn.as_deref(),
+        };
+        let (Some(bucket), Some(region)) = (status.bucket_name.clone(), status.region.clone())
+        else {
             reports.push(evaluate(
                 name,
                 &ts.spec.policy_ref,
@@ -337,7 +378,7 @@ pub async fn collect(
                     Some(d) => format!("(delegated: {})", d.bucket),
                     None => "(not provisioned)".into(),
                 },
-                None,
+                protection,
                 &Evidence::default(),
             ));
             continue;
@@ -348,7 +389,7 @@ pub async fn collect(
             &ts.spec.policy_ref,
             policy,
             bucket,
-            status.kms_key_arn.as_deref(),
+            protection,
             &ev,
         ));
     }
@@ -408,7 +449,14 @@ pub enum ReportError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Desired, TenantIdentity};
+    use crate::plan::{DefaultEncryption, Desired, TenantIdentity};
+
+    fn keyed() -> Protection<'static> {
+        Protection {
+            mode: EncryptionMode::TenantKey,
+            key_arn: Some(KEY),
+        }
+    }
 
     const KEY: &str = "arn:aws:kms:eu-central-1:000000000000:key/k1";
 
@@ -440,7 +488,11 @@ mod tests {
                 state: "Enabled".into(),
                 rotation_enabled: true,
             }),
-            policy: Some(desired.bucket_policy(KEY).to_string()),
+            policy: Some(
+                desired
+                    .bucket_policy(&DefaultEncryption::Kms(KEY.into()))
+                    .to_string(),
+            ),
             public_access_block: Some(PublicAccessBlock::ALL_ON),
             object_ownership: Some("BucketOwnerEnforced".into()),
             logging: Some(LoggingTarget {
@@ -458,7 +510,7 @@ mod tests {
             "eu",
             Some(&policy()),
             "b".into(),
-            Some(KEY),
+            keyed(),
             &good(),
         );
         assert!(r.compliant, "{r:?}");
@@ -526,7 +578,7 @@ mod tests {
         for (evidence, break_it) in cases {
             let mut ev = good();
             break_it(&mut ev);
-            let r = evaluate("n/t".into(), "eu", Some(&p), "b".into(), Some(KEY), &ev);
+            let r = evaluate("n/t".into(), "eu", Some(&p), "b".into(), keyed(), &ev);
             assert!(!r.compliant, "{evidence}: {r:?}");
             let failed: Vec<_> = checks(&r).into_iter().filter(|(_, c)| !c.pass).collect();
             assert_eq!(failed.len(), 1, "{evidence}: {failed:?}");
@@ -549,7 +601,7 @@ mod tests {
             "eu",
             Some(&policy()),
             "b".into(),
-            Some(KEY),
+            keyed(),
             &ev,
         );
         assert!(r.tls_only.pass, "{r:?}");
@@ -563,17 +615,10 @@ mod tests {
     #[test]
     fn renders_every_format() {
         let p = policy();
-        let ok = evaluate(
-            "n/ok".into(),
-            "eu",
-            Some(&p),
-            "b1".into(),
-            Some(KEY),
-            &good(),
-        );
+        let ok = evaluate("n/ok".into(), "eu", Some(&p), "b1".into(), keyed(), &good());
         let mut ev = good();
         ev.policy = None;
-        let bad = evaluate("n/bad".into(), "eu", Some(&p), "b2".into(), Some(KEY), &ev);
+        let bad = evaluate("n/bad".into(), "eu", Some(&p), "b2".into(), keyed(), &ev);
         let reports = [ok, bad];
         let json: serde_json::Value =
             serde_json::from_str(&render(&reports, Format::Json).unwrap_or_default())
@@ -589,6 +634,41 @@ mod tests {
         assert!(
             table.contains("n/bad: TLS only: no bucket policy"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn s3_managed_keys_pass_only_where_the_policy_asks_for_them() {
+        let mut ev = good();
+        ev.encryption = Some(ObservedEncryption {
+            algorithm: "AES256".into(),
+            key_id: None,
+            bucket_key: false,
+            sse_c_blocked: true,
+        });
+        ev.key = None;
+        let s3 = Protection {
+            mode: EncryptionMode::S3Managed,
+            key_arn: None,
+        };
+        let mut asks = policy();
+        asks.encryption.mode = EncryptionMode::S3Managed;
+        let r = evaluate("n/t".into(), "eu", Some(&asks), "b".into(), s3, &ev);
+        assert!(r.encryption.pass, "{:?}", r.encryption);
+        let r = evaluate("n/t".into(), "eu", Some(&policy()), "b".into(), s3, &ev);
+        assert!(!r.encryption.pass && r.encryption.evidence.contains("asks for TenantKey"));
+        let r = evaluate(
+            "n/t".into(),
+            "eu",
+            Some(&policy()),
+            "b".into(),
+            keyed(),
+            &ev,
+        );
+        assert!(
+            !r.encryption.pass,
+            "SSE-S3 is not the tenant key: {:?}",
+            r.encryption
         );
     }
 }

@@ -1,12 +1,15 @@
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tenant_storage_operator::api::{ConditionStatus, DataDeletionRequest, DeletionPhase};
+use tenant_storage_operator::api::{
+    ConditionStatus, DataDeletionRequest, DeletionPhase, EncryptionMode,
+};
 use tenant_storage_operator::controllers::{REQUEST_LABEL, deletion_job_name};
-use tenant_storage_operator::plan::naming::deletion_request_label;
+use tenant_storage_operator::plan::naming::{deletion_request_label, key_alias};
 use tenant_storage_operator::purge::UID_LABEL;
 
 use crate::harness::{
@@ -698,4 +701,104 @@ async fn an_operator_limited_to_a_namespace_leaves_the_others_alone() {
     jobs.delete(&job.name_any(), &Default::default())
         .await
         .expect("delete the hand-made Job");
+}
+
+/// A policy with `encryption.mode: S3Managed` gives its tenants SSE-S3 (AES-256 with keys AWS
+/// manages) and no tenant key: an upload naming no encryption is stored with AES256, one asking
+/// for SSE-KMS is refused by the bucket policy, and a crypto-shred request, which has no key to
+/// destroy, is rejected with its reason (a purge is accepted).
+#[tokio::test]
+async fn s3_managed_keys_mean_aes256_no_tenant_key_and_no_crypto_shredding() {
+    let s = Scenario::new("sses3").await;
+    let mut spec = eu_spec();
+    spec.encryption.mode = EncryptionMode::S3Managed;
+    let policy = s.policy(spec).await;
+    let _op = s.operator(&[]).await;
+    s.create(&tenant("aes", &policy, json!({})))
+        .await
+        .expect("create tenant");
+    let ts = s.wait_ready("aes").await;
+    let encrypted = condition(&ts, "Encrypted").expect("Encrypted");
+    assert_eq!(
+        (encrypted.status, encrypted.reason.as_str()),
+        (ConditionStatus::True, "S3ManagedKeys")
+    );
+    let status = ts.status.clone().expect("status");
+    assert_eq!(status.encryption_mode, Some(EncryptionMode::S3Managed));
+    assert_eq!((status.kms_key_arn, status.kms_key_alias), (None, None));
+    let bucket = status.bucket_name.expect("bucket");
+    let root = Aws::root().await;
+    let rules = root
+        .s3("eu-central-1")
+        .get_bucket_encryption()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket encryption");
+    let algorithm = rules
+        .server_side_encryption_configuration()
+        .and_then(|c| c.rules().first())
+        .and_then(|r| r.apply_server_side_encryption_by_default())
+        .map(|d| d.sse_algorithm().clone());
+    assert_eq!(algorithm, Some(ServerSideEncryption::Aes256));
+    let alias = key_alias(&s.cluster_id, &s.ns, "aes");
+    let key = root
+        .kms("eu-central-1")
+        .describe_key()
+        .key_id(&alias)
+        .send()
+        .await;
+    assert!(key.is_err(), "no tenant key: {key:?}");
+
+    let user = Aws::user().await.s3("eu-central-1");
+    user.put_object()
+        .bucket(&bucket)
+        .key("plain")
+        .body(ByteStream::from_static(b"no header"))
+        .send()
+        .await
+        .expect("an upload naming no encryption is allowed");
+    let head = user
+        .head_object()
+        .bucket(&bucket)
+        .key("plain")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        head.server_side_encryption(),
+        Some(&ServerSideEncryption::Aes256)
+    );
+    let kms = user
+        .put_object()
+        .bucket(&bucket)
+        .key("kms")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    let refused = matches!(&kms, Err(e) if format!("{e:?}").contains("AccessDenied"));
+    assert!(refused, "SSE-KMS is not the bucket's encryption: {kms:?}");
+
+    let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    let shred = request("shred", "aes", json!({"method": "CryptoShred"}));
+    requests
+        .create(&PostParams::default(), &shred)
+        .await
+        .expect("create request");
+    let r = eventually("crypto-shred rejected", || async {
+        let r = requests.get("shred").await.ok()?;
+        (r.status.as_ref()?.phase == Some(DeletionPhase::Rejected)).then_some(r)
+    })
+    .await;
+    let accepted = ddr_condition(&r, "Accepted").expect("Accepted");
+    assert_eq!(
+        (accepted.status, accepted.reason.as_str()),
+        (ConditionStatus::False, "CryptoShredImpossible")
+    );
+    assert!(
+        accepted.message.contains("method Purge"),
+        "{}",
+        accepted.message
+    );
 }

@@ -15,7 +15,7 @@ use crate::cloud::port::Roles;
 use crate::controllers::toolkit::publish;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{DesiredRole, IRSA_ANNOTATION, ObservedRole, managed_access_policy};
-use crate::plan::{Desired, TenantIdentity};
+use crate::plan::{DefaultEncryption, Desired, TenantIdentity};
 
 /// The operator's IAM, as the role stage sees it.
 pub(super) fn iam(ctx: &Context) -> Iam<'_, crate::cloud::Iam> {
@@ -129,12 +129,12 @@ impl<R: Roles> Principals for ManagedRole<'_, R> {
     async fn allowed(
         &mut self,
         desired: &Desired,
-        key_arn: &str,
+        encryption: &DefaultEncryption,
     ) -> Result<Result<Vec<String>, Refusal>, Error> {
         if let Some(access) = self.access {
             let bucket = desired.bucket_arn();
             let permissions =
-                managed_access_policy(access.level, &bucket, key_arn, &desired.region);
+                managed_access_policy(access.level, &bucket, encryption.key(), &desired.region);
             let wanted = Wanted {
                 id: self.id,
                 partition: desired.partition,

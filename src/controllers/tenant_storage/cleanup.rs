@@ -96,19 +96,22 @@ async fn announce(
         ),
         Released::Blocked { bucket, purge } => return blocked(ctx, ts, api, bucket, purge).await,
         Released::Deleted { bucket, key } => {
-            if let KeyFate::NotOurs { alias, arn } = key {
-                let note = format!(
-                    "alias {alias} points at key {arn} that is not this tenant's; left untouched"
-                );
-                publish(ctx, ts, EventType::Warning, "KeyConflict", "Delete", note).await;
-            }
+            let key = match key {
+                KeyFate::Retired => format!("; key scheduled for deletion in {window} days"),
+                KeyFate::Gone => String::new(),
+                KeyFate::NotOurs { alias, arn } => {
+                    let note = format!(
+                        "alias {alias} points at key {arn} that is not this tenant's; left untouched"
+                    );
+                    publish(ctx, ts, EventType::Warning, "KeyConflict", "Delete", note).await;
+                    String::new()
+                }
+            };
             (
                 EventType::Normal,
                 "Deleted",
                 "Delete",
-                format!(
-                    "deletionPolicy Delete: deleted empty bucket {bucket}; key scheduled for deletion in {window} days"
-                ),
+                format!("deletionPolicy Delete: deleted empty bucket {bucket}{key}"),
             )
         }
     };

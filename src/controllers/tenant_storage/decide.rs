@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::record::Record;
 use super::refusal::Refusal;
 use super::storage::Tenant;
-use crate::api::ResidencyPolicySpec;
+use crate::api::{EncryptionMode, ResidencyPolicySpec};
 use crate::plan::{self, Desired, KeyChange, ObservedKey, Ownership, TenantIdentity};
 use crate::policy;
 
@@ -60,12 +60,31 @@ pub(super) fn placement(tenant: &Tenant<'_>, record: &Record) -> Result<Placemen
             now: desired.bucket,
         });
     }
+    encryption_kept(tenant, record, &desired)?;
     let known_here = claimed && record.region.as_deref() == Some(desired.region.as_str());
     Ok(Placement {
         desired,
         claimed,
         known_here,
     })
+}
+
+/// A tenant keeps the encryption it was provisioned with: its data is encrypted that way, and
+/// the operator neither re-encrypts it nor drops a key that protects it. A tenant from before
+/// the mode was recorded has a key (its ARN is recorded) or none yet.
+fn encryption_kept(tenant: &Tenant<'_>, record: &Record, desired: &Desired) -> Result<(), Refusal> {
+    let recorded = record.encryption_mode.or(record
+        .kms_key_arn
+        .as_ref()
+        .map(|_| EncryptionMode::TenantKey));
+    match recorded {
+        Some(recorded) if recorded != desired.encryption => Err(Refusal::EncryptionModeChange {
+            policy: tenant.policy_name.to_owned(),
+            recorded,
+            wanted: desired.encryption,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn desired_in(tenant: &Tenant<'_>, region: String) -> Desired {

@@ -1,7 +1,7 @@
 //! What the TenantStorage stages keep in status, and the write-ahead marks that store it
 //! before the cloud is changed.
 
-use crate::api::{AccessStatus, TenantStorageStatus};
+use crate::api::{AccessStatus, EncryptionMode, TenantStorageStatus};
 use crate::controllers::Error;
 
 /// What the stages keep in the tenant's status: where the data is, with which key, and the
@@ -11,6 +11,8 @@ pub(super) struct Record {
     pub region: Option<String>,
     pub bucket_name: Option<String>,
     pub bucket_arn: Option<String>,
+    /// How the bucket is encrypted, as the policy said when the bucket was claimed.
+    pub encryption_mode: Option<EncryptionMode>,
     pub kms_key_alias: Option<String>,
     pub kms_key_arn: Option<String>,
     /// Set before a key is created, cleared once its alias is written: a creation interrupted
@@ -26,6 +28,7 @@ impl Record {
             region: status.region.clone(),
             bucket_name: status.bucket_name.clone(),
             bucket_arn: status.bucket_arn.clone(),
+            encryption_mode: status.encryption_mode,
             kms_key_alias: status.kms_key_alias.clone(),
             kms_key_arn: status.kms_key_arn.clone(),
             key_creation_started: status.key_creation_started.clone(),
@@ -42,6 +45,7 @@ impl Record {
         status.region.clone_from(&self.region);
         status.bucket_name.clone_from(&self.bucket_name);
         status.bucket_arn.clone_from(&self.bucket_arn);
+        status.encryption_mode = self.encryption_mode;
         status.kms_key_alias.clone_from(&self.kms_key_alias);
         status.kms_key_arn.clone_from(&self.kms_key_arn);
         status

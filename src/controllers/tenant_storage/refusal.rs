@@ -3,6 +3,7 @@
 
 use thiserror::Error;
 
+use crate::api::EncryptionMode;
 use crate::policy::ResidencyError;
 
 /// A decision not to provision (or not to go on), as opposed to a failure to retry.
@@ -79,6 +80,14 @@ pub(crate) enum Refusal {
         "spec.delegated.roleArn {role} is in the operator's own AWS account; delegated mode reaches a bucket in the customer's account through a role the customer grants. Use mode Managed for buckets in this account"
     )]
     RoleInOwnAccount { role: String },
+    #[error(
+        "this tenant's data is encrypted with {recorded:?}, but ResidencyPolicy {policy} now says encryption.mode {wanted:?}: the operator neither re-encrypts data nor drops a key that protects it. Restore encryption.mode {recorded:?} in the policy, or move the data deliberately to a new TenantStorage"
+    )]
+    EncryptionModeChange {
+        policy: String,
+        recorded: EncryptionMode,
+        wanted: EncryptionMode,
+    },
     #[error("{field} is not a valid ARN: {error}; correct it")]
     InvalidArn { field: &'static str, error: String },
 }
@@ -114,6 +123,7 @@ impl Refusal {
             Refusal::PartitionMismatch { .. } => "PartitionMismatch",
             Refusal::RoleInOwnAccount { .. } => "RoleInOwnAccount",
             Refusal::InvalidArn { .. } => "InvalidArn",
+            Refusal::EncryptionModeChange { .. } => "EncryptionModeChangeRefused",
         }
     }
 

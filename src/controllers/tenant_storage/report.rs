@@ -18,7 +18,7 @@ use crate::controllers::conditions::{
 use crate::controllers::own_writes::OwnWrites;
 use crate::controllers::toolkit::{StatusPatch, publish};
 use crate::controllers::{Context, Error};
-use crate::plan::{BucketChange, KeyChange};
+use crate::plan::{BucketChange, DefaultEncryption, KeyChange};
 use crate::telemetry::SettingLabels;
 
 /// Condition: a whole-tenant deletion runs (and whether it refuses new writes).
@@ -197,7 +197,7 @@ impl Ledger for StatusLedger<'_, '_> {
 pub(super) async fn announce(ctx: &Context, ts: &TenantStorage, done: &Provisioned) {
     let Provisioned {
         desired,
-        key_arn,
+        encryption,
         existed,
         adopting,
         key_changes,
@@ -205,8 +205,12 @@ pub(super) async fn announce(ctx: &Context, ts: &TenantStorage, done: &Provision
     } = done;
     let (existed, adopting) = (*existed, *adopting);
     if !existed {
+        let with = match encryption {
+            DefaultEncryption::Kms(key_arn) => key_arn.as_str(),
+            DefaultEncryption::S3Managed => "S3-managed keys (SSE-S3, AES-256)",
+        };
         let note = format!(
-            "created bucket {} in {} encrypted with {key_arn}",
+            "created bucket {} in {} encrypted with {with}",
             desired.bucket, desired.region
         );
         info!(bucket = %desired.bucket, region = %desired.region, "provisioned");
@@ -292,14 +296,21 @@ pub(super) fn purge(report: &mut Report<'_>, request: Option<&str>, deny_writes:
 /// Everything is in shape: the conditions say what that means.
 pub(super) fn provisioned(report: &mut Report<'_>, done: &Provisioned, policy: &str) {
     let Provisioned {
-        desired, key_arn, ..
+        desired,
+        encryption,
+        ..
     } = done;
-    report.set(
-        ENCRYPTED,
-        ConditionStatus::True,
-        "TenantKey",
-        format!("default encryption SSE-KMS with the tenant key {key_arn}, Bucket Keys on, automatic rotation on; other keys and weaker encryption are denied"),
-    );
+    let (reason, message) = match encryption {
+        DefaultEncryption::Kms(key_arn) => (
+            "TenantKey",
+            format!("default encryption SSE-KMS with the tenant key {key_arn}, Bucket Keys on, automatic rotation on; other keys and weaker encryption are denied"),
+        ),
+        DefaultEncryption::S3Managed => (
+            "S3ManagedKeys",
+            "default encryption SSE-S3 (AES-256 with keys managed by AWS), as the policy's encryption.mode asks; uploads asking for any other encryption are denied. There is no tenant key, so crypto-shredding is not available".to_owned(),
+        ),
+    };
+    report.set(ENCRYPTED, ConditionStatus::True, reason, message);
     report.set(
         PUBLIC_ACCESS_BLOCKED,
         ConditionStatus::True,

@@ -13,11 +13,13 @@ use super::decide::{self, Placement};
 use super::log_bucket;
 use super::record::{Ledger, Mark, Record};
 use super::refusal::Refusal;
-use crate::api::ResidencyPolicySpec;
+use crate::api::{EncryptionMode, ResidencyPolicySpec};
 use crate::cloud::port::{Buckets, Keys, Regions};
 use crate::cloud::{BucketPresence, ObservedTags};
 use crate::controllers::Error;
-use crate::plan::{self, BucketChange, Desired, DesiredLogBucket, KeyChange, TenantIdentity};
+use crate::plan::{
+    self, BucketChange, DefaultEncryption, Desired, DesiredLogBucket, KeyChange, TenantIdentity,
+};
 
 /// Who may reach the bucket besides the operator's own principals: decided once the key is
 /// known (the tenant role's permissions name it), before the bucket policy is written.
@@ -25,7 +27,7 @@ pub(super) trait Principals: Send {
     fn allowed(
         &mut self,
         desired: &Desired,
-        key_arn: &str,
+        encryption: &DefaultEncryption,
     ) -> impl Future<Output = Result<Result<Vec<String>, Refusal>, Error>> + Send;
 }
 
@@ -70,7 +72,8 @@ pub(super) struct Outcome {
 #[derive(Debug)]
 pub(super) struct Provisioned {
     pub desired: Desired,
-    pub key_arn: String,
+    /// The bucket's default encryption: the tenant key, or S3-managed keys.
+    pub encryption: DefaultEncryption,
     /// The bucket existed before this run.
     pub existed: bool,
     /// It existed but was not claimed: left by an earlier run, now adopted.
@@ -120,11 +123,12 @@ pub(super) async fn converge<C: Regions>(
         jurisdiction: &tenant.policy.jurisdiction,
     };
     claim(record, &desired, ledger, mark).await?;
-    let (key_arn, key_changes) = match key(&region, tenant, &desired, record, ledger, slow).await? {
-        Ok(done) => done,
-        // A refused key stops the run before the slow settings count as read.
-        Err(step) => return Ok(stopped(step, false)),
-    };
+    let (encryption, key_changes) =
+        match key(&region, tenant, &desired, record, ledger, slow).await? {
+            Ok(done) => done,
+            // A refused key stops the run before the slow settings count as read.
+            Err(step) => return Ok(stopped(step, false)),
+        };
     desired.deny_writes = purges.writes_denied().await?;
     if desired.logging.is_some() {
         let logs = DesiredLogBucket::new(
@@ -136,18 +140,18 @@ pub(super) async fn converge<C: Regions>(
         );
         log_bucket::ensure(&region, &logs, tenant.log_buckets, tenant.log_bucket_period).await?;
     }
-    desired.allowed_principals = match principals.allowed(&desired, &key_arn).await? {
+    desired.allowed_principals = match principals.allowed(&desired, &encryption).await? {
         Ok(allowed) => allowed,
         Err(r) => return Ok(stopped(Step::Refused(r), slow)),
     };
     let existed = tags.is_some();
-    let bucket_changes = match bucket(&region, tenant, &desired, &key_arn, tags, slow).await? {
+    let bucket_changes = match bucket(&region, tenant, &desired, &encryption, tags, slow).await? {
         Ok(changes) => changes,
         Err(step) => return Ok(stopped(step, slow)),
     };
     let provisioned = Provisioned {
         desired,
-        key_arn,
+        encryption,
         existed,
         adopting,
         key_changes,
@@ -216,12 +220,14 @@ async fn claim(
     record.region = Some(desired.region.clone());
     record.bucket_name = Some(desired.bucket.clone());
     record.bucket_arn = Some(desired.bucket_arn());
-    record.kms_key_alias = Some(desired.key_alias.clone());
+    record.encryption_mode = Some(desired.encryption);
+    record.kms_key_alias =
+        (desired.encryption == EncryptionMode::TenantKey).then(|| desired.key_alias.clone());
     ledger.write(record, mark).await
 }
 
-/// The tenant key: first, since the bucket's encryption and policy name it. Returns its ARN
-/// and what was changed.
+/// The tenant key: first, since the bucket's encryption and policy name it. Returns the
+/// bucket's encryption and what was changed; a bucket with S3-managed keys has no key.
 async fn key<R: Keys>(
     cloud: &R,
     tenant: &Tenant<'_>,
@@ -229,7 +235,10 @@ async fn key<R: Keys>(
     record: &mut Record,
     ledger: &mut impl Ledger,
     slow: bool,
-) -> Result<Result<(String, Vec<KeyChange>), Step>, Error> {
+) -> Result<Result<(DefaultEncryption, Vec<KeyChange>), Step>, Error> {
+    if desired.encryption == EncryptionMode::S3Managed {
+        return Ok(Ok((DefaultEncryption::S3Managed, Vec::new())));
+    }
     let key = cloud.key(&desired.key_alias, slow).await?;
     // First sight of this key (or the alias was repointed): it must carry our tags.
     let key_tags = match &key {
@@ -258,7 +267,7 @@ async fn key<R: Keys>(
     let arn = apply_key_changes(cloud, desired, existing, &changes, orphan_of).await?;
     record.key_creation_started = None;
     record.kms_key_arn = Some(arn.clone());
-    Ok(Ok((arn, changes)))
+    Ok(Ok((DefaultEncryption::Kms(arn), changes)))
 }
 
 async fn apply_key_changes<R: Keys>(
@@ -302,11 +311,11 @@ async fn bucket<R: Buckets>(
     cloud: &R,
     tenant: &Tenant<'_>,
     desired: &Desired,
-    key_arn: &str,
+    encryption: &DefaultEncryption,
     tags: Option<BTreeMap<String, String>>,
     slow: bool,
 ) -> Result<Result<Vec<BucketChange>, Step>, Error> {
-    let shape = desired.shape(key_arn);
+    let shape = desired.shape(encryption);
     let observed = match tags {
         Some(t) => match cloud.observe(&desired.bucket, t, &shape).await {
             Ok(observed) => Some(observed),

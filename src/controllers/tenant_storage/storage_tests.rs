@@ -11,7 +11,7 @@ use super::storage::{Outcome, Principals, Provisioned, Purges, Step, Tenant, con
 use crate::api::{ResidencyPolicySpec, Versioning};
 use crate::cloud::fake::{Bucket, Crash, FakeCloud, Key, World};
 use crate::controllers::Error;
-use crate::plan::{BucketChange, Desired, KeyChange, TenantIdentity, tags};
+use crate::plan::{BucketChange, DefaultEncryption, Desired, KeyChange, TenantIdentity, tags};
 
 pub(super) const EU: &str = "eu-central-1";
 const EU2: &str = "eu-west-1";
@@ -72,7 +72,7 @@ impl Principals for Fixed {
     async fn allowed(
         &mut self,
         _desired: &Desired,
-        _key_arn: &str,
+        _encryption: &DefaultEncryption,
     ) -> Result<Result<Vec<String>, Refusal>, Error> {
         Ok(self.0.clone())
     }
@@ -227,7 +227,7 @@ async fn a_fresh_tenant_gets_a_key_then_a_locked_down_bucket_and_a_log_bucket() 
     let key = &world.keys[0];
     assert!(key.rotation && key.region == EU);
     let bucket = &world.buckets[&desired.bucket];
-    let shape = desired.shape(&key.arn);
+    let shape = desired.shape(&DefaultEncryption::Kms(key.arn.clone()));
     assert_eq!(
         crate::plan::bucket_changes(&shape, Some(&bucket.settings)),
         [BucketChange::PutPolicy(shape.policy.to_string())],
@@ -567,4 +567,70 @@ async fn a_running_purge_that_refuses_writes_is_in_the_bucket_policy_until_it_en
     h.purge = false;
     h.settle(true).await;
     assert!(!policy(&h).contains("DenyWritesDuringPurge"));
+}
+
+fn s3_managed(h: &mut Harness) {
+    h.policy.encryption.mode = crate::api::EncryptionMode::S3Managed;
+}
+
+#[tokio::test]
+async fn with_s3_managed_keys_the_bucket_gets_aes256_and_no_tenant_key_exists() {
+    let mut h = Harness::new();
+    s3_managed(&mut h);
+    let done = h.provisioned().await;
+    assert_eq!(done.encryption, DefaultEncryption::S3Managed);
+    assert!(done.key_changes.is_empty());
+    let bucket = h.desired(EU).bucket;
+    {
+        let world = h.world();
+        assert!(world.keys.is_empty() && world.aliases.is_empty(), "no key");
+        let settings = &world.buckets[&bucket].settings;
+        let algorithm = settings.encryption.as_ref().map(|e| e.algorithm.as_str());
+        assert_eq!(algorithm, Some("AES256"));
+        let policy = settings.policy.clone().unwrap_or_default();
+        assert!(policy.contains("DenyOtherEncryption") && !policy.contains("DenyOtherKmsKeys"));
+    }
+    assert_eq!(
+        h.status.encryption_mode,
+        Some(crate::api::EncryptionMode::S3Managed)
+    );
+    assert_eq!(
+        (h.status.kms_key_alias.clone(), h.status.kms_key_arn.clone()),
+        (None, None)
+    );
+    let writes = h.writes().len();
+    h.settle(false).await;
+    assert_eq!(h.writes().len(), writes, "a resync writes nothing");
+}
+
+#[tokio::test]
+async fn a_tenant_keeps_its_encryption_mode_when_the_policy_changes() {
+    let mut keyed = Harness::new();
+    keyed.provisioned().await;
+    s3_managed(&mut keyed);
+    let refusal = keyed.refused().await;
+    assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
+    assert_eq!(keyed.world().keys[0].state, "Enabled", "the key is kept");
+
+    let mut legacy = Harness::new();
+    legacy.provisioned().await;
+    legacy.status.encryption_mode = None;
+    s3_managed(&mut legacy);
+    let refusal = legacy.refused().await;
+    assert_eq!(
+        refusal.reason(),
+        "EncryptionModeChangeRefused",
+        "recorded key: {refusal}"
+    );
+
+    let mut s3 = Harness::new();
+    s3_managed(&mut s3);
+    s3.provisioned().await;
+    s3.policy.encryption.mode = crate::api::EncryptionMode::TenantKey;
+    let refusal = s3.refused().await;
+    assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
+    assert!(
+        s3.world().keys.is_empty(),
+        "no key is made for data that is not under it"
+    );
 }
