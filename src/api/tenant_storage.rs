@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::Condition;
 use super::residency_policy::{EncryptionMode, REGION_PATTERN};
 
-/// One tenant's storage: a region-pinned, encrypted, locked-down bucket and its own KMS key,
-/// kept compliant with the referenced `ResidencyPolicy`.
+/// One tenant's storage: a region-pinned, encrypted, locked-down bucket (with its own KMS key,
+/// or S3-managed keys, as the policy's `encryption.mode` says), kept compliant with the
+/// referenced `ResidencyPolicy`.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "storage.tenancy.dev",

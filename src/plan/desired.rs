@@ -92,8 +92,8 @@ impl Desired {
     /// The bucket policy: TLS only (and at least the policy's version), no encryption but the
     /// bucket's own (see [`encryption_statements`]), no customer-provided keys, no stale
     /// presigned URLs. SSE-C (a customer-provided key, AWS's documented `Null` test on its
-    /// algorithm header) is denied: such objects would escape the tenant key and survive
-    /// crypto-shredding.
+    /// algorithm header) is denied: such objects would escape the bucket's encryption (and,
+    /// with the tenant key, survive crypto-shredding).
     pub fn bucket_policy(&self, encryption: &DefaultEncryption) -> PolicyDocument {
         let bucket = Arn::bucket(self.partition, &self.bucket);
         let objects = bucket.objects("*");

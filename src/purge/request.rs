@@ -19,7 +19,7 @@ use super::records::RequestRecords;
 use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
 use crate::api::{
     CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
-    LockedVersion, ResidencyPolicy, TenantStorage,
+    EncryptionMode, LockedVersion, ResidencyPolicy, TenantStorage,
 };
 use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
 use crate::evidence::{EvidenceSection, Location};
@@ -169,6 +169,13 @@ pub async fn run(
         .clone()
         .ok_or_else(|| missing("region"))?;
     let method = req.spec.method;
+    // The controller rejects such a request; a Job started another way must not report a
+    // missing key as the reason.
+    if method.shreds() && tenant_status.encryption_mode == Some(EncryptionMode::S3Managed) {
+        return Err(RequestError::Refused(
+            "the tenant is encrypted with S3-managed keys: there is no tenant key to crypto-shred; use method Purge".into(),
+        ));
+    }
     let shred_target = if method.shreds() && !req.spec.dry_run {
         let key = tenant_status
             .kms_key_arn

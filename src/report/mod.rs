@@ -364,8 +364,19 @@ pub async fn collect(
             .find(|p| p.name_any() == ts.spec.policy_ref)
             .map(|p| &p.spec);
         let status = ts.status.clone().unwrap_or_default();
+        // A tenant that claimed its bucket before the mode was recorded uses the tenant key;
+        // one that has none yet is judged by what its policy asks.
+        let legacy = status
+            .bucket_name
+            .is_some()
+            .then_some(EncryptionMode::TenantKey);
+        let asked = policy.map(|p| p.encryption.mode);
         let protection = Protection {
-            mode: status.encryption_mode.unwrap_or_default(),
+            mode: status
+                .encryption_mode
+                .or(legacy)
+                .or(asked)
+                .unwrap_or_default(),
             key_arn: status.kms_key_arn.as_deref(),
         };
         let (Some(bucket), Some(region)) = (status.bucket_name.clone(), status.region.clone())

@@ -705,8 +705,8 @@ async fn an_operator_limited_to_a_namespace_leaves_the_others_alone() {
 
 /// A policy with `encryption.mode: S3Managed` gives its tenants SSE-S3 (AES-256 with keys AWS
 /// manages) and no tenant key: an upload naming no encryption is stored with AES256, one asking
-/// for SSE-KMS is refused by the bucket policy, and a crypto-shred request, which has no key to
-/// destroy, is rejected with its reason (a purge is accepted).
+/// for SSE-KMS is refused by the bucket policy while one asking for AES256 is accepted, and a
+/// crypto-shred request, which has no key to destroy, is rejected with its reason.
 #[tokio::test]
 async fn s3_managed_keys_mean_aes256_no_tenant_key_and_no_crypto_shredding() {
     let s = Scenario::new("sses3").await;
@@ -779,6 +779,14 @@ async fn s3_managed_keys_mean_aes256_no_tenant_key_and_no_crypto_shredding() {
         .await;
     let refused = matches!(&kms, Err(e) if format!("{e:?}").contains("AccessDenied"));
     assert!(refused, "SSE-KMS is not the bucket's encryption: {kms:?}");
+    user.put_object()
+        .bucket(&bucket)
+        .key("aes")
+        .server_side_encryption(ServerSideEncryption::Aes256)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("an upload asking for the bucket's own encryption is allowed");
 
     let requests: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
     let shred = request("shred", "aes", json!({"method": "CryptoShred"}));

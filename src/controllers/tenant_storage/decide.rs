@@ -7,7 +7,10 @@ use super::record::Record;
 use super::refusal::Refusal;
 use super::storage::Tenant;
 use crate::api::{EncryptionMode, ResidencyPolicySpec};
-use crate::plan::{self, Desired, KeyChange, ObservedKey, Ownership, TenantIdentity};
+use crate::plan::{
+    self, Desired, EncryptionRequirement, KeyChange, ObservedEncryption, ObservedKey, Ownership,
+    TenantIdentity,
+};
 use crate::policy;
 
 /// Where the tenant's data goes, before the cloud is asked.
@@ -70,13 +73,14 @@ pub(super) fn placement(tenant: &Tenant<'_>, record: &Record) -> Result<Placemen
 }
 
 /// A tenant keeps the encryption it was provisioned with: its data is encrypted that way, and
-/// the operator neither re-encrypts it nor drops a key that protects it. A tenant from before
-/// the mode was recorded has a key (its ARN is recorded) or none yet.
+/// the operator neither re-encrypts it nor drops a key that protects it. A tenant that claimed
+/// its bucket before the mode was recorded is a tenant-key one (the mode is recorded with every
+/// claim now).
 fn encryption_kept(tenant: &Tenant<'_>, record: &Record, desired: &Desired) -> Result<(), Refusal> {
-    let recorded = record.encryption_mode.or(record
-        .kms_key_arn
-        .as_ref()
-        .map(|_| EncryptionMode::TenantKey));
+    let legacy = record.bucket_name.is_some() || record.kms_key_arn.is_some();
+    let recorded = record
+        .encryption_mode
+        .or(legacy.then_some(EncryptionMode::TenantKey));
     match recorded {
         Some(recorded) if recorded != desired.encryption => Err(Refusal::EncryptionModeChange {
             policy: tenant.policy_name.to_owned(),
@@ -142,6 +146,38 @@ pub(super) fn bucket_owner(
         });
     }
     Ok(!claimed)
+}
+
+/// A bucket adopted (left by an earlier run, or released and taken back) must already be
+/// encrypted the way the policy now asks: its objects are, and the operator does not re-encrypt
+/// them. Adopting an SSE-S3 bucket as a tenant-key one would let a crypto-shred certify data the
+/// key never protected; the reverse would leave data under a key no longer tracked.
+pub(super) fn adopted_encryption(
+    seen: Option<&ObservedEncryption>,
+    tenant: &Tenant<'_>,
+    desired: &Desired,
+) -> Result<(), Refusal> {
+    let found = match seen {
+        Some(e) if e.meets(EncryptionRequirement::S3Managed) => EncryptionMode::S3Managed,
+        Some(e)
+            if e.meets(EncryptionRequirement::Kms {
+                key: None,
+                dsse: true,
+            }) =>
+        {
+            EncryptionMode::TenantKey
+        }
+        // No default encryption, or an unknown one: nothing to keep, the bucket is set as asked.
+        _ => return Ok(()),
+    };
+    if found == desired.encryption {
+        return Ok(());
+    }
+    Err(Refusal::EncryptionModeChange {
+        policy: tenant.policy_name.to_owned(),
+        recorded: found,
+        wanted: desired.encryption,
+    })
 }
 
 /// A bucket that turned out to exist when it was created: used only if it is this tenant's.

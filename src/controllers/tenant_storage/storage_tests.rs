@@ -634,3 +634,51 @@ async fn a_tenant_keeps_its_encryption_mode_when_the_policy_changes() {
         "no key is made for data that is not under it"
     );
 }
+
+/// A bucket of ours with this default encryption, as a released or left-behind bucket is.
+fn left_behind(h: &Harness, algorithm: &str) {
+    let mut bucket = ours(&h.desired(EU).tags);
+    bucket.settings.encryption = Some(crate::plan::ObservedEncryption {
+        algorithm: algorithm.into(),
+        key_id: (algorithm == "aws:kms").then(|| "arn:aws:kms:eu-central-1:1:key/old".into()),
+        bucket_key: algorithm == "aws:kms",
+        sse_c_blocked: true,
+    });
+    h.world().buckets.insert(h.desired(EU).bucket, bucket);
+}
+
+#[tokio::test]
+async fn a_bucket_is_adopted_only_if_it_is_encrypted_the_way_the_policy_now_asks() {
+    let mut s3 = Harness::new();
+    s3_managed(&mut s3);
+    left_behind(&s3, "aws:kms");
+    let refusal = s3.refused().await;
+    assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
+    let kept = s3.world().buckets[&s3.desired(EU).bucket].settings.clone();
+    let algorithm = kept.encryption.map(|e| e.algorithm);
+    assert_eq!(algorithm.as_deref(), Some("aws:kms"), "not re-keyed");
+
+    let mut keyed = Harness::new();
+    left_behind(&keyed, "AES256");
+    let refusal = keyed.refused().await;
+    assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
+    assert!(
+        keyed.world().keys.is_empty(),
+        "no key for data it never protected"
+    );
+
+    let mut same = Harness::new();
+    s3_managed(&mut same);
+    left_behind(&same, "AES256");
+    assert!(same.provisioned().await.adopting);
+}
+
+#[tokio::test]
+async fn a_tenant_claimed_before_modes_were_recorded_is_a_tenant_key_one() {
+    let mut h = Harness::new();
+    h.status.bucket_name = Some(h.desired(EU).bucket);
+    h.status.region = Some(EU.into());
+    s3_managed(&mut h);
+    let refusal = h.refused().await;
+    assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
+}
