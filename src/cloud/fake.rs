@@ -177,17 +177,6 @@ impl Buckets for FakeRegion {
         })
     }
 
-    async fn default_encryption(
-        &self,
-        bucket: &str,
-    ) -> Result<Option<ObservedEncryption>, CloudError> {
-        let found = self.cloud.read(|w| w.buckets.get(bucket).cloned());
-        match found.filter(|b| !b.foreign) {
-            Some(b) => Ok(b.settings.encryption),
-            None => Err(api_error("GetBucketEncryption", "NoSuchBucket")),
-        }
-    }
-
     async fn create(&self, bucket: &str) -> Result<bool, CloudError> {
         let region = self.region.clone();
         self.cloud.write(format!("CreateBucket {bucket}"), |w| {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{BucketPresence, CloudError, ObservedTags, Regional};
 use crate::plan::access::{DesiredRole, ObservedRole, RoleChange, RoleDigest};
-use crate::plan::{BucketChange, BucketShape, ObservedBucket, ObservedEncryption, ObservedKey};
+use crate::plan::{BucketChange, BucketShape, ObservedBucket, ObservedKey};
 
 /// Buckets of one region.
 pub trait Buckets: Send + Sync {
@@ -25,11 +25,6 @@ pub trait Buckets: Send + Sync {
         tags: BTreeMap<String, String>,
         shape: &BucketShape,
     ) -> impl Future<Output = Result<ObservedBucket, CloudError>> + Send;
-    /// Its default encryption, if any.
-    fn default_encryption(
-        &self,
-        bucket: &str,
-    ) -> impl Future<Output = Result<Option<ObservedEncryption>, CloudError>> + Send;
     /// Creates it; `false` when it already existed in our account.
     fn create(&self, bucket: &str) -> impl Future<Output = Result<bool, CloudError>> + Send;
     /// Applies one planned change (never [`BucketChange::Create`]).
@@ -153,12 +148,6 @@ impl Buckets for Regional {
         shape: &BucketShape,
     ) -> Result<ObservedBucket, CloudError> {
         self.observe_bucket(bucket, tags, shape).await
-    }
-    async fn default_encryption(
-        &self,
-        bucket: &str,
-    ) -> Result<Option<ObservedEncryption>, CloudError> {
-        self.bucket_encryption(bucket).await
     }
     async fn create(&self, bucket: &str) -> Result<bool, CloudError> {
         self.create_bucket(bucket).await

@@ -42,7 +42,10 @@ impl Desired {
         policy: &ResidencyPolicySpec,
         region: String,
     ) -> Self {
-        let tags = tenant_tags(id, policy_name, &policy.jurisdiction);
+        let mut tags = tenant_tags(id, policy_name, &policy.jurisdiction);
+        if policy.encryption.mode == EncryptionMode::S3Managed {
+            tags.insert(tags::ENCRYPTION.to_owned(), "S3Managed".to_owned());
+        }
         let logging = policy.access_logging.enabled.then(|| LoggingTarget {
             bucket: naming::log_bucket_name(bucket_prefix, &id.cluster_id, policy_name, &region),
             prefix: format!("{}/{}/", id.namespace, id.name),

@@ -13,6 +13,9 @@ pub mod tags {
     pub const JURISDICTION: &str = "tenancy.dev/jurisdiction";
     /// What an operator-owned bucket is for, when it is not a tenant's (`access-logs`).
     pub const ROLE: &str = "tenancy.dev/role";
+    /// `S3Managed` on the bucket of a tenant encrypted with S3-managed keys; absent with the
+    /// tenant key (so buckets from before the mode existed need no new tag).
+    pub const ENCRYPTION: &str = "tenancy.dev/encryption";
     /// Set when the TenantStorage was deleted with `deletionPolicy: Retain`.
     pub const RELEASED: &str = "tenancy.dev/released";
     /// Value of [`MANAGED_BY`].

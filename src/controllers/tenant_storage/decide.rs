@@ -7,10 +7,7 @@ use super::record::Record;
 use super::refusal::Refusal;
 use super::storage::Tenant;
 use crate::api::{EncryptionMode, ResidencyPolicySpec};
-use crate::plan::{
-    self, Desired, EncryptionRequirement, KeyChange, ObservedEncryption, ObservedKey, Ownership,
-    TenantIdentity,
-};
+use crate::plan::{self, Desired, KeyChange, ObservedKey, Ownership, TenantIdentity, tags};
 use crate::policy;
 
 /// Where the tenant's data goes, before the cloud is asked.
@@ -145,30 +142,26 @@ pub(super) fn bucket_owner(
             why,
         });
     }
+    if !claimed {
+        adopted_encryption(seen, tenant, desired)?;
+    }
     Ok(!claimed)
 }
 
 /// A bucket adopted (left by an earlier run, or released and taken back) must already be
 /// encrypted the way the policy now asks: its objects are, and the operator does not re-encrypt
 /// them. Adopting an SSE-S3 bucket as a tenant-key one would let a crypto-shred certify data the
-/// key never protected; the reverse would leave data under a key no longer tracked.
-pub(super) fn adopted_encryption(
-    seen: Option<&ObservedEncryption>,
+/// key never protected; the reverse would leave data under a key no longer tracked. The tag
+/// tells (S3 gives every new bucket SSE-S3, so its default encryption cannot): our tags without
+/// the S3-managed mark are a tenant-key bucket's.
+fn adopted_encryption(
+    seen: &BTreeMap<String, String>,
     tenant: &Tenant<'_>,
     desired: &Desired,
 ) -> Result<(), Refusal> {
-    let found = match seen {
-        Some(e) if e.meets(EncryptionRequirement::S3Managed) => EncryptionMode::S3Managed,
-        Some(e)
-            if e.meets(EncryptionRequirement::Kms {
-                key: None,
-                dsse: true,
-            }) =>
-        {
-            EncryptionMode::TenantKey
-        }
-        // No default encryption, or an unknown one: nothing to keep, the bucket is set as asked.
-        _ => return Ok(()),
+    let found = match seen.get(tags::ENCRYPTION).map(String::as_str) {
+        Some("S3Managed") => EncryptionMode::S3Managed,
+        _ => EncryptionMode::TenantKey,
     };
     if found == desired.encryption {
         return Ok(());

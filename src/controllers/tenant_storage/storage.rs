@@ -117,12 +117,6 @@ pub(super) async fn converge<C: Regions>(
         Ok(adopting) => adopting,
         Err(r) => return Ok(stopped(Step::Refused(r), false)),
     };
-    if adopting {
-        let seen = region.default_encryption(&desired.bucket).await?;
-        if let Err(r) = decide::adopted_encryption(seen.as_ref(), tenant, &desired) {
-            return Ok(stopped(Step::Refused(r), false));
-        }
-    }
     let mark = Mark::Claim {
         first: !placement.claimed,
         policy: tenant.policy_name,

@@ -635,14 +635,19 @@ async fn a_tenant_keeps_its_encryption_mode_when_the_policy_changes() {
     );
 }
 
-/// A bucket of ours with this default encryption, as a released or left-behind bucket is.
-fn left_behind(h: &Harness, algorithm: &str) {
-    let mut bucket = ours(&h.desired(EU).tags);
+/// A bucket of ours left by an earlier run (or released): tagged by a tenant-key policy, or by an
+/// S3-managed-keys one. Its default encryption is S3's for new buckets (SSE-S3) either way.
+fn left_behind(h: &Harness, s3_managed_mark: bool) {
+    let mut tags = id().tags();
+    if s3_managed_mark {
+        tags.insert(tags::ENCRYPTION.to_owned(), "S3Managed".to_owned());
+    }
+    let mut bucket = ours(&tags);
     bucket.settings.encryption = Some(crate::plan::ObservedEncryption {
-        algorithm: algorithm.into(),
-        key_id: (algorithm == "aws:kms").then(|| "arn:aws:kms:eu-central-1:1:key/old".into()),
-        bucket_key: algorithm == "aws:kms",
-        sse_c_blocked: true,
+        algorithm: "AES256".into(),
+        key_id: None,
+        bucket_key: false,
+        sse_c_blocked: false,
     });
     h.world().buckets.insert(h.desired(EU).bucket, bucket);
 }
@@ -651,15 +656,13 @@ fn left_behind(h: &Harness, algorithm: &str) {
 async fn a_bucket_is_adopted_only_if_it_is_encrypted_the_way_the_policy_now_asks() {
     let mut s3 = Harness::new();
     s3_managed(&mut s3);
-    left_behind(&s3, "aws:kms");
+    left_behind(&s3, false);
     let refusal = s3.refused().await;
     assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
-    let kept = s3.world().buckets[&s3.desired(EU).bucket].settings.clone();
-    let algorithm = kept.encryption.map(|e| e.algorithm);
-    assert_eq!(algorithm.as_deref(), Some("aws:kms"), "not re-keyed");
+    assert!(s3.writes().is_empty(), "not touched: {:?}", s3.writes());
 
     let mut keyed = Harness::new();
-    left_behind(&keyed, "AES256");
+    left_behind(&keyed, true);
     let refusal = keyed.refused().await;
     assert_eq!(refusal.reason(), "EncryptionModeChangeRefused", "{refusal}");
     assert!(
@@ -667,10 +670,14 @@ async fn a_bucket_is_adopted_only_if_it_is_encrypted_the_way_the_policy_now_asks
         "no key for data it never protected"
     );
 
-    let mut same = Harness::new();
-    s3_managed(&mut same);
-    left_behind(&same, "AES256");
-    assert!(same.provisioned().await.adopting);
+    for (s3_managed_policy, mark) in [(true, true), (false, false)] {
+        let mut same = Harness::new();
+        if s3_managed_policy {
+            s3_managed(&mut same);
+        }
+        left_behind(&same, mark);
+        assert!(same.provisioned().await.adopting, "{s3_managed_policy}");
+    }
 }
 
 #[tokio::test]
