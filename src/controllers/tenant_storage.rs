@@ -38,9 +38,13 @@ use self::report::{Report, refuse};
 use self::storage::Step;
 use super::conditions::{self, READY};
 use super::{Context, Error, toolkit};
-use crate::api::{ConditionStatus, StorageMode, TenantStorage};
+use crate::api::{ConditionStatus, ResidencyPolicy, StorageMode, TenantStorage};
 use crate::plan::TenantIdentity;
+use crate::plan::access::{DesiredRole, ObservedRole};
 use crate::telemetry::TenantLabels;
+
+/// The tenant role the storage stage decided, and the role as it was observed.
+type DecidedRole = (DesiredRole, Option<ObservedRole>);
 
 /// Finalizer that keeps a TenantStorage until its cloud resources are released or deleted.
 pub const FINALIZER: &str = "storage.tenancy.dev/cleanup";
@@ -186,48 +190,7 @@ async fn provision(
         return delegation::provision(ts, ctx, api, report, &policy_name, &policy.spec, &id).await;
     }
     let key = tenant_key(ts);
-    let now = report.now.clone();
-    let tenant = storage::Tenant {
-        id: &id,
-        policy_name: &policy_name,
-        policy: &policy.spec,
-        requested_region: ts.spec.region.as_deref(),
-        bucket_prefix: &ctx.settings.bucket_prefix,
-        slow_due: ctx.slow_settings.due(&key, reads_fresh(ts)),
-        now: &now,
-        log_buckets: &ctx.log_buckets,
-        log_bucket_period: ctx.settings.resync_period,
-    };
-    let mut role = access::ManagedRole {
-        iam: access::iam(ctx),
-        id: &id,
-        access: ts.spec.access.as_ref(),
-        permissions_boundary: policy.spec.access.permissions_boundary_arn.clone(),
-        fresh: reads_fresh(ts),
-        decided: None,
-    };
-    let mut purges = dereference::PurgeCheck {
-        ctx,
-        id: &id,
-        deny_during_purge: policy.spec.deletion.deny_writes_during_purge,
-        running: None,
-    };
-    let mut record = Record::of(&report.status);
-    let mut ledger = report::StatusLedger { report, api };
-    let outcome = storage::converge(
-        &ctx.cloud,
-        &tenant,
-        &mut record,
-        &mut ledger,
-        &mut role,
-        &mut purges,
-    )
-    .await;
-    record.write_into(&mut report.status);
-    if let Some(running) = purges.running {
-        report::purge(report, running.as_deref(), purges.deny_during_purge);
-    }
-    let outcome = outcome?;
+    let (outcome, role) = storage_stage(ts, ctx, api, report, &id, &policy).await?;
     if outcome.read_slow_settings {
         ctx.slow_settings.read(&key);
     }
@@ -237,7 +200,7 @@ async fn provision(
         Step::ReadAgain => return Ok(read_slow_settings_first(ctx, &key)),
     };
     report::announce(ctx, ts, &done).await;
-    let (wanted, observed) = role.decided.unzip();
+    let (wanted, observed) = role.unzip();
     let access = ts.spec.access.as_ref();
     let observed = observed.flatten();
     if let Some(refusal) =
@@ -248,6 +211,64 @@ async fn provision(
     report::provisioned(report, &done, &policy_name);
     report.save(api).await?;
     Ok(ctx.schedule.resync(&key))
+}
+
+/// The storage stage as the reconcile runs it: on the operator's cloud, with its marks in
+/// status, the tenant role and a running purge decided through the cluster. Returns its outcome
+/// and the role it decided (for the role stage).
+async fn storage_stage(
+    ts: &TenantStorage,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    report: &mut Report<'_>,
+    id: &TenantIdentity,
+    policy: &ResidencyPolicy,
+) -> Result<(storage::Outcome, Option<DecidedRole>), Error> {
+    let policy_name = policy.name_any();
+    let now = report.now.clone();
+    let tenant = storage::Tenant {
+        id,
+        policy_name: &policy_name,
+        policy: &policy.spec,
+        requested_region: ts.spec.region.as_deref(),
+        bucket_prefix: &ctx.settings.bucket_prefix,
+        slow_due: ctx.slow_settings.due(&tenant_key(ts), reads_fresh(ts)),
+        now: &now,
+        log_buckets: &ctx.log_buckets,
+        log_bucket_period: ctx.settings.resync_period,
+    };
+    let mut role = access::ManagedRole {
+        iam: access::iam(ctx),
+        id,
+        access: ts.spec.access.as_ref(),
+        permissions_boundary: policy.spec.access.permissions_boundary_arn.clone(),
+        fresh: reads_fresh(ts),
+        decided: None,
+    };
+    let deny_during_purge = policy.spec.deletion.deny_writes_during_purge;
+    let mut purges = dereference::PurgeCheck {
+        ctx,
+        id,
+        deny_during_purge,
+        running: None,
+    };
+    let mut record = Record::of(&report.status);
+    let mut ledger = report::StatusLedger { report, api };
+    let cloud = &ctx.cloud;
+    let outcome = storage::converge(
+        cloud,
+        &tenant,
+        &mut record,
+        &mut ledger,
+        &mut role,
+        &mut purges,
+    )
+    .await;
+    record.write_into(&mut report.status);
+    if let Some(running) = purges.running {
+        report::purge(report, running.as_deref(), deny_during_purge);
+    }
+    Ok((outcome?, role.decided))
 }
 
 /// Who the tenant is, as far as naming and ownership go.
