@@ -75,17 +75,25 @@ pub(super) fn placement(tenant: &Tenant<'_>, record: &Record) -> Result<Placemen
 /// claim now).
 fn encryption_kept(tenant: &Tenant<'_>, record: &Record, desired: &Desired) -> Result<(), Refusal> {
     let legacy = record.bucket_name.is_some() || record.kms_key_arn.is_some();
-    let recorded = record
+    match record
         .encryption_mode
-        .or(legacy.then_some(EncryptionMode::TenantKey));
-    match recorded {
-        Some(recorded) if recorded != desired.encryption => Err(Refusal::EncryptionModeChange {
-            policy: tenant.policy_name.to_owned(),
-            recorded,
-            wanted: desired.encryption,
-        }),
-        _ => Ok(()),
+        .or(legacy.then_some(EncryptionMode::TenantKey))
+    {
+        Some(recorded) => same_mode(recorded, tenant, desired),
+        None => Ok(()),
     }
+}
+
+/// Data encrypted with `found` stays so: the policy must ask for that mode.
+fn same_mode(found: EncryptionMode, tenant: &Tenant<'_>, desired: &Desired) -> Result<(), Refusal> {
+    if found == desired.encryption {
+        return Ok(());
+    }
+    Err(Refusal::EncryptionModeChange {
+        policy: tenant.policy_name.to_owned(),
+        recorded: found,
+        wanted: desired.encryption,
+    })
 }
 
 fn desired_in(tenant: &Tenant<'_>, region: String) -> Desired {
@@ -163,14 +171,7 @@ fn adopted_encryption(
         Some("S3Managed") => EncryptionMode::S3Managed,
         _ => EncryptionMode::TenantKey,
     };
-    if found == desired.encryption {
-        return Ok(());
-    }
-    Err(Refusal::EncryptionModeChange {
-        policy: tenant.policy_name.to_owned(),
-        recorded: found,
-        wanted: desired.encryption,
-    })
+    same_mode(found, tenant, desired)
 }
 
 /// A bucket that turned out to exist when it was created: used only if it is this tenant's.

@@ -60,7 +60,7 @@ pub(super) async fn provision(
         .unwrap_or_else(|| policy.default_region.clone());
     let verified = verify::verify(ctx, &customer, &external_id, &start_region).await?;
     let assessment = decide::assess(verified, &customer, requested, policy_name, policy);
-    record(ctx, ts, report, &assessment).await;
+    show_findings(ctx, ts, report, &assessment).await;
     report.status.delegation = Some(publication(
         ctx,
         ts,
@@ -135,7 +135,7 @@ async fn workload_role(
 }
 
 /// Sets the assessment's conditions; a residency violation is announced once.
-async fn record(
+async fn show_findings(
     ctx: &Context,
     ts: &TenantStorage,
     report: &mut Report<'_>,

@@ -10,7 +10,9 @@ use tracing::info;
 use crate::cloud::port::Buckets;
 use crate::cloud::{BucketPresence, ObservedTags};
 use crate::controllers::Error;
-use crate::plan::{self, BucketChange, DesiredLogBucket, ObservedBucket, same_operator_resource};
+use crate::plan::{
+    self, BucketChange, BucketShape, DesiredLogBucket, ObservedBucket, same_operator_resource,
+};
 
 /// Access-log buckets verified recently, shared by every tenant of a policy and region.
 pub(crate) type Verified = tokio::sync::Mutex<HashMap<String, Instant>>;
@@ -29,8 +31,9 @@ pub(super) async fn ensure<B: Buckets>(
     {
         return Ok(());
     }
-    let observed = observe(cloud, logs).await?;
-    for change in plan::bucket_changes(&logs.shape(), observed.as_ref()) {
+    let shape = logs.shape();
+    let observed = observe(cloud, logs, &shape).await?;
+    for change in plan::bucket_changes(&shape, observed.as_ref()) {
         if change == BucketChange::Create {
             cloud.create(&logs.bucket).await?;
         } else {
@@ -46,6 +49,7 @@ pub(super) async fn ensure<B: Buckets>(
 async fn observe<B: Buckets>(
     cloud: &B,
     logs: &DesiredLogBucket,
+    shape: &BucketShape,
 ) -> Result<Option<ObservedBucket>, Error> {
     let conflict = |why: String| Error::LogBucketConflict {
         bucket: logs.bucket.clone(),
@@ -62,9 +66,7 @@ async fn observe<B: Buckets>(
             ObservedTags::Tags(seen) if !ours(&seen, logs) => Err(conflict(
                 "its tags do not say it is this operator's access-log bucket".into(),
             )),
-            ObservedTags::Tags(seen) => Ok(Some(
-                cloud.observe(&logs.bucket, seen, &logs.shape()).await?,
-            )),
+            ObservedTags::Tags(seen) => Ok(Some(cloud.observe(&logs.bucket, seen, shape).await?)),
         },
     }
 }

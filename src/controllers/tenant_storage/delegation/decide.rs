@@ -260,24 +260,9 @@ fn public_access_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Versioning;
+    use crate::controllers::tenant_storage::storage_tests::policy;
 
     const ROLE: &str = "arn:aws:iam::444455556666:role/tenant-storage";
-
-    fn policy() -> ResidencyPolicySpec {
-        ResidencyPolicySpec {
-            jurisdiction: "EU".into(),
-            allowed_regions: vec!["eu-central-1".into(), "eu-west-1".into()],
-            default_region: "eu-central-1".into(),
-            encryption: Default::default(),
-            transport: Default::default(),
-            versioning: Versioning::Enabled,
-            namespace_selector: None,
-            access_logging: Default::default(),
-            deletion: Default::default(),
-            access: Default::default(),
-        }
-    }
 
     fn spec(role: &str, bucket: &str) -> DelegatedSpec {
         DelegatedSpec {
