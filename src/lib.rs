@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cloud;
 pub mod controllers;
 pub mod evidence;
+pub mod export;
 pub mod fence;
 pub mod leader;
 pub mod plan;

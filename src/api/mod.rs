@@ -5,20 +5,27 @@
 
 mod condition;
 mod data_deletion_request;
+mod data_export_request;
 mod residency_policy;
+mod scope;
 mod tenant_storage;
 
 pub use condition::{Condition, ConditionStatus};
 pub use data_deletion_request::{
     CertificateSummary, DataDeletionRequest, DataDeletionRequestSpec, DataDeletionRequestStatus,
-    DeletionMethod, DeletionPhase, DeletionProgress, DeletionScope, EvidenceLocation,
+    DeletionMethod, DeletionPhase, DeletionProgress, EvidenceLocation,
     LockedVersion, TenantStorageRef,
 };
+pub use data_export_request::{
+    DataExportRequest, DataExportRequestSpec, DataExportRequestStatus, ExportFormat, ExportLink,
+    ExportPhase, ExportProgress, ExportResult, ExportVersions,
+};
 pub use residency_policy::{
-    AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionMode, EncryptionSpec,
+    AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionMode, EncryptionSpec, ExportSpec,
     NamespaceSelector, ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion,
     TransportSpec, Versioning,
 };
+pub use scope::{DataScope, normalize_prefixes};
 pub use tenant_storage::{
     AccessLevel, AccessSpec, AccessStatus, DelegatedSpec, DelegationStatus, DeletionPolicy,
     StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
@@ -36,6 +43,7 @@ pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
         ResidencyPolicy::crd(),
         TenantStorage::crd(),
         DataDeletionRequest::crd(),
+        DataExportRequest::crd(),
     ]
     .into_iter()
     .map(|crd| {

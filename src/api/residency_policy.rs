@@ -103,6 +103,9 @@ pub struct ResidencyPolicySpec {
     /// Limits on the IAM roles the operator creates for tenants' workloads.
     #[serde(default)]
     pub access: AccessPolicySpec,
+    /// Data export rules (DataExportRequests).
+    #[serde(default)]
+    pub export: ExportSpec,
 }
 
 /// Limits on tenants' workload roles.
@@ -152,6 +155,35 @@ impl Default for DeletionSpec {
             evidence_retention_days: default_evidence_retention_days(),
         }
     }
+}
+
+/// Data export rules.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportSpec {
+    /// Days within which a DataExportRequest must complete (30 by default: GDPR art. 12(3)
+    /// gives a month); the request turns `Overdue` after that.
+    #[serde(default = "default_deadline_days")]
+    #[schemars(range(min = 1, max = 365))]
+    pub deadline_days: i32,
+    /// Days an export (archive and manifest) is kept in the export bucket before a lifecycle
+    /// rule removes it; a fresh download link can be asked for until then.
+    #[serde(default = "default_export_retention_days")]
+    #[schemars(range(min = 1, max = 365))]
+    pub retention_days: i32,
+}
+
+impl Default for ExportSpec {
+    fn default() -> Self {
+        Self {
+            deadline_days: default_deadline_days(),
+            retention_days: default_export_retention_days(),
+        }
+    }
+}
+
+fn default_export_retention_days() -> i32 {
+    7
 }
 
 fn default_evidence_retention_days() -> i32 {

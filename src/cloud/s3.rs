@@ -602,6 +602,10 @@ pub struct ListedVersion {
     pub delete_marker: bool,
     /// Bytes; 0 for a delete marker.
     pub size: u64,
+    /// Whether it is the key's current version (or, for a marker, whether the key is deleted).
+    pub is_latest: bool,
+    /// `LastModified`, seconds since the epoch.
+    pub last_modified: i64,
 }
 
 /// One page of `ListObjectVersions`.
@@ -675,6 +679,8 @@ impl Regional {
                 version_id: v.version_id().unwrap_or("null").to_owned(),
                 delete_marker: false,
                 size: v.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                is_latest: v.is_latest().unwrap_or(false),
+                last_modified: v.last_modified().map_or(0, |t| t.secs()),
             });
         }
         for m in out.delete_markers() {
@@ -686,6 +692,8 @@ impl Regional {
                 version_id: m.version_id().unwrap_or("null").to_owned(),
                 delete_marker: true,
                 size: 0,
+                is_latest: m.is_latest().unwrap_or(false),
+                last_modified: m.last_modified().map_or(0, |t| t.secs()),
             });
         }
         let next = if out.is_truncated().unwrap_or(false) {

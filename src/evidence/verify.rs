@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::{EvidenceSection, Location, SIGNING_ALGORITHM, SIGNING_KEY_SPEC};
-use crate::api::DeletionScope;
+use crate::api::DataScope;
 use crate::plan::Arn;
 
 /// DER of a SubjectPublicKeyInfo up to its key bits, for an `id-ecPublicKey` key on
@@ -193,7 +193,7 @@ pub struct Claims {
     /// The tenant's bucket and region.
     pub bucket: String,
     pub region: String,
-    pub scope: DeletionScope,
+    pub scope: DataScope,
     /// `Purge`, `CryptoShred` or `PurgeAndCryptoShred`.
     pub method: String,
     #[serde(default)]

@@ -334,6 +334,7 @@ mod tests {
             access_logging: crate::api::AccessLoggingSpec::default(),
             deletion: crate::api::DeletionSpec::default(),
             access: crate::api::AccessPolicySpec::default(),
+            export: Default::default(),
         };
         let id = TenantIdentity {
             cluster_id: "c1".into(),

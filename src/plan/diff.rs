@@ -414,6 +414,7 @@ mod tests {
             access_logging: crate::api::AccessLoggingSpec::default(),
             deletion: crate::api::DeletionSpec::default(),
             access: crate::api::AccessPolicySpec::default(),
+            export: Default::default(),
         };
         Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
     }

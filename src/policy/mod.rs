@@ -146,6 +146,7 @@ mod tests {
             access_logging: crate::api::AccessLoggingSpec::default(),
             deletion: crate::api::DeletionSpec::default(),
             access: crate::api::AccessPolicySpec::default(),
+            export: Default::default(),
         }
     }
 

@@ -146,6 +146,8 @@ impl Objects for Arc<FakeBucket> {
                     version_id: v.id.clone(),
                     delete_marker: v.marker,
                     size: v.size,
+                    is_latest: false,
+                    last_modified: 0,
                 });
             }
         }

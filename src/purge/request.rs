@@ -18,7 +18,7 @@ use super::manifest;
 use super::records::RequestRecords;
 use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
 use crate::api::{
-    CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DeletionScope,
+    CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DataScope,
     EncryptionMode, LockedVersion, ResidencyPolicy, TenantStorage,
 };
 use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
@@ -410,7 +410,7 @@ struct Certificate<'a> {
     tenant: Identity<'a>,
     bucket: &'a str,
     region: &'a str,
-    scope: &'a DeletionScope,
+    scope: &'a DataScope,
     method: DeletionMethod,
     dry_run: bool,
     outcome: DeletionPhase,

@@ -252,7 +252,7 @@ impl State {
             format: FORMAT,
             request_uid: request_uid.to_owned(),
             dry_run,
-            prefixes: normalize_prefixes(prefixes),
+            prefixes: crate::api::normalize_prefixes(prefixes),
             start_time: now,
             counts: Counts::default(),
             manifest: JournalState::default(),
@@ -271,26 +271,10 @@ impl State {
     }
 }
 
-/// Sorted, deduplicated prefixes without any that another one covers: overlapping prefixes
-/// would list (and count) the same version twice.
-pub fn normalize_prefixes(prefixes: &[String]) -> Vec<String> {
-    let mut sorted: Vec<String> = prefixes.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    let mut kept: Vec<String> = Vec::with_capacity(sorted.len());
-    for p in sorted {
-        // Sorted order puts a covering prefix right before everything it covers.
-        if kept.last().is_some_and(|k| p.starts_with(k.as_str())) {
-            continue;
-        }
-        kept.push(p);
-    }
-    kept
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::normalize_prefixes;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()

@@ -513,8 +513,8 @@ async fn ambiguous_prefixes_are_refused_at_admission() {
                 .await
         }
     };
-    const NOT_A_FOLDER: &str = "a prefix must end with '/': S3 prefixes are literal, so 'users/4' would also delete 'users/40/...'";
-    const WILDCARD: &str = "S3 has no wildcards (prefixes are literal), so 'users/*/tmp/' would delete nothing; list each prefix";
+    const NOT_A_FOLDER: &str = "a prefix must end with '/': S3 prefixes are literal, so 'users/4' would also cover 'users/40/...'";
+    const WILDCARD: &str = "S3 has no wildcards (prefixes are literal), so 'users/*/tmp/' would cover nothing; list each prefix";
 
     let err = create("partial", json!({"prefixes": ["users/1/", "users/4"]}))
         .await

@@ -29,6 +29,7 @@ pub(super) fn policy() -> ResidencyPolicySpec {
         access_logging: Default::default(),
         deletion: Default::default(),
         access: Default::default(),
+        export: Default::default(),
     }
 }
 

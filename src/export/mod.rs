@@ -1,0 +1,29 @@
+//! The export engine behind `tenant-storage-operator export`: packages the versions in a
+//! DataExportRequest's scope as one tar archive and a manifest in the export bucket of the
+//! tenant's region, resumably, and publishes the signed export record and the download link.
+//!
+//! Layout in the export bucket of the tenant's policy and region:
+//! - `exports/<namespace>/<tenant>/<request>/<uid>/archive.tar`: the archive;
+//! - `.../manifest.jsonl`: a header line (request, scope, counts, the archive's SHA-256), then
+//!   one line per archived version (`path`, `key`, `versionId`, `size`, `lastModified`,
+//!   `sha256`) and, for `All` exports, per delete marker;
+//! - `journal/<namespace>/<request>/<uid>/`: the Job's checkpoint and manifest chunks.
+//!
+//! A lifecycle rule removes both after the policy's `export.retentionDays`.
+
+mod archive;
+mod engine;
+#[cfg(test)]
+mod engine_tests;
+mod state;
+
+pub use engine::{Chunks, Engine, ExportError, Journal, Layout, PAGE, PART_BYTES, Source, Target};
+pub use state::State;
+
+/// Now, RFC 3339 to the second.
+fn now() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
