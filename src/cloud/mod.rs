@@ -4,6 +4,7 @@
 mod counter;
 mod error;
 pub mod evidence;
+mod export;
 pub mod failpoint;
 #[cfg(test)]
 pub mod fake;
@@ -31,6 +32,7 @@ use aws_smithy_types::retry::RetrySpec;
 
 pub use counter::CallCounter;
 pub use error::CloudError;
+pub use export::{ByteChunks, Sealing};
 pub use iam::Iam;
 pub use kms::KeyState;
 pub use s3::{

@@ -15,9 +15,12 @@ mod archive;
 mod engine;
 #[cfg(test)]
 mod engine_tests;
+pub mod link;
+mod request;
 mod state;
 
 pub use engine::{Chunks, Engine, ExportError, Journal, Layout, PAGE, PART_BYTES, Source, Target};
+pub use request::{Options, RunError, layout, run};
 pub use state::State;
 
 /// Now, RFC 3339 to the second.

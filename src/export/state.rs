@@ -46,6 +46,9 @@ pub struct State {
     pub started: String,
     /// Set once the archive and the manifest are complete.
     pub finished: Option<Finished>,
+    /// The signed export record, once written.
+    #[serde(default)]
+    pub record: Option<crate::api::EvidenceLocation>,
 }
 
 /// A member the archive is inside of.
@@ -102,6 +105,7 @@ impl State {
             manifest_chunks: 0,
             started: now,
             finished: None,
+            record: None,
         }
     }
 

@@ -33,7 +33,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// RFC 3339 date `days` from now, to the second.
-fn retain_until(days: i32) -> Result<String, RequestError> {
+pub(crate) fn retain_until(days: i32) -> Result<String, RequestError> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let until = now
         .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(

@@ -13,9 +13,12 @@ mod state;
 
 pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError, UploadPage};
 pub use evidence::{PART_BYTES, Target as EvidenceTarget};
+pub(crate) use evidence::retain_until;
 pub use journal::BucketJournal;
 pub use records::{RECORD_LABEL, RequestRecords, UID_LABEL};
 pub use request::{Options, Outcome, RequestError, run};
+pub(crate) use records::persist;
+pub(crate) use request::prove_ownership;
 pub use state::{Marker, State};
 
 use crate::cloud::{CloudError, DeleteReport, Regional, VersionLock, VersionPage};

@@ -47,7 +47,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Runs `write` until it succeeds, fails for good, or [`PATIENCE`] runs out. Every write here is
 /// idempotent (a server-side apply, a merge patch), so repeating one that did land is harmless.
-async fn persist<T, Fut>(what: &str, write: impl Fn() -> Fut) -> Result<T, StoreError>
+pub(crate) async fn persist<T, Fut>(what: &str, write: impl Fn() -> Fut) -> Result<T, StoreError>
 where
     Fut: Future<Output = Result<T, kube::Error>>,
 {

@@ -209,7 +209,8 @@ pub async fn run(
         namespace: ns.to_owned(),
         name: target.name.clone(),
     };
-    prove_ownership(&regional, &identity, &bucket, shred_target.as_ref()).await?;
+    let shred_key = shred_target.as_ref().map(|(key, _)| key.as_str());
+    prove_ownership(&regional, &identity, &bucket, shred_key, "Nothing was deleted").await?;
 
     let pinned = state::Target {
         tenant_uid: tenant.uid().unwrap_or_default(),
@@ -290,15 +291,16 @@ pub async fn run(
 /// Status is what the operator wrote, but whoever can write a status subresource could point
 /// it at any bucket: before anything is deleted, the bucket (and the key to shred) must carry
 /// this tenant's ownership tags, as the operator wrote them.
-async fn prove_ownership(
+pub(crate) async fn prove_ownership(
     regional: &Regional,
     identity: &TenantIdentity,
     bucket: &str,
-    shred_target: Option<&(String, i32)>,
+    key: Option<&str>,
+    untouched: &str,
 ) -> Result<(), RequestError> {
     let refuse = |what: String, why: String| {
         RequestError::Refused(format!(
-            "{what} named in the status of TenantStorage {}/{} is not that tenant's: {why}. Nothing was deleted",
+            "{what} named in the status of TenantStorage {}/{} is not that tenant's: {why}. {untouched}",
             identity.namespace, identity.name
         ))
     };
@@ -314,7 +316,7 @@ async fn prove_ownership(
     if let Ownership::Foreign(why) = plan::ownership(&tags, identity, false) {
         return Err(refuse(format!("bucket {bucket}"), why));
     }
-    if let Some((key, _)) = shred_target
+    if let Some(key) = key
         && let Ownership::Foreign(why) =
             plan::ownership(&regional.key_tags(key).await?, identity, false)
     {
