@@ -97,21 +97,24 @@ PY
 }
 
 # The chart as the tests install it: release $TSO_RELEASE in namespace $TSO_SYSTEM_NAMESPACE. The
-# operator and the deletion Jobs run as its service accounts, with its RBAC.
+# operator and the deletion and export Jobs run as its service accounts, with its RBAC.
 export TSO_RELEASE=tso TSO_SYSTEM_NAMESPACE=tso-system
 TSO_OPERATOR_USER=system:serviceaccount:$TSO_SYSTEM_NAMESPACE:$TSO_RELEASE-tenant-storage-operator
 TSO_PURGE_USER=$TSO_OPERATOR_USER-purge
 export TSO_PURGE_SERVICE_ACCOUNT=${TSO_PURGE_USER##*:}
+TSO_EXPORT_USER=$TSO_OPERATOR_USER-export
+export TSO_EXPORT_SERVICE_ACCOUNT=${TSO_EXPORT_USER##*:}
 
 # Static tokens of the test identities (token,user,uid,"groups"), besides the admin's. Tokens are
 # random per run; each identity gets a kubeconfig (testenv_kubeconfigs).
 testenv_tokens() {
   local sa_groups="system:serviceaccounts,system:serviceaccounts:$TSO_SYSTEM_NAMESPACE" id
-  for id in operator purge editor auditor rbac-probe; do
+  for id in operator purge export editor auditor rbac-probe; do
     printf -v "TOKEN_${id//-/_}" '%s' "$(openssl rand -hex 16)"
   done
   echo "$TOKEN_operator,$TSO_OPERATOR_USER,operator-uid,\"$sa_groups\""
   echo "$TOKEN_purge,$TSO_PURGE_USER,purge-uid,\"$sa_groups\""
+  echo "$TOKEN_export,$TSO_EXPORT_USER,export-uid,\"$sa_groups\""
   # A tenant-namespace editor (bound to `edit` in its namespace by the tests that need one) and
   # an auditor (bound to `view`).
   echo "$TOKEN_editor,tenant-editor,editor-uid"
@@ -125,7 +128,8 @@ testenv_install_chart() {
   local id token
   while IFS=, read -r token user _; do
     case "$user" in
-      "$TSO_OPERATOR_USER") id=operator ;; "$TSO_PURGE_USER") id=purge ;; *) id=$user ;;
+      "$TSO_OPERATOR_USER") id=operator ;; "$TSO_PURGE_USER") id=purge ;;
+      "$TSO_EXPORT_USER") id=export ;; *) id=$user ;;
     esac
     sed -e "s/users: \[{name: admin, user: {token: test-token}}\]/users: [{name: $id, user: {token: $token}}]/" \
         -e "s/user: admin, namespace/user: $id, namespace/" \
@@ -133,6 +137,7 @@ testenv_install_chart() {
   done < "$TSO_RUN/k8s/extra-tokens.csv"
   export TSO_KUBECONFIG_OPERATOR=$TSO_RUN/k8s/kubeconfig-operator
   export TSO_KUBECONFIG_PURGE=$TSO_RUN/k8s/kubeconfig-purge
+  export TSO_KUBECONFIG_EXPORT=$TSO_RUN/k8s/kubeconfig-export
   export TSO_KUBECONFIG_EDITOR=$TSO_RUN/k8s/kubeconfig-tenant-editor
   export TSO_KUBECONFIG_AUDITOR=$TSO_RUN/k8s/kubeconfig-auditor
   kubectl apply -f "$TSO_ROOT/testenv/rbac/default-roles.yaml" >/dev/null

@@ -319,6 +319,8 @@ pub enum IamIdentity {
     Operator,
     /// The deletion Jobs' role (Helm `purge.irsaRoleArn`).
     Purge,
+    /// The export Jobs' role (Helm `export.irsaRoleArn`).
+    Export,
 }
 
 /// Arguments of `iam-policy`.
@@ -416,6 +418,9 @@ fn iam_policy(args: &IamPolicyArgs) -> Result<(), CliError> {
         }
         IamIdentity::Purge => {
             crate::plan::iam_policy::purge(&args.partition, &args.account_id, &args.bucket_prefix)
+        }
+        IamIdentity::Export => {
+            crate::plan::iam_policy::export(&args.partition, &args.account_id, &args.bucket_prefix)
         }
     };
     let text =

@@ -304,6 +304,10 @@ fn template_defaults_are_hardened() {
             "tso-tenant-storage-operator-purge",
         ),
         ("TSO_PURGE_IMAGE", "tenant-storage-operator:0.1.0"),
+        (
+            "TSO_EXPORT_SERVICE_ACCOUNT",
+            "tso-tenant-storage-operator-export",
+        ),
         ("TSO_OIDC_AUDIENCE", "sts.amazonaws.com"),
     ]
     .into_iter()
@@ -322,6 +326,14 @@ fn template_defaults_are_hardened() {
     let sa = get(&docs, "ServiceAccount");
     assert!(sa["metadata"]["annotations"].is_null(), "{sa}");
     assert_eq!(sa["automountServiceAccountToken"], true);
+    for job in ["purge", "export"] {
+        let name = format!("tso-tenant-storage-operator-{job}");
+        let sa = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no ServiceAccount {name}"));
+        assert!(sa["metadata"]["annotations"].is_null(), "{sa}");
+    }
 }
 
 #[test]
@@ -364,6 +376,10 @@ fn template_carries_every_value() {
             "purge.irsaRoleArn",
             "arn:aws:iam::123456789012:role/tso-purge",
         ),
+        (
+            "export.irsaRoleArn",
+            "arn:aws:iam::123456789012:role/tso-export",
+        ),
     ]);
     let deploy = get(&docs, "Deployment");
     let (plain, _) = container_env(deploy);
@@ -388,10 +404,14 @@ fn template_carries_every_value() {
             "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-central-1.amazonaws.com/id/ABC",
         ),
         ("TSO_OIDC_AUDIENCE", "sts.example"),
-        // The deletion Jobs' role is always admitted to tenant buckets.
+        // The Jobs' roles are always admitted to tenant buckets.
         (
             "TSO_ADMIN_PRINCIPAL_ARNS",
-            "arn:aws:iam::123456789012:role/break-glass,arn:aws:iam::123456789012:role/tso-purge",
+            "arn:aws:iam::123456789012:role/break-glass,arn:aws:iam::123456789012:role/tso-purge,arn:aws:iam::123456789012:role/tso-export",
+        ),
+        (
+            "TSO_EXPORT_PRINCIPAL_ARN",
+            "arn:aws:iam::123456789012:role/tso-export",
         ),
         (
             "TSO_OPERATOR_ROLE_ARN",
@@ -427,6 +447,17 @@ fn template_carries_every_value() {
         sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::123456789012:role/tso"
     );
+    for job in ["purge", "export"] {
+        let name = format!("tso-tenant-storage-operator-{job}");
+        let sa = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no ServiceAccount {name}"));
+        assert_eq!(
+            sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+            format!("arn:aws:iam::123456789012:role/tso-{job}")
+        );
+    }
     let sm = get(&docs, "ServiceMonitor");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
 
@@ -697,14 +728,25 @@ fn install_and_uninstall_on_api_server() {
         "arn:aws:iam::123456789012:role/tenant-storage-operator"
     );
 
-    // Cluster-wide: this project's kinds, namespaces (read) and Events only. ConfigMaps, Secrets,
-    // Jobs and Leases only in the release namespace, where tenants have no rights. Which rules
-    // are there at all is proven by tests/rbac_usage.rs: each one is used by the suite.
-    for role in [name.clone(), format!("{name}-purge")] {
+    // Cluster-wide: this project's kinds, namespaces (read) and Events only, and for the
+    // operator the creation and patching, never reading, of Secrets (export links in tenants'
+    // namespaces). ConfigMaps, Jobs, Leases and reading Secrets only in the release namespace,
+    // where tenants have no rights. Which rules are there at all is proven by
+    // tests/rbac_usage.rs: each one is used by the suite.
+    for role in [
+        name.clone(),
+        format!("{name}-purge"),
+        format!("{name}-export"),
+    ] {
         let cr = get_json(&["clusterrole", &role]);
         assert_no_wildcard(&cr);
         for rule in cr["rules"].as_array().expect("rules") {
             let resources = rule["resources"].to_string();
+            if resources.contains("secrets") && role == name {
+                assert_eq!(rule["resources"], json!(["secrets"]), "{rule}");
+                assert_eq!(rule["verbs"], json!(["create", "patch"]), "{rule}");
+                continue;
+            }
             assert!(
                 ["configmaps", "secrets", "jobs", "leases"]
                     .iter()
@@ -739,6 +781,18 @@ fn install_and_uninstall_on_api_server() {
     );
     let purge_sa = get_json(&["serviceaccount", &format!("{name}-purge"), "-n", &ns]);
     assert_eq!(purge_sa["metadata"]["name"], format!("{name}-purge"));
+    // The export Jobs create their handoff Secret and can read none.
+    let export_rules = get_json(&["role", &format!("{name}-export"), "-n", &ns])["rules"].clone();
+    assert_eq!(
+        export_rules,
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["get", "create", "update"]}
+        ])
+    );
+    let export_sa = get_json(&["serviceaccount", &format!("{name}-export"), "-n", &ns]);
+    assert_eq!(export_sa["metadata"]["name"], format!("{name}-export"));
     // Tenants' rights reach the built-in roles through aggregation labels.
     let edit = get_json(&["clusterrole", &format!("{name}-edit")]);
     assert_eq!(
@@ -746,6 +800,10 @@ fn install_and_uninstall_on_api_server() {
         "true"
     );
     assert!(!edit["rules"].to_string().contains("/status"));
+    assert!(
+        edit["rules"].to_string().contains("dataexportrequests"),
+        "{edit}"
+    );
 
     let svc = get_json(&["service", &format!("{name}-metrics"), "-n", &ns]);
     assert_eq!(svc["spec"]["ports"][0]["port"], 8080);

@@ -21,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tenant_storage_operator::api::{AccessLevel, ResidencyPolicySpec};
 use tenant_storage_operator::plan::access::{self, OidcProvider};
+use tenant_storage_operator::plan::iam_policy;
 use tenant_storage_operator::plan::principal::principal_patterns;
 use tenant_storage_operator::plan::{
     DefaultEncryption, Desired, DesiredLogBucket, PolicyDocument, TenantIdentity,
@@ -267,6 +268,17 @@ fn documents() -> Vec<Document> {
             name: "tenant-bucket-s3-managed-keys",
             kind: Kind::Resource,
             policy: tenant.bucket_policy(&DefaultEncryption::S3Managed),
+        },
+        // The Jobs' roles (`iam-policy purge`, `iam-policy export`).
+        Document {
+            name: "purge-jobs",
+            kind: Kind::Identity,
+            policy: iam_policy::purge(PARTITION, "123456789012", "tso"),
+        },
+        Document {
+            name: "export-jobs",
+            kind: Kind::Identity,
+            policy: iam_policy::export(PARTITION, "123456789012", "tso"),
         },
         Document {
             name: "access-log-bucket",

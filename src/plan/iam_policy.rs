@@ -87,6 +87,7 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
             .resources([
                 Arn::bucket(partition, &format!("{bucket_prefix}-logs-*")).objects("*"),
                 evidence.objects("deletions/*"),
+                evidence.objects("exports/*"),
             ]),
         // Evidence is written once, under Object Lock; never read back, deleted or
         // re-locked by the Jobs.
@@ -111,6 +112,99 @@ pub fn purge(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDo
             [evidence.objects("journal/*")],
         ),
         allow("JournalLookup", ["s3:ListBucket"], [&evidence]),
+        // A tenant's exports are its data too: `TenantObjects` deletes them and
+        // `TenantBuckets` lists their versions; a plain listing of the export buckets
+        // (ListObjectsV2) needs s3:ListBucket.
+        allow(
+            "ExportBuckets",
+            ["s3:ListBucket"],
+            [Arn::bucket(partition, &format!("{bucket_prefix}-export-*"))],
+        ),
+    ])
+}
+
+/// What an export Job calls: read a tenant's objects (every version) and prove ownership from
+/// tags, decrypt them with the tenant key and re-encrypt the export with it, through S3 only;
+/// write the export and its journal into the export buckets (`<prefix>-export-*`), sign the
+/// export record and write it beside the deletion evidence. No object of the operator's log or
+/// evidence buckets is read, no tenant object written, no key used outside S3.
+pub fn export(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyDocument {
+    let buckets = Arn::bucket(partition, &format!("{bucket_prefix}-*"));
+    let exports = Arn::bucket(partition, &format!("{bucket_prefix}-export-*"));
+    let evidence = Arn::bucket(partition, &format!("{bucket_prefix}-evidence-*"));
+    let keys = [Arn::kms_key(partition, "*", account_id, "*")];
+    PolicyDocument::new(vec![
+        allow(
+            "TenantBuckets",
+            [
+                "s3:GetBucketTagging",
+                "s3:ListBucketVersions",
+                "s3:ListBucket",
+            ],
+            [&buckets],
+        ),
+        allow(
+            "TenantObjects",
+            ["s3:GetObject", "s3:GetObjectVersion"],
+            [buckets.objects("*")],
+        ),
+        // `<prefix>-*` also matches the operator's own buckets: the Jobs read tenants' data,
+        // never the access logs or the evidence.
+        Statement::deny("NotOperatorObjects")
+            .actions(["s3:GetObject", "s3:GetObjectVersion"])
+            .resources([
+                Arn::bucket(partition, &format!("{bucket_prefix}-logs-*")).objects("*"),
+                evidence.objects("*"),
+            ]),
+        // Tenant keys (tagged with their tenant), through S3 only: reading a tenant's objects
+        // decrypts with its key, and the export is uploaded encrypted with it too, so
+        // crypto-shredding the tenant also makes its exports unreadable. Never the signing key.
+        managed(
+            allow(
+                "TenantKeys",
+                ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                &keys,
+            ),
+            "aws:ResourceTag",
+        )
+        .condition(
+            "StringLike",
+            format!("aws:ResourceTag/{}", tags::NAMESPACE),
+            "*",
+        )
+        .condition("StringLike", "kms:ViaService", "s3.*.amazonaws.com"),
+        // The archive and manifest (multipart uploads), and the Jobs' own journal, which
+        // they read back to resume and remove once the export is published.
+        allow(
+            "Exports",
+            [
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+                "s3:DeleteObject",
+            ],
+            [exports.objects("exports/*"), exports.objects("journal/*")],
+        ),
+        // s3:ListBucket also makes S3 answer a missing journal with 404 rather than 403.
+        allow(
+            "ExportBuckets",
+            ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            [&exports],
+        ),
+        // The signed export record, written once under Object Lock beside the deletion
+        // evidence; never read back, deleted or re-locked by the Jobs.
+        allow(
+            "Evidence",
+            ["s3:PutObject", "s3:PutObjectRetention"],
+            [evidence.objects("exports/*")],
+        ),
+        // The operator's signing key: sign, nothing else.
+        managed(allow("SigningKey", ["kms:Sign"], &keys), "aws:ResourceTag").condition(
+            "StringEquals",
+            format!("aws:ResourceTag/{}", tags::ROLE),
+            EVIDENCE_SIGNING,
+        ),
     ])
 }
 
@@ -307,8 +401,19 @@ mod tests {
             deny.resources_named(),
             [
                 "arn:aws:s3:::acme-logs-*/*",
-                "arn:aws:s3:::acme-evidence-*/deletions/*"
+                "arn:aws:s3:::acme-evidence-*/deletions/*",
+                "arn:aws:s3:::acme-evidence-*/exports/*"
             ]
+        );
+        // A tenant's exports are deleted with its data: listed, and (`TenantObjects` on
+        // `acme-*/*`) deleted.
+        assert_eq!(
+            by_sid(&doc, "ExportBuckets").resources_named(),
+            ["arn:aws:s3:::acme-export-*"]
+        );
+        assert_eq!(
+            by_sid(&doc, "TenantObjects").resources_named(),
+            ["arn:aws:s3:::acme-*/*"]
         );
         // The e2e suite takes s3:DeleteObject away from the second statement.
         assert!(
@@ -317,6 +422,100 @@ mod tests {
                 .iter()
                 .any(|a| a == "s3:DeleteObject")
         );
+    }
+
+    #[test]
+    fn export_policy_reads_tenants_and_writes_only_exports_and_their_records() {
+        let doc = export("aws", "123456789012", "acme");
+        assert_eq!(doc.version, VERSION);
+        for s in doc.statements.iter().filter(|s| s.effect == Effect::Allow) {
+            for r in s.resources_named() {
+                assert!(
+                    r.starts_with("arn:aws:s3:::acme-")
+                        || r.starts_with("arn:aws:kms:*:123456789012:key/"),
+                    "{r}"
+                );
+            }
+            let actions = s.actions_named();
+            assert!(
+                actions
+                    .iter()
+                    .all(|a| !a.contains('*') && !a.contains("Bypass")),
+                "{actions:?}"
+            );
+            // The only writes: the export and its journal in the export buckets, the record
+            // in the evidence buckets.
+            if actions
+                .iter()
+                .any(|a| a == "s3:PutObject" || a == "s3:DeleteObject")
+            {
+                let expected: &[&str] = match s.sid.as_deref() {
+                    Some("Exports") => &[
+                        "arn:aws:s3:::acme-export-*/exports/*",
+                        "arn:aws:s3:::acme-export-*/journal/*",
+                    ],
+                    Some("Evidence") => &["arn:aws:s3:::acme-evidence-*/exports/*"],
+                    other => panic!("{other:?} writes objects"),
+                };
+                assert_eq!(s.resources_named(), expected);
+            }
+            assert!(
+                !actions.iter().any(|a| a == "s3:DeleteObjectVersion"
+                    || a.starts_with("s3:PutBucket")
+                    || a == "kms:ScheduleKeyDeletion"
+                    || a == "kms:DisableKey"),
+                "{actions:?}"
+            );
+        }
+        let deny = by_sid(&doc, "NotOperatorObjects");
+        assert_eq!(deny.effect, Effect::Deny);
+        assert_eq!(
+            deny.actions_named(),
+            ["s3:GetObject", "s3:GetObjectVersion"]
+        );
+        assert_eq!(
+            deny.resources_named(),
+            [
+                "arn:aws:s3:::acme-logs-*/*",
+                "arn:aws:s3:::acme-evidence-*/*"
+            ]
+        );
+        let keys = by_sid(&doc, "TenantKeys");
+        assert_eq!(
+            keys.condition_values("StringEquals", "aws:ResourceTag/tenancy.dev/managed-by"),
+            ["tenant-storage-operator"]
+        );
+        assert_eq!(
+            keys.condition_values("StringLike", "aws:ResourceTag/tenancy.dev/namespace"),
+            ["*"]
+        );
+        // Only through S3: the Job never decrypts or generates data keys itself.
+        assert_eq!(
+            keys.condition_values("StringLike", "kms:ViaService"),
+            ["s3.*.amazonaws.com"]
+        );
+        assert!(!keys.actions_named().iter().any(|a| a.contains("Sign")));
+        let signing = by_sid(&doc, "SigningKey");
+        assert_eq!(signing.actions_named(), ["kms:Sign"]);
+        assert_eq!(
+            signing.condition_values("StringEquals", "aws:ResourceTag/tenancy.dev/role"),
+            ["evidence-signing"]
+        );
+        assert_eq!(
+            by_sid(&doc, "ExportBuckets").resources_named(),
+            ["arn:aws:s3:::acme-export-*"]
+        );
+        // Only KMS statements name keys, and each is limited to the operator's.
+        for s in &doc.statements {
+            if s.actions_named().iter().any(|a| a.starts_with("kms:")) {
+                assert_eq!(
+                    s.condition_values("StringEquals", "aws:ResourceTag/tenancy.dev/managed-by"),
+                    ["tenant-storage-operator"],
+                    "{:?}",
+                    s.sid
+                );
+            }
+        }
     }
 
     #[test]

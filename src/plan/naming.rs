@@ -86,6 +86,13 @@ pub fn evidence_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region
     format!("{prefix}-evidence-{region}-{hash}")
 }
 
+/// The operator-owned bucket that keeps the exports of one policy's tenants in one region, so an
+/// export stays in its tenant's jurisdiction.
+pub fn export_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region: &str) -> String {
+    let hash = identity_hash(cluster_id, &format!("export:{policy}"), region);
+    format!("{prefix}-export-{region}-{hash}")
+}
+
 /// Alias of the operator's key that signs deletion certificates, one per region.
 pub fn signing_key_alias(cluster_id: &str) -> String {
     format!("alias/tenant-storage/{cluster_id}/evidence-signing")
@@ -284,6 +291,20 @@ mod tests {
     }
 
     #[test]
+    fn export_bucket_names() {
+        let long = export_bucket_name(&"p".repeat(MAX_PREFIX), "cluster", "eu", "ap-southeast-3");
+        assert_valid_bucket(&long);
+        let name = export_bucket_name("t", "c", "eu", "eu-west-1");
+        assert_eq!(name, export_bucket_name("t", "c", "eu", "eu-west-1"));
+        assert!(name.starts_with("t-export-eu-west-1-"), "{name}");
+        // Same policy and region, other purpose: the hash differs as well as the readable part.
+        let evidence = evidence_bucket_name("t", "c", "eu", "eu-west-1");
+        assert_ne!(name.rsplit('-').next(), evidence.rsplit('-').next());
+        assert_ne!(name, export_bucket_name("t", "c", "eu-strict", "eu-west-1"));
+        assert_ne!(name, export_bucket_name("t", "c2", "eu", "eu-west-1"));
+    }
+
+    #[test]
     fn alias_is_namespaced_by_cluster() {
         assert_eq!(key_alias("c", "ns", "t"), "alias/tenant-storage/c/ns/t");
     }
@@ -318,5 +339,20 @@ mod tests {
         assert_ne!(a, b);
         assert!(deletion_job_name("acme", "gdpr-42").starts_with("purge-acme-gdpr-42-"));
         assert!(deletion_request_label(&long, &"r".repeat(30)).len() <= 63);
+    }
+
+    #[test]
+    fn export_job_names_are_short_unique_and_not_deletion_names() {
+        let long = "n".repeat(63);
+        let a = export_job_name(&long, &"r".repeat(253));
+        let b = export_job_name(&long, &format!("{}x", "r".repeat(252)));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert_ne!(a, deletion_job_name(&long, &"r".repeat(253)));
+        assert!(export_job_name("acme", "gdpr-42").starts_with("export-acme-gdpr-42-"));
+        assert_ne!(
+            export_job_name("acme", "gdpr-42"),
+            deletion_job_name("acme", "gdpr-42")
+        );
     }
 }

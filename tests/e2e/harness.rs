@@ -41,6 +41,10 @@ pub const ADMIN_USER_ARN: &str = "arn:aws:iam::000000000000:user/tso-test-user";
 /// by tenant bucket policies as the chart admits `purge.irsaRoleArn`.
 pub const PURGE_USER: &str = "tso-purge";
 pub const PURGE_USER_ARN: &str = "arn:aws:iam::000000000000:user/tso-purge";
+/// The IAM user export Jobs run as: exactly `tenant-storage-operator iam-policy export`,
+/// admitted by tenant bucket policies as the chart admits `export.irsaRoleArn`.
+pub const EXPORT_USER: &str = "tso-export";
+pub const EXPORT_USER_ARN: &str = "arn:aws:iam::000000000000:user/tso-export";
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -54,7 +58,7 @@ pub fn system_namespace() -> String {
     env("TSO_SYSTEM_NAMESPACE")
 }
 
-/// A client with one of the test identities' tokens (`operator`, `purge`, `editor`,
+/// A client with one of the test identities' tokens (`operator`, `purge`, `export`, `editor`,
 /// `auditor`): the admin's kubeconfig is for setting up and asserting only.
 pub async fn client_as(identity: &str) -> Client {
     let var = format!("TSO_KUBECONFIG_{}", identity.to_uppercase());
@@ -330,8 +334,14 @@ impl Operator {
             .args(["--oidc-provider-arn", OIDC_PROVIDER_ARN])
             .args(["--admin-principal-arn", ADMIN_USER_ARN])
             .args(["--admin-principal-arn", PURGE_USER_ARN])
+            .args(["--admin-principal-arn", EXPORT_USER_ARN])
             .args(["--purge-namespace", &system, "--lease-namespace", &system])
             .args(["--purge-service-account", &env("TSO_PURGE_SERVICE_ACCOUNT")])
+            .args([
+                "--export-service-account",
+                &env("TSO_EXPORT_SERVICE_ACCOUNT"),
+            ])
+            .args(["--export-principal-arn", EXPORT_USER_ARN])
             .args(extra)
             .env("KUBECONFIG", env("TSO_KUBECONFIG_OPERATOR"))
             // IRSA on EKS; here the keys of an IAM user holding exactly `iam-policy operator`.
@@ -1029,17 +1039,42 @@ pub async fn put_bucket_tags<K: AsRef<str>, V: AsRef<str>>(
 /// of [`PURGE_USER`], holding exactly the generated purge policy). Nothing of the test's own
 /// environment leaks in.
 pub async fn job_command(namespace: &str, request: &str) -> Command {
-    pod_command(&job_container(namespace, request).await).await
+    let container = job_container(namespace, request).await;
+    pod_command(&env("TSO_PURGE_SERVICE_ACCOUNT"), &container).await
+}
+
+/// The same for the export Job of DataExportRequest `namespace/request`: the export service
+/// account's token and the keys of [`EXPORT_USER`].
+#[expect(
+    dead_code,
+    reason = "for the export e2e tests, not written yet: remove this then"
+)]
+pub async fn export_job_command(namespace: &str, request: &str) -> Command {
+    let container = export_job_container(namespace, request).await;
+    pod_command(&env("TSO_EXPORT_SERVICE_ACCOUNT"), &container).await
 }
 
 /// The container of the deletion Job of request `namespace/request`, once the operator created
 /// it.
 pub async fn job_container(namespace: &str, request: &str) -> Container {
+    let name = tenant_storage_operator::controllers::deletion_job_name(namespace, request);
+    system_job_container(&name, &env("TSO_PURGE_SERVICE_ACCOUNT")).await
+}
+
+/// The container of the export Job of request `namespace/request`, once the operator created
+/// it.
+pub async fn export_job_container(namespace: &str, request: &str) -> Container {
+    let name = tenant_storage_operator::plan::naming::export_job_name(namespace, request);
+    system_job_container(&name, &env("TSO_EXPORT_SERVICE_ACCOUNT")).await
+}
+
+/// The one container of Job `name` in the system namespace, once it exists; the Job must run
+/// as `service_account`.
+async fn system_job_container(name: &str, service_account: &str) -> Container {
     let admin = Client::try_default().await.expect("kube client");
     let jobs: Api<Job> = Api::namespaced(admin, &system_namespace());
-    let name = tenant_storage_operator::controllers::deletion_job_name(namespace, request);
-    let job = eventually(&format!("deletion job {name}"), || async {
-        jobs.get_opt(&name).await.ok()?
+    let job = eventually(&format!("job {name}"), || async {
+        jobs.get_opt(name).await.ok()?
     })
     .await;
     let pod = job
@@ -1048,8 +1083,8 @@ pub async fn job_container(namespace: &str, request: &str) -> Container {
         .expect("the Job has a pod template");
     assert_eq!(
         pod.service_account_name.as_deref(),
-        Some(env("TSO_PURGE_SERVICE_ACCOUNT").as_str()),
-        "the Job runs as the chart's purge service account"
+        Some(service_account),
+        "Job {name} runs as the chart's service account for it"
     );
     assert!(
         pod.volumes.is_none(),
@@ -1064,6 +1099,16 @@ pub async fn job_container(namespace: &str, request: &str) -> Container {
 /// AWS as the deletion Jobs are: [`PURGE_USER`], holding exactly the generated purge policy.
 pub async fn purge_aws() -> Aws {
     let (key, secret) = purge_keys().await;
+    Aws::keys(key, secret).await
+}
+
+/// AWS as the export Jobs are: [`EXPORT_USER`], holding exactly the generated export policy.
+#[expect(
+    dead_code,
+    reason = "for the export e2e tests, not written yet: remove this then"
+)]
+pub async fn export_aws() -> Aws {
+    let (key, secret) = export_keys().await;
     Aws::keys(key, secret).await
 }
 
@@ -1165,9 +1210,28 @@ async fn purge_keys() -> &'static (String, String) {
     .await
 }
 
-/// The process a pod of the chart's purge service account runs for `container`.
-pub async fn pod_command(container: &Container) -> Command {
-    let (key, secret) = purge_keys().await;
+/// Access keys of [`EXPORT_USER`], created once per test process with the generated policy
+/// (for the bucket prefix every [`Scenario`] uses, as [`purge_keys`]).
+async fn export_keys() -> &'static (String, String) {
+    static KEYS: tokio::sync::OnceCell<(String, String)> = tokio::sync::OnceCell::const_new();
+    KEYS.get_or_init(|| async {
+        let policy =
+            tenant_storage_operator::plan::iam_policy::export("aws", "000000000000", "tso");
+        iam_user(EXPORT_USER, "tenant-storage-export", &policy).await
+    })
+    .await
+}
+
+/// The process a pod of the chart's `service_account` (the purge or the export one) runs for
+/// `container`: that service account's token and its Job role's AWS keys.
+pub async fn pod_command(service_account: &str, container: &Container) -> Command {
+    let (kubeconfig, (key, secret), pod) = if service_account == env("TSO_PURGE_SERVICE_ACCOUNT") {
+        ("TSO_KUBECONFIG_PURGE", purge_keys().await, "purge-pod")
+    } else if service_account == env("TSO_EXPORT_SERVICE_ACCOUNT") {
+        ("TSO_KUBECONFIG_EXPORT", export_keys().await, "export-pod")
+    } else {
+        panic!("no test identity for service account {service_account}")
+    };
     assert_eq!(
         container.command.as_deref(),
         Some(["tenant-storage-operator".to_owned()].as_slice())
@@ -1184,13 +1248,13 @@ pub async fn pod_command(container: &Container) -> Command {
                 .and_then(|f| f.field_ref.as_ref())
                 .map(|f| f.field_path.as_str());
             let value = match from_field {
-                Some("metadata.name") => format!("purge-pod-{}", unique_suffix()),
+                Some("metadata.name") => format!("{pod}-{}", unique_suffix()),
                 Some(other) => panic!("no downward API value for {other}"),
                 None => v.value.clone().unwrap_or_default(),
             };
             (v.name.clone(), value)
         }))
-        .env("KUBECONFIG", env("TSO_KUBECONFIG_PURGE"))
+        .env("KUBECONFIG", env(kubeconfig))
         .env("AWS_ACCESS_KEY_ID", key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -1522,11 +1522,14 @@ async fn purge_refuses_another_namespace() {
         ),
         ..Container::default()
     };
-    let out = pod_command(&container)
-        .await
-        .output()
-        .await
-        .expect("run purge");
+    let out = pod_command(
+        &crate::harness::env("TSO_PURGE_SERVICE_ACCOUNT"),
+        &container,
+    )
+    .await
+    .output()
+    .await
+    .expect("run purge");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
