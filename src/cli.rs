@@ -45,6 +45,10 @@ pub enum Command {
     /// certificate. Resumes from its checkpoint. Exits 0 when it succeeded, 3 when versions
     /// under Object Lock remain (Blocked), 1 on failure.
     Purge(PurgeArgs),
+    /// Carry out one DataExportRequest (what its Job runs): the archive, the manifest, the
+    /// signed export record and the download link; resumes from its checkpoint. With
+    /// --refresh, only signs a fresh link for a finished export.
+    Export(ExportArgs),
     /// Print the IAM policy an identity of this project needs, as JSON to attach to its role.
     IamPolicy(IamPolicyArgs),
     /// Check a deletion certificate from its evidence in S3, without the cluster: signature,
@@ -124,6 +128,17 @@ pub struct RunArgs {
         default_value = "tenant-storage-purge"
     )]
     pub purge_service_account: String,
+    /// Service account of export Jobs: the identity that holds the export permissions.
+    #[arg(
+        long,
+        env = "TSO_EXPORT_SERVICE_ACCOUNT",
+        default_value = "tenant-storage-export"
+    )]
+    pub export_service_account: String,
+    /// The export Jobs' IAM principal (Helm `export.irsaRoleArn`): the only one, besides the
+    /// admin principals, the export buckets let read exports. Without it, export requests wait.
+    #[arg(long, env = "TSO_EXPORT_PRINCIPAL_ARN")]
+    pub export_principal_arn: Option<String>,
     /// Image of deletion Jobs (this operator's image; they run `tenant-storage-operator purge`).
     #[arg(
         long,
@@ -280,6 +295,54 @@ pub struct PurgeArgs {
     pub log_format: LogFormat,
 }
 
+/// Arguments of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Namespace of the DataExportRequest (and of its TenantStorage).
+    #[arg(long)]
+    pub namespace: String,
+    /// Name of the DataExportRequest.
+    #[arg(long)]
+    pub request: String,
+    /// The operator's namespace (the Job's): where the download link is handed over.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub records_namespace: String,
+    /// The operator's cluster id: only a bucket and key tagged as the tenant's by this cluster
+    /// are exported.
+    #[arg(long, env = "TSO_CLUSTER_ID")]
+    pub cluster_id: String,
+    /// This pod's identity in the request's fence Lease (the pod name; default: host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// The export bucket of the tenant's policy and region (the operator prepares it).
+    #[arg(long)]
+    pub export_bucket: String,
+    /// The tenant's region, where the export bucket is.
+    #[arg(long)]
+    pub region: String,
+    /// The evidence bucket of the tenant's policy and region: the export record goes there.
+    #[arg(long)]
+    pub evidence_bucket: String,
+    /// ARN of the operator's KMS key that signs records, in the tenant's region.
+    #[arg(long)]
+    pub signing_key: String,
+    /// Days the record stays under Object Lock (the policy's `deletion.evidenceRetentionDays`).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=36500))]
+    pub evidence_retention_days: i32,
+    /// Sign a fresh link for the finished export, answering this value of the request's
+    /// `storage.tenancy.dev/refresh-link` annotation.
+    #[arg(long)]
+    pub refresh: Option<String>,
+    /// Bytes per archive part (S3's minimum is 5 MiB): the Job holds about one in memory.
+    #[arg(long, env = "TSO_EXPORT_PART_BYTES", default_value_t = crate::export::PART_BYTES as u64, value_parser = clap::value_parser!(u64).range(5 * 1024 * 1024..=1 << 30))]
+    pub part_bytes: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Log format.
+    #[arg(long, env = "TSO_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
 /// Arguments of `verify-certificate`. Needs only read access to the evidence:
 /// s3:GetObject, s3:GetObjectVersion and s3:GetObjectRetention on the evidence bucket,
 /// kms:GetPublicKey on the signing key.
@@ -367,6 +430,8 @@ pub enum CliError {
     Report(#[from] crate::report::ReportError),
     #[error("purge: {0}")]
     Purge(#[from] crate::purge::RequestError),
+    #[error("export: {0}")]
+    Export(#[from] crate::export::RunError),
 }
 
 /// Runs a command; returns the process exit status.
@@ -376,6 +441,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Report(args) => report(args).await.map(|()| ExitCode::SUCCESS),
         Command::Purge(args) => purge(args).await,
+        Command::Export(args) => export(args).await,
         Command::IamPolicy(args) => iam_policy(&args).map(|()| ExitCode::SUCCESS),
         Command::VerifyCertificate(args) => verify_certificate(args).await,
     }
@@ -497,6 +563,68 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+async fn export(args: ExportArgs) -> Result<ExitCode, CliError> {
+    telemetry::init_logging(args.log_format);
+    let held = Fence::default();
+    let cloud = connect_as_owner(&AwsSettings {
+        fence: Some(held.clone()),
+        pacing: Pacing::PerCall,
+        ..args.aws.settings()
+    })
+    .await?;
+    let client = kube::Client::try_default().await?;
+    // Two pods of one request must never write its archive at once: the request's Lease.
+    let fence = Elector::new(
+        client.clone(),
+        LeaseSettings {
+            namespace: args.records_namespace.clone(),
+            name: format!(
+                "{}-fence",
+                naming::export_job_name(&args.namespace, &args.request)
+            ),
+            identity: args
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("export-{}", std::process::id())),
+            duration: PURGE_FENCE,
+        },
+        held,
+    );
+    fence.acquire().await;
+    // The record is kept beside the deletion evidence, in the tenant's region.
+    let evidence = crate::purge::EvidenceTarget {
+        bucket: args.evidence_bucket,
+        region: args.region.clone(),
+        signing_key: args.signing_key,
+        retention_days: args.evidence_retention_days,
+        part_bytes: crate::purge::PART_BYTES,
+    };
+    let options = crate::export::Options {
+        namespace: args.namespace,
+        request: args.request,
+        records_namespace: args.records_namespace,
+        cluster_id: args.cluster_id,
+        export_bucket: args.export_bucket,
+        region: args.region,
+        evidence,
+        refresh: args.refresh,
+        part_bytes: usize::try_from(args.part_bytes).unwrap_or(crate::export::PART_BYTES),
+    };
+    let outcome = tokio::select! {
+        outcome = crate::export::run(client, &cloud, &options) => outcome.map_err(CliError::from),
+        lost = fence.hold() => Err(lost.into()),
+    };
+    fence.release().await;
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!(error = %e, "export failed");
+            Err(e)
+        }
+    }
+}
+
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
     let crds = crate::api::crds_yaml().map_err(|e| CliError::Output(e.to_string()))?;
     match out_dir {
@@ -582,6 +710,8 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
             image: args.purge_image,
             ca_bundle: purge_ca_bundle,
             env: purge_env,
+            export_service_account: args.export_service_account,
+            export_principal_arn: args.export_principal_arn,
         },
     };
     info!(cluster_id = %settings.cluster_id, resync = ?settings.resync_period, namespaces = ?settings.namespaces, "starting");

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use aws_sdk_s3::types::{
     BlockedEncryptionTypes, BucketLifecycleConfiguration, BucketLocationConstraint,
     BucketLoggingStatus, BucketVersioningStatus, CreateBucketConfiguration, EncryptionType,
-    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, LoggingEnabled,
+    AbortIncompleteMultipartUpload, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, LoggingEnabled,
     ObjectOwnership, OwnershipControls, OwnershipControlsRule, PublicAccessBlockConfiguration,
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
@@ -522,6 +522,12 @@ impl Regional {
                     .status(ExpirationStatus::Enabled)
                     .filter(LifecycleRuleFilter::builder().prefix("").build())
                     .expiration(LifecycleExpiration::builder().days(*days).build())
+                    // An upload a killed Job left behind holds parts nobody sees: gone in a day.
+                    .abort_incomplete_multipart_upload(
+                        AbortIncompleteMultipartUpload::builder()
+                            .days_after_initiation(1)
+                            .build(),
+                    )
                     .build()
                     .map_err(build("PutBucketLifecycleConfiguration"))?;
                 let config = BucketLifecycleConfiguration::builder()

@@ -10,15 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
-};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::Event as Finalizer;
@@ -27,7 +23,7 @@ use tracing::{info, instrument};
 
 use super::conditions;
 use super::toolkit::{StatusPatch, publish, reconcile_finalized};
-use super::{CaBundleSource, Context, Error, MountedCaBundle};
+use super::{Context, Error};
 use crate::api::{
     ConditionStatus, DataDeletionRequest, DataDeletionRequestStatus, DeletionPhase, EncryptionMode,
     ResidencyPolicy, TenantStorage,
@@ -238,6 +234,33 @@ async fn apply(
     let job = match jobs.get_opt(&job_name).await? {
         Some(job) => job,
         None => {
+            // Checked and created under the gate, against the API server: an export's Job of
+            // this tenant and this one never both run (an export would hold data the deletion
+            // removes, and the deletion also removes the tenant's exports).
+            let _gate = ctx.job_gate.lock().await;
+            let tenant_label = deletion_request_label(&ns, &req.spec.tenant_storage_ref.name);
+            let exporting = super::job::running_for_tenant(
+                ctx,
+                &tenant_label,
+                super::data_export_request::EXPORT_REQUEST_LABEL,
+            )
+            .await?;
+            if !exporting.is_empty() {
+                let message = format!(
+                    "an export of this tenant's data is running (Job {}); the deletion starts when it ends",
+                    exporting.join(", ")
+                );
+                status.phase.get_or_insert(DeletionPhase::Pending);
+                status.job_name = None;
+                set(
+                    &mut status,
+                    "Accepted",
+                    ConditionStatus::False,
+                    "WaitingForExport",
+                    message,
+                );
+                return finish(req, ctx, api, status, None, Some(Duration::from_secs(30))).await;
+            }
             // The evidence store in the tenant's region, ready before the Job writes into it.
             let region = tenant
                 .status
@@ -398,139 +421,47 @@ fn build_job(
     let labels = BTreeMap::from([
         (REQUEST_LABEL.to_owned(), deletion_request_label(ns, name)),
         (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "tenant-storage-operator".to_owned(),
+            super::job::TENANT_LABEL.to_owned(),
+            deletion_request_label(ns, &req.spec.tenant_storage_ref.name),
         ),
     ]);
-    let mut env: Vec<EnvVar> = purge
-        .env
-        .iter()
-        .map(|(k, v)| EnvVar {
-            name: k.clone(),
-            value: Some(v.clone()),
-            ..EnvVar::default()
-        })
-        .collect();
-    // The pod's name identifies it in the request's fence Lease.
-    env.push(EnvVar {
-        name: "POD_NAME".to_owned(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.name".to_owned(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    });
-    let (volumes, mounts) = purge.ca_bundle.as_ref().map(ca_bundle_volume).unzip();
-    Job {
-        metadata: ObjectMeta {
-            name: Some(job_name.to_owned()),
-            namespace: Some(purge.namespace.clone()),
-            labels: Some(labels.clone()),
-            annotations: Some(BTreeMap::from([
-                (REQUEST_ANNOTATION.to_owned(), format!("{ns}/{name}")),
-                (
-                    "storage.tenancy.dev/request-uid".to_owned(),
-                    req.uid().unwrap_or_default(),
-                ),
-            ])),
-            ..ObjectMeta::default()
+    let annotations = BTreeMap::from([
+        (REQUEST_ANNOTATION.to_owned(), format!("{ns}/{name}")),
+        (
+            "storage.tenancy.dev/request-uid".to_owned(),
+            req.uid().unwrap_or_default(),
+        ),
+    ]);
+    let args = [
+        "purge",
+        "--namespace",
+        ns,
+        "--request",
+        name,
+        "--records-namespace",
+        &purge.namespace,
+        "--cluster-id",
+        &ctx.settings.cluster_id,
+        "--evidence-bucket",
+        &evidence.bucket,
+        "--evidence-region",
+        &evidence.region,
+        "--signing-key",
+        signing_key,
+        "--evidence-retention-days",
+        &evidence.retention_days.to_string(),
+    ];
+    super::job::build(
+        ctx,
+        super::job::Pod {
+            name: job_name,
+            labels,
+            annotations,
+            service_account: &purge.service_account,
+            container: "purge",
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         },
-        spec: Some(JobSpec {
-            // Each retry resumes from the checkpoint, so retries are cheap and safe; one pod at
-            // a time, and a replacement only once the previous pod has failed for good.
-            backoff_limit: Some(6),
-            parallelism: Some(1),
-            pod_replacement_policy: Some("Failed".to_owned()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(purge.service_account.clone()),
-                    restart_policy: Some("Never".to_owned()),
-                    containers: vec![Container {
-                        name: "purge".to_owned(),
-                        image: Some(purge.image.clone()),
-                        command: Some(vec!["tenant-storage-operator".to_owned()]),
-                        args: Some(vec![
-                            "purge".to_owned(),
-                            "--namespace".to_owned(),
-                            ns.to_owned(),
-                            "--request".to_owned(),
-                            name.to_owned(),
-                            "--records-namespace".to_owned(),
-                            purge.namespace.clone(),
-                            "--cluster-id".to_owned(),
-                            ctx.settings.cluster_id.clone(),
-                            "--evidence-bucket".to_owned(),
-                            evidence.bucket.clone(),
-                            "--evidence-region".to_owned(),
-                            evidence.region.clone(),
-                            "--signing-key".to_owned(),
-                            signing_key.to_owned(),
-                            "--evidence-retention-days".to_owned(),
-                            evidence.retention_days.to_string(),
-                        ]),
-                        env: Some(env),
-                        volume_mounts: mounts.map(|m| vec![m]),
-                        security_context: Some(SecurityContext {
-                            run_as_non_root: Some(true),
-                            read_only_root_filesystem: Some(true),
-                            allow_privilege_escalation: Some(false),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".to_owned()]),
-                                ..Capabilities::default()
-                            }),
-                            seccomp_profile: Some(SeccompProfile {
-                                type_: "RuntimeDefault".to_owned(),
-                                ..SeccompProfile::default()
-                            }),
-                            ..SecurityContext::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    volumes: volumes.map(|v| vec![v]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
-        }),
-        status: None,
-    }
-}
-
-/// The operator's CA bundle, read-only at the path it has in the operator's pod.
-fn ca_bundle_volume(ca: &MountedCaBundle) -> (Volume, VolumeMount) {
-    const NAME: &str = "ca-bundle";
-    let volume = match &ca.source {
-        CaBundleSource::ConfigMap(name) => Volume {
-            name: NAME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        CaBundleSource::Secret(name) => Volume {
-            name: NAME.to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(name.clone()),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-    };
-    let mount = VolumeMount {
-        name: NAME.to_owned(),
-        mount_path: ca.dir.clone(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
-    (volume, mount)
+    )
 }
 
 /// Deleting a request stops its Job and keeps the certificate and manifest, labelled as the

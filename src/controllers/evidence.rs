@@ -1,11 +1,12 @@
-//! The evidence store of a policy in a region: an Object-Locked bucket and the operator's
-//! signing key, made ready before a deletion Job is created (the Job only writes into them).
+//! The stores of a policy in a region that the Jobs write into, made ready before a Job is
+//! created: the evidence store (an Object-Locked bucket and the operator's signing key) and the
+//! export bucket.
 
 use tracing::info;
 
 use super::{Context, Error};
 use crate::cloud::{BucketPresence, ObservedTags, Regional};
-use crate::plan::{self, BucketChange, DesiredEvidence};
+use crate::plan::{self, BucketChange, BucketShape, DesiredEvidence, DesiredExports};
 
 /// Creates or corrects the evidence bucket and signing key, at most once per resync period
 /// each; returns the signing key's ARN. Neither is ever deleted by the operator.
@@ -21,55 +22,104 @@ pub async fn ensure(
             .is_some_and(|at| at.elapsed() < ctx.settings.resync_period)
     };
     if !fresh(&evidence.bucket) {
-        ensure_bucket(cloud, evidence).await?;
+        let bucket = OperatorBucket {
+            what: "evidence bucket",
+            name: &evidence.bucket,
+            region: &evidence.region,
+            tags: &evidence.tags,
+            locked: true,
+        };
+        ensure_bucket(cloud, &bucket, &evidence.shape()).await?;
         verified.insert(evidence.bucket.clone(), std::time::Instant::now());
     }
     signing_key(cloud, evidence).await
 }
 
-fn conflict(evidence: &DesiredEvidence, why: impl Into<String>) -> Error {
+/// Creates or corrects the export bucket, at most once per resync period. Never deleted by
+/// the operator: its lifecycle rule empties it.
+pub async fn ensure_exports(
+    ctx: &Context,
+    cloud: &Regional,
+    exports: &DesiredExports,
+) -> Result<(), Error> {
+    let mut verified = ctx.log_buckets.lock().await;
+    let fresh = verified
+        .get(&exports.bucket)
+        .is_some_and(|at| at.elapsed() < ctx.settings.resync_period);
+    if !fresh {
+        let bucket = OperatorBucket {
+            what: "export bucket",
+            name: &exports.bucket,
+            region: &exports.region,
+            tags: &exports.tags,
+            locked: false,
+        };
+        ensure_bucket(cloud, &bucket, &exports.shape()).await?;
+        verified.insert(exports.bucket.clone(), std::time::Instant::now());
+    }
+    Ok(())
+}
+
+/// A bucket the operator keeps for a policy in a region.
+struct OperatorBucket<'a> {
+    what: &'static str,
+    name: &'a str,
+    region: &'a str,
+    tags: &'a std::collections::BTreeMap<String, String>,
+    /// Created with Object Lock.
+    locked: bool,
+}
+
+fn conflict(bucket: &OperatorBucket<'_>, why: impl Into<String>) -> Error {
     Error::EvidenceConflict {
-        what: format!("evidence bucket {}", evidence.bucket),
+        what: format!("{} {}", bucket.what, bucket.name),
         why: why.into(),
     }
 }
 
-async fn ensure_bucket(cloud: &Regional, evidence: &DesiredEvidence) -> Result<(), Error> {
-    let shape = evidence.shape();
-    let observed = match cloud.bucket_presence(&evidence.bucket).await? {
+async fn ensure_bucket(
+    cloud: &Regional,
+    bucket: &OperatorBucket<'_>,
+    shape: &BucketShape,
+) -> Result<(), Error> {
+    let observed = match cloud.bucket_presence(bucket.name).await? {
         BucketPresence::Absent => None,
         BucketPresence::OtherAccount => {
-            return Err(conflict(evidence, "it belongs to another AWS account"));
+            return Err(conflict(bucket, "it belongs to another AWS account"));
         }
-        BucketPresence::Ours { region } if region != evidence.region => {
+        BucketPresence::Ours { region } if region != bucket.region => {
             return Err(conflict(
-                evidence,
-                format!("it is in {region}, not {}", evidence.region),
+                bucket,
+                format!("it is in {region}, not {}", bucket.region),
             ));
         }
-        BucketPresence::Ours { .. } => match cloud.bucket_tags(&evidence.bucket).await? {
+        BucketPresence::Ours { .. } => match cloud.bucket_tags(bucket.name).await? {
             ObservedTags::Gone => None,
             ObservedTags::Tags(seen) => {
                 // Untagged: our creation interrupted before tagging (the name hashes our
                 // cluster id, policy and region, and HEAD proved it is in our account).
                 let untagged = !seen.keys().any(|k| k.starts_with("tenancy.dev/"));
-                if !untagged && !plan::same_operator_resource(&seen, &evidence.tags) {
+                if !untagged && !plan::same_operator_resource(&seen, bucket.tags) {
                     return Err(conflict(
-                        evidence,
-                        "its tags do not say it is this operator's evidence bucket",
+                        bucket,
+                        format!("its tags do not say it is this operator's {}", bucket.what),
                     ));
                 }
-                Some(cloud.observe_bucket(&evidence.bucket, seen, &shape).await?)
+                Some(cloud.observe_bucket(bucket.name, seen, shape).await?)
             }
         },
     };
-    for change in plan::bucket_changes(&shape, observed.as_ref()) {
-        if change == BucketChange::Create {
-            cloud.create_locked_bucket(&evidence.bucket).await?;
-        } else {
-            cloud.apply_bucket_change(&evidence.bucket, &change).await?;
+    for change in plan::bucket_changes(shape, observed.as_ref()) {
+        match change {
+            BucketChange::Create if bucket.locked => {
+                cloud.create_locked_bucket(bucket.name).await?;
+            }
+            BucketChange::Create => {
+                cloud.create_bucket(bucket.name).await?;
+            }
+            _ => cloud.apply_bucket_change(bucket.name, &change).await?,
         }
-        info!(bucket = %evidence.bucket, %change, "evidence bucket");
+        info!(bucket = %bucket.name, %change, "{}", bucket.what);
     }
     Ok(())
 }

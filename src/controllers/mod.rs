@@ -2,9 +2,11 @@
 
 mod conditions;
 mod data_deletion_request;
+mod data_export_request;
 mod drift_events;
 mod error;
 mod evidence;
+mod job;
 mod own_writes;
 mod residency_policy;
 mod role_snapshot;
@@ -33,9 +35,10 @@ pub use crate::plan::naming::{DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_
 pub use drift_events::EventSettings;
 use drift_events::{Detection, DetectionReport};
 pub use error::Error;
+pub use data_export_request::{EXPORT_REQUEST_LABEL, REFRESH_ANNOTATION};
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
-use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
+use crate::api::{DataDeletionRequest, DataExportRequest, ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
 use crate::telemetry::Metrics;
 use own_writes::OwnWrites;
@@ -81,7 +84,7 @@ pub struct AccessSettings {
     pub allowed_principals: Vec<String>,
 }
 
-/// Deletion Jobs: where they run, as whom, with which image and environment.
+/// Deletion and export Jobs: where they run, as whom, with which image and environment.
 #[derive(Clone, Debug)]
 pub struct PurgeSettings {
     /// Namespace of the Jobs (the operator's own).
@@ -94,6 +97,10 @@ pub struct PurgeSettings {
     pub env: Vec<(String, String)>,
     /// The operator's CA bundle, mounted into the Jobs at the same path.
     pub ca_bundle: Option<MountedCaBundle>,
+    /// Service account of export Jobs (same namespace, image and environment).
+    pub export_service_account: String,
+    /// The export Jobs' IAM principal: the export buckets let only it (and admins) read.
+    pub export_principal_arn: Option<String>,
 }
 
 /// Where the operator's CA bundle comes from in its pod.
@@ -178,6 +185,9 @@ pub struct Context {
     pub schedule: Schedule,
     /// When each tenant's bucket tags and key rotation were last read.
     pub slow_settings: SlowSettings,
+    /// Held while a request controller checks for the other kind's running Job and creates its
+    /// own: a tenant's deletion and export never run at once.
+    pub job_gate: tokio::sync::Mutex<()>,
 }
 
 /// Publishes Kubernetes Events. kube's `Recorder` keeps each event it sends for six minutes,
@@ -329,6 +339,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         roles,
         schedule,
         slow_settings: SlowSettings::new(settings_audit),
+        job_gate: tokio::sync::Mutex::default(),
     });
     let mut stores = Vec::new();
     let mut rechecks = Vec::new();
@@ -391,6 +402,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
+    let scopes_again = scopes.clone();
     let deletion_requests: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
@@ -425,6 +437,41 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
+    let export_requests: Vec<_> = scopes_again
+        .into_iter()
+        .map(|scope| {
+            let requests: Api<DataExportRequest> = scoped(&client, scope.as_deref());
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.purge.namespace);
+            Controller::new(requests, watcher::Config::default())
+                .trigger_backoff(WatchBackoff::default())
+                .watches(
+                    jobs,
+                    watcher::Config::default().labels(data_export_request::EXPORT_REQUEST_LABEL),
+                    move |job: Job| {
+                        let target = job
+                            .annotations()
+                            .get(data_export_request::REQUEST_ANNOTATION)?
+                            .clone();
+                        let (ns, name) = target.split_once('/')?;
+                        scope
+                            .as_deref()
+                            .is_none_or(|scope| scope == ns)
+                            .then(|| ObjectRef::<DataExportRequest>::new(name).within(ns))
+                    },
+                )
+                .shutdown_on_signal()
+                .run(
+                    data_export_request::reconcile,
+                    deletion_error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|res| async move {
+                    if let Err(e) = res {
+                        warn!(error = %e, "reconcile failed");
+                    }
+                })
+        })
+        .collect();
     let (detection, now) = tokio::sync::watch::channel(match ctx.settings.drift_events {
         Some(_) => Detection::Starting,
         None => Detection::Polling,
@@ -448,9 +495,10 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         },
     );
     tokio::select! {
-        _ = futures::future::join(
+        _ = futures::future::join3(
             futures::future::join_all(controllers),
             futures::future::join_all(deletion_requests),
+            futures::future::join_all(export_requests),
         ) => {}
         () = policy_status => {}
         () = drift => {}
@@ -485,11 +533,8 @@ async fn resync_when_due(
     }
 }
 
-fn deletion_error_policy(
-    _req: Arc<DataDeletionRequest>,
-    _err: &Error,
-    _ctx: Arc<Context>,
-) -> Action {
+/// A request's reconcile failed: retried soon (its Job and checkpoint lose nothing).
+fn deletion_error_policy<K>(_req: Arc<K>, _err: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 

@@ -312,6 +312,73 @@ impl DesiredEvidence {
     }
 }
 
+/// Where one policy's exports are kept in one region: an operator-owned bucket in that region
+/// (never elsewhere), SSE-S3 by default (each export is uploaded sealed with its tenant's key),
+/// unversioned (the lifecycle rule really removes an export after the policy's retention), TLS
+/// only, presigned links no older than the policy allows, and readable only by the export
+/// identity and the admin principals, so a link (signed by the export identity) is the only
+/// way in for anyone else.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredExports {
+    pub bucket: String,
+    pub region: String,
+    pub tags: BTreeMap<String, String>,
+    pub retention_days: i32,
+    pub presigned_max_age_ms: i64,
+    /// Principal ARN patterns that may read exports.
+    pub readers: Vec<String>,
+}
+
+impl DesiredExports {
+    pub fn new(
+        bucket_prefix: &str,
+        cluster_id: &str,
+        policy_name: &str,
+        policy: &ResidencyPolicySpec,
+        region: &str,
+        readers: Vec<String>,
+    ) -> Self {
+        DesiredExports {
+            bucket: naming::export_bucket_name(bucket_prefix, cluster_id, policy_name, region),
+            region: region.to_owned(),
+            tags: operator_bucket_tags(cluster_id, "exports", policy_name, policy),
+            retention_days: policy.export.retention_days,
+            presigned_max_age_ms: policy.transport.presigned_url_max_age_seconds * 1000,
+            readers,
+        }
+    }
+
+    pub fn shape(&self) -> BucketShape {
+        let bucket = Arn::bucket(partition_of(&self.region), &self.bucket);
+        let mut readers = self.readers.clone();
+        readers.sort();
+        readers.dedup();
+        let policy = PolicyDocument::new(vec![
+            deny_insecure_transport(&bucket),
+            deny_all("DenyStalePresignedUrls", &bucket)
+                .condition("StringEquals", "s3:authType", "REST-QUERY-STRING")
+                .condition(
+                    "NumericGreaterThan",
+                    "s3:signatureAge",
+                    self.presigned_max_age_ms,
+                ),
+            Statement::deny("DenyOtherReaders")
+                .principal(Principal::Everyone)
+                .actions(["s3:GetObject", "s3:GetObjectVersion"])
+                .resource(bucket.objects("*"))
+                .condition_any("ArnNotLike", "aws:PrincipalArn", readers),
+        ]);
+        BucketShape {
+            tags: self.tags.clone(),
+            encryption: DefaultEncryption::S3Managed,
+            versioning: None,
+            policy,
+            logging: None,
+            expiration_days: Some(self.retention_days),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

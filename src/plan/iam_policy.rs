@@ -160,11 +160,7 @@ pub fn export(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyD
         // decrypts with its key, and the export is uploaded encrypted with it too, so
         // crypto-shredding the tenant also makes its exports unreadable. Never the signing key.
         managed(
-            allow(
-                "TenantKeys",
-                ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-                &keys,
-            ),
+            allow("TenantKeys", ["kms:Decrypt", "kms:GenerateDataKey"], &keys),
             "aws:ResourceTag",
         )
         .condition(
@@ -173,17 +169,22 @@ pub fn export(partition: &str, account_id: &str, bucket_prefix: &str) -> PolicyD
             "*",
         )
         .condition("StringLike", "kms:ViaService", "s3.*.amazonaws.com"),
-        // The archive and manifest (multipart uploads), and the Jobs' own journal, which
-        // they read back to resume and remove once the export is published.
+        // Before sealing an export with the key named in a tenant's status, the Job proves by
+        // its tags that it is that tenant's key.
+        managed(
+            allow("TenantKeyTags", ["kms:ListResourceTags"], &keys),
+            "aws:ResourceTag",
+        )
+        .condition(
+            "StringLike",
+            format!("aws:ResourceTag/{}", tags::NAMESPACE),
+            "*",
+        ),
+        // The archive and manifest (multipart uploads, aborted when a killed run left one),
+        // and the Jobs' own journal, read back to resume; the lifecycle rule removes both.
         allow(
             "Exports",
-            [
-                "s3:PutObject",
-                "s3:GetObject",
-                "s3:AbortMultipartUpload",
-                "s3:ListMultipartUploadParts",
-                "s3:DeleteObject",
-            ],
+            ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
             [exports.objects("exports/*"), exports.objects("journal/*")],
         ),
         // s3:ListBucket also makes S3 answer a missing journal with 404 rather than 403.

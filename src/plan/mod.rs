@@ -14,7 +14,7 @@ pub mod policy_document;
 pub mod principal;
 
 pub use arn::{Arn, ArnError, NotAnAccountId, parse_account_id, partition_of};
-pub use desired::{Desired, DesiredEvidence, DesiredLogBucket};
+pub use desired::{Desired, DesiredEvidence, DesiredExports, DesiredLogBucket};
 pub use diff::{
     BucketChange, BucketShape, DefaultEncryption, EncryptionRequirement, KeyChange, KeyNotUsable,
     LoggingTarget, ObservedBucket, ObservedEncryption, ObservedKey, Ownership, PublicAccessBlock,
