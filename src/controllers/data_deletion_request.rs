@@ -239,12 +239,9 @@ async fn apply(
             // removes, and the deletion also removes the tenant's exports).
             let _gate = ctx.job_gate.lock().await;
             let tenant_label = deletion_request_label(&ns, &req.spec.tenant_storage_ref.name);
-            let exporting = super::job::running_for_tenant(
-                ctx,
-                &tenant_label,
-                super::data_export_request::EXPORT_REQUEST_LABEL,
-            )
-            .await?;
+            let exporting =
+                super::job::running_for_tenant(ctx, &tenant_label, super::job::Kind::Export)
+                    .await?;
             if !exporting.is_empty() {
                 let message = format!(
                     "an export of this tenant's data is running (Job {}); the deletion starts when it ends",

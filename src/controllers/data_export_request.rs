@@ -31,9 +31,7 @@ use crate::api::{
     ResidencyPolicy, TenantStorage,
 };
 use crate::export::link;
-use crate::plan::naming::{
-    DELETION_REQUEST_LABEL, deletion_request_label, export_job_name, export_link_job_name,
-};
+use crate::plan::naming::{deletion_request_label, export_job_name, export_link_job_name};
 use crate::plan::{DesiredEvidence, DesiredExports};
 
 /// Keeps a request until its Jobs are stopped.
@@ -255,7 +253,7 @@ async fn run_job(
     let _gate = r.ctx.job_gate.lock().await;
     let tenant_label = deletion_request_label(&r.ns, &tenant.name_any());
     let deleting =
-        super::job::running_for_tenant(r.ctx, &tenant_label, DELETION_REQUEST_LABEL).await?;
+        super::job::running_for_tenant(r.ctx, &tenant_label, super::job::Kind::Deletion).await?;
     if !deleting.is_empty() {
         r.wait(
             "WaitingForDeletion",

@@ -10,9 +10,11 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
     VolumeMount,
 };
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta};
 
 use super::{CaBundleSource, Context, Error, MountedCaBundle};
+use crate::api::{DataDeletionRequest, DataExportRequest, DeletionPhase, ExportPhase};
 
 /// Label on deletion and export Jobs: the tenant whose data they touch (`<namespace>.<name>`,
 /// or a hash when longer than a label value may be).
@@ -124,23 +126,65 @@ pub fn finished(job: &Job) -> bool {
         .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
 }
 
-/// The unfinished Jobs of `other_label` (the other kind of request) that touch `tenant`. Read
-/// from the API server, not a cache, under [`Context::job_gate`]: a deletion and an export of
-/// one tenant never run at once, and the one whose Job exists first goes first.
-pub async fn running_for_tenant(
-    ctx: &Context,
-    tenant: &str,
-    other_label: &str,
-) -> Result<Vec<String>, Error> {
+/// The kinds of request that run as Jobs.
+pub enum Kind {
+    Deletion,
+    Export,
+}
+
+/// The Jobs of `kind` that touch `tenant` and whose request has not ended. Read from the API
+/// server, not a cache, under [`Context::job_gate`]: a deletion and an export of one tenant
+/// never run at once, and the one whose Job exists first goes first. A request's own phase
+/// says when it ended (its Job writes it), as well as the Job's conditions.
+pub async fn running_for_tenant(ctx: &Context, tenant: &str, kind: Kind) -> Result<Vec<String>, Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
-    let selector = format!("{TENANT_LABEL}={tenant},{other_label}");
-    let listed = jobs.list(&ListParams::default().labels(&selector)).await?;
-    Ok(listed
-        .items
-        .iter()
-        .filter(|j| !finished(j))
-        .filter_map(|j| j.metadata.name.clone())
-        .collect())
+    let (label, annotation) = match kind {
+        Kind::Deletion => (
+            crate::plan::naming::DELETION_REQUEST_LABEL,
+            super::data_deletion_request::REQUEST_ANNOTATION,
+        ),
+        Kind::Export => (
+            super::data_export_request::EXPORT_REQUEST_LABEL,
+            super::data_export_request::REQUEST_ANNOTATION,
+        ),
+    };
+    let selector = format!("{TENANT_LABEL}={tenant},{label}");
+    let mut running = Vec::new();
+    for job in jobs.list(&ListParams::default().labels(&selector)).await?.items {
+        let request = job.annotations().get(annotation).and_then(|r| r.split_once('/'));
+        let ended = match request {
+            _ if finished(&job) => true,
+            Some((ns, name)) => request_ended(ctx, &kind, ns, name).await?,
+            None => false,
+        };
+        if !ended {
+            running.extend(job.metadata.name.clone());
+        }
+    }
+    Ok(running)
+}
+
+/// Whether a request is gone or in a phase it never leaves by itself.
+async fn request_ended(ctx: &Context, kind: &Kind, ns: &str, name: &str) -> Result<bool, Error> {
+    let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(match kind {
+        Kind::Deletion => {
+            let api: Api<DataDeletionRequest> = Api::namespaced(ctx.client.clone(), ns);
+            api.list(&by_name).await?.items.first().is_none_or(|r| {
+                use DeletionPhase::*;
+                let phase = r.status.as_ref().and_then(|s| s.phase);
+                matches!(phase, Some(Succeeded | Blocked | Failed | Rejected))
+            })
+        }
+        Kind::Export => {
+            let api: Api<DataExportRequest> = Api::namespaced(ctx.client.clone(), ns);
+            api.list(&by_name).await?.items.first().is_none_or(|r| {
+                use ExportPhase::*;
+                let phase = r.status.as_ref().and_then(|s| s.phase);
+                matches!(phase, Some(Succeeded | Failed | Rejected | Expired))
+            })
+        }
+    })
 }
 
 /// The operator's CA bundle, read-only at the path it has in the operator's pod.

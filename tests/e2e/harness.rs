@@ -1045,10 +1045,6 @@ pub async fn job_command(namespace: &str, request: &str) -> Command {
 
 /// The same for the export Job of DataExportRequest `namespace/request`: the export service
 /// account's token and the keys of [`EXPORT_USER`].
-#[expect(
-    dead_code,
-    reason = "for the export e2e tests, not written yet: remove this then"
-)]
 pub async fn export_job_command(namespace: &str, request: &str) -> Command {
     let container = export_job_container(namespace, request).await;
     pod_command(&env("TSO_EXPORT_SERVICE_ACCOUNT"), &container).await
@@ -1070,7 +1066,7 @@ pub async fn export_job_container(namespace: &str, request: &str) -> Container {
 
 /// The one container of Job `name` in the system namespace, once it exists; the Job must run
 /// as `service_account`.
-async fn system_job_container(name: &str, service_account: &str) -> Container {
+pub async fn system_job_container(name: &str, service_account: &str) -> Container {
     let admin = Client::try_default().await.expect("kube client");
     let jobs: Api<Job> = Api::namespaced(admin, &system_namespace());
     let job = eventually(&format!("job {name}"), || async {
@@ -1103,10 +1099,6 @@ pub async fn purge_aws() -> Aws {
 }
 
 /// AWS as the export Jobs are: [`EXPORT_USER`], holding exactly the generated export policy.
-#[expect(
-    dead_code,
-    reason = "for the export e2e tests, not written yet: remove this then"
-)]
 pub async fn export_aws() -> Aws {
     let (key, secret) = export_keys().await;
     Aws::keys(key, secret).await

@@ -10,6 +10,7 @@ mod control_plane;
 mod deletion;
 mod deletion_requests;
 mod enforcement;
+mod exports;
 mod faults;
 mod harness;
 mod hostile;
