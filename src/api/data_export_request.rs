@@ -31,7 +31,11 @@ use super::{Condition, DataScope, EvidenceLocation, TenantStorageRef};
         type_ = "integer",
         json_path = ".status.progress.objects"
     ),
-    printcolumn(name = "Bytes", type_ = "integer", json_path = ".status.progress.bytes"),
+    printcolumn(
+        name = "Bytes",
+        type_ = "integer",
+        json_path = ".status.progress.bytes"
+    ),
     printcolumn(name = "Deadline", type_ = "date", json_path = ".status.deadline"),
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
     printcolumn(

@@ -13,8 +13,8 @@ mod tenant_storage;
 pub use condition::{Condition, ConditionStatus};
 pub use data_deletion_request::{
     CertificateSummary, DataDeletionRequest, DataDeletionRequestSpec, DataDeletionRequestStatus,
-    DeletionMethod, DeletionPhase, DeletionProgress, EvidenceLocation,
-    LockedVersion, TenantStorageRef,
+    DeletionMethod, DeletionPhase, DeletionProgress, EvidenceLocation, LockedVersion,
+    TenantStorageRef,
 };
 pub use data_export_request::{
     DataExportRequest, DataExportRequestSpec, DataExportRequestStatus, ExportFormat, ExportLink,

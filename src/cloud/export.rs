@@ -53,14 +53,30 @@ impl Regional {
             .send()
             .await
             .map_err(|e| CloudError::from_sdk(S3, "GetObject", e))?;
+        // A server may answer a range with the whole object (HTTP allows it; ministack does for
+        // a version): then the bytes before `from` are skipped here.
+        let skip = if out.content_range().is_some() {
+            0
+        } else {
+            from
+        };
         let body: ByteStream = out.body;
-        Ok(Box::pin(futures::stream::unfold(body, |mut body| async {
-            match body.next().await {
-                None => None,
-                Some(Ok(bytes)) => Some((Ok(bytes.to_vec()), body)),
-                Some(Err(e)) => Some((Err(read_error(e)), body)),
-            }
-        })))
+        Ok(Box::pin(futures::stream::unfold(
+            (body, skip),
+            |(mut body, mut skip)| async move {
+                loop {
+                    let bytes = match body.next().await? {
+                        Ok(bytes) => bytes,
+                        Err(e) => return Some((Err(read_error(e)), (body, skip))),
+                    };
+                    let drop = usize::try_from(skip).unwrap_or(usize::MAX).min(bytes.len());
+                    skip -= drop as u64;
+                    if drop < bytes.len() {
+                        return Some((Ok(bytes[drop..].to_vec()), (body, skip)));
+                    }
+                }
+            },
+        )))
     }
 
     pub async fn start_upload(
@@ -116,11 +132,13 @@ impl Regional {
             .send()
             .await
             .map_err(|e| CloudError::from_sdk(S3, "UploadPart", e))?;
-        out.e_tag().map(str::to_owned).ok_or(CloudError::Incomplete {
-            service: S3,
-            operation: "UploadPart",
-            field: "ETag",
-        })
+        out.e_tag()
+            .map(str::to_owned)
+            .ok_or(CloudError::Incomplete {
+                service: S3,
+                operation: "UploadPart",
+                field: "ETag",
+            })
     }
 
     pub async fn complete_upload(

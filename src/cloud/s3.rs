@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::types::{
-    BlockedEncryptionTypes, BucketLifecycleConfiguration, BucketLocationConstraint,
-    BucketLoggingStatus, BucketVersioningStatus, CreateBucketConfiguration, EncryptionType,
-    AbortIncompleteMultipartUpload, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, LoggingEnabled,
-    ObjectOwnership, OwnershipControls, OwnershipControlsRule, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
+    AbortIncompleteMultipartUpload, BlockedEncryptionTypes, BucketLifecycleConfiguration,
+    BucketLocationConstraint, BucketLoggingStatus, BucketVersioningStatus,
+    CreateBucketConfiguration, EncryptionType, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, LoggingEnabled, ObjectOwnership, OwnershipControls,
+    OwnershipControlsRule, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, Tagging, VersioningConfiguration,
 };
 
 use super::error::{OperationError, SdkFailure};

@@ -87,7 +87,12 @@ impl Review<'_> {
     /// Refused for good: the request never runs.
     fn reject(&mut self, reason: &str, message: &str) {
         self.status.phase = Some(ExportPhase::Rejected);
-        self.set("Accepted", ConditionStatus::False, reason, message.to_owned());
+        self.set(
+            "Accepted",
+            ConditionStatus::False,
+            reason,
+            message.to_owned(),
+        );
     }
 
     /// Not yet: the request waits, saying why.
@@ -292,7 +297,11 @@ async fn run_job(
         .create(&PostParams::default(), &build_job(r, &spec))
         .await?;
     info!(job = %job_name, "created export job");
-    let what = if refresh.is_some() { "link refresh" } else { "export" };
+    let what = if refresh.is_some() {
+        "link refresh"
+    } else {
+        "export"
+    };
     let note = format!(
         "{what} job {}/{job_name} created",
         r.ctx.settings.purge.namespace
@@ -344,7 +353,10 @@ fn build_job(r: &Review<'_>, spec: &JobArgs<'_>) -> Job {
             EXPORT_REQUEST_LABEL.to_owned(),
             deletion_request_label(&r.ns, &r.name),
         ),
-        (super::job::TENANT_LABEL.to_owned(), spec.tenant_label.clone()),
+        (
+            super::job::TENANT_LABEL.to_owned(),
+            spec.tenant_label.clone(),
+        ),
     ]);
     let annotations = BTreeMap::from([(
         REQUEST_ANNOTATION.to_owned(),
@@ -487,10 +499,11 @@ async fn write_link_secret(
         controller: Some(true),
         block_owner_deletion: Some(false),
     };
-    let wanted: BTreeMap<String, ByteString> = [link::ARCHIVE_URL, link::MANIFEST_URL, link::EXPIRES_AT]
-        .iter()
-        .filter_map(|k| data.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect();
+    let wanted: BTreeMap<String, ByteString> =
+        [link::ARCHIVE_URL, link::MANIFEST_URL, link::EXPIRES_AT]
+            .iter()
+            .filter_map(|k| data.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -529,19 +542,37 @@ fn report(r: &mut Review<'_>, deadline: Timestamp, done: bool, days: i32) {
         ),
         _ => ("InProgress", "the export job has not finished".to_owned()),
     };
-    let complete = if done { ConditionStatus::True } else { ConditionStatus::False };
+    let complete = if done {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
     r.set("Complete", complete, reason, message);
     let overdue = !done && r.now > deadline;
     r.set(
         "Overdue",
-        if overdue { ConditionStatus::True } else { ConditionStatus::False },
-        if overdue { "DeadlinePassed" } else { "WithinDeadline" },
+        if overdue {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        if overdue {
+            "DeadlinePassed"
+        } else {
+            "WithinDeadline"
+        },
         format!("the policy's export deadline ({days} days) ends at {deadline}"),
     );
 }
 
-/// The next look: at the deadline while running, at the expiry once done.
+/// The next look: soon while a link is awaited (its handover Secret triggers nothing), at the
+/// deadline while running, at the expiry once done.
 fn next_check(r: &Review<'_>, deadline: Timestamp, done: bool) -> Duration {
+    let awaited = r.status.phase == Some(ExportPhase::Succeeded)
+        && (r.status.link.is_none() || wanted_refresh(r).is_some());
+    if awaited {
+        return Duration::from_secs(5);
+    }
     let at = if done {
         r.status
             .expires_at
@@ -597,8 +628,7 @@ async fn cleanup(req: &DataExportRequest, ctx: &Context) -> Result<Action, Error
     {
         jobs.delete(&job.name_any(), &params).await?;
     }
-    let handoffs: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let handoffs: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
     let mut names = vec![link::handoff_name(&ns, &name, None)];
     if let Some(refresh) = req.annotations().get(REFRESH_ANNOTATION) {
         names.push(link::handoff_name(&ns, &name, Some(refresh)));

@@ -136,7 +136,11 @@ pub enum Kind {
 /// server, not a cache, under [`Context::job_gate`]: a deletion and an export of one tenant
 /// never run at once, and the one whose Job exists first goes first. A request's own phase
 /// says when it ended (its Job writes it), as well as the Job's conditions.
-pub async fn running_for_tenant(ctx: &Context, tenant: &str, kind: Kind) -> Result<Vec<String>, Error> {
+pub async fn running_for_tenant(
+    ctx: &Context,
+    tenant: &str,
+    kind: Kind,
+) -> Result<Vec<String>, Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
     let (label, annotation) = match kind {
         Kind::Deletion => (
@@ -150,8 +154,15 @@ pub async fn running_for_tenant(ctx: &Context, tenant: &str, kind: Kind) -> Resu
     };
     let selector = format!("{TENANT_LABEL}={tenant},{label}");
     let mut running = Vec::new();
-    for job in jobs.list(&ListParams::default().labels(&selector)).await?.items {
-        let request = job.annotations().get(annotation).and_then(|r| r.split_once('/'));
+    for job in jobs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let request = job
+            .annotations()
+            .get(annotation)
+            .and_then(|r| r.split_once('/'));
         let ended = match request {
             _ if finished(&job) => true,
             Some((ns, name)) => request_ended(ctx, &kind, ns, name).await?,
@@ -216,4 +227,3 @@ fn ca_bundle_volume(ca: &MountedCaBundle) -> (Volume, VolumeMount) {
     };
     (volume, mount)
 }
-

@@ -32,10 +32,10 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 pub use crate::plan::naming::{DELETION_REQUEST_LABEL as REQUEST_LABEL, deletion_job_name};
+pub use data_export_request::{EXPORT_REQUEST_LABEL, REFRESH_ANNOTATION};
 pub use drift_events::EventSettings;
 use drift_events::{Detection, DetectionReport};
 pub use error::Error;
-pub use data_export_request::{EXPORT_REQUEST_LABEL, REFRESH_ANNOTATION};
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
 use crate::api::{DataDeletionRequest, DataExportRequest, ResidencyPolicy, TenantStorage};

@@ -97,7 +97,10 @@ fn ustar_header(name: &str, size: u64, mtime: i64, kind: u8) -> Vec<u8> {
     octal(&mut h[108..116], 0);
     octal(&mut h[116..124], 0);
     octal(&mut h[124..136], size);
-    octal(&mut h[136..148], u64::try_from(mtime).unwrap_or(0).min(OCTAL_11_MAX));
+    octal(
+        &mut h[136..148],
+        u64::try_from(mtime).unwrap_or(0).min(OCTAL_11_MAX),
+    );
     h[156] = kind;
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
@@ -129,7 +132,10 @@ mod tests {
     fn paths_keep_keys_but_never_escape_or_make_directories() {
         assert_eq!(path("users/42/a.json", None), "objects/users/42/a.json");
         assert_eq!(path("a", Some("v1")), "versions/v1/a");
-        assert_eq!(path("../../etc/passwd", None), "objects/%2E%2E/%2E%2E/etc/passwd");
+        assert_eq!(
+            path("../../etc/passwd", None),
+            "objects/%2E%2E/%2E%2E/etc/passwd"
+        );
         assert_eq!(path("/abs//x/", None), "objects/%2F/abs/%2F/x/%2F");
         assert_eq!(path("100%/./x", None), "objects/100%25/%2E/x");
         assert_eq!(path("a", Some("..")), "versions/%2E%2E/a");
@@ -139,7 +145,13 @@ mod tests {
 
     #[test]
     fn pax_records_count_their_own_length() {
-        for value in ["", "x", &"y".repeat(90), &"z".repeat(994), &"w".repeat(9990)] {
+        for value in [
+            "",
+            "x",
+            &"y".repeat(90),
+            &"z".repeat(994),
+            &"w".repeat(9990),
+        ] {
             let r = pax_record("path", value);
             let text = String::from_utf8(r.clone()).expect("utf-8");
             let (len, _) = text.split_once(' ').expect("length");

@@ -79,7 +79,11 @@ pub trait Journal: Send + Sync {
     fn load(&self) -> impl Future<Output = Result<Option<State>, ExportError>> + Send;
     fn save(&self, state: &State) -> impl Future<Output = Result<(), ExportError>> + Send;
     /// Writes manifest chunk `n` (overwriting one a crashed run wrote).
-    fn put_chunk(&self, n: u32, lines: &str) -> impl Future<Output = Result<(), ExportError>> + Send;
+    fn put_chunk(
+        &self,
+        n: u32,
+        lines: &str,
+    ) -> impl Future<Output = Result<(), ExportError>> + Send;
     fn chunk(&self, n: u32) -> impl Future<Output = Result<String, ExportError>> + Send;
     /// Told after every checkpoint (e.g. to mirror the counts in status).
     fn progress(&self, state: &State) -> impl Future<Output = Result<(), ExportError>> + Send;
@@ -204,7 +208,12 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
     }
 
     /// Every member, then the end of the archive and its last part.
-    async fn archive(&self, state: &mut State, w: &mut Writer, key: &str) -> Result<(), ExportError> {
+    async fn archive(
+        &self,
+        state: &mut State,
+        w: &mut Writer,
+        key: &str,
+    ) -> Result<(), ExportError> {
         if state.current.is_some() {
             self.member(state, w, key).await?;
             state.skip += 1;
@@ -226,8 +235,14 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             }
         }
         let from = usize::try_from(state.end_written).unwrap_or(END.len());
-        self.emit(state, w, key, END.get(from..).unwrap_or_default(), Part::End)
-            .await?;
+        self.emit(
+            state,
+            w,
+            key,
+            END.get(from..).unwrap_or_default(),
+            Part::End,
+        )
+        .await?;
         self.flush(state, w, key).await?;
         if let Some(upload) = state.upload.as_mut() {
             upload.completing = true;
@@ -269,7 +284,12 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
     }
 
     /// Writes `state.current` from where it stands to its end.
-    async fn member(&self, state: &mut State, w: &mut Writer, key: &str) -> Result<(), ExportError> {
+    async fn member(
+        &self,
+        state: &mut State,
+        w: &mut Writer,
+        key: &str,
+    ) -> Result<(), ExportError> {
         let cur = state
             .current
             .clone()
@@ -285,7 +305,8 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         w.member = Some(load_hash(&cur.hash).map_err(ExportError::State)?);
         if cur.written < header_len {
             let from = usize::try_from(cur.written).unwrap_or(usize::MAX);
-            self.emit(state, w, key, &header[from..], Part::Framing).await?;
+            self.emit(state, w, key, &header[from..], Part::Framing)
+                .await?;
         }
         let done = cur.written.saturating_sub(header_len);
         if done < cur.size {
@@ -293,8 +314,13 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         }
         let padded = cur.written.saturating_sub(header_len + cur.size);
         let padding = member.padding().saturating_sub(padded);
-        self.emit(state, w, key, &vec![0; padding as usize], Part::Framing).await?;
-        let sha256 = w.member.take().map(|h| hex(&h.finalize())).unwrap_or_default();
+        self.emit(state, w, key, &vec![0; padding as usize], Part::Framing)
+            .await?;
+        let sha256 = w
+            .member
+            .take()
+            .map(|h| hex(&h.finalize()))
+            .unwrap_or_default();
         let line = json!({
             "path": member.path, "key": cur.key, "versionId": cur.version_id,
             "size": cur.size, "lastModified": rfc3339(cur.mtime), "sha256": sha256,
@@ -326,7 +352,10 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             let chunk = chunk?;
             at += chunk.len() as u64;
             if at > cur.size {
-                return Err(changed(format!("more than its listed {} bytes", cur.size)));
+                return Err(changed(format!(
+                    "more than its listed {} bytes ({at} from offset {from})",
+                    cur.size
+                )));
             }
             self.emit(state, w, key, &chunk, Part::Content).await?;
         }
@@ -385,7 +414,10 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             .map_err(|_| ExportError::State("too many parts".into()))?;
         let body = std::mem::replace(&mut w.buf, Vec::with_capacity(self.part_bytes));
         let size = body.len() as u64;
-        let etag = self.target.upload_part(key, &upload.id, number, body).await?;
+        let etag = self
+            .target
+            .upload_part(key, &upload.id, number, body)
+            .await?;
         upload.parts.push((number, etag));
         state.archive_bytes += size;
         if !w.lines.is_empty() {
@@ -410,7 +442,11 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             .upload
             .as_ref()
             .ok_or_else(|| ExportError::State("no upload to complete".into()))?;
-        match self.target.complete_upload(key, &upload.id, &upload.parts).await {
+        match self
+            .target
+            .complete_upload(key, &upload.id, &upload.parts)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if e.code() == "NoSuchUpload" => match self.target.size(key).await? {
                 Some(size) if size == state.archive_bytes => Ok(()),

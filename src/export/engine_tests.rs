@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use futures::stream;
 use sha2::{Digest, Sha256};
 
-use super::engine::{hex, Chunks, Engine, ExportError, Journal, Layout, Source, Target};
+use super::engine::{Chunks, Engine, ExportError, Journal, Layout, Source, Target, hex};
 use super::state::State;
 use crate::cloud::{CloudError, ListedVersion, VersionPage};
 use crate::purge::Marker;
@@ -300,7 +300,10 @@ fn layout() -> Layout {
 }
 
 fn header(state: &State, sha: &str) -> String {
-    format!("{{\"objects\":{},\"archiveSha256\":\"{sha}\"}}", state.objects)
+    format!(
+        "{{\"objects\":{},\"archiveSha256\":\"{sha}\"}}",
+        state.objects
+    )
 }
 
 /// Objects of every size around the part size, some keys overwritten or deleted, others out of
@@ -385,8 +388,8 @@ fn outputs(fake: &Fake) -> (Vec<u8>, String) {
     let e = fake.lock();
     let l = layout();
     let archive = e.objects.get(&l.archive).cloned().expect("archive");
-    let manifest = String::from_utf8(e.objects.get(&l.manifest).cloned().expect("manifest"))
-        .expect("utf-8");
+    let manifest =
+        String::from_utf8(e.objects.get(&l.manifest).cloned().expect("manifest")).expect("utf-8");
     (archive, manifest)
 }
 
@@ -401,7 +404,10 @@ async fn the_archive_holds_exactly_the_current_versions_in_scope() {
     let got = members(&archive);
     let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
     let expected: Vec<String> = (0..9).map(|i| format!("objects/users/1/f{i}")).collect();
-    assert_eq!(paths, expected, "users/10/ and the deleted key are not exported");
+    assert_eq!(
+        paths, expected,
+        "users/10/ and the deleted key are not exported"
+    );
     assert_eq!(got[3].1, b"overwritten", "the current version only");
     let lines: Vec<serde_json::Value> = manifest
         .lines()
@@ -427,11 +433,20 @@ async fn every_version_and_marker_when_asked_and_keys_never_escape() {
         .expect("export");
     let (archive, manifest) = outputs(&fake);
     let got = members(&archive);
-    assert!(got.iter().any(|(p, b)| p == "versions/v1/users/1/f3" && b.len() == 512));
-    assert!(got.iter().any(|(p, b)| p == "versions/v2/users/1/f3" && b == b"overwritten"));
+    assert!(
+        got.iter()
+            .any(|(p, b)| p == "versions/v1/users/1/f3" && b.len() == 512)
+    );
+    assert!(
+        got.iter()
+            .any(|(p, b)| p == "versions/v2/users/1/f3" && b == b"overwritten")
+    );
     assert!(got.iter().any(|(p, _)| p == "versions/v1/%2E%2E/escape"));
     assert_eq!(got.len(), 13);
-    assert!(manifest.contains(r#""deleteMarker":true,"key":"users/1/gone""#), "{manifest}");
+    assert!(
+        manifest.contains(r#""deleteMarker":true,"key":"users/1/gone""#),
+        "{manifest}"
+    );
 }
 
 /// A kill before and after every write, each followed by a clean rerun: the same archive and
@@ -457,7 +472,10 @@ async fn a_kill_at_any_write_resumes_to_the_same_bytes() {
                 .await
                 .unwrap_or_else(|e| panic!("{kill:?}: rerun: {e}"));
             assert_eq!(outputs(&fake), expected, "{kill:?}");
-            assert!(fake.lock().uploads.is_empty(), "{kill:?}: an upload left open");
+            assert!(
+                fake.lock().uploads.is_empty(),
+                "{kill:?}: an upload left open"
+            );
         }
     }
 }

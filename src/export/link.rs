@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -78,8 +79,12 @@ impl Handoff<'_> {
                 "the export expired at {expires_at}: the lifecycle rule removes it; file a new request"
             ))
         })?;
-        let archive = regional.presign_get(bucket, &layout.archive, lifetime).await?;
-        let manifest = regional.presign_get(bucket, &layout.manifest, lifetime).await?;
+        let archive = regional
+            .presign_get(bucket, &layout.archive, lifetime)
+            .await?;
+        let manifest = regional
+            .presign_get(bucket, &layout.manifest, lifetime)
+            .await?;
         let until = now
             .checked_add(SignedDuration::from_secs(lifetime.as_secs() as i64))
             .unwrap_or(expires_at);
@@ -96,10 +101,17 @@ impl Handoff<'_> {
             metadata: ObjectMeta {
                 name: Some(handoff_name(self.namespace, self.request, self.refresh)),
                 namespace: Some(self.records_namespace.to_owned()),
-                labels: Some(BTreeMap::from([(UID_LABEL.to_owned(), self.uid.to_owned())])),
+                labels: Some(BTreeMap::from([(
+                    UID_LABEL.to_owned(),
+                    self.uid.to_owned(),
+                )])),
                 ..ObjectMeta::default()
             },
-            string_data: Some(data),
+            data: Some(
+                data.into_iter()
+                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                    .collect(),
+            ),
             type_: Some("Opaque".to_owned()),
             ..Secret::default()
         };

@@ -66,7 +66,12 @@ pub async fn run(
         requests.get_opt(&opts.request)
     })
     .await?
-    .ok_or_else(|| RunError::Refused(format!("DataExportRequest {ns}/{} does not exist", opts.request)))?;
+    .ok_or_else(|| {
+        RunError::Refused(format!(
+            "DataExportRequest {ns}/{} does not exist",
+            opts.request
+        ))
+    })?;
     let uid = req
         .uid()
         .ok_or_else(|| RunError::Refused("the request has no metadata.uid".into()))?;
@@ -109,7 +114,9 @@ pub async fn run(
             ));
         }
         info!(namespace = ns, request = %opts.request, resumed = state.upload.is_some(), "export starting");
-        status.patch(json!({"phase": ExportPhase::Running, "progress": progress(&state)})).await?;
+        status
+            .patch(json!({"phase": ExportPhase::Running, "progress": progress(&state)}))
+            .await?;
         let header = |state: &State, sha: &str| header(&req, &tenant, &layout, state, sha);
         if let Err(e) = engine.run(&mut state, &layout, header).await {
             if let Err(patch) = status.patch(json!({"phase": ExportPhase::Failed})).await {
@@ -139,7 +146,11 @@ pub async fn run(
             "result": result,
         }))
         .await?;
-    info!(objects = state.objects, bytes = state.bytes, "export finished");
+    info!(
+        objects = state.objects,
+        bytes = state.bytes,
+        "export finished"
+    );
     Ok(())
 }
 
@@ -162,11 +173,13 @@ async fn tenant_of(
         ));
     }
     let tenants: Api<TenantStorage> = Api::namespaced(client.clone(), ns);
-    let tenant = persist("reading the TenantStorage", || tenants.get_opt(&target.name))
-        .await?
-        .ok_or_else(|| {
-            RunError::Refused(format!("TenantStorage {ns}/{} does not exist", target.name))
-        })?;
+    let tenant = persist("reading the TenantStorage", || {
+        tenants.get_opt(&target.name)
+    })
+    .await?
+    .ok_or_else(|| {
+        RunError::Refused(format!("TenantStorage {ns}/{} does not exist", target.name))
+    })?;
     if tenant.spec.delegated.is_some() {
         return Err(RunError::Refused(
             "the TenantStorage is delegated: its data is in the customer's own bucket".into(),
@@ -180,9 +193,10 @@ fn sealing(tenant: &TenantStorage) -> Result<Sealing, RunError> {
     if status.encryption_mode == Some(EncryptionMode::S3Managed) {
         return Ok(Sealing::S3Managed);
     }
-    status.kms_key_arn.map(Sealing::TenantKey).ok_or_else(|| {
-        RunError::Refused("the TenantStorage has no status.kmsKeyArn yet".into())
-    })
+    status
+        .kms_key_arn
+        .map(Sealing::TenantKey)
+        .ok_or_else(|| RunError::Refused("the TenantStorage has no status.kmsKeyArn yet".into()))
 }
 
 /// A checkpoint of this request, or a fresh state.
@@ -324,13 +338,22 @@ async fn sign_record<S: Source, T: Target>(
     let regional = &engine.journal().regional;
     let evidence = &opts.evidence;
     let uid = req.uid().unwrap_or_default();
-    let key = format!("exports/{}/{}/{uid}/record.json", opts.namespace, opts.request);
+    let key = format!(
+        "exports/{}/{}/{uid}/record.json",
+        opts.namespace, opts.request
+    );
     let signature = regional
         .sign_digest(&evidence.signing_key, &Sha256::digest(record.as_bytes()))
         .await?;
     let until = crate::purge::retain_until(evidence.retention_days)?;
     let version_id = regional
-        .put_locked_object(&evidence.bucket, &key, record.into_bytes(), "application/json", &until)
+        .put_locked_object(
+            &evidence.bucket,
+            &key,
+            record.into_bytes(),
+            "application/json",
+            &until,
+        )
         .await?;
     regional
         .put_locked_object(
@@ -377,9 +400,8 @@ impl SourceOf {
         ns: &str,
     ) -> Result<SourceOf, RunError> {
         let status = tenant.status.clone().unwrap_or_default();
-        let missing = |field: &str| {
-            RunError::Refused(format!("the TenantStorage has no status.{field} yet"))
-        };
+        let missing =
+            |field: &str| RunError::Refused(format!("the TenantStorage has no status.{field} yet"));
         let bucket = status.bucket_name.ok_or_else(|| missing("bucketName"))?;
         let region = status.region.ok_or_else(|| missing("region"))?;
         if region != opts.region {
@@ -548,7 +570,9 @@ impl Journal for BucketJournal<'_> {
         let key = format!("{}state.json", self.root);
         match self.regional.get_object_opt(&self.bucket, &key).await? {
             None => Ok(None),
-            Some((bytes, _)) => serde_json::from_slice(&bytes).map(Some).map_err(journal_err),
+            Some((bytes, _)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(journal_err),
         }
     }
 
@@ -579,7 +603,8 @@ impl Journal for BucketJournal<'_> {
     async fn progress(&self, state: &State) -> Result<(), ExportError> {
         let due = {
             let mut last = self.status.last.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || state.finished.is_some();
+            let due =
+                last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || state.finished.is_some();
             if due {
                 *last = Some(Instant::now());
             }

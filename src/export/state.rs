@@ -117,7 +117,11 @@ impl State {
 
 /// A running SHA-256, as hex (its block state, the bytes hashed so far and the partial block).
 pub fn save_hash(hasher: &Sha256) -> String {
-    hasher.serialize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .serialize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A running SHA-256 saved by [`save_hash`].
@@ -155,7 +159,12 @@ mod tests {
 
     #[test]
     fn state_round_trips_as_json() {
-        let mut s = State::new("u", &["b/".into(), "a/".into(), "a/x/".into()], true, "t".into());
+        let mut s = State::new(
+            "u",
+            &["b/".into(), "a/".into(), "a/x/".into()],
+            true,
+            "t".into(),
+        );
         s.current = Some(Current {
             key: "a/1".into(),
             version_id: "v".into(),

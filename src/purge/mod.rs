@@ -12,13 +12,13 @@ mod request;
 mod state;
 
 pub use engine::{Engine, JournalKind, Objects, PurgeError, Store, StoreError, UploadPage};
-pub use evidence::{PART_BYTES, Target as EvidenceTarget};
 pub(crate) use evidence::retain_until;
+pub use evidence::{PART_BYTES, Target as EvidenceTarget};
 pub use journal::BucketJournal;
-pub use records::{RECORD_LABEL, RequestRecords, UID_LABEL};
-pub use request::{Options, Outcome, RequestError, run};
 pub(crate) use records::persist;
+pub use records::{RECORD_LABEL, RequestRecords, UID_LABEL};
 pub(crate) use request::prove_ownership;
+pub use request::{Options, Outcome, RequestError, run};
 pub use state::{Marker, State};
 
 use crate::cloud::{CloudError, DeleteReport, Regional, VersionLock, VersionPage};

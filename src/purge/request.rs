@@ -18,7 +18,7 @@ use super::manifest;
 use super::records::RequestRecords;
 use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
 use crate::api::{
-    CertificateSummary, DataDeletionRequest, DeletionMethod, DeletionPhase, DataScope,
+    CertificateSummary, DataDeletionRequest, DataScope, DeletionMethod, DeletionPhase,
     EncryptionMode, LockedVersion, ResidencyPolicy, TenantStorage,
 };
 use crate::cloud::{Cloud, CloudError, ObservedTags, Regional};
@@ -210,7 +210,14 @@ pub async fn run(
         name: target.name.clone(),
     };
     let shred_key = shred_target.as_ref().map(|(key, _)| key.as_str());
-    prove_ownership(&regional, &identity, &bucket, shred_key, "Nothing was deleted").await?;
+    prove_ownership(
+        &regional,
+        &identity,
+        &bucket,
+        shred_key,
+        "Nothing was deleted",
+    )
+    .await?;
 
     let pinned = state::Target {
         tenant_uid: tenant.uid().unwrap_or_default(),

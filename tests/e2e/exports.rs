@@ -17,8 +17,10 @@ use tenant_storage_operator::cloud::failpoint;
 use tenant_storage_operator::controllers::REFRESH_ANNOTATION;
 use tenant_storage_operator::plan::naming::{export_bucket_name, export_link_job_name};
 
+use tenant_storage_operator::plan::policy_document::{PolicyDocument, Statement};
+
 use crate::harness::{
-    Aws, Scenario, env, eu_spec, eventually, export_aws, export_job_command, pod_command,
+    Aws, Scenario, env, eu_spec, eventually, export_aws, export_job_command, iam_user, pod_command,
     system_job_container, system_namespace, tenant,
 };
 
@@ -116,7 +118,13 @@ print(json.dumps({"status": status, "plainHttp": plain, "archiveSha256": hashlib
 
 async fn download(archive_url: &str, manifest_url: &str) -> Value {
     let out = tokio::process::Command::new("python3")
-        .args(["-c", DOWNLOAD, archive_url, manifest_url, &env("AWS_CA_BUNDLE")])
+        .args([
+            "-c",
+            DOWNLOAD,
+            archive_url,
+            manifest_url,
+            &env("AWS_CA_BUNDLE"),
+        ])
         .output()
         .await
         .expect("run python3");
@@ -198,7 +206,10 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
     let got = download(&link["archiveUrl"], &link["manifestUrl"]).await;
 
     assert_eq!(got["status"], 200, "{got}");
-    assert_eq!(got["plainHttp"], 403, "plain HTTP to the export bucket is refused");
+    assert_eq!(
+        got["plainHttp"], 403,
+        "plain HTTP to the export bucket is refused"
+    );
     assert_eq!(got["archiveSha256"], result.archive_sha256.as_str());
     let expected: BTreeMap<String, String> = ["users/1/a.json", "users/1/deep/b.bin", "users/1/c"]
         .iter()
@@ -214,16 +225,25 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    assert_eq!(manifest[0]["archive"]["sha256"], result.archive_sha256.as_str());
+    assert_eq!(
+        manifest[0]["archive"]["sha256"],
+        result.archive_sha256.as_str()
+    );
     assert_eq!(manifest[0]["objects"], 3);
     let listed: BTreeMap<String, String> = manifest[1..]
         .iter()
         .map(|l| {
             let key = l["key"].as_str().expect("key");
-            (format!("objects/{key}"), l["sha256"].as_str().expect("sha").to_owned())
+            (
+                format!("objects/{key}"),
+                l["sha256"].as_str().expect("sha").to_owned(),
+            )
         })
         .collect();
-    assert_eq!(listed, expected, "the manifest lists exactly what the archive holds");
+    assert_eq!(
+        listed, expected,
+        "the manifest lists exactly what the archive holds"
+    );
 
     // The link lives no longer than the policy's presigned-URL maximum.
     let max_age = eu_spec().transport.presigned_url_max_age_seconds;
@@ -265,7 +285,11 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
         lifecycle.rules()[0].expiration().and_then(|e| e.days()),
         Some(7)
     );
-    let outsider = Aws::user()
+    let everything = PolicyDocument::new(vec![
+        Statement::allow("AllOfS3").action("s3:*").resources(["*"]),
+    ]);
+    let (key, secret) = iam_user("tso-export-outsider", "all-of-s3", &everything).await;
+    let outsider = Aws::keys(&key, &secret)
         .await
         .s3("eu-central-1")
         .get_object()
@@ -309,7 +333,9 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
         .kms("eu-central-1")
         .verify()
         .key_id(&record.signing_key_arn)
-        .message(aws_sdk_kms::primitives::Blob::new(Sha256::digest(&body).to_vec()))
+        .message(aws_sdk_kms::primitives::Blob::new(
+            Sha256::digest(&body).to_vec(),
+        ))
         .message_type(aws_sdk_kms::types::MessageType::Digest)
         .signature(aws_sdk_kms::primitives::Blob::new(signature.to_vec()))
         .signing_algorithm(aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256)
@@ -318,7 +344,10 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
         .expect("verify");
     assert!(verified.signature_valid());
     let record: Value = serde_json::from_slice(&body).expect("record JSON");
-    assert_eq!(record["export"]["archiveSha256"], result.archive_sha256.as_str());
+    assert_eq!(
+        record["export"]["archiveSha256"],
+        result.archive_sha256.as_str()
+    );
     assert_eq!(record["requestedBy"], "dpo@example.com");
 
     // A fresh link, asked for with the annotation: a link Job, then the Secret renewed.
@@ -330,7 +359,11 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
     let job = export_link_job_name(&s.ns, "ask", "1");
     let container = system_job_container(&job, &env("TSO_EXPORT_SERVICE_ACCOUNT")).await;
     assert_eq!(
-        container.args.as_deref().and_then(|a| a.last()).map(String::as_str),
+        container
+            .args
+            .as_deref()
+            .and_then(|a| a.last())
+            .map(String::as_str),
         Some("1")
     );
     let out = pod_command(&env("TSO_EXPORT_SERVICE_ACCOUNT"), &container)
@@ -338,7 +371,11 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
         .output()
         .await
         .expect("run the link job");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_linked(&s, "ask", Some("1")).await;
     let fresh = link_secret(&s, "ask").await;
     let again = download(&fresh["archiveUrl"], &fresh["manifestUrl"]).await;
@@ -347,7 +384,10 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
     let handoffs: Api<Secret> = Api::namespaced(s.client.clone(), &system_namespace());
     for refresh in [None, Some("1")] {
         let name = tenant_storage_operator::export::link::handoff_name(&s.ns, "ask", refresh);
-        assert!(handoffs.get_opt(&name).await.expect("get").is_none(), "{name}");
+        assert!(
+            handoffs.get_opt(&name).await.expect("get").is_none(),
+            "{name}"
+        );
     }
 }
 
@@ -412,10 +452,18 @@ async fn a_killed_export_resumes_to_the_same_archive_and_deletion_waits_for_it()
     let killed = wait_linked(&s, "killed", None).await;
     let clean = wait_linked(&s, "clean", None).await;
     let digest = |r: &DataExportRequest| {
-        let result = r.status.as_ref().and_then(|s| s.result.clone()).expect("result");
+        let result = r
+            .status
+            .as_ref()
+            .and_then(|s| s.result.clone())
+            .expect("result");
         (result.archive_sha256, result.archive_bytes)
     };
-    assert_eq!(digest(&killed), digest(&clean), "the same archive, killed or not");
+    assert_eq!(
+        digest(&killed),
+        digest(&clean),
+        "the same archive, killed or not"
+    );
     let progress = killed.status.and_then(|s| s.progress).expect("progress");
     assert_eq!(progress.objects, 41);
     let exports = export_bucket_name(&s.prefix, &s.cluster_id, &policy, "eu-central-1");
@@ -478,5 +526,9 @@ async fn a_delegated_tenant_export_is_refused() {
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Accepted"))
         .expect("Accepted condition");
     assert_eq!(accepted.reason, "DelegatedTenant");
-    assert!(accepted.message.contains("customer's own bucket customer-bucket"));
+    assert!(
+        accepted
+            .message
+            .contains("customer's own bucket customer-bucket")
+    );
 }

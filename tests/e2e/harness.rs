@@ -1165,7 +1165,7 @@ fn emulator_statements(policy: &PolicyDocument) -> Vec<Statement> {
 }
 
 /// Creates (or reuses) IAM user `name` with `policy` as its only inline policy; new access keys.
-async fn iam_user(name: &str, policy_name: &str, policy: &PolicyDocument) -> (String, String) {
+pub async fn iam_user(name: &str, policy_name: &str, policy: &PolicyDocument) -> (String, String) {
     let iam = Aws::root().await.iam();
     match iam.create_user().user_name(name).send().await {
         Ok(_) => {}
