@@ -278,6 +278,10 @@ pub struct PurgeArgs {
     /// ARN of the operator's KMS key that signs certificates, in the tenant's region.
     #[arg(long)]
     pub signing_key: String,
+    /// The export bucket of the tenant's policy and region: the tenant's exports there are
+    /// deleted with its data.
+    #[arg(long)]
+    pub export_bucket: Option<String>,
     /// Days the evidence stays under Object Lock (the policy's `deletion.evidenceRetentionDays`).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=36500))]
     pub evidence_retention_days: i32,
@@ -543,6 +547,7 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
             part_bytes: args.manifest_part_bytes,
         },
         concurrency: usize::from(args.concurrency),
+        export_bucket: args.export_bucket,
     };
     let outcome = tokio::select! {
         outcome = crate::purge::run(client, &cloud, &options) => outcome.map_err(CliError::from),

@@ -181,3 +181,53 @@ pub struct DataExportRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    /// The scope's admission rules are the deletion's (one type), and `kubectl get dxr` shows
+    /// phase, objects, bytes, deadline and expiry.
+    #[test]
+    fn schema_checks_prefixes_at_admission_and_prints_the_columns_users_need() {
+        let crd = serde_json::to_value(DataExportRequest::crd()).expect("crd as JSON");
+        let version = &crd["spec"]["versions"][0];
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let folders = &spec["properties"]["scope"]["properties"]["prefixes"];
+        assert_eq!(folders["maxItems"], 100);
+        let rules = folders["items"]["x-kubernetes-validations"]
+            .as_array()
+            .expect("rules on each folder prefix");
+        assert_eq!(rules.len(), 2);
+        assert!(spec["x-kubernetes-validations"][0]["rule"] == "self == oldSelf");
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Tenant", "Phase", "Objects", "Bytes", "Deadline", "Expires", "Age"
+            ]
+        );
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "dxr");
+    }
+
+    #[test]
+    fn versions_and_format_default_to_current_and_tar() {
+        let spec: DataExportRequestSpec = serde_json::from_value(serde_json::json!({
+            "tenantStorageRef": {"name": "t"},
+            "scope": {"wholeTenant": true},
+            "requestedBy": "dpo",
+            "reason": "SAR-1"
+        }))
+        .expect("spec");
+        assert_eq!(
+            (spec.versions, spec.format),
+            (ExportVersions::Current, ExportFormat::Tar)
+        );
+    }
+}

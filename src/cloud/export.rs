@@ -213,3 +213,84 @@ impl Regional {
         Ok(request.uri().to_owned())
     }
 }
+
+impl Regional {
+    /// One page of keys under `prefix` after `start_after` (an unversioned bucket's objects),
+    /// and where the next page starts. A bucket that does not exist holds nothing.
+    pub async fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), CloudError> {
+        let out = match self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let e = CloudError::from_sdk(S3, "ListObjectsV2", e);
+                return if e.code() == "NoSuchBucket" {
+                    Ok((Vec::new(), None))
+                } else {
+                    Err(e)
+                };
+            }
+        };
+        let keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        let next = if out.is_truncated().unwrap_or(false) {
+            keys.last().cloned()
+        } else {
+            None
+        };
+        Ok((keys, next))
+    }
+
+    /// Deletes up to 1000 keys of an unversioned bucket; returns how many S3 confirmed.
+    pub async fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<u64, CloudError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CloudError::Build("DeleteObjects", e.to_string()))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(false)
+            .build()
+            .map_err(|e| CloudError::Build("DeleteObjects", e.to_string()))?;
+        let out = self
+            .s3
+            .delete_objects()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.bucket_owner.clone())
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| CloudError::from_sdk(S3, "DeleteObjects", e))?;
+        if let Some(failed) = out.errors().first() {
+            return Err(CloudError::Api {
+                service: S3,
+                operation: "DeleteObjects",
+                code: failed.code().unwrap_or("Unknown").to_owned(),
+                message: format!(
+                    "{}: {}",
+                    failed.key().unwrap_or_default(),
+                    failed.message().unwrap_or_default()
+                ),
+                status: None,
+            });
+        }
+        Ok(out.deleted().len() as u64)
+    }
+}

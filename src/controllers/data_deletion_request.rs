@@ -290,7 +290,19 @@ async fn apply(
             );
             let signing_key =
                 super::evidence::ensure(ctx, &ctx.cloud.region(&region), &evidence).await?;
-            let job = build_job(req, &ns, &name, &job_name, ctx, &evidence, &signing_key);
+            // The tenant's exports there go with its data.
+            let exports = crate::plan::naming::export_bucket_name(
+                &ctx.settings.bucket_prefix,
+                &ctx.settings.cluster_id,
+                &tenant.spec.policy_ref,
+                &region,
+            );
+            let stores = Stores {
+                evidence: &evidence,
+                signing_key: &signing_key,
+                exports: &exports,
+            };
+            let job = build_job(req, &ns, &name, &job_name, ctx, &stores);
             let created = jobs.create(&PostParams::default(), &job).await?;
             info!(job = %job_name, "created deletion job");
             publish(
@@ -405,16 +417,23 @@ async fn finish(
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
+/// Where a deletion Job writes its evidence and finds the tenant's exports.
+struct Stores<'a> {
+    evidence: &'a DesiredEvidence,
+    signing_key: &'a str,
+    exports: &'a str,
+}
+
 fn build_job(
     req: &DataDeletionRequest,
     ns: &str,
     name: &str,
     job_name: &str,
     ctx: &Context,
-    evidence: &DesiredEvidence,
-    signing_key: &str,
+    stores: &Stores<'_>,
 ) -> Job {
     let purge = &ctx.settings.purge;
+    let evidence = stores.evidence;
     let labels = BTreeMap::from([
         (REQUEST_LABEL.to_owned(), deletion_request_label(ns, name)),
         (
@@ -444,9 +463,11 @@ fn build_job(
         "--evidence-region",
         &evidence.region,
         "--signing-key",
-        signing_key,
+        stores.signing_key,
         "--evidence-retention-days",
         &evidence.retention_days.to_string(),
+        "--export-bucket",
+        stores.exports,
     ];
     super::job::build(
         ctx,

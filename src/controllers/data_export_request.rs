@@ -293,9 +293,15 @@ async fn run_job(
         signing_key: &signing_key,
         refresh: refresh.as_deref(),
     };
-    let created = jobs
-        .create(&PostParams::default(), &build_job(r, &spec))
-        .await?;
+    let mut job = build_job(r, &spec);
+    if refresh.is_some()
+        && let Some(spec) = job.spec.as_mut()
+    {
+        // A link Job is done once its link is handed over: removed an hour after it ends, so
+        // refreshes asked for over the export's life do not pile up.
+        spec.ttl_seconds_after_finished = Some(3600);
+    }
+    let created = jobs.create(&PostParams::default(), &job).await?;
     info!(job = %job_name, "created export job");
     let what = if refresh.is_some() {
         "link refresh"

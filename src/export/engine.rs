@@ -95,14 +95,11 @@ pub enum ExportError {
     Cloud(#[from] CloudError),
     #[error("journal: {0}")]
     Journal(String),
+    /// Names the version by id only: keys may be personal data, and errors reach logs.
     #[error(
-        "{key} (version {version_id}) changed while it was exported: {why}; it is exported by version id, so this means the version itself is not what was listed"
+        "object version {version_id} is not what was listed: {why}; it is read by version id, so the bucket answered with other bytes"
     )]
-    Changed {
-        key: String,
-        version_id: String,
-        why: String,
-    },
+    Changed { version_id: String, why: String },
     #[error("checkpoint: {0}")]
     State(String),
 }
@@ -342,7 +339,6 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         from: u64,
     ) -> Result<(), ExportError> {
         let changed = |why: String| ExportError::Changed {
-            key: cur.key.clone(),
             version_id: cur.version_id.clone(),
             why,
         };

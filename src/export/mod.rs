@@ -7,9 +7,19 @@
 //! - `.../manifest.jsonl`: a header line (request, scope, counts, the archive's SHA-256), then
 //!   one line per archived version (`path`, `key`, `versionId`, `size`, `lastModified`,
 //!   `sha256`) and, for `All` exports, per delete marker;
-//! - `journal/<namespace>/<request>/<uid>/`: the Job's checkpoint and manifest chunks.
+//! - `journal/<namespace>/<tenant>/<request>/<uid>/`: the Job's checkpoint and manifest chunks.
 //!
-//! A lifecycle rule removes both after the policy's `export.retentionDays`.
+//! A lifecycle rule removes both after the policy's `export.retentionDays`; a deletion request
+//! of the tenant removes both at once (everything under `exports/<namespace>/<tenant>/` and
+//! `journal/<namespace>/<tenant>/`, see [`tenant_prefixes`]).
+
+/// Where a tenant's exports and their journals are in the export bucket.
+pub fn tenant_prefixes(namespace: &str, tenant: &str) -> [String; 2] {
+    [
+        format!("exports/{namespace}/{tenant}/"),
+        format!("journal/{namespace}/{tenant}/"),
+    ]
+}
 
 mod archive;
 mod engine;

@@ -101,7 +101,7 @@ pub async fn run(
         BucketJournal {
             regional: regional.clone(),
             bucket: opts.export_bucket.clone(),
-            root: format!("journal/{ns}/{}/{uid}/", opts.request),
+            root: format!("journal/{ns}/{}/{}/{uid}/", tenant.name_any(), opts.request),
             status: &status,
         },
         opts.part_bytes,

@@ -16,7 +16,7 @@ use super::evidence;
 use super::journal::BucketJournal;
 use super::manifest;
 use super::records::RequestRecords;
-use super::state::{self, Counts, EvidenceRecord, Shred, State, Verification};
+use super::state::{self, Counts, EvidenceRecord, ExportsDeleted, Shred, State, Verification};
 use crate::api::{
     CertificateSummary, DataDeletionRequest, DataScope, DeletionMethod, DeletionPhase,
     EncryptionMode, LockedVersion, ResidencyPolicy, TenantStorage,
@@ -63,6 +63,9 @@ pub struct Options {
     pub evidence: evidence::Target,
     /// `DeleteObjects` batches in flight.
     pub concurrency: usize,
+    /// The export bucket of the tenant's policy and region, whose exports of the tenant go
+    /// too (none: a Job created before exports existed).
+    pub export_bucket: Option<String>,
 }
 
 /// How a request ended (a failure is an error).
@@ -273,7 +276,20 @@ pub async fn run(
             .records()
             .patch_status(json!({"phase": DeletionPhase::Running, "progress": state.progress()}))
             .await?;
-        if let Err(e) = work(&engine, &regional, method, shred_target, &mut state).await {
+        let exports = (!req.spec.dry_run)
+            .then(|| opts.export_bucket.clone())
+            .flatten()
+            .map(|bucket| (bucket, crate::export::tenant_prefixes(ns, &target.name)));
+        if let Err(e) = work(
+            &engine,
+            &regional,
+            method,
+            shred_target,
+            exports,
+            &mut state,
+        )
+        .await
+        {
             // Best effort: the checkpoint is what a rerun needs; the phase only informs.
             if let Err(patch) = engine
                 .store()
@@ -338,6 +354,7 @@ async fn work(
     regional: &Regional,
     method: DeletionMethod,
     shred_target: Option<(String, i32)>,
+    exports: Option<(String, [String; 2])>,
     state: &mut State,
 ) -> Result<(), RequestError> {
     if method.purges() {
@@ -373,9 +390,46 @@ async fn work(
         });
         engine.store().save_state(state).await?;
     }
+    if let Some((bucket, prefixes)) = exports
+        && state.exports_deleted.is_none()
+    {
+        let objects = delete_exports(regional, &bucket, &prefixes).await?;
+        info!(%bucket, objects, "the tenant's exports deleted");
+        state.exports_deleted = Some(ExportsDeleted {
+            bucket,
+            prefixes: prefixes.to_vec(),
+            objects,
+        });
+        engine.store().save_state(state).await?;
+    }
     state.completion_time = Some(super::now());
     engine.store().save_state(state).await?;
     Ok(())
+}
+
+/// Removes every object under the tenant's prefixes of the (unversioned) export bucket and
+/// counts them (a run killed midway leaves the next one fewer to count).
+async fn delete_exports(
+    regional: &Regional,
+    bucket: &str,
+    prefixes: &[String; 2],
+) -> Result<u64, RequestError> {
+    let mut deleted = 0;
+    for prefix in prefixes {
+        loop {
+            let (keys, more) = regional.list_keys(bucket, prefix, None).await?;
+            if keys.is_empty() {
+                break;
+            }
+            for batch in keys.chunks(1000) {
+                deleted += regional.delete_keys(bucket, batch).await?;
+            }
+            if more.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Disables the key and schedules its deletion; a rerun finds it pending and leaves it so.
@@ -439,6 +493,9 @@ struct Certificate<'a> {
     /// certificate is also kept in the cluster, where no object key of a tenant belongs.
     locked_versions_total: u64,
     crypto_shred: Option<&'a Shred>,
+    /// The tenant's exports, removed with its data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exports_deleted: Option<&'a ExportsDeleted>,
 }
 
 /// What `finish` publishes where.
@@ -555,6 +612,7 @@ async fn finish(
                 verification: state.verification.as_ref(),
                 locked_versions_total: locked.len() as u64,
                 crypto_shred: state.shred.as_ref(),
+                exports_deleted: state.exports_deleted.as_ref(),
             };
             let json = serde_json::to_string_pretty(&certificate)?;
             let published = match &section {

@@ -165,6 +165,9 @@ pub struct State {
     pub verification: Option<Verification>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shred: Option<Shred>,
+    /// The tenant's exports removed from the export bucket, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports_deleted: Option<ExportsDeleted>,
     /// Set once everything is done; a rerun then only rewrites the certificate and status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
@@ -175,6 +178,16 @@ pub struct State {
     /// What the first run proved was the tenant's; every rerun works on exactly that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
+}
+
+/// A deletion also removes every export of the tenant (archives, manifests and the export
+/// Jobs' journals, which name its keys): they are copies of its data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportsDeleted {
+    pub bucket: String,
+    pub prefixes: Vec<String>,
+    pub objects: u64,
 }
 
 /// The tenant (by uid), bucket, region and key a request deletes from, pinned for its life: a
@@ -264,6 +277,7 @@ impl State {
             purged: None,
             verification: None,
             shred: None,
+            exports_deleted: None,
             completion_time: None,
             evidence: None,
             target: None,

@@ -136,7 +136,21 @@ async fn request_becomes_a_job_and_locks_writes_while_it_runs() {
         args[14].starts_with("arn:aws:kms:eu-central-1:"),
         "{args:?}"
     );
-    assert_eq!(args[15..], ["--evidence-retention-days", "2190"]);
+    let exports = tenant_storage_operator::plan::naming::export_bucket_name(
+        &s.prefix,
+        &s.cluster_id,
+        &policy,
+        "eu-central-1",
+    );
+    assert_eq!(
+        args[15..],
+        [
+            "--evidence-retention-days",
+            "2190",
+            "--export-bucket",
+            &exports
+        ]
+    );
     let sc = container
         .security_context
         .clone()

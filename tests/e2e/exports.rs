@@ -11,17 +11,16 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tenant_storage_operator::api::{
-    ConditionStatus, DataDeletionRequest, DataExportRequest, ExportPhase,
+    ConditionStatus, DataDeletionRequest, DataExportRequest, DeletionPhase, ExportPhase,
 };
 use tenant_storage_operator::cloud::failpoint;
 use tenant_storage_operator::controllers::REFRESH_ANNOTATION;
 use tenant_storage_operator::plan::naming::{export_bucket_name, export_link_job_name};
-
 use tenant_storage_operator::plan::policy_document::{PolicyDocument, Statement};
 
 use crate::harness::{
-    Aws, Scenario, env, eu_spec, eventually, export_aws, export_job_command, iam_user, pod_command,
-    system_job_container, system_namespace, tenant,
+    Aws, Scenario, env, eu_spec, eventually, export_aws, export_job_command, iam_user, job_command,
+    pod_command, system_job_container, system_namespace, tenant,
 };
 
 fn request(name: &str, tenant: &str, scope: Value) -> DataExportRequest {
@@ -486,16 +485,55 @@ async fn a_killed_export_resumes_to_the_same_archive_and_deletion_waits_for_it()
         .collect();
     assert_eq!(members.len(), 41, "every object once");
 
-    // With the exports ended, the deletion goes ahead.
-    eventually("deletion accepted", || async {
+    // With the exports ended, the deletion goes ahead, and takes the tenant's exports (and
+    // their journals, which name its keys) with it.
+    let out = job_command(&s.ns, "bye")
+        .await
+        .output()
+        .await
+        .expect("run the purge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = eventually("deletion succeeded", || async {
         let r = deletions.get("bye").await.ok()?;
-        r.status?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Accepted" && c.status == ConditionStatus::True)
-            .then_some(())
+        (r.status.as_ref()?.phase == Some(DeletionPhase::Succeeded)).then_some(r)
     })
     .await;
+    let root = Aws::root().await.s3("eu-central-1");
+    for prefix in tenant_storage_operator::export::tenant_prefixes(&s.ns, "t") {
+        let left = root
+            .list_objects_v2()
+            .bucket(&exports)
+            .prefix(&prefix)
+            .send()
+            .await
+            .expect("list exports");
+        assert_eq!(left.key_count(), Some(0), "{prefix}: {:?}", left.contents());
+    }
+    let certificate = done
+        .status
+        .and_then(|s| s.certificate)
+        .expect("certificate");
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(s.client.clone(), &system_namespace());
+    let cm = configmaps
+        .get(&certificate.config_map)
+        .await
+        .expect("certificate ConfigMap");
+    let text = cm
+        .data
+        .and_then(|d| d.get("certificate.json").cloned())
+        .expect("certificate.json");
+    let cert: Value = serde_json::from_str(&text).expect("certificate JSON");
+    // Two archives and two manifests, and each export's journal (state and chunks).
+    let deleted = cert["exportsDeleted"]["objects"]
+        .as_u64()
+        .expect("exportsDeleted");
+    assert!(deleted >= 6, "{cert}");
+    assert_eq!(cert["exportsDeleted"]["bucket"], exports.as_str());
 }
 
 /// A delegated tenant's data is in the customer's own bucket already: its export is refused
