@@ -777,3 +777,56 @@ async fn the_operators_credentials_reach_no_tenant_data_and_no_foreign_key() {
         Err("AccessDenied".into())
     );
 }
+
+/// The operator may write Secrets in every namespace (download links), which RBAC cannot narrow
+/// by name: the chart's guard lets it write, outside its own namespace, only Secrets labelled
+/// as export links, and never turn a tenant's own Secret into one.
+#[tokio::test]
+async fn the_operator_writes_no_tenant_secret_but_export_links() {
+    let s = hostile("guardsecret").await;
+    let as_operator: Api<Secret> = Api::namespaced(client_as("operator").await, &s.ns);
+    let secret = |name: &str, labelled: bool| {
+        let mut meta = ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        };
+        if labelled {
+            meta.labels = Some(
+                [(
+                    tenant_storage_operator::controllers::EXPORT_REQUEST_LABEL.to_owned(),
+                    "x".to_owned(),
+                )]
+                .into(),
+            );
+        }
+        Secret {
+            metadata: meta,
+            ..Secret::default()
+        }
+    };
+    let (code, message) = refused(
+        as_operator
+            .create(&PostParams::default(), &secret("db-password", false))
+            .await,
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("export-request"), "{message}");
+    as_operator
+        .create(&PostParams::default(), &secret("a-export-link", true))
+        .await
+        .expect("an export link Secret is the operator's to write");
+    // A tenant's own Secret stays the tenant's, whatever name a request would give its link.
+    Api::<Secret>::namespaced(s.client.clone(), &s.ns)
+        .create(&PostParams::default(), &secret("b-export-link", false))
+        .await
+        .expect("the tenant's own Secret");
+    let takeover = as_operator
+        .patch(
+            "b-export-link",
+            &PatchParams::apply("tenant-storage-operator").force(),
+            &Patch::Apply(&secret("b-export-link", true)),
+        )
+        .await;
+    let (code, message) = refused(takeover);
+    assert_eq!(code, 403, "{message}");
+}
