@@ -570,3 +570,55 @@ async fn a_delegated_tenant_export_is_refused() {
             .contains("customer's own bucket customer-bucket")
     );
 }
+
+/// An export waits while a deletion of its tenant runs (it would copy data being deleted), and
+/// starts once the deletion has ended.
+#[tokio::test]
+async fn an_export_waits_for_a_running_deletion() {
+    let s = Scenario::new("dxrwait").await;
+    let policy = s.policy(eu_spec()).await;
+    let _op = s.operator(&[]).await;
+    let bucket = s.ready_bucket("t", &policy).await;
+    write(&bucket, &[("users/1/a", b"a".to_vec())]).await;
+    let deletions: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    let deletion: DataDeletionRequest = serde_json::from_value(json!({
+        "apiVersion": "storage.tenancy.dev/v1alpha1", "kind": "DataDeletionRequest",
+        "metadata": {"name": "first"},
+        "spec": {"tenantStorageRef": {"name": "t"}, "scope": {"prefixes": ["users/1/"]},
+                 "method": "Purge", "requestedBy": "dpo", "reason": "test"}
+    }))
+    .expect("deletion request");
+    deletions
+        .create(&PostParams::default(), &deletion)
+        .await
+        .expect("create deletion");
+    let mut purge = job_command(&s.ns, "first").await;
+    submit(&s, &request("then", "t", json!({"wholeTenant": true}))).await;
+    let api: Api<DataExportRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    eventually("export waits for the deletion", || async {
+        let r = api.get("then").await.ok()?;
+        r.status?
+            .conditions
+            .iter()
+            .any(|c| c.reason == "WaitingForDeletion" && c.status == ConditionStatus::False)
+            .then_some(())
+    })
+    .await;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(s.client.clone(), &system_namespace());
+    let export_job = tenant_storage_operator::plan::naming::export_job_name(&s.ns, "then");
+    assert!(jobs.get_opt(&export_job).await.expect("get").is_none());
+    let out = purge.output().await.expect("run the purge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_export(&s, "then").await;
+    let done = wait_linked(&s, "then", None).await;
+    let progress = done.status.and_then(|s| s.progress).expect("progress");
+    assert_eq!(
+        progress.objects, 0,
+        "the export began after the deletion ended"
+    );
+}
