@@ -52,8 +52,8 @@ pub struct DataExportRequestSpec {
     pub tenant_storage_ref: TenantStorageRef,
     /// What to export.
     pub scope: DataScope,
-    /// `Current` (the default) exports each key's current version; `All` every version (delete
-    /// markers are listed in the manifest, not archived).
+    /// `Current` (the default) exports each key's current version; `All` every version. Delete
+    /// markers are not data: neither archived nor listed.
     #[serde(default)]
     pub versions: ExportVersions,
     /// Packaging of the export. `Tar` (the only one so far): one POSIX (pax) tar archive, which

@@ -192,6 +192,23 @@ impl Regional {
         }
     }
 
+    /// How long the credentials this client signs with still live; `None` when they do not
+    /// expire (an IAM user's keys).
+    pub async fn credentials_left(&self) -> Result<Option<Duration>, CloudError> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let Some(provider) = &self.credentials else {
+            return Ok(None);
+        };
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| CloudError::Build("credentials", e.to_string()))?;
+        Ok(credentials.expiry().map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        }))
+    }
+
     /// A GET link to `key` that works for `lifetime` (and no longer than the credentials that
     /// sign it: an assumed-role session's end ends it too).
     pub async fn presign_get(

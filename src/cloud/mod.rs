@@ -123,6 +123,8 @@ pub struct Regional {
     /// call if the bucket is in another account, so a bucket someone else created under a name
     /// we expected is never written to or read as ours.
     bucket_owner: Option<String>,
+    /// What the clients sign with: presigned links live no longer than it.
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 /// Entry point to the cloud: one client pair per region, created on first use.
@@ -268,6 +270,12 @@ impl Cloud {
             trail: aws_sdk_cloudtrail::Client::from_conf(trail.build()),
             key_tags: std::sync::Arc::default(),
             bucket_owner: self.bucket_owner.clone(),
+            credentials: match credentials {
+                Some(given) => Some(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                    given.clone(),
+                )),
+                None => self.base.credentials_provider(),
+            },
         }
     }
 }

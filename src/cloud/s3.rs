@@ -669,8 +669,11 @@ impl Regional {
             .set_expected_bucket_owner(self.bucket_owner.clone())
             .prefix(prefix)
             .max_keys(max_keys);
-        if let Some((key, version_id)) = after {
-            req = req.key_marker(key).version_id_marker(version_id);
+        // An empty version id: from the key after `key` (all of its versions done).
+        match after {
+            Some((key, "")) => req = req.key_marker(key),
+            Some((key, version_id)) => req = req.key_marker(key).version_id_marker(version_id),
+            None => {}
         }
         let out = req.send().await.map_err(err("ListObjectVersions"))?;
         let incomplete = |field| CloudError::Incomplete {

@@ -27,11 +27,13 @@ use super::conditions;
 use super::toolkit::{StatusPatch, publish, reconcile_finalized};
 use super::{Context, Error};
 use crate::api::{
-    ConditionStatus, DataExportRequest, DataExportRequestStatus, ExportLink, ExportPhase,
-    ResidencyPolicy, TenantStorage,
+    ConditionStatus, DataDeletionRequest, DataExportRequest, DataExportRequestStatus,
+    DeletionPhase, ExportLink, ExportPhase, ResidencyPolicy, TenantStorage,
 };
 use crate::export::link;
-use crate::plan::naming::{deletion_request_label, export_job_name, export_link_job_name};
+use crate::plan::naming::{
+    deletion_request_label, export_job_name, export_link_handoff_name, export_link_job_name,
+};
 use crate::plan::{DesiredEvidence, DesiredExports};
 
 /// Keeps a request until its Jobs are stopped.
@@ -134,21 +136,29 @@ async fn apply(
     if r.status.phase == Some(ExportPhase::Expired) {
         return finish(&r, api, None, None).await;
     }
-    let job = match run_job(&mut r, &tenant, &policy).await? {
-        Some(job) => job,
-        None => return finish(&r, api, None, Some(Duration::from_secs(30))).await,
-    };
-    mirror(&mut r, &job);
+    // A finished export is never run again: only a refresh starts a (link) Job.
+    let succeeded = r.status.phase == Some(ExportPhase::Succeeded);
+    if !succeeded || wanted_refresh(&r).is_some() {
+        match run_job(&mut r, &tenant, &policy, deadline).await? {
+            Some(job) => mirror(&mut r, &job),
+            None => return finish(&r, api, None, Some(Duration::from_secs(30))).await,
+        }
+    }
+    let mut handover_left = false;
     if r.status.phase == Some(ExportPhase::Succeeded) {
         expiry(&mut r, &policy);
-        take_link(&mut r).await?;
+        handover_left = take_link(&mut r).await?;
     }
     let done = matches!(
         r.status.phase,
         Some(ExportPhase::Succeeded | ExportPhase::Expired)
     );
     report(&mut r, deadline, done, policy.spec.export.deadline_days);
-    let requeue = next_check(&r, deadline, done);
+    let requeue = if handover_left {
+        Duration::from_secs(5)
+    } else {
+        next_check(&r, deadline, done)
+    };
     finish(&r, api, None, Some(requeue)).await
 }
 
@@ -242,10 +252,12 @@ async fn run_job(
     r: &mut Review<'_>,
     tenant: &TenantStorage,
     policy: &ResidencyPolicy,
+    deadline: Timestamp,
 ) -> Result<Option<Job>, Error> {
     let refresh = wanted_refresh(r);
+    let uid = r.req.uid().unwrap_or_default();
     let job_name = match refresh.as_deref() {
-        Some(value) => export_link_job_name(&r.ns, &r.name, value),
+        Some(value) => export_link_job_name(&uid, value),
         None => export_job_name(&r.ns, &r.name),
     };
     let jobs: Api<Job> = Api::namespaced(r.ctx.client.clone(), &r.ctx.settings.purge.namespace);
@@ -253,17 +265,28 @@ async fn run_job(
         r.status.job_name = Some(job_name);
         return Ok(Some(job));
     }
+    // One link Job at a time: a new refresh value waits for the one in flight.
+    if let Some(previous) = r.status.job_name.clone().filter(|n| n.starts_with("link-"))
+        && let Some(job) = jobs.get_opt(&previous).await?
+        && !super::job::finished(&job)
+    {
+        return Ok(Some(job));
+    }
     // Checked and created under the gate, against the API server: a deletion's Job of this
-    // tenant and this one never both start.
+    // tenant and this one never both start, and an export waits behind a deletion that is
+    // asked for but not started yet (back-to-back exports never starve it).
     let _gate = r.ctx.job_gate.lock().await;
     let tenant_label = deletion_request_label(&r.ns, &tenant.name_any());
-    let deleting =
+    let mut deleting =
         super::job::running_for_tenant(r.ctx, &tenant_label, super::job::Kind::Deletion).await?;
+    if refresh.is_none() {
+        deleting.extend(pending_deletions(r, &tenant.name_any()).await?);
+    }
     if !deleting.is_empty() {
         r.wait(
             "WaitingForDeletion",
             format!(
-                "a deletion of this tenant's data is running (Job {}); the export starts when it ends, so it never holds data the deletion removed",
+                "a deletion of this tenant's data is running or asked for ({}); the export starts when it ends, so it never holds data the deletion removed",
                 deleting.join(", ")
             ),
         );
@@ -294,12 +317,18 @@ async fn run_job(
         refresh: refresh.as_deref(),
     };
     let mut job = build_job(r, &spec);
-    if refresh.is_some()
-        && let Some(spec) = job.spec.as_mut()
-    {
-        // A link Job is done once its link is handed over: removed an hour after it ends, so
-        // refreshes asked for over the export's life do not pile up.
-        spec.ttl_seconds_after_finished = Some(3600);
+    if let Some(spec) = job.spec.as_mut() {
+        if refresh.is_some() {
+            // A link Job is done once its link is handed over: removed an hour after it ends,
+            // and given ten minutes, so refreshes over the export's life do not pile up.
+            spec.ttl_seconds_after_finished = Some(3600);
+            spec.active_deadline_seconds = Some(600);
+        } else {
+            // An export stuck (a pod that never starts) must not hold the tenant's deletions
+            // off forever: it fails at the request's deadline, and its checkpoint is kept.
+            let left = deadline.duration_since(r.now).as_secs().max(3600);
+            spec.active_deadline_seconds = Some(left);
+        }
     }
     let created = jobs.create(&PostParams::default(), &job).await?;
     info!(job = %job_name, "created export job");
@@ -323,6 +352,33 @@ fn wanted_refresh(r: &Review<'_>) -> Option<String> {
     let answered = r.status.link.as_ref().and_then(|l| l.refresh.as_ref());
     (r.status.phase == Some(ExportPhase::Succeeded) && answered != Some(value))
         .then(|| value.clone())
+}
+
+/// DataDeletionRequests of the tenant asked for and not ended (a dry run deletes nothing).
+async fn pending_deletions(r: &Review<'_>, tenant: &str) -> Result<Vec<String>, Error> {
+    let api: Api<DataDeletionRequest> = Api::namespaced(r.ctx.client.clone(), &r.ns);
+    let pending = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|d| {
+            let phase = d.status.as_ref().and_then(|s| s.phase);
+            d.spec.tenant_storage_ref.name == tenant
+                && !d.spec.dry_run
+                && !matches!(
+                    phase,
+                    Some(
+                        DeletionPhase::Succeeded
+                            | DeletionPhase::Blocked
+                            | DeletionPhase::Failed
+                            | DeletionPhase::Rejected
+                    )
+                )
+        });
+    Ok(pending
+        .map(|d| format!("DataDeletionRequest {}", d.name_any()))
+        .collect())
 }
 
 fn desired_exports(
@@ -424,8 +480,8 @@ fn mirror(r: &mut Review<'_>, job: &Job) {
     }
 }
 
-/// When the lifecycle rule removes the export; past it, the request is Expired and its link
-/// Secret goes.
+/// When the lifecycle rule removes the export; past it, the request is Expired and status no
+/// longer points at the link Secret (whose links are dead by then: they never outlive it).
 fn expiry(r: &mut Review<'_>, policy: &ResidencyPolicy) {
     let completed = r
         .status
@@ -445,10 +501,13 @@ fn expiry(r: &mut Review<'_>, policy: &ResidencyPolicy) {
     }
 }
 
-/// Copies a link the Job handed over into the request's Secret, then removes the handover.
-async fn take_link(r: &mut Review<'_>) -> Result<(), Error> {
+/// Copies a link the Job handed over into the request's Secret. The handover is removed only
+/// once the status that records the copy is stored (a later reconcile), so a lost status write
+/// never loses the link; returns whether a handover is left for that.
+async fn take_link(r: &mut Review<'_>) -> Result<bool, Error> {
+    let uid = r.req.uid().unwrap_or_default();
     let refresh = r.req.annotations().get(REFRESH_ANNOTATION).cloned();
-    let answered = r.status.link.as_ref().and_then(|l| l.refresh.clone());
+    let stored = r.req.status.as_ref().and_then(|s| s.link.clone());
     // The export's own link first, then the latest refresh's.
     let mut candidates = vec![None];
     if refresh.is_some() {
@@ -456,30 +515,36 @@ async fn take_link(r: &mut Review<'_>) -> Result<(), Error> {
     }
     let handoffs: Api<Secret> =
         Api::namespaced(r.ctx.client.clone(), &r.ctx.settings.purge.namespace);
+    let mut left = false;
     for candidate in candidates {
-        let name = link::handoff_name(&r.ns, &r.name, candidate.as_deref());
+        let name = export_link_handoff_name(&uid, candidate.as_deref());
         let Some(handoff) = handoffs.get_opt(&name).await? else {
             continue;
         };
-        if r.status.link.is_some() && candidate.is_none() && answered.is_some() {
-            // A stale first link: a refresh already replaced it.
-            handoffs.delete(&name, &DeleteParams::default()).await?;
-            continue;
-        }
+        let ours = handoff.labels().get(link::UID_LABEL) == Some(&uid);
         let data = handoff.data.unwrap_or_default();
-        let secret_name = format!("{}-export-link", r.name);
-        write_link_secret(r, &secret_name, &data).await?;
         let text = |k: &str| {
             data.get(k)
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                 .unwrap_or_default()
         };
+        let recorded = stored
+            .as_ref()
+            .is_some_and(|l| l.refresh == candidate && l.expires_at == text(link::EXPIRES_AT));
+        // A first link a refresh already replaced is stale; one not of this request is none.
+        let stale = candidate.is_none() && stored.as_ref().is_some_and(|l| l.refresh.is_some());
+        if !ours || recorded || stale {
+            handoffs.delete(&name, &DeleteParams::default()).await?;
+            continue;
+        }
+        let secret_name = format!("{}-export-link", r.name);
+        write_link_secret(r, &secret_name, &data).await?;
         r.status.link = Some(ExportLink {
             secret_name,
             expires_at: text(link::EXPIRES_AT),
             refresh: candidate.clone(),
         });
-        handoffs.delete(&name, &DeleteParams::default()).await?;
+        left = true;
         let note = format!(
             "download link in Secret {}/{}-export-link, valid until {}",
             r.ns,
@@ -488,7 +553,7 @@ async fn take_link(r: &mut Review<'_>) -> Result<(), Error> {
         );
         publish(r.ctx, r.req, EventType::Normal, "LinkReady", ACTION, note).await;
     }
-    Ok(())
+    Ok(left)
 }
 
 /// The link Secret in the request's namespace, owned by the request (deleted with it).
@@ -635,9 +700,10 @@ async fn cleanup(req: &DataExportRequest, ctx: &Context) -> Result<Action, Error
         jobs.delete(&job.name_any(), &params).await?;
     }
     let handoffs: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
-    let mut names = vec![link::handoff_name(&ns, &name, None)];
+    let uid = req.uid().unwrap_or_default();
+    let mut names = vec![export_link_handoff_name(&uid, None)];
     if let Some(refresh) = req.annotations().get(REFRESH_ANNOTATION) {
-        names.push(link::handoff_name(&ns, &name, Some(refresh)));
+        names.push(export_link_handoff_name(&uid, Some(refresh)));
     }
     for handoff in names {
         if handoffs.get_opt(&handoff).await?.is_some() {

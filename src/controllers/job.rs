@@ -175,7 +175,9 @@ pub async fn running_for_tenant(
     Ok(running)
 }
 
-/// Whether a request is gone or in a phase it never leaves by itself.
+/// Whether a request is gone or in a phase it never leaves. `Failed` is not one: the Job
+/// writes it after every failed attempt and then retries, so a Job that has not finished
+/// (no Complete or Failed condition) still runs whatever its request says.
 async fn request_ended(ctx: &Context, kind: &Kind, ns: &str, name: &str) -> Result<bool, Error> {
     let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
     Ok(match kind {
@@ -184,7 +186,7 @@ async fn request_ended(ctx: &Context, kind: &Kind, ns: &str, name: &str) -> Resu
             api.list(&by_name).await?.items.first().is_none_or(|r| {
                 use DeletionPhase::*;
                 let phase = r.status.as_ref().and_then(|s| s.phase);
-                matches!(phase, Some(Succeeded | Blocked | Failed | Rejected))
+                matches!(phase, Some(Succeeded | Blocked | Rejected))
             })
         }
         Kind::Export => {
@@ -192,7 +194,7 @@ async fn request_ended(ctx: &Context, kind: &Kind, ns: &str, name: &str) -> Resu
             api.list(&by_name).await?.items.first().is_none_or(|r| {
                 use ExportPhase::*;
                 let phase = r.status.as_ref().and_then(|s| s.phase);
-                matches!(phase, Some(Succeeded | Failed | Rejected | Expired))
+                matches!(phase, Some(Succeeded | Rejected | Expired))
             })
         }
     })

@@ -14,13 +14,24 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::archive::{self, END, Member};
-use super::state::{Current, Finished, State, Upload, load_hash, save_hash};
+use super::state::{Current, Finished, InKey, State, Upload, load_hash, save_hash};
 use crate::cloud::{CloudError, ListedVersion, VersionPage};
 use crate::purge::Marker;
 
-/// Bytes of each archive part but the last (S3 needs at least 5 MiB; 8 MiB keeps the Job's
-/// memory small).
+/// Bytes of each of the first thousand archive parts (S3 needs at least 5 MiB; 8 MiB keeps the
+/// Job's memory small). Each further thousand parts is this much larger (see [`part_size`]).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// S3's limit on the parts of one upload.
+const MAX_PARTS: usize = 10_000;
+
+/// The size of part `number` (from 1): `base` for the first thousand, twice that for the next,
+/// and so on, so that 10,000 parts hold 55,000 × `base` (440 GB at 8 MiB) while an archive of
+/// a few GB stays at the small size. A function of the part number alone: a rerun cuts the
+/// same parts.
+pub fn part_size(base: usize, number: usize) -> usize {
+    base * (1 + number.saturating_sub(1) / 1000)
+}
 
 /// Versions listed per page.
 pub const PAGE: i32 = 1000;
@@ -118,6 +129,19 @@ pub struct Engine<S, T, J> {
     part_bytes: usize,
 }
 
+/// Records a finished member's version as done within its key.
+fn mark_done(state: &mut State, key: &str, version_id: &str) {
+    match state.in_key.as_mut() {
+        Some(k) if k.key == key => k.done.push(version_id.to_owned()),
+        _ => {
+            state.in_key = Some(InKey {
+                key: key.to_owned(),
+                done: vec![version_id.to_owned()],
+            });
+        }
+    }
+}
+
 /// What bytes are, for the checkpoint's counters.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -211,25 +235,30 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         w: &mut Writer,
         key: &str,
     ) -> Result<(), ExportError> {
-        if state.current.is_some() {
+        if let Some(cur) = state.current.clone() {
             self.member(state, w, key).await?;
-            state.skip += 1;
+            mark_done(state, &cur.key, &cur.version_id);
         }
         while !state.listed() {
             let prefix = state.prefixes[state.prefix_index].clone();
-            let page = self.source.list(&prefix, state.page.as_ref(), PAGE).await?;
-            for v in page.versions.iter().skip(state.skip) {
-                self.entry(state, w, key, v).await?;
-                state.skip += 1;
-            }
-            state.skip = 0;
-            match page.next {
-                Some((key, version_id)) => state.page = Some(Marker { key, version_id }),
-                None => {
-                    state.prefix_index += 1;
-                    state.page = None;
+            // From the key after the last one done: the marker names a key only.
+            let mut cursor = state.done_through.clone().map(|key| Marker {
+                key,
+                version_id: String::new(),
+            });
+            loop {
+                let page = self.source.list(&prefix, cursor.as_ref(), PAGE).await?;
+                for v in page.versions.iter().filter(|v| !v.delete_marker) {
+                    self.entry(state, w, key, v).await?;
+                }
+                match page.next {
+                    Some((key, version_id)) => cursor = Some(Marker { key, version_id }),
+                    None => break,
                 }
             }
+            state.prefix_index += 1;
+            state.done_through = None;
+            state.in_key = None;
         }
         let from = usize::try_from(state.end_written).unwrap_or(END.len());
         self.emit(
@@ -247,7 +276,8 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         self.journal.save(state).await
     }
 
-    /// One listed entry: archived if in scope, a manifest line for an `All` export's marker.
+    /// One listed version: archived if it is in scope and not done yet. Delete markers are not
+    /// data and never reach here.
     async fn entry(
         &self,
         state: &mut State,
@@ -255,18 +285,29 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         key: &str,
         v: &ListedVersion,
     ) -> Result<(), ExportError> {
-        if v.delete_marker {
-            if state.all_versions {
-                let line = json!({
-                    "key": v.key, "versionId": v.version_id, "deleteMarker": true,
-                    "lastModified": rfc3339(v.last_modified),
-                });
-                w.lines.push_str(&format!("{line}\n"));
-                state.delete_markers += 1;
-            }
+        // A server that repeats the marker key (or an earlier one) is skipped past.
+        if state
+            .done_through
+            .as_ref()
+            .is_some_and(|done| v.key <= *done)
+        {
             return Ok(());
         }
-        if !state.all_versions && !v.is_latest {
+        if state.in_key.as_ref().is_none_or(|k| k.key != v.key) {
+            state.done_through = state.in_key.take().map(|k| k.key);
+            state.in_key = Some(InKey {
+                key: v.key.clone(),
+                done: Vec::new(),
+            });
+        }
+        let done = state.in_key.as_ref().map_or(&[][..], |k| k.done.as_slice());
+        // `Current`: one version per key, even if a newer one appeared since a kill.
+        let wanted = if state.all_versions {
+            !done.contains(&v.version_id)
+        } else {
+            v.is_latest && done.is_empty()
+        };
+        if !wanted {
             return Ok(());
         }
         state.current = Some(Current {
@@ -277,7 +318,9 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             written: 0,
             hash: save_hash(&Sha256::default()),
         });
-        self.member(state, w, key).await
+        self.member(state, w, key).await?;
+        mark_done(state, &v.key, &v.version_id);
+        Ok(())
     }
 
     /// Writes `state.current` from where it stands to its end.
@@ -373,10 +416,12 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         part: Part,
     ) -> Result<(), ExportError> {
         while !bytes.is_empty() {
-            if w.buf.len() >= self.part_bytes {
+            let limit = self.next_part_size(state);
+            if w.buf.len() >= limit {
                 self.flush(state, w, key).await?;
+                continue;
             }
-            let n = (self.part_bytes - w.buf.len()).min(bytes.len());
+            let n = (limit - w.buf.len()).min(bytes.len());
             let (piece, rest) = bytes.split_at(n);
             w.buf.extend_from_slice(piece);
             w.archive.update(piece);
@@ -396,25 +441,39 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         Ok(())
     }
 
+    /// The size of the archive's next part.
+    fn next_part_size(&self, state: &State) -> usize {
+        let done = state.upload.as_ref().map_or(0, |u| u.parts.len());
+        part_size(self.part_bytes, done + 1)
+    }
+
     /// Uploads the part and checkpoints: the journal's manifest chunk first, then the state that
     /// counts it.
     async fn flush(&self, state: &mut State, w: &mut Writer, key: &str) -> Result<(), ExportError> {
         if w.buf.is_empty() {
             return Ok(());
         }
-        let upload = state
+        let (id, done) = state
             .upload
-            .as_mut()
+            .as_ref()
+            .map(|u| (u.id.clone(), u.parts.len()))
             .ok_or_else(|| ExportError::State("no upload to add a part to".into()))?;
-        let number = i32::try_from(upload.parts.len() + 1)
-            .map_err(|_| ExportError::State("too many parts".into()))?;
-        let body = std::mem::replace(&mut w.buf, Vec::with_capacity(self.part_bytes));
+        if done >= MAX_PARTS {
+            return Err(ExportError::State(format!(
+                "the archive needs more than S3's {MAX_PARTS} parts: split the request into prefixes"
+            )));
+        }
+        let number =
+            i32::try_from(done + 1).map_err(|_| ExportError::State("too many parts".into()))?;
+        let body = std::mem::take(&mut w.buf);
         let size = body.len() as u64;
-        let etag = self
-            .target
-            .upload_part(key, &upload.id, number, body)
-            .await?;
-        upload.parts.push((number, etag));
+        let etag = match self.target.upload_part(key, &id, number, body).await {
+            Err(e) if e.code() == "NoSuchUpload" => return Err(self.start_over(state).await),
+            other => other?,
+        };
+        if let Some(upload) = state.upload.as_mut() {
+            upload.parts.push((number, etag));
+        }
         state.archive_bytes += size;
         if !w.lines.is_empty() {
             self.journal
@@ -429,6 +488,23 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         }
         self.journal.save(state).await?;
         self.journal.progress(state).await
+    }
+
+    /// The upload is gone (aborted by the lifecycle rule after a long pause, say): the next run
+    /// starts the archive over from a fresh checkpoint, rather than failing for good.
+    async fn start_over(&self, state: &mut State) -> ExportError {
+        *state = State::new(
+            &state.uid,
+            &state.prefixes,
+            state.all_versions,
+            state.started.clone(),
+        );
+        match self.journal.save(state).await {
+            Ok(()) => ExportError::State(
+                "the archive's upload was aborted (by the bucket's lifecycle rule after a long pause?): the next run starts the export over".into(),
+            ),
+            Err(e) => e,
+        }
     }
 
     /// `CompleteMultipartUpload`; if an earlier run's completion went through and only its

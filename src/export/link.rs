@@ -47,11 +47,6 @@ pub fn lifetime(now: Timestamp, expires_at: Timestamp, max_age_seconds: i64) -> 
     (secs > 0).then(|| Duration::from_secs(secs.unsigned_abs()))
 }
 
-/// Name of the Secret that hands the link of one run (the export's, or a refresh's) over.
-pub fn handoff_name(namespace: &str, request: &str, refresh: Option<&str>) -> String {
-    crate::plan::naming::export_link_job_name(namespace, request, refresh.unwrap_or(""))
-}
-
 /// Where and for whom a link is handed over.
 pub struct Handoff<'a> {
     pub client: &'a kube::Client,
@@ -99,7 +94,10 @@ impl Handoff<'_> {
         }
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(handoff_name(self.namespace, self.request, self.refresh)),
+                name: Some(crate::plan::naming::export_link_handoff_name(
+                    self.uid,
+                    self.refresh,
+                )),
                 namespace: Some(self.records_namespace.to_owned()),
                 labels: Some(BTreeMap::from([(
                     UID_LABEL.to_owned(),

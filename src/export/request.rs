@@ -254,7 +254,6 @@ fn header(
         "archive": {"key": layout.archive, "bytes": state.archive_bytes, "sha256": archive_sha256},
         "objects": state.objects,
         "bytes": state.bytes,
-        "deleteMarkers": state.delete_markers,
         "started": state.started,
     })
     .to_string()
@@ -317,7 +316,6 @@ fn record(
         "format": req.spec.format,
         "objects": state.objects,
         "bytes": state.bytes,
-        "deleteMarkers": state.delete_markers,
         "export": result,
         "manifestBytes": finished.manifest_bytes,
         "started": state.started,

@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sha2::digest::common::hazmat::SerializableState;
 
-use crate::purge::Marker;
-
 /// Version of this layout; a checkpoint of another is refused rather than misread.
 pub const FORMAT: u32 = 1;
 
@@ -23,11 +21,12 @@ pub struct State {
     pub all_versions: bool,
     /// The prefix being listed; `prefixes.len()` once every one is.
     pub prefix_index: usize,
-    /// The marker the current page was listed after (`None`: the prefix's start), and how many
-    /// of that page's entries are done. A page is re-listed on resume, so the order within it
-    /// (versions and delete markers come back separately) never matters.
-    pub page: Option<Marker>,
-    pub skip: usize,
+    /// Every version of every key up to this one (in the current prefix) is done: a rerun lists
+    /// from the key after it, whatever the bucket gained or lost before it meanwhile.
+    pub done_through: Option<String>,
+    /// The key being worked through, and its versions already done (a key's versions may span
+    /// pages and parts).
+    pub in_key: Option<InKey>,
     /// The member being written, if the last part ended inside one.
     pub current: Option<Current>,
     /// Bytes of the end-of-archive blocks written (they may straddle parts too).
@@ -37,10 +36,9 @@ pub struct State {
     /// Bytes of the archive so far (every part uploaded), and their running SHA-256.
     pub archive_bytes: u64,
     pub archive_hash: String,
-    /// Versions archived and their bytes; delete markers listed (`All` only).
+    /// Versions archived and their bytes.
     pub objects: u64,
     pub bytes: u64,
-    pub delete_markers: u64,
     /// Manifest chunks written to the journal (lines of the members done at each checkpoint).
     pub manifest_chunks: u32,
     pub started: String,
@@ -49,6 +47,14 @@ pub struct State {
     /// The signed export record, once written.
     #[serde(default)]
     pub record: Option<crate::api::EvidenceLocation>,
+}
+
+/// A key whose versions are being archived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InKey {
+    pub key: String,
+    pub done: Vec<String>,
 }
 
 /// A member the archive is inside of.
@@ -92,8 +98,8 @@ impl State {
             prefixes: crate::api::normalize_prefixes(prefixes),
             all_versions,
             prefix_index: 0,
-            page: None,
-            skip: 0,
+            done_through: None,
+            in_key: None,
             current: None,
             end_written: 0,
             upload: None,
@@ -101,7 +107,6 @@ impl State {
             archive_hash: save_hash(&Sha256::default()),
             objects: 0,
             bytes: 0,
-            delete_markers: 0,
             manifest_chunks: 0,
             started: now,
             finished: None,

@@ -137,28 +137,41 @@ pub const DELETION_REQUEST_LABEL: &str = "storage.tenancy.dev/deletion-request";
 /// Name of the Job serving a DataDeletionRequest, and the prefix of its records' names:
 /// readable, at most 63 characters, unique per request namespace and name.
 pub fn deletion_job_name(namespace: &str, name: &str) -> String {
-    job_name("purge", namespace, name, "")
+    job_name("purge", namespace, name)
 }
 
 /// Name of the Job serving a DataExportRequest (and of its fence Lease's prefix).
 pub fn export_job_name(namespace: &str, name: &str) -> String {
-    job_name("export", namespace, name, "")
+    job_name("export", namespace, name)
 }
 
-/// Name of the Job that signs a fresh download link for an export, once per value of the
-/// request's refresh annotation.
-pub fn export_link_job_name(namespace: &str, name: &str, refresh: &str) -> String {
-    job_name("link", namespace, name, refresh)
+/// Name of the Job that signs a fresh download link for the export request of uid
+/// `request_uid`, once per value of its refresh annotation. Named by the uid, which nobody
+/// chooses: a value picked to collide with another request's name cannot reach that request.
+pub fn export_link_job_name(request_uid: &str, refresh: &str) -> String {
+    format!("link-{request_uid}-{}", refresh_hash(refresh))
+}
+
+/// Name of the Secret that hands a link over to the operator, by the same rule.
+pub fn export_link_handoff_name(request_uid: &str, refresh: Option<&str>) -> String {
+    match refresh {
+        None => format!("export-link-{request_uid}"),
+        Some(value) => format!("export-link-{request_uid}-{}", refresh_hash(value)),
+    }
+}
+
+/// 64 bits of the SHA-256 of a refresh annotation value.
+fn refresh_hash(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `<kind>-<namespace>-<name>` made a DNS label, cut to leave room for a hash of what it names.
-fn job_name(kind: &str, namespace: &str, name: &str, extra: &str) -> String {
-    let named = if extra.is_empty() {
-        format!("{namespace}/{name}")
-    } else {
-        format!("{namespace}/{name}/{extra}")
-    };
-    let digest = Sha256::digest(named.as_bytes());
+fn job_name(kind: &str, namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
     let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
     let readable: String = format!("{kind}-{namespace}-{name}")
         .chars()

@@ -407,8 +407,9 @@ async fn work(
     Ok(())
 }
 
-/// Removes every object under the tenant's prefixes of the (unversioned) export bucket and
-/// counts them (a run killed midway leaves the next one fewer to count).
+/// Removes every object and every incomplete multipart upload (an interrupted export's parts)
+/// under the tenant's prefixes of the (unversioned) export bucket, and counts them (a run
+/// killed midway leaves the next one fewer to count).
 async fn delete_exports(
     regional: &Regional,
     bucket: &str,
@@ -416,6 +417,20 @@ async fn delete_exports(
 ) -> Result<u64, RequestError> {
     let mut deleted = 0;
     for prefix in prefixes {
+        loop {
+            let (uploads, more) = match regional.list_uploads(bucket, prefix, None, 1000).await {
+                Err(e) if e.code() == "NoSuchBucket" => (Vec::new(), None),
+                listed => listed?,
+            };
+            for (key, upload_id) in &uploads {
+                if regional.abort_upload(bucket, key, upload_id).await? {
+                    deleted += 1;
+                }
+            }
+            if uploads.is_empty() || more.is_none() {
+                break;
+            }
+        }
         loop {
             let (keys, more) = regional.list_keys(bucket, prefix, None).await?;
             if keys.is_empty() {

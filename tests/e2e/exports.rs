@@ -15,7 +15,9 @@ use tenant_storage_operator::api::{
 };
 use tenant_storage_operator::cloud::failpoint;
 use tenant_storage_operator::controllers::REFRESH_ANNOTATION;
-use tenant_storage_operator::plan::naming::{export_bucket_name, export_link_job_name};
+use tenant_storage_operator::plan::naming::{
+    export_bucket_name, export_link_handoff_name, export_link_job_name,
+};
 use tenant_storage_operator::plan::policy_document::{PolicyDocument, Statement};
 
 use crate::harness::{
@@ -355,7 +357,8 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
     api.patch("ask", &PatchParams::default(), &Patch::Merge(&annotate))
         .await
         .expect("annotate");
-    let job = export_link_job_name(&s.ns, "ask", "1");
+    let uid = done.metadata.uid.clone().expect("uid");
+    let job = export_link_job_name(&uid, "1");
     let container = system_job_container(&job, &env("TSO_EXPORT_SERVICE_ACCOUNT")).await;
     assert_eq!(
         container
@@ -382,11 +385,15 @@ async fn an_export_holds_exactly_its_scope_and_downloads_through_its_link() {
     // The handover Secrets are gone from the operator's namespace once copied.
     let handoffs: Api<Secret> = Api::namespaced(s.client.clone(), &system_namespace());
     for refresh in [None, Some("1")] {
-        let name = tenant_storage_operator::export::link::handoff_name(&s.ns, "ask", refresh);
-        assert!(
-            handoffs.get_opt(&name).await.expect("get").is_none(),
-            "{name}"
-        );
+        let name = export_link_handoff_name(&uid, refresh);
+        eventually(&format!("handover {name} removed"), || async {
+            handoffs
+                .get_opt(&name)
+                .await
+                .ok()
+                .and_then(|found| found.is_none().then_some(()))
+        })
+        .await;
     }
 }
 
