@@ -39,8 +39,8 @@ pub const PAGE: i32 = 1000;
 /// An object version's bytes, in chunks.
 pub type Chunks = BoxStream<'static, Result<Vec<u8>, CloudError>>;
 
-/// The tenant's bucket, read only.
-pub trait Source: Send + Sync {
+/// The tenant's bucket, read only. Cloned into the tasks that read ahead.
+pub trait Source: Clone + Send + Sync + 'static {
     /// One page of versions and delete markers under `prefix`, after `after`.
     fn list(
         &self,
@@ -127,6 +127,88 @@ pub struct Engine<S, T, J> {
     target: T,
     journal: J,
     part_bytes: usize,
+}
+
+/// Versions up to this size are read ahead, whole, while the archive is being written.
+const READ_AHEAD_OBJECT: u64 = 1024 * 1024;
+/// At most this many bytes and reads ahead at once (memory stays within the 64 MiB bar).
+const READ_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
+const READ_AHEAD_READS: usize = 16;
+
+/// One version's bytes, being read.
+type Read = tokio::task::JoinHandle<Result<Vec<u8>, CloudError>>;
+
+/// Reads of the small versions coming next on a page, running while the archive is written
+/// and its parts uploaded: S3 answers each GET after tens of milliseconds, which one object
+/// after another would add up to minutes for many small objects. Only a cache: what is not
+/// read ahead is streamed as before, and the bytes written are the same either way.
+#[derive(Default)]
+struct ReadAhead {
+    /// Page index, size and read of each version read ahead, in page order.
+    reads: std::collections::VecDeque<(usize, u64, Read)>,
+    bytes: u64,
+    /// The next page index to consider.
+    next: usize,
+}
+
+impl ReadAhead {
+    /// Starts reads of the versions after `at` that the export will probably want.
+    fn refill<S: Source>(&mut self, source: &S, state: &State, page: &[&ListedVersion], at: usize) {
+        self.next = self.next.max(at);
+        while self.next < page.len() && self.reads.len() < READ_AHEAD_READS {
+            let v = page[self.next];
+            if self.bytes + v.size > READ_AHEAD_BYTES {
+                break;
+            }
+            let index = self.next;
+            self.next += 1;
+            let past = state.done_through.as_ref().is_some_and(|d| v.key <= *d);
+            if v.size > READ_AHEAD_OBJECT || past || !(state.all_versions || v.is_latest) {
+                continue;
+            }
+            let (source, key, version) = (source.clone(), v.key.clone(), v.version_id.clone());
+            let read = tokio::spawn(async move {
+                let mut chunks = source.read(&key, &version, 0).await?;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = chunks.next().await {
+                    bytes.extend_from_slice(&chunk?);
+                }
+                Ok(bytes)
+            });
+            self.bytes += v.size;
+            self.reads.push_back((index, v.size, read));
+        }
+    }
+
+    /// The bytes of page entry `at`, if they were read ahead; earlier reads nobody took are
+    /// dropped.
+    async fn take(&mut self, at: usize) -> Result<Option<Vec<u8>>, ExportError> {
+        while let Some((index, size, read)) = self.reads.pop_front() {
+            self.bytes -= size;
+            if index < at {
+                read.abort();
+                continue;
+            }
+            if index > at {
+                self.bytes += size;
+                self.reads.push_front((index, size, read));
+                return Ok(None);
+            }
+            let bytes = read
+                .await
+                .map_err(|e| ExportError::State(format!("a read ahead stopped: {e}")))??;
+            return Ok(Some(bytes));
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for (_, _, read) in &self.reads {
+            read.abort();
+        }
+    }
 }
 
 /// Records a finished member's version as done within its key.
@@ -236,7 +318,7 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         key: &str,
     ) -> Result<(), ExportError> {
         if let Some(cur) = state.current.clone() {
-            self.member(state, w, key).await?;
+            self.member(state, w, key, None).await?;
             mark_done(state, &cur.key, &cur.version_id);
         }
         while !state.listed() {
@@ -248,8 +330,13 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             });
             loop {
                 let page = self.source.list(&prefix, cursor.as_ref(), PAGE).await?;
-                for v in page.versions.iter().filter(|v| !v.delete_marker) {
-                    self.entry(state, w, key, v).await?;
+                let versions: Vec<&ListedVersion> =
+                    page.versions.iter().filter(|v| !v.delete_marker).collect();
+                let mut ahead = ReadAhead::default();
+                for (i, v) in versions.iter().enumerate() {
+                    ahead.refill(&self.source, state, &versions, i);
+                    let body = ahead.take(i).await?;
+                    self.entry(state, w, key, v, body).await?;
                 }
                 match page.next {
                     Some((key, version_id)) => cursor = Some(Marker { key, version_id }),
@@ -284,6 +371,7 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         w: &mut Writer,
         key: &str,
         v: &ListedVersion,
+        body: Option<Vec<u8>>,
     ) -> Result<(), ExportError> {
         // A server that repeats the marker key (or an earlier one) is skipped past.
         if state
@@ -318,17 +406,18 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
             written: 0,
             hash: save_hash(&Sha256::default()),
         });
-        self.member(state, w, key).await?;
+        self.member(state, w, key, body).await?;
         mark_done(state, &v.key, &v.version_id);
         Ok(())
     }
 
-    /// Writes `state.current` from where it stands to its end.
+    /// Writes `state.current` from where it stands to its end; `body`: its bytes, read ahead.
     async fn member(
         &self,
         state: &mut State,
         w: &mut Writer,
         key: &str,
+        body: Option<Vec<u8>>,
     ) -> Result<(), ExportError> {
         let cur = state
             .current
@@ -350,7 +439,7 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         }
         let done = cur.written.saturating_sub(header_len);
         if done < cur.size {
-            self.content(state, w, key, &cur, done).await?;
+            self.content(state, w, key, &cur, done, body).await?;
         }
         let padded = cur.written.saturating_sub(header_len + cur.size);
         let padding = member.padding().saturating_sub(padded);
@@ -380,12 +469,17 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         key: &str,
         cur: &Current,
         from: u64,
+        body: Option<Vec<u8>>,
     ) -> Result<(), ExportError> {
         let changed = |why: String| ExportError::Changed {
             version_id: cur.version_id.clone(),
             why,
         };
-        let mut chunks = self.source.read(&cur.key, &cur.version_id, from).await?;
+        let mut chunks = match body {
+            // Read ahead whole, from the start: a member is read ahead only from its start.
+            Some(bytes) if from == 0 => Box::pin(futures::stream::iter([Ok(bytes)])),
+            _ => self.source.read(&cur.key, &cur.version_id, from).await?,
+        };
         let mut at = from;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;

@@ -16,6 +16,7 @@ fn sha(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+#[derive(Clone)]
 struct Version {
     id: String,
     body: Vec<u8>,
@@ -23,17 +24,22 @@ struct Version {
     latest: bool,
 }
 
-/// A versioned bucket: keys in order, each key's versions newest first.
-#[derive(Default)]
+/// A versioned bucket: keys in order, each key's versions newest first. Clones share it.
+#[derive(Clone, Default)]
 struct Bucket {
-    keys: BTreeMap<String, Vec<Version>>,
+    keys: std::sync::Arc<Mutex<BTreeMap<String, Vec<Version>>>>,
     /// Bytes per chunk a read returns.
     chunk: usize,
 }
 
 impl Bucket {
-    fn put(&mut self, key: &str, body: Vec<u8>) {
-        let versions = self.keys.entry(key.to_owned()).or_default();
+    fn keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Version>>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, key: &str, body: Vec<u8>) {
+        let mut keys = self.keys();
+        let versions = keys.entry(key.to_owned()).or_default();
         for v in versions.iter_mut() {
             v.latest = false;
         }
@@ -49,8 +55,9 @@ impl Bucket {
         );
     }
 
-    fn delete(&mut self, key: &str) {
-        let versions = self.keys.entry(key.to_owned()).or_default();
+    fn delete(&self, key: &str) {
+        let mut keys = self.keys();
+        let versions = keys.entry(key.to_owned()).or_default();
         for v in versions.iter_mut() {
             v.latest = false;
         }
@@ -74,8 +81,8 @@ impl Source for Bucket {
         after: Option<&Marker>,
         max_keys: i32,
     ) -> Result<VersionPage, CloudError> {
-        let all: Vec<(&String, &Version)> = self
-            .keys
+        let keys = self.keys();
+        let all: Vec<(&String, &Version)> = keys
             .iter()
             .filter(|(k, _)| k.starts_with(prefix))
             .flat_map(|(k, vs)| vs.iter().map(move |v| (k, v)))
@@ -113,7 +120,7 @@ impl Source for Bucket {
 
     async fn read(&self, key: &str, version_id: &str, from: u64) -> Result<Chunks, CloudError> {
         let body = self
-            .keys
+            .keys()
             .get(key)
             .and_then(|vs| vs.iter().find(|v| v.id == version_id))
             .map(|v| v.body.clone())
@@ -326,7 +333,7 @@ fn header(state: &State, sha: &str) -> String {
 /// Objects of every size around the part size, some keys overwritten or deleted, others out of
 /// scope.
 fn bucket(chunk: usize) -> Bucket {
-    let mut b = Bucket {
+    let b = Bucket {
         chunk,
         ..Bucket::default()
     };
@@ -350,7 +357,7 @@ async fn run_once(
     all: bool,
     part: usize,
 ) -> Result<(), ExportError> {
-    let engine = Engine::new(source, fake, fake, part);
+    let engine = Engine::new(source.clone(), fake, fake, part);
     let mut state = match engine.journal().load().await? {
         Some(state) => state,
         None => {
@@ -359,21 +366,6 @@ async fn run_once(
         }
     };
     engine.run(&mut state, &layout(), header).await
-}
-
-impl Source for &Bucket {
-    async fn list(
-        &self,
-        prefix: &str,
-        after: Option<&Marker>,
-        max_keys: i32,
-    ) -> Result<VersionPage, CloudError> {
-        (*self).list(prefix, after, max_keys).await
-    }
-
-    async fn read(&self, key: &str, version_id: &str, from: u64) -> Result<Chunks, CloudError> {
-        (*self).read(key, version_id, from).await
-    }
 }
 
 /// A reader of what the engine writes (pax path and size, content), to check the archive's
@@ -500,6 +492,7 @@ async fn a_kill_at_any_write_resumes_to_the_same_bytes() {
 /// A version whose bytes differ from its listing (not the version listed) stops the export.
 #[tokio::test]
 async fn a_version_that_is_not_what_was_listed_is_refused() {
+    #[derive(Clone)]
     struct Lying(Bucket);
     impl Source for Lying {
         async fn list(
@@ -539,7 +532,7 @@ async fn a_bucket_changed_between_runs_gives_no_object_twice_or_missing() {
         .expect("clean export");
     let writes = clean.lock().writes;
     for n in (writes / 4)..(3 * writes / 4) {
-        let mut source = bucket(300);
+        let source = bucket(300);
         let fake = Fake::new();
         *fake.kill.lock().expect("kill") = Kill::After(n);
         let first = run_once(&source, &fake, &["users/"], false, 1024).await;
@@ -611,4 +604,59 @@ async fn an_upload_aborted_meanwhile_is_started_over() {
         .await
         .expect("started over");
     assert_eq!(outputs(&fake), outputs(&clean));
+}
+
+/// A bucket that answers each read after a delay (S3's first-byte latency), counting reads in
+/// flight at once.
+#[derive(Clone)]
+struct Slow {
+    bucket: Bucket,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Source for Slow {
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&Marker>,
+        max_keys: i32,
+    ) -> Result<VersionPage, CloudError> {
+        self.bucket.list(prefix, after, max_keys).await
+    }
+
+    async fn read(&self, key: &str, version_id: &str, from: u64) -> Result<Chunks, CloudError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.bucket.read(key, version_id, from).await
+    }
+}
+
+/// Small versions are read ahead, several at once, while the archive is written: the same
+/// bytes as reading one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_versions_are_read_ahead_concurrently_to_the_same_bytes() {
+    let source = bucket(300);
+    let clean = Fake::new();
+    run_once(&source, &clean, &["users/"], false, 1024)
+        .await
+        .expect("export");
+    let slow = Slow {
+        bucket: bucket(300),
+        in_flight: std::sync::Arc::default(),
+        most: std::sync::Arc::default(),
+    };
+    let fake = Fake::new();
+    let engine = Engine::new(slow.clone(), &fake, &fake, 1024);
+    let mut state = State::new("uid", &["users/".into()], false, "t0".into());
+    engine
+        .run(&mut state, &layout(), header)
+        .await
+        .expect("export");
+    assert_eq!(outputs(&fake), outputs(&clean));
+    let most = slow.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 4, "{most} reads at once");
 }

@@ -382,6 +382,7 @@ fn record_location(
 }
 
 /// The tenant's bucket, once proven the tenant's.
+#[derive(Clone)]
 pub struct SourceOf {
     regional: Regional,
     bucket: String,
