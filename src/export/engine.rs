@@ -167,9 +167,10 @@ impl ReadAhead {
                 continue;
             }
             let (source, key, version) = (source.clone(), v.key.clone(), v.version_id.clone());
+            let size = usize::try_from(v.size).unwrap_or(0);
             let read = tokio::spawn(async move {
                 let mut chunks = source.read(&key, &version, 0).await?;
-                let mut bytes = Vec::new();
+                let mut bytes = Vec::with_capacity(size);
                 while let Some(chunk) = chunks.next().await {
                     bytes.extend_from_slice(&chunk?);
                 }
@@ -559,7 +560,9 @@ impl<S: Source, T: Target, J: Journal> Engine<S, T, J> {
         }
         let number =
             i32::try_from(done + 1).map_err(|_| ExportError::State("too many parts".into()))?;
-        let body = std::mem::take(&mut w.buf);
+        // The next part's buffer whole at once: growing it would hold two copies for a moment.
+        let next = Vec::with_capacity(part_size(self.part_bytes, done + 2));
+        let body = std::mem::replace(&mut w.buf, next);
         let size = body.len() as u64;
         let etag = match self.target.upload_part(key, &id, number, body).await {
             Err(e) if e.code() == "NoSuchUpload" => return Err(self.start_over(state).await),
