@@ -2,18 +2,20 @@
 //! `iam-policy`, `verify-certificate`, `crds`) and starts it. The rules behind the arguments
 //! (names, ARNs, principals) live in the modules they belong to.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use futures::TryFutureExt;
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::cloud::{AwsSettings, Cloud, CloudError, Pacing};
 use crate::controllers::{
-    self, AccessSettings, CaBundleSource, MountedCaBundle, PurgeSettings, Settings,
+    self, AccessSettings, CaBundleSource, JobSettings, MountedCaBundle, Settings,
 };
 use crate::fence::Fence;
 use crate::leader::{Elector, LeaderError, LeaseSettings};
@@ -499,41 +501,87 @@ fn iam_policy(args: &IamPolicyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// How long a purge pod may go without renewing its fence before another may take over.
-const PURGE_FENCE: Duration = Duration::from_secs(30);
+/// How long a request Job's pod may go without renewing its fence before another may take
+/// over.
+const JOB_FENCE: Duration = Duration::from_secs(30);
+
+/// What a request's Job works with: AWS clients that refuse writes once its fence lapses, the
+/// API client, and the request's fence Lease. Two pods of one request (a replacement started
+/// while the first still runs, a paused node coming back) must never work at once: each holds
+/// the Lease while it works, and stops if it cannot renew it in time.
+struct FencedJob {
+    /// `purge` or `export`, for logs.
+    kind: &'static str,
+    cloud: Cloud,
+    client: kube::Client,
+    fence: Elector,
+}
+
+impl FencedJob {
+    /// Connects and waits for the request's fence, `<job name>-fence` in `namespace`.
+    async fn start(
+        kind: &'static str,
+        aws: AwsArgs,
+        namespace: &str,
+        job_name: &str,
+        identity: Option<String>,
+    ) -> Result<FencedJob, CliError> {
+        let held = Fence::default();
+        let cloud = connect_as_owner(&AwsSettings {
+            fence: Some(held.clone()),
+            pacing: Pacing::PerCall,
+            ..aws.settings()
+        })
+        .await?;
+        let client = kube::Client::try_default().await?;
+        let fence = Elector::new(
+            client.clone(),
+            LeaseSettings {
+                namespace: namespace.to_owned(),
+                name: format!("{job_name}-fence"),
+                identity: identity
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| format!("{kind}-{}", std::process::id())),
+                duration: JOB_FENCE,
+            },
+            held,
+        );
+        info!("waiting for the request's fence (no other pod of this request may run)");
+        fence.acquire().await;
+        Ok(FencedJob {
+            kind,
+            cloud,
+            client,
+            fence,
+        })
+    }
+
+    /// Runs `work` while the fence holds (a lost fence stops it), then releases the fence. A
+    /// failure is logged as well as returned, so it reaches the Job's log collector in JSON.
+    async fn run<T>(&self, work: impl Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            lost = self.fence.hold() => Err(lost.into()),
+        };
+        self.fence.release().await;
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "{} failed", self.kind);
+        }
+        outcome
+    }
+}
 
 async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
     telemetry::init_logging(args.log_format);
-    let held = Fence::default();
-    let cloud = connect_as_owner(&AwsSettings {
-        fence: Some(held.clone()),
-        pacing: Pacing::PerCall,
-        ..args.aws.settings()
-    })
+    let job_name = naming::deletion_job_name(&args.namespace, &args.request);
+    let job = FencedJob::start(
+        "purge",
+        args.aws,
+        &args.records_namespace,
+        &job_name,
+        args.identity,
+    )
     .await?;
-    let client = kube::Client::try_default().await?;
-    // Two pods of one request (a replacement started while the first still runs, a paused node
-    // coming back) must never purge at once: each holds the request's Lease while it works, and
-    // stops if it cannot renew it in time.
-    let fence = Elector::new(
-        client.clone(),
-        LeaseSettings {
-            namespace: args.records_namespace.clone(),
-            name: format!(
-                "{}-fence",
-                naming::deletion_job_name(&args.namespace, &args.request)
-            ),
-            identity: args
-                .identity
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| format!("purge-{}", std::process::id())),
-            duration: PURGE_FENCE,
-        },
-        held,
-    );
-    info!("waiting for the request's fence (no other pod of this request may run)");
-    fence.acquire().await;
     let options = crate::purge::Options {
         namespace: args.namespace,
         request: args.request,
@@ -549,54 +597,27 @@ async fn purge(args: PurgeArgs) -> Result<ExitCode, CliError> {
         concurrency: usize::from(args.concurrency),
         export_bucket: args.export_bucket,
     };
-    let outcome = tokio::select! {
-        outcome = crate::purge::run(client, &cloud, &options) => outcome.map_err(CliError::from),
-        lost = fence.hold() => Err(lost.into()),
-    };
-    fence.release().await;
-    match outcome {
-        Ok(crate::purge::Outcome::Succeeded) => Ok(ExitCode::SUCCESS),
-        Ok(crate::purge::Outcome::Blocked) => {
+    let work = crate::purge::run(job.client.clone(), &job.cloud, &options);
+    match job.run(work.map_err(CliError::from)).await? {
+        crate::purge::Outcome::Succeeded => Ok(ExitCode::SUCCESS),
+        crate::purge::Outcome::Blocked => {
             warn!("versions under Object Lock remain: the request is Blocked");
             Ok(ExitCode::from(EXIT_BLOCKED))
-        }
-        Err(e) => {
-            // Logged as well as returned, so it reaches the Job's log collector in JSON too.
-            tracing::error!(error = %e, "purge failed");
-            Err(e)
         }
     }
 }
 
 async fn export(args: ExportArgs) -> Result<ExitCode, CliError> {
     telemetry::init_logging(args.log_format);
-    let held = Fence::default();
-    let cloud = connect_as_owner(&AwsSettings {
-        fence: Some(held.clone()),
-        pacing: Pacing::PerCall,
-        ..args.aws.settings()
-    })
+    let job_name = naming::export_job_name(&args.namespace, &args.request);
+    let job = FencedJob::start(
+        "export",
+        args.aws,
+        &args.records_namespace,
+        &job_name,
+        args.identity,
+    )
     .await?;
-    let client = kube::Client::try_default().await?;
-    // Two pods of one request must never write its archive at once: the request's Lease.
-    let fence = Elector::new(
-        client.clone(),
-        LeaseSettings {
-            namespace: args.records_namespace.clone(),
-            name: format!(
-                "{}-fence",
-                naming::export_job_name(&args.namespace, &args.request)
-            ),
-            identity: args
-                .identity
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| format!("export-{}", std::process::id())),
-            duration: PURGE_FENCE,
-        },
-        held,
-    );
-    fence.acquire().await;
     // The record is kept beside the deletion evidence, in the tenant's region.
     let evidence = crate::purge::EvidenceTarget {
         bucket: args.evidence_bucket,
@@ -616,18 +637,9 @@ async fn export(args: ExportArgs) -> Result<ExitCode, CliError> {
         refresh: args.refresh,
         part_bytes: usize::try_from(args.part_bytes).unwrap_or(crate::export::PART_BYTES),
     };
-    let outcome = tokio::select! {
-        outcome = crate::export::run(client, &cloud, &options) => outcome.map_err(CliError::from),
-        lost = fence.hold() => Err(lost.into()),
-    };
-    fence.release().await;
-    match outcome {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            tracing::error!(error = %e, "export failed");
-            Err(e)
-        }
-    }
+    let work = crate::export::run(job.client.clone(), &job.cloud, &options);
+    job.run(work.map_err(CliError::from)).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), CliError> {
@@ -709,7 +721,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         },
         namespaces: args.namespaces,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
-        purge: PurgeSettings {
+        jobs: JobSettings {
             namespace: args.purge_namespace,
             service_account: args.purge_service_account,
             image: args.purge_image,

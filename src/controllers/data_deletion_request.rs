@@ -228,7 +228,7 @@ async fn apply(
     );
 
     // The Job: created once, then mirrored.
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let job_name = deletion_job_name(&ns, &name);
     status.job_name = Some(job_name.clone());
     let job = match jobs.get_opt(&job_name).await? {
@@ -313,7 +313,7 @@ async fn apply(
                 ACTION,
                 format!(
                     "deletion job {}/{job_name} created",
-                    ctx.settings.purge.namespace
+                    ctx.settings.jobs.namespace
                 ),
             )
             .await;
@@ -432,7 +432,7 @@ fn build_job(
     ctx: &Context,
     stores: &Stores<'_>,
 ) -> Job {
-    let purge = &ctx.settings.purge;
+    let purge = &ctx.settings.jobs;
     let evidence = stores.evidence;
     let labels = BTreeMap::from([
         (REQUEST_LABEL.to_owned(), deletion_request_label(ns, name)),
@@ -489,7 +489,7 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = req.name_any();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let job = deletion_job_name(&ns, &name);
     if jobs.get_opt(&job).await?.is_some() {
         let params = kube::api::DeleteParams {
@@ -499,8 +499,7 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
         jobs.delete(&job, &params).await?;
     }
     // The records have no owner to be collected with; labelling them says their request is gone.
-    let records: Api<ConfigMap> =
-        Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let records: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let selector = format!("{UID_LABEL}={}", req.uid().unwrap_or_default());
     let mut kept = Vec::new();
     for cm in records
@@ -526,7 +525,7 @@ async fn cleanup(req: &DataDeletionRequest, ctx: &Context) -> Result<Action, Err
         let note = format!(
             "request deleted; its deletion job is stopped and its evidence is kept: ConfigMaps {} in namespace {} (labelled storage.tenancy.dev/deleted-request)",
             kept.join(", "),
-            ctx.settings.purge.namespace
+            ctx.settings.jobs.namespace
         );
         publish(ctx, req, EventType::Normal, "CertificateKept", ACTION, note).await;
     }

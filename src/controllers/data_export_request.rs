@@ -201,7 +201,7 @@ async fn accept(r: &mut Review<'_>) -> Result<Option<(TenantStorage, ResidencyPo
         );
         return Ok(None);
     };
-    if r.ctx.settings.purge.export_principal_arn.is_none() {
+    if r.ctx.settings.jobs.export_principal_arn.is_none() {
         r.wait(
             "ExportIdentityNotConfigured",
             "the operator has no --export-principal-arn (Helm export.irsaRoleArn): the export bucket would let nobody read the export; the request waits until it is set".into(),
@@ -260,7 +260,7 @@ async fn run_job(
         Some(value) => export_link_job_name(&uid, value),
         None => export_job_name(&r.ns, &r.name),
     };
-    let jobs: Api<Job> = Api::namespaced(r.ctx.client.clone(), &r.ctx.settings.purge.namespace);
+    let jobs: Api<Job> = Api::namespaced(r.ctx.client.clone(), &r.ctx.settings.jobs.namespace);
     if let Some(job) = jobs.get_opt(&job_name).await? {
         r.status.job_name = Some(job_name);
         return Ok(Some(job));
@@ -339,7 +339,7 @@ async fn run_job(
     };
     let note = format!(
         "{what} job {}/{job_name} created",
-        r.ctx.settings.purge.namespace
+        r.ctx.settings.jobs.namespace
     );
     publish(r.ctx, r.req, EventType::Normal, "JobCreated", ACTION, note).await;
     r.status.job_name = Some(job_name);
@@ -388,7 +388,7 @@ fn desired_exports(
     region: &str,
 ) -> DesiredExports {
     let mut readers = ctx.settings.access.allowed_principals.clone();
-    readers.extend(ctx.settings.purge.export_principal_arn.clone());
+    readers.extend(ctx.settings.jobs.export_principal_arn.clone());
     DesiredExports::new(
         &ctx.settings.bucket_prefix,
         &ctx.settings.cluster_id,
@@ -432,7 +432,7 @@ fn build_job(r: &Review<'_>, spec: &JobArgs<'_>) -> Job {
         "--request",
         &r.name,
         "--records-namespace",
-        &settings.purge.namespace,
+        &settings.jobs.namespace,
         "--cluster-id",
         &settings.cluster_id,
         "--export-bucket",
@@ -455,7 +455,7 @@ fn build_job(r: &Review<'_>, spec: &JobArgs<'_>) -> Job {
             name: spec.job_name,
             labels,
             annotations,
-            service_account: &settings.purge.export_service_account,
+            service_account: &settings.jobs.export_service_account,
             container: "export",
             args: args.iter().map(|a| (*a).to_owned()).collect(),
         },
@@ -514,7 +514,7 @@ async fn take_link(r: &mut Review<'_>) -> Result<bool, Error> {
         candidates.push(refresh);
     }
     let handoffs: Api<Secret> =
-        Api::namespaced(r.ctx.client.clone(), &r.ctx.settings.purge.namespace);
+        Api::namespaced(r.ctx.client.clone(), &r.ctx.settings.jobs.namespace);
     let mut left = false;
     for candidate in candidates {
         let name = export_link_handoff_name(&uid, candidate.as_deref());
@@ -683,7 +683,7 @@ async fn cleanup(req: &DataExportRequest, ctx: &Context) -> Result<Action, Error
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = req.name_any();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let selector = format!(
         "{EXPORT_REQUEST_LABEL}={}",
         deletion_request_label(&ns, &name)
@@ -699,7 +699,7 @@ async fn cleanup(req: &DataExportRequest, ctx: &Context) -> Result<Action, Error
     {
         jobs.delete(&job.name_any(), &params).await?;
     }
-    let handoffs: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let handoffs: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let uid = req.uid().unwrap_or_default();
     let mut names = vec![export_link_handoff_name(&uid, None)];
     if let Some(refresh) = req.annotations().get(REFRESH_ANNOTATION) {

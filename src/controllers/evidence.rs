@@ -15,23 +15,16 @@ pub async fn ensure(
     cloud: &Regional,
     evidence: &DesiredEvidence,
 ) -> Result<String, Error> {
-    let mut verified = ctx.log_buckets.lock().await;
-    let fresh = |name: &str| {
-        verified
-            .get(name)
-            .is_some_and(|at| at.elapsed() < ctx.settings.resync_period)
+    let bucket = OperatorBucket {
+        what: "evidence bucket",
+        name: &evidence.bucket,
+        region: &evidence.region,
+        tags: &evidence.tags,
+        locked: true,
     };
-    if !fresh(&evidence.bucket) {
-        let bucket = OperatorBucket {
-            what: "evidence bucket",
-            name: &evidence.bucket,
-            region: &evidence.region,
-            tags: &evidence.tags,
-            locked: true,
-        };
-        ensure_bucket(cloud, &bucket, &evidence.shape()).await?;
-        verified.insert(evidence.bucket.clone(), std::time::Instant::now());
-    }
+    // Held until the key is there too: two requests never create two signing keys.
+    let mut verified = ctx.log_buckets.lock().await;
+    ensure_when_due(ctx, &mut verified, cloud, &bucket, &evidence.shape()).await?;
     signing_key(cloud, evidence).await
 }
 
@@ -42,20 +35,31 @@ pub async fn ensure_exports(
     cloud: &Regional,
     exports: &DesiredExports,
 ) -> Result<(), Error> {
+    let bucket = OperatorBucket {
+        what: "export bucket",
+        name: &exports.bucket,
+        region: &exports.region,
+        tags: &exports.tags,
+        locked: false,
+    };
     let mut verified = ctx.log_buckets.lock().await;
+    ensure_when_due(ctx, &mut verified, cloud, &bucket, &exports.shape()).await
+}
+
+/// [`ensure_bucket`], unless the bucket was verified within the resync period.
+async fn ensure_when_due(
+    ctx: &Context,
+    verified: &mut std::collections::HashMap<String, std::time::Instant>,
+    cloud: &Regional,
+    bucket: &OperatorBucket<'_>,
+    shape: &BucketShape,
+) -> Result<(), Error> {
     let fresh = verified
-        .get(&exports.bucket)
+        .get(bucket.name)
         .is_some_and(|at| at.elapsed() < ctx.settings.resync_period);
     if !fresh {
-        let bucket = OperatorBucket {
-            what: "export bucket",
-            name: &exports.bucket,
-            region: &exports.region,
-            tags: &exports.tags,
-            locked: false,
-        };
-        ensure_bucket(cloud, &bucket, &exports.shape()).await?;
-        verified.insert(exports.bucket.clone(), std::time::Instant::now());
+        ensure_bucket(cloud, bucket, shape).await?;
+        verified.insert(bucket.name.to_owned(), std::time::Instant::now());
     }
     Ok(())
 }

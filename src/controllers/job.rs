@@ -31,7 +31,7 @@ pub struct Pod<'a> {
 }
 
 pub fn build(ctx: &Context, pod: Pod<'_>) -> Job {
-    let jobs = &ctx.settings.purge;
+    let jobs = &ctx.settings.jobs;
     let mut labels = pod.labels;
     labels.insert(
         "app.kubernetes.io/managed-by".to_owned(),
@@ -141,7 +141,7 @@ pub async fn running_for_tenant(
     tenant: &str,
     kind: Kind,
 ) -> Result<Vec<String>, Error> {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let (label, annotation) = match kind {
         Kind::Deletion => (
             crate::plan::naming::DELETION_REQUEST_LABEL,

@@ -38,7 +38,7 @@ use drift_events::{Detection, DetectionReport};
 pub use error::Error;
 pub use tenant_storage::{FINALIZER, PAUSED, RECHECK};
 
-use crate::api::{DataDeletionRequest, DataExportRequest, ResidencyPolicy, TenantStorage};
+use crate::api::{DataDeletionRequest, ResidencyPolicy, TenantStorage};
 use crate::cloud::Cloud;
 use crate::telemetry::Metrics;
 use own_writes::OwnWrites;
@@ -64,8 +64,8 @@ pub struct Settings {
     /// Reconciles running at once (per watched namespace), so a burst of tenants is paced
     /// instead of flooding AWS.
     pub max_concurrent_reconciles: u16,
-    /// How deletion Jobs are run.
-    pub purge: PurgeSettings,
+    /// How deletion and export Jobs are run.
+    pub jobs: JobSettings,
     /// Who may reach tenant data, besides each tenant's own role.
     pub access: AccessSettings,
 }
@@ -86,7 +86,7 @@ pub struct AccessSettings {
 
 /// Deletion and export Jobs: where they run, as whom, with which image and environment.
 #[derive(Clone, Debug)]
-pub struct PurgeSettings {
+pub struct JobSettings {
     /// Namespace of the Jobs (the operator's own).
     pub namespace: String,
     /// Service account of the Jobs: the only identity holding the purge permissions.
@@ -402,74 +402,29 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
                 })
         })
         .collect();
-    let scopes_again = scopes.clone();
     let deletion_requests: Vec<_> = scopes
-        .into_iter()
+        .iter()
         .map(|scope| {
-            let requests: Api<DataDeletionRequest> = scoped(&client, scope.as_deref());
-            let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.purge.namespace);
-            Controller::new(requests, watcher::Config::default())
-                .trigger_backoff(WatchBackoff::default())
-                // Every request's Job runs in the Jobs' namespace: each controller takes only
-                // those of requests in its own scope.
-                .watches(
-                    jobs,
-                    watcher::Config::default().labels(REQUEST_LABEL),
-                    move |job: Job| {
-                        let target = job.annotations().get(REQUEST_ANNOTATION)?.clone();
-                        let (ns, name) = target.split_once('/')?;
-                        scope
-                            .as_deref()
-                            .is_none_or(|scope| scope == ns)
-                            .then(|| ObjectRef::<DataDeletionRequest>::new(name).within(ns))
-                    },
-                )
-                .shutdown_on_signal()
-                .run(
-                    data_deletion_request::reconcile,
-                    deletion_error_policy,
-                    ctx.clone(),
-                )
-                .for_each(|res| async move {
-                    if let Err(e) = res {
-                        warn!(error = %e, "reconcile failed");
-                    }
-                })
+            request_controller(
+                &ctx,
+                scope.clone(),
+                (REQUEST_LABEL, REQUEST_ANNOTATION),
+                data_deletion_request::reconcile,
+            )
         })
         .collect();
-    let export_requests: Vec<_> = scopes_again
+    let export_requests: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
-            let requests: Api<DataExportRequest> = scoped(&client, scope.as_deref());
-            let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.purge.namespace);
-            Controller::new(requests, watcher::Config::default())
-                .trigger_backoff(WatchBackoff::default())
-                .watches(
-                    jobs,
-                    watcher::Config::default().labels(data_export_request::EXPORT_REQUEST_LABEL),
-                    move |job: Job| {
-                        let target = job
-                            .annotations()
-                            .get(data_export_request::REQUEST_ANNOTATION)?
-                            .clone();
-                        let (ns, name) = target.split_once('/')?;
-                        scope
-                            .as_deref()
-                            .is_none_or(|scope| scope == ns)
-                            .then(|| ObjectRef::<DataExportRequest>::new(name).within(ns))
-                    },
-                )
-                .shutdown_on_signal()
-                .run(
-                    data_export_request::reconcile,
-                    deletion_error_policy,
-                    ctx.clone(),
-                )
-                .for_each(|res| async move {
-                    if let Err(e) = res {
-                        warn!(error = %e, "reconcile failed");
-                    }
-                })
+            request_controller(
+                &ctx,
+                scope,
+                (
+                    data_export_request::EXPORT_REQUEST_LABEL,
+                    data_export_request::REQUEST_ANNOTATION,
+                ),
+                data_export_request::reconcile,
+            )
         })
         .collect();
     let (detection, now) = tokio::sync::watch::channel(match ctx.settings.drift_events {
@@ -534,8 +489,53 @@ async fn resync_when_due(
 }
 
 /// A request's reconcile failed: retried soon (its Job and checkpoint lose nothing).
-fn deletion_error_policy<K>(_req: Arc<K>, _err: &Error, _ctx: Arc<Context>) -> Action {
+fn request_error_policy<K>(_req: Arc<K>, _err: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
+}
+
+/// The controller of one kind of request (deletion, export) in one scope. Every request's Job
+/// runs in the Jobs' namespace, labelled `label` and annotated `annotation: <ns>/<name>`: each
+/// controller takes only the Jobs of requests in its own scope.
+fn request_controller<K, F>(
+    ctx: &Arc<Context>,
+    scope: Option<String>,
+    (label, annotation): (&'static str, &'static str),
+    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+) -> impl std::future::Future<Output = ()> + use<K, F>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let client = &ctx.client;
+    let requests: Api<K> = scoped(client, scope.as_deref());
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ctx.settings.jobs.namespace);
+    Controller::new(requests, watcher::Config::default())
+        .trigger_backoff(WatchBackoff::default())
+        .watches(
+            jobs,
+            watcher::Config::default().labels(label),
+            move |job: Job| {
+                let target = job.annotations().get(annotation)?.clone();
+                let (ns, name) = target.split_once('/')?;
+                scope
+                    .as_deref()
+                    .is_none_or(|scope| scope == ns)
+                    .then(|| ObjectRef::<K>::new(name).within(ns))
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, request_error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
 }
 
 /// Transient failures retry soon; a blocked deletion re-checks on the resync period (at most

@@ -38,36 +38,27 @@ impl Bucket {
     }
 
     fn put(&self, key: &str, body: Vec<u8>) {
+        self.push(key, body, false);
+    }
+
+    fn delete(&self, key: &str) {
+        self.push(key, Vec::new(), true);
+    }
+
+    /// A new current version (`v<n>`) or delete marker (`m<n>`) of `key`.
+    fn push(&self, key: &str, body: Vec<u8>, marker: bool) {
         let mut keys = self.keys();
         let versions = keys.entry(key.to_owned()).or_default();
         for v in versions.iter_mut() {
             v.latest = false;
         }
-        let id = format!("v{}", versions.len() + 1);
+        let id = format!("{}{}", if marker { "m" } else { "v" }, versions.len() + 1);
         versions.insert(
             0,
             Version {
                 id,
                 body,
-                marker: false,
-                latest: true,
-            },
-        );
-    }
-
-    fn delete(&self, key: &str) {
-        let mut keys = self.keys();
-        let versions = keys.entry(key.to_owned()).or_default();
-        for v in versions.iter_mut() {
-            v.latest = false;
-        }
-        let id = format!("m{}", versions.len() + 1);
-        versions.insert(
-            0,
-            Version {
-                id,
-                body: Vec::new(),
-                marker: true,
+                marker,
                 latest: true,
             },
         );

@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::cloud::{CloudError, Regional, Sealing, VersionPage};
 use crate::plan::TenantIdentity;
-use crate::purge::{Marker, persist};
+use crate::purge::{BucketObjects, Marker, Objects, persist};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -87,7 +87,7 @@ pub async fn run(
             tenant.spec.policy_ref
         ))
     })?;
-    let source = SourceOf::prove(cloud, opts, &tenant, ns).await?;
+    let source = tenant_bucket(cloud, opts, &tenant, ns).await?;
     let status = StatusWriter::new(requests, &opts.request);
     let layout = layout(ns, &tenant.name_any(), &opts.request, &uid);
     let regional = cloud.region(&opts.region);
@@ -381,76 +381,61 @@ fn record_location(
     }
 }
 
-/// The tenant's bucket, once proven the tenant's.
-#[derive(Clone)]
-pub struct SourceOf {
-    regional: Regional,
-    bucket: String,
-}
-
-impl SourceOf {
-    /// Status is what the operator wrote, but whoever can write a status subresource could
-    /// point it at any bucket: the bucket (and the key exports are sealed with) must carry the
-    /// tenant's ownership tags, in the export's region.
-    async fn prove(
-        cloud: &crate::cloud::Cloud,
-        opts: &Options,
-        tenant: &TenantStorage,
-        ns: &str,
-    ) -> Result<SourceOf, RunError> {
-        let status = tenant.status.clone().unwrap_or_default();
-        let missing =
-            |field: &str| RunError::Refused(format!("the TenantStorage has no status.{field} yet"));
-        let bucket = status.bucket_name.ok_or_else(|| missing("bucketName"))?;
-        let region = status.region.ok_or_else(|| missing("region"))?;
-        if region != opts.region {
-            return Err(RunError::Refused(format!(
-                "the tenant's bucket is in {region}, the export bucket {} in {}: exports stay in the tenant's region",
-                opts.export_bucket, opts.region
-            )));
-        }
-        let regional = cloud.region(&region);
-        let identity = TenantIdentity {
-            cluster_id: opts.cluster_id.clone(),
-            namespace: ns.to_owned(),
-            name: tenant.name_any(),
-        };
-        let key = match sealing(tenant)? {
-            Sealing::TenantKey(arn) => Some(arn),
-            Sealing::S3Managed => None,
-        };
-        crate::purge::prove_ownership(
-            &regional,
-            &identity,
-            &bucket,
-            key.as_deref(),
-            "Nothing was exported",
-        )
-        .await?;
-        Ok(SourceOf { regional, bucket })
+/// The tenant's bucket, once proven the tenant's, through the purge's adapter. Status is what
+/// the operator wrote, but whoever can write a status subresource could point it at any bucket:
+/// the bucket (and the key exports are sealed with) must carry the tenant's ownership tags, in
+/// the export's region.
+async fn tenant_bucket(
+    cloud: &crate::cloud::Cloud,
+    opts: &Options,
+    tenant: &TenantStorage,
+    ns: &str,
+) -> Result<BucketObjects, RunError> {
+    let status = tenant.status.clone().unwrap_or_default();
+    let missing =
+        |field: &str| RunError::Refused(format!("the TenantStorage has no status.{field} yet"));
+    let bucket = status.bucket_name.ok_or_else(|| missing("bucketName"))?;
+    let region = status.region.ok_or_else(|| missing("region"))?;
+    if region != opts.region {
+        return Err(RunError::Refused(format!(
+            "the tenant's bucket is in {region}, the export bucket {} in {}: exports stay in the tenant's region",
+            opts.export_bucket, opts.region
+        )));
     }
+    let regional = cloud.region(&region);
+    let identity = TenantIdentity {
+        cluster_id: opts.cluster_id.clone(),
+        namespace: ns.to_owned(),
+        name: tenant.name_any(),
+    };
+    let key = match sealing(tenant)? {
+        Sealing::TenantKey(arn) => Some(arn),
+        Sealing::S3Managed => None,
+    };
+    crate::purge::prove_ownership(
+        &regional,
+        &identity,
+        &bucket,
+        key.as_deref(),
+        "Nothing was exported",
+    )
+    .await?;
+    Ok(BucketObjects::new(regional, bucket))
 }
 
-impl Source for SourceOf {
+impl Source for BucketObjects {
     async fn list(
         &self,
         prefix: &str,
         after: Option<&Marker>,
         max_keys: i32,
     ) -> Result<VersionPage, CloudError> {
-        self.regional
-            .list_versions(
-                &self.bucket,
-                prefix,
-                after.map(|m| (m.key.as_str(), m.version_id.as_str())),
-                max_keys,
-            )
-            .await
+        Objects::list(self, prefix, after, max_keys).await
     }
 
     async fn read(&self, key: &str, version_id: &str, from: u64) -> Result<Chunks, CloudError> {
-        self.regional
-            .read_version(&self.bucket, key, version_id, from)
+        self.regional()
+            .read_version(self.bucket(), key, version_id, from)
             .await
     }
 }

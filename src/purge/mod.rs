@@ -23,7 +23,8 @@ pub use state::{Marker, State};
 
 use crate::cloud::{CloudError, DeleteReport, Regional, VersionLock, VersionPage};
 
-/// The tenant's bucket, through the operator's S3 client.
+/// The tenant's bucket, through the operator's S3 client (or the Job's).
+#[derive(Clone)]
 pub struct BucketObjects {
     regional: Regional,
     bucket: String,
@@ -32,6 +33,14 @@ pub struct BucketObjects {
 impl BucketObjects {
     pub fn new(regional: Regional, bucket: String) -> Self {
         BucketObjects { regional, bucket }
+    }
+
+    pub fn regional(&self) -> &Regional {
+        &self.regional
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 }
 

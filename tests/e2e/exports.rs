@@ -35,6 +35,25 @@ fn request(name: &str, tenant: &str, scope: Value) -> DataExportRequest {
     DataExportRequest::new(name, serde_json::from_value(spec).expect("request spec"))
 }
 
+/// Creates a DataDeletionRequest purging `prefix` of `tenant`; the API of such requests.
+async fn delete_prefix(
+    s: &Scenario,
+    name: &str,
+    tenant: &str,
+    prefix: &str,
+) -> Api<DataDeletionRequest> {
+    let deletions: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
+    let spec = json!({"tenantStorageRef": {"name": tenant}, "scope": {"prefixes": [prefix]},
+                      "method": "Purge", "requestedBy": "dpo", "reason": "test"});
+    let deletion =
+        DataDeletionRequest::new(name, serde_json::from_value(spec).expect("deletion spec"));
+    deletions
+        .create(&PostParams::default(), &deletion)
+        .await
+        .expect("create deletion");
+    deletions
+}
+
 fn sha(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -418,18 +437,7 @@ async fn a_killed_export_resumes_to_the_same_archive_and_deletion_waits_for_it()
 
     // While the export's Job runs (exists and has not ended), a deletion waits.
     export_job_command(&s.ns, "killed").await;
-    let deletions: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
-    let deletion: DataDeletionRequest = serde_json::from_value(json!({
-        "apiVersion": "storage.tenancy.dev/v1alpha1", "kind": "DataDeletionRequest",
-        "metadata": {"name": "bye"},
-        "spec": {"tenantStorageRef": {"name": "t"}, "scope": {"prefixes": ["nothing/"]},
-                 "method": "Purge", "requestedBy": "dpo", "reason": "test"}
-    }))
-    .expect("deletion request");
-    deletions
-        .create(&PostParams::default(), &deletion)
-        .await
-        .expect("create deletion");
+    let deletions = delete_prefix(&s, "bye", "t", "nothing/").await;
     eventually("deletion waits for the export", || async {
         let r = deletions.get("bye").await.ok()?;
         r.status?
@@ -587,18 +595,7 @@ async fn an_export_waits_for_a_running_deletion() {
     let _op = s.operator(&[]).await;
     let bucket = s.ready_bucket("t", &policy).await;
     write(&bucket, &[("users/1/a", b"a".to_vec())]).await;
-    let deletions: Api<DataDeletionRequest> = Api::namespaced(s.client.clone(), &s.ns);
-    let deletion: DataDeletionRequest = serde_json::from_value(json!({
-        "apiVersion": "storage.tenancy.dev/v1alpha1", "kind": "DataDeletionRequest",
-        "metadata": {"name": "first"},
-        "spec": {"tenantStorageRef": {"name": "t"}, "scope": {"prefixes": ["users/1/"]},
-                 "method": "Purge", "requestedBy": "dpo", "reason": "test"}
-    }))
-    .expect("deletion request");
-    deletions
-        .create(&PostParams::default(), &deletion)
-        .await
-        .expect("create deletion");
+    delete_prefix(&s, "first", "t", "users/1/").await;
     let mut purge = job_command(&s.ns, "first").await;
     submit(&s, &request("then", "t", json!({"wholeTenant": true}))).await;
     let api: Api<DataExportRequest> = Api::namespaced(s.client.clone(), &s.ns);

@@ -183,7 +183,7 @@ fn publication(
     DelegationStatus {
         external_id_secret: format!(
             "{}/{}",
-            ctx.settings.purge.namespace,
+            ctx.settings.jobs.namespace,
             external_id::secret_name(id)
         ),
         trust_policy: trust.to_string(),

@@ -36,7 +36,7 @@ pub(super) fn new_external_id() -> Result<String, Error> {
 
 /// Reads the tenant's ExternalId, creating its Secret the first time. Never logged.
 pub(super) async fn external_id(ctx: &Context, id: &TenantIdentity) -> Result<String, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     let name = secret_name(id);
     if let Some(secret) = secrets.get_opt(&name).await? {
         let value = secret
@@ -46,7 +46,7 @@ pub(super) async fn external_id(ctx: &Context, id: &TenantIdentity) -> Result<St
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
             .filter(|v| v.len() >= 2 && !v.contains(char::is_whitespace));
         return value.ok_or(Error::ExternalIdSecret {
-            secret: format!("{}/{name}", ctx.settings.purge.namespace),
+            secret: format!("{}/{name}", ctx.settings.jobs.namespace),
             why: format!("it has no usable {EXTERNAL_ID_KEY} key; delete the Secret to have a new ExternalId generated (the customer's trust policy must then be updated)"),
         });
     }
@@ -54,7 +54,7 @@ pub(super) async fn external_id(ctx: &Context, id: &TenantIdentity) -> Result<St
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(ctx.settings.purge.namespace.clone()),
+            namespace: Some(ctx.settings.jobs.namespace.clone()),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_owned(),
                 "tenant-storage-operator".to_owned(),
@@ -83,7 +83,7 @@ pub(in crate::controllers::tenant_storage) async fn forget(
     ctx: &Context,
     id: &TenantIdentity,
 ) -> Result<(), Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.purge.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.jobs.namespace);
     match secrets.delete(&secret_name(id), &Default::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
