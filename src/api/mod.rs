@@ -21,14 +21,14 @@ pub use data_export_request::{
     ExportPhase, ExportProgress, ExportResult, ExportVersions,
 };
 pub use residency_policy::{
-    AccessLoggingSpec, AccessPolicySpec, DeletionSpec, EncryptionMode, EncryptionSpec, ExportSpec,
-    NamespaceSelector, ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion,
-    TransportSpec, Versioning,
+    AccessLoggingSpec, AccessPolicySpec, BackupSpec, DeletionSpec, EncryptionMode, EncryptionSpec,
+    ExportSpec, NamespaceSelector, ReplicationSpec, ResidencyPolicy, ResidencyPolicySpec,
+    ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
 };
 pub use scope::{DataScope, normalize_prefixes};
 pub use tenant_storage::{
     AccessLevel, AccessSpec, AccessStatus, DelegatedSpec, DelegationStatus, DeletionPolicy,
-    StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
+    ReplicaStatus, StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
 };
 
 use kube::CustomResourceExt;

@@ -56,6 +56,12 @@ pub const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
 #[x_kube(validation = Rule::new("self.allowedRegions.exists(r, r == self.defaultRegion)")
     .message("spec.defaultRegion must be one of spec.allowedRegions")
     .field_path(".defaultRegion"))]
+#[x_kube(validation = Rule::new("!has(self.replication) || !has(self.replication.regions) || self.replication.regions.all(r, r in self.allowedRegions)")
+    .message("spec.replication.regions must be a subset of spec.allowedRegions: a replica lives only where the policy allows data")
+    .field_path(".replication.regions"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.copyToRegion) || self.backup.copyToRegion in self.allowedRegions")
+    .message("spec.backup.copyToRegion must be one of spec.allowedRegions")
+    .field_path(".backup.copyToRegion"))]
 #[serde(rename_all = "camelCase")]
 pub struct ResidencyPolicySpec {
     /// Legal jurisdiction the data is bound to, e.g. `EU` or `US`. Recorded on every resource
@@ -106,6 +112,80 @@ pub struct ResidencyPolicySpec {
     /// Data export rules (DataExportRequests).
     #[serde(default)]
     pub export: ExportSpec,
+
+    /// Copies of tenant buckets in a second allowed region (S3 replication).
+    #[serde(default)]
+    pub replication: ReplicationSpec,
+
+    /// Daily backups of tenant buckets (AWS Backup).
+    #[serde(default)]
+    pub backup: BackupSpec,
+}
+
+/// Where tenants' replicas may live and whether every tenant has one.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("!has(self.defaultRegion) || (has(self.regions) && self.defaultRegion in self.regions)")
+    .message("spec.replication.defaultRegion must be one of spec.replication.regions")
+    .field_path(".defaultRegion"))]
+#[x_kube(validation = Rule::new("!has(self.required) || !self.required || has(self.defaultRegion)")
+    .message("spec.replication.required needs spec.replication.defaultRegion: the replica region of tenants that name none")
+    .field_path(".defaultRegion"))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// Regions a tenant's replica may live in: a subset of `allowedRegions`. Empty (default):
+    /// no replicas. Removing a region stops replication into it; the data there is kept, still
+    /// locked down, and reported as a `ResidencyViolation`, never moved or deleted silently.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(regex(pattern = REGION_PATTERN), length(max = 32)))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(x, x == r))")
+        .message("spec.replication.regions must not list a region twice"))]
+    pub regions: Vec<String>,
+    /// Replica region of tenants that name none in `spec.replicaRegion`. Absent: only tenants
+    /// that name one get a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = REGION_PATTERN), length(max = 32))]
+    pub default_region: Option<String>,
+    /// Every tenant has a replica (in `defaultRegion` unless it names another).
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl ReplicationSpec {
+    /// The replica region a tenant gets: the one it names, else the policy's default.
+    pub fn region_for<'a>(&'a self, named: Option<&'a str>) -> Option<&'a str> {
+        named.or(self.default_region.as_deref())
+    }
+}
+
+/// Daily backups of tenant buckets with AWS Backup.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Back up every tenant bucket of this policy daily, into a vault in the bucket's region.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Days a recovery point is kept.
+    #[serde(default = "default_backup_retention_days")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub retention_days: i32,
+    /// Also copy each recovery point to a vault in this region (one of `allowedRegions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = REGION_PATTERN), length(max = 32))]
+    pub copy_to_region: Option<String>,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            retention_days: default_backup_retention_days(),
+            copy_to_region: None,
+        }
+    }
+}
+
+fn default_backup_retention_days() -> i32 {
+    35
 }
 
 /// Limits on tenants' workload roles.

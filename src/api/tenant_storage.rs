@@ -51,6 +51,12 @@ use super::residency_policy::{EncryptionMode, REGION_PATTERN};
 #[x_kube(validation = Rule::new("(self.mode == 'Delegated') == has(self.delegated)")
     .message("spec.delegated (the customer's bucket and role) is required with mode Delegated and not allowed with mode Managed")
     .field_path(".delegated"))]
+#[x_kube(validation = Rule::new("!has(self.replicaRegion) || !has(self.region) || self.replicaRegion != self.region")
+    .message("spec.replicaRegion must differ from spec.region: a replica in the same region is no second location")
+    .field_path(".replicaRegion"))]
+#[x_kube(validation = Rule::new("!has(self.replicaRegion) || self.mode == 'Managed'")
+    .message("spec.replicaRegion needs mode Managed: a delegated bucket's copies are the customer's to configure")
+    .field_path(".replicaRegion"))]
 #[serde(rename_all = "camelCase")]
 pub struct TenantStorageSpec {
     /// Name of the cluster-scoped `ResidencyPolicy` this storage must satisfy. Immutable: a
@@ -65,6 +71,11 @@ pub struct TenantStorageSpec {
     #[schemars(regex(pattern = REGION_PATTERN), length(max = 32))]
     pub region: Option<String>,
 
+    /// Region of the tenant's replica: one of the policy's `replication.regions`, not `region`.
+    /// Defaults to the policy's `replication.defaultRegion` (none if it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = REGION_PATTERN), length(max = 32))]
+    pub replica_region: Option<String>,
     /// What happens to the bucket and key when this object is deleted. `Retain` (default)
     /// leaves them untouched and tags them as released; `Delete` removes an empty bucket and
     /// schedules the key's deletion, and refuses while the bucket still holds data.
@@ -203,6 +214,36 @@ pub struct TenantStorageStatus {
     /// What the customer must set up, and what was verified, with `mode: Delegated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation: Option<DelegationStatus>,
+    /// The tenant's replica, recorded before it is created. Kept after the policy stops
+    /// allowing it: the data there is the tenant's until a deletion removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// A copy of the tenant's bucket in a second region, as last applied and observed.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Region of the replica bucket and its key.
+    pub region: String,
+    /// Name of the replica bucket.
+    pub bucket_name: String,
+    /// ARN of the replica's own KMS key in its region (absent with S3-managed keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
+    /// Set while the replica key's creation is in flight (write-ahead, as for the primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_creation_started: Option<String>,
+    /// ARN of the role S3 replicates with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_role_arn: Option<String>,
+    /// `Replicating`: in shape, receiving every write. Otherwise why not: `OutsidePolicy`
+    /// (replication stopped, data kept), `BucketConflict`, or the error of the last attempt.
+    #[serde(default)]
+    pub state: String,
+    /// What the state means for the tenant, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The tenant's workload role as last applied.

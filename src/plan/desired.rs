@@ -402,6 +402,8 @@ mod tests {
             deletion: crate::api::DeletionSpec::default(),
             access: crate::api::AccessPolicySpec::default(),
             export: Default::default(),
+            replication: Default::default(),
+            backup: Default::default(),
         };
         let id = TenantIdentity {
             cluster_id: "c1".into(),

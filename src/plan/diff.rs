@@ -415,6 +415,8 @@ mod tests {
             deletion: crate::api::DeletionSpec::default(),
             access: crate::api::AccessPolicySpec::default(),
             export: Default::default(),
+            replication: Default::default(),
+            backup: Default::default(),
         };
         Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
     }

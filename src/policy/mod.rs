@@ -147,6 +147,8 @@ mod tests {
             deletion: crate::api::DeletionSpec::default(),
             access: crate::api::AccessPolicySpec::default(),
             export: Default::default(),
+            replication: Default::default(),
+            backup: Default::default(),
         }
     }
 

@@ -30,6 +30,8 @@ pub(super) fn policy() -> ResidencyPolicySpec {
         deletion: Default::default(),
         access: Default::default(),
         export: Default::default(),
+        replication: Default::default(),
+        backup: Default::default(),
     }
 }
 
