@@ -54,6 +54,9 @@ use super::residency_policy::{EncryptionMode, REGION_PATTERN};
 #[x_kube(validation = Rule::new("!has(self.replicaRegion) || !has(self.region) || self.replicaRegion != self.region")
     .message("spec.replicaRegion must differ from spec.region: a replica in the same region is no second location")
     .field_path(".replicaRegion"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.replicaRegion) || (has(self.replicaRegion) && self.replicaRegion == oldSelf.replicaRegion)")
+    .message("spec.replicaRegion is immutable once set: a replica's data is never moved; delete the TenantStorage's data deliberately before choosing another region")
+    .field_path(".replicaRegion"))]
 #[x_kube(validation = Rule::new("!has(self.replicaRegion) || self.mode == 'Managed'")
     .message("spec.replicaRegion needs mode Managed: a delegated bucket's copies are the customer's to configure")
     .field_path(".replicaRegion"))]

@@ -56,8 +56,32 @@ fn is_dns_label(s: &str) -> bool {
 /// two clusters sharing an account never collide.
 pub fn bucket_name(prefix: &str, cluster_id: &str, namespace: &str, name: &str) -> String {
     let hash = identity_hash(cluster_id, namespace, name);
+    readable_name(prefix, &format!("{namespace}-{name}"), &hash)
+}
+
+/// `<prefix>-r-<namespace>-<name>-<hash>`: the tenant's replica bucket in `region`. The hash
+/// also covers the region, so a replica in another region would never reuse the name.
+pub fn replica_bucket_name(
+    prefix: &str,
+    cluster_id: &str,
+    namespace: &str,
+    name: &str,
+    region: &str,
+) -> String {
+    let hash = identity_hash(cluster_id, &format!("replica:{region}:{namespace}"), name);
+    readable_name(prefix, &format!("r-{namespace}-{name}"), &hash)
+}
+
+/// IAM name of the role S3 replicates a tenant's bucket with, shaped like its bucket name.
+pub fn replication_role_name(cluster_id: &str, namespace: &str, name: &str) -> String {
+    let hash = identity_hash(cluster_id, &format!("replication:{namespace}"), name);
+    readable_name("replication", &format!("{namespace}-{name}"), &hash)
+}
+
+/// `<prefix>-<readable>-<hash>` within S3's 63 characters: `readable` made DNS-safe and cut.
+fn readable_name(prefix: &str, readable: &str, hash: &str) -> String {
     let budget = MAX_BUCKET_NAME.saturating_sub(prefix.len() + HASH_LEN + 2);
-    let readable: String = format!("{namespace}-{name}")
+    let readable: String = readable
         .chars()
         .map(|c| match c {
             'a'..='z' | '0'..='9' => c,
@@ -367,5 +391,25 @@ mod tests {
             export_job_name("acme", "gdpr-42"),
             deletion_job_name("acme", "gdpr-42")
         );
+    }
+
+    #[test]
+    fn replica_names_are_their_own() {
+        let long = "n".repeat(63);
+        let primary = bucket_name("tso", "c1", "acme", &long);
+        let replica = replica_bucket_name("tso", "c1", "acme", &long, "eu-west-1");
+        assert!(replica.len() <= MAX_BUCKET_NAME, "{replica}");
+        assert!(replica.starts_with("tso-r-acme-"), "{replica}");
+        assert_ne!(replica, primary);
+        assert_ne!(
+            replica,
+            replica_bucket_name("tso", "c1", "acme", &long, "eu-north-1")
+        );
+        let role = replication_role_name("c1", "acme", &long);
+        assert!(
+            role.len() <= 64 && role.starts_with("replication-acme-"),
+            "{role}"
+        );
+        assert_ne!(role, role_name("c1", "acme", &long));
     }
 }
