@@ -9,6 +9,7 @@ use super::port::{Buckets, Keys, Regions, Roles};
 use super::{BucketPresence, CloudError, ObservedTags};
 use crate::api::Versioning;
 use crate::plan::access::{DesiredRole, INLINE_POLICY, ObservedRole, RoleChange, RoleDigest};
+use crate::plan::replication::{ObservedReplication, ReplicationChange};
 use crate::plan::{
     BucketChange, BucketShape, DefaultEncryption, ObservedBucket, ObservedEncryption, ObservedKey,
     PublicAccessBlock,
@@ -24,6 +25,7 @@ pub struct Bucket {
     pub foreign: bool,
     pub settings: ObservedBucket,
     pub has_data: bool,
+    pub replication: ObservedReplication,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -219,6 +221,32 @@ impl Buckets for FakeRegion {
     async fn delete(&self, bucket: &str) -> Result<(), CloudError> {
         self.cloud.write(format!("DeleteBucket {bucket}"), |w| {
             w.buckets.remove(bucket);
+            Ok(())
+        })
+    }
+
+    async fn replication(&self, bucket: &str) -> Result<ObservedReplication, CloudError> {
+        self.cloud.read(|w| match w.buckets.get(bucket) {
+            Some(b) if !b.foreign => Ok(b.replication.clone()),
+            _ => Err(api_error("GetBucketReplication", "NoSuchBucket")),
+        })
+    }
+
+    async fn change_replication(
+        &self,
+        bucket: &str,
+        change: &ReplicationChange,
+    ) -> Result<(), CloudError> {
+        self.cloud.write(format!("{change:?} on {bucket}"), |w| {
+            let b = w
+                .buckets
+                .get_mut(bucket)
+                .filter(|b| !b.foreign)
+                .ok_or_else(|| api_error("PutBucketReplication", "NoSuchBucket"))?;
+            b.replication = match change {
+                ReplicationChange::Put(r) => ObservedReplication::Ours(r.clone()),
+                ReplicationChange::Remove => ObservedReplication::None,
+            };
             Ok(())
         })
     }

@@ -19,11 +19,7 @@ fn err<E: OperationError>(op: &'static str) -> impl FnOnce(SdkFailure<E>) -> Clo
 
 /// IAM returns policy documents URL-encoded (RFC 3986); some endpoints return them plain.
 fn decode_policy(op: &'static str, text: &str) -> Result<Value, CloudError> {
-    let plain = if text.trim_start().starts_with('{') {
-        text.to_owned()
-    } else {
-        percent_decode(text)
-    };
+    let plain = crate::plan::policy_document::iam_document_text(text);
     serde_json::from_str(&plain).map_err(|e| CloudError::Api {
         service: IAM,
         operation: op,
@@ -66,30 +62,6 @@ fn role_from_details(role: &RoleDetail) -> Result<ObservedRole, CloudError> {
             .filter_map(|p| p.policy_arn().map(str::to_owned))
             .collect(),
     })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b'+', ..) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// IAM (a global service) and STS, for tenant roles.

@@ -14,6 +14,7 @@ mod journal;
 mod kms;
 mod locked;
 pub mod port;
+mod replication;
 mod s3;
 mod trail;
 

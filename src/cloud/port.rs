@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{BucketPresence, CloudError, ObservedTags, Regional};
 use crate::plan::access::{DesiredRole, ObservedRole, RoleChange, RoleDigest};
+use crate::plan::replication::{ObservedReplication, ReplicationChange};
 use crate::plan::{BucketChange, BucketShape, ObservedBucket, ObservedKey};
 
 /// Buckets of one region.
@@ -36,6 +37,16 @@ pub trait Buckets: Send + Sync {
     /// Whether any object version or delete marker is left.
     fn has_data(&self, bucket: &str) -> impl Future<Output = Result<bool, CloudError>> + Send;
     fn delete(&self, bucket: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Its replication configuration.
+    fn replication(
+        &self,
+        bucket: &str,
+    ) -> impl Future<Output = Result<ObservedReplication, CloudError>> + Send;
+    fn change_replication(
+        &self,
+        bucket: &str,
+        change: &ReplicationChange,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
 }
 
 /// Encryption keys of one region, found by alias.
@@ -160,6 +171,16 @@ impl Buckets for Regional {
     }
     async fn delete(&self, bucket: &str) -> Result<(), CloudError> {
         self.delete_bucket(bucket).await
+    }
+    async fn replication(&self, bucket: &str) -> Result<ObservedReplication, CloudError> {
+        Regional::replication(self, bucket).await
+    }
+    async fn change_replication(
+        &self,
+        bucket: &str,
+        change: &ReplicationChange,
+    ) -> Result<(), CloudError> {
+        Regional::change_replication(self, bucket, change).await
     }
 }
 

@@ -24,6 +24,9 @@ mod refusal;
 mod release;
 #[cfg(test)]
 mod release_tests;
+mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod report;
 mod role;
 #[cfg(test)]
@@ -34,11 +37,14 @@ mod storage_tests;
 
 pub(crate) use self::log_bucket::Verified as VerifiedLogBuckets;
 use self::record::Record;
+use self::replica::ReplicaStep;
 use self::report::{Report, refuse};
 use self::storage::Step;
 use super::conditions::{self, READY};
 use super::{Context, Error, toolkit};
-use crate::api::{ConditionStatus, ResidencyPolicy, StorageMode, TenantStorage};
+use crate::api::{
+    ConditionStatus, ResidencyPolicy, ResidencyPolicySpec, StorageMode, TenantStorage,
+};
 use crate::plan::TenantIdentity;
 use crate::plan::access::{DesiredRole, ObservedRole};
 use crate::telemetry::TenantLabels;
@@ -191,7 +197,8 @@ async fn provision(
     }
     let key = tenant_key(ts);
     let (outcome, role) = storage_stage(ts, ctx, api, report, &id, &policy).await?;
-    if outcome.read_slow_settings {
+    let slow = outcome.read_slow_settings;
+    if slow {
         ctx.slow_settings.read(&key);
     }
     let done = match outcome.step {
@@ -209,6 +216,16 @@ async fn provision(
         return refuse(report, ctx, api, refusal).await;
     }
     report::provisioned(report, &done, &policy_name);
+    let replicas = replica::Replicas {
+        cloud: &ctx.cloud,
+        iam: access::iam(ctx),
+        named: ts.spec.replica_region.as_deref(),
+        slow,
+    };
+    match replica_stage(ts, ctx, api, report, (&id, &policy), &replicas, &done).await? {
+        ReplicaStep::ReadAgain => return Ok(read_slow_settings_first(ctx, &key)),
+        step => report::replica(ctx, ts, report, &step).await,
+    }
     report.save(api).await?;
     Ok(ctx.schedule.resync(&key))
 }
@@ -226,23 +243,19 @@ async fn storage_stage(
 ) -> Result<(storage::Outcome, Option<DecidedRole>), Error> {
     let policy_name = policy.name_any();
     let now = report.now.clone();
-    let tenant = storage::Tenant {
-        id,
-        policy_name: &policy_name,
-        policy: &policy.spec,
-        requested_region: ts.spec.region.as_deref(),
-        bucket_prefix: &ctx.settings.bucket_prefix,
-        slow_due: ctx.slow_settings.due(&tenant_key(ts), reads_fresh(ts)),
-        now: &now,
-        log_buckets: &ctx.log_buckets,
-        log_bucket_period: ctx.settings.resync_period,
-    };
+    let tenant = stage_tenant(ts, ctx, id, (&policy_name, &policy.spec), &now);
     let mut role = access::ManagedRole {
         iam: access::iam(ctx),
         id,
         access: ts.spec.access.as_ref(),
         permissions_boundary: policy.spec.access.permissions_boundary_arn.clone(),
         fresh: reads_fresh(ts),
+        replicated: policy
+            .spec
+            .replication
+            .region_for(ts.spec.replica_region.as_deref())
+            .is_some()
+            || report.status.replica.is_some(),
         decided: None,
     };
     let deny_during_purge = policy.spec.deletion.deny_writes_during_purge;
@@ -269,6 +282,55 @@ async fn storage_stage(
         report::purge(report, running.as_deref(), deny_during_purge);
     }
     Ok((outcome?, role.decided))
+}
+
+/// The tenant as the storage and replica stages see it.
+fn stage_tenant<'a>(
+    ts: &'a TenantStorage,
+    ctx: &'a Context,
+    id: &'a TenantIdentity,
+    (policy_name, policy): (&'a str, &'a ResidencyPolicySpec),
+    now: &'a str,
+) -> storage::Tenant<'a> {
+    storage::Tenant {
+        id,
+        policy_name,
+        policy,
+        requested_region: ts.spec.region.as_deref(),
+        bucket_prefix: &ctx.settings.bucket_prefix,
+        slow_due: ctx.slow_settings.due(&tenant_key(ts), reads_fresh(ts)),
+        now,
+        log_buckets: &ctx.log_buckets,
+        log_bucket_period: ctx.settings.resync_period,
+    }
+}
+
+/// The replica stage as the reconcile runs it, its marks in status.
+async fn replica_stage(
+    ts: &TenantStorage,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    report: &mut Report<'_>,
+    (id, policy): (&TenantIdentity, &ResidencyPolicy),
+    replicas: &replica::Replicas<'_, crate::cloud::Cloud, crate::cloud::Iam>,
+    done: &storage::Provisioned,
+) -> Result<ReplicaStep, Error> {
+    let policy_name = policy.name_any();
+    let now = report.now.clone();
+    let tenant = stage_tenant(ts, ctx, id, (&policy_name, &policy.spec), &now);
+    let mut record = Record::of(&report.status);
+    let mut ledger = report::StatusLedger { report, api };
+    // Boxed: the stage's future is large, and the reconcile's would overflow a worker's stack.
+    let step = Box::pin(replica::converge(
+        replicas,
+        &tenant,
+        done,
+        &mut record,
+        &mut ledger,
+    ))
+    .await;
+    record.write_into(&mut report.status);
+    step
 }
 
 /// Who the tenant is, as far as naming and ownership go.

@@ -117,7 +117,7 @@ pub fn irsa_trust_policy(
 }
 
 /// The `kms:ViaService` value of S3 in `region` (China regions have their own domain).
-fn s3_via(region: &str) -> String {
+pub(crate) fn s3_via(region: &str) -> String {
     let domain = if region.starts_with("cn-") {
         "amazonaws.com.cn"
     } else {

@@ -29,6 +29,8 @@ pub struct Desired {
     pub logging: Option<LoggingTarget>,
     /// A whole-tenant purge is running and the policy refuses new writes meanwhile.
     pub deny_writes: bool,
+    /// This is a replica: only S3 replication writes to it, every upload is refused.
+    pub replica: bool,
     /// Principal ARN patterns that may reach the bucket (tenant role, operator, deletion jobs,
     /// break-glass admins); every other principal is denied. Empty: no such restriction.
     pub allowed_principals: Vec<String>,
@@ -52,6 +54,7 @@ impl Desired {
         });
         Desired {
             deny_writes: false,
+            replica: false,
             allowed_principals: Vec::new(),
             logging,
             bucket: naming::bucket_name(bucket_prefix, &id.cluster_id, &id.namespace, &id.name),
@@ -131,6 +134,9 @@ impl Desired {
         }
         if self.deny_writes {
             statements.push(deny_uploads("DenyWritesDuringPurge", &objects));
+        }
+        if self.replica {
+            statements.push(deny_uploads("DenyWritesToReplica", &objects));
         }
         PolicyDocument::new(statements)
     }

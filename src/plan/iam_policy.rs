@@ -264,9 +264,25 @@ pub fn operator(
                 "s3:PutLifecycleConfiguration",
                 // Creating a bucket with Object Lock (the evidence buckets) needs it.
                 "s3:PutBucketObjectLockConfiguration",
+                // Replicas: Get/Put/DeleteBucketReplication.
+                "s3:GetReplicationConfiguration",
+                "s3:PutReplicationConfiguration",
             ],
             &buckets,
         ),
+        // A replication rule names the role S3 replicates with: only tenants' replication
+        // roles, and only to S3.
+        allow(
+            "PassReplicationRoles",
+            ["iam:PassRole"],
+            [Arn::role(
+                partition,
+                account_id,
+                &role_path(cluster_id),
+                "replication-*",
+            )],
+        )
+        .condition("StringEquals", "iam:PassedToService", "s3.amazonaws.com"),
         // CreateKey names no resource; the key must be created with the operator's tag
         // (which needs kms:TagResource too).
         managed(

@@ -16,6 +16,8 @@ pub mod tags {
     /// `S3Managed` on the bucket of a tenant encrypted with S3-managed keys; absent with the
     /// tenant key (so buckets from before the mode existed need no new tag).
     pub const ENCRYPTION: &str = "tenancy.dev/encryption";
+    /// `replica` on a tenant's replica bucket, its key and its replication role.
+    pub const COPY: &str = "tenancy.dev/copy";
     /// Set when the TenantStorage was deleted with `deletionPolicy: Retain`.
     pub const RELEASED: &str = "tenancy.dev/released";
     /// Value of [`MANAGED_BY`].

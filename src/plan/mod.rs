@@ -12,6 +12,7 @@ mod identity;
 pub mod naming;
 pub mod policy_document;
 pub mod principal;
+pub mod replication;
 
 pub use arn::{Arn, ArnError, NotAnAccountId, parse_account_id, partition_of};
 pub use desired::{Desired, DesiredEvidence, DesiredExports, DesiredLogBucket};

@@ -91,6 +91,40 @@ impl fmt::Display for PolicyDocument {
     }
 }
 
+/// A policy document as IAM returns it: URL-encoded (RFC 3986) by AWS, plain by some
+/// endpoints.
+pub fn iam_document_text(text: &str) -> String {
+    if text.trim_start().starts_with('{') {
+        text.to_owned()
+    } else {
+        percent_decode(text)
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Canonical form of an IAM policy for comparison: AWS reorders keys, turns one-element arrays
 /// into scalars and may reorder statements, none of which is drift. Compared as JSON rather
 /// than as a [`PolicyDocument`], so that anything in an observed document, even what the types

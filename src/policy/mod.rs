@@ -8,6 +8,9 @@ use thiserror::Error;
 
 use crate::api::ResidencyPolicySpec;
 
+mod replica;
+pub use replica::{ReplicaPlan, ReplicaRefusal, replica_plan};
+
 /// Why a tenant cannot be placed, or must not be used where it is.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ResidencyError {

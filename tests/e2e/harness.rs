@@ -1156,6 +1156,11 @@ fn emulator_statements(policy: &PolicyDocument) -> Vec<Statement> {
             "arn:aws:iam::000000000000:role/tenant-*",
         ),
         statement(
+            "EmulatorReplicationRolesWithoutPath",
+            &[actions("WorkloadRoles"), actions("PassReplicationRoles")].concat(),
+            "arn:aws:iam::000000000000:role/replication-*",
+        ),
+        statement(
             "EmulatorKeysByAlias",
             actions("ReadKeys"),
             "arn:aws:kms:*:000000000000:alias/tenant-storage/*",

@@ -18,6 +18,7 @@ mod operability;
 mod ownership;
 mod provisioning;
 mod purge;
+mod replication;
 mod report;
 mod residency;
 mod restart;

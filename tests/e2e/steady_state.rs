@@ -64,10 +64,11 @@ async fn key_rotation_restored(aws: &Aws, key_arn: &str) {
 #[tokio::test]
 async fn no_op_resync_makes_zero_mutating_calls() {
     // S3: encryption, public access block, ownership, versioning, policy, logging (off here,
-    // and kept off); KMS: the key. The bucket's tags and the key's rotation are read at the
+    // and kept off), replication (none: a rule nobody asked for would copy the data out); KMS:
+    // the key. The bucket's tags and the key's rotation are read at the
     // audit period (or when anything else drifted). The shared access-log bucket (off here) is
     // re-verified once per resync period per policy and region, not per tenant.
-    no_op_resync("noop", json!({}), 7.0).await;
+    no_op_resync("noop", json!({}), 8.0).await;
 }
 
 /// The same with a workload role: the role adds no read of its own, and still no write. A
@@ -82,7 +83,7 @@ async fn no_op_resync_with_a_tenant_role_makes_zero_mutating_calls() {
     let (s, op) = no_op_resync(
         "noop-role",
         json!({"access": {"serviceAccounts": ["app"]}}),
-        8.0,
+        9.0,
     )
     .await;
     let (_, iam_reads) = op.calls_over_reconciles_of("iam", 3.0).await;

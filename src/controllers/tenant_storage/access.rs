@@ -15,6 +15,8 @@ use crate::cloud::port::Roles;
 use crate::controllers::toolkit::publish;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{DesiredRole, IRSA_ANNOTATION, ObservedRole, managed_access_policy};
+use crate::plan::principal::principal_patterns;
+use crate::plan::replication::replication_role_name;
 use crate::plan::{DefaultEncryption, Desired, TenantIdentity};
 
 /// The operator's IAM, as the role stage sees it.
@@ -121,6 +123,9 @@ pub(super) struct ManagedRole<'a, R> {
     pub access: Option<&'a AccessSpec>,
     pub permissions_boundary: Option<String>,
     pub fresh: bool,
+    /// The tenant has (or is to have) a replica: S3 reads and writes its buckets as the
+    /// replication role.
+    pub replicated: bool,
     /// The role wanted and as observed, once decided.
     pub decided: Option<(DesiredRole, Option<ObservedRole>)>,
 }
@@ -150,6 +155,12 @@ impl<R: Roles> Principals for ManagedRole<'_, R> {
             }
         }
         let role = self.decided.as_ref().map(|(role, _)| role);
-        Ok(Ok(role::allowed_principals(self.iam.settings, role)))
+        let mut allowed = role::allowed_principals(self.iam.settings, role);
+        if self.replicated {
+            let account = &self.iam.settings.account_id;
+            let (_, _, arn) = replication_role_name(desired.partition, account, self.id);
+            allowed.extend(principal_patterns(&arn));
+        }
+        Ok(Ok(allowed))
     }
 }

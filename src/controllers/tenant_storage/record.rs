@@ -1,7 +1,7 @@
 //! What the TenantStorage stages keep in status, and the write-ahead marks that store it
 //! before the cloud is changed.
 
-use crate::api::{AccessStatus, EncryptionMode, TenantStorageStatus};
+use crate::api::{AccessStatus, EncryptionMode, ReplicaStatus, TenantStorageStatus};
 use crate::controllers::Error;
 
 /// What the stages keep in the tenant's status: where the data is, with which key, and the
@@ -20,6 +20,15 @@ pub(super) struct Record {
     pub key_creation_started: Option<String>,
     /// The tenant role, recorded before it is created so that a deletion finds it.
     pub access: Option<AccessStatus>,
+    /// The replica, recorded before its bucket or key is created.
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// Which of the tenant's copies a key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Copy {
+    Primary,
+    Replica,
 }
 
 impl Record {
@@ -33,6 +42,41 @@ impl Record {
             kms_key_arn: status.kms_key_arn.clone(),
             key_creation_started: status.key_creation_started.clone(),
             access: status.access.clone(),
+            replica: status.replica.clone(),
+        }
+    }
+
+    /// The key ARN recorded for `copy`.
+    pub fn key_arn(&self, copy: Copy) -> Option<&str> {
+        match copy {
+            Copy::Primary => self.kms_key_arn.as_deref(),
+            Copy::Replica => self.replica.as_ref()?.kms_key_arn.as_deref(),
+        }
+    }
+
+    /// When the creation of `copy`'s key was started and not yet confirmed.
+    pub fn key_creation_started(&self, copy: Copy) -> Option<&str> {
+        match copy {
+            Copy::Primary => self.key_creation_started.as_deref(),
+            Copy::Replica => self.replica.as_ref()?.key_creation_started.as_deref(),
+        }
+    }
+
+    /// Records `copy`'s key: its ARN once known, the start of its creation until then. A
+    /// replica's fields exist once it is claimed.
+    pub fn set_key(&mut self, copy: Copy, arn: Option<String>, started: Option<String>) {
+        let fields = match copy {
+            Copy::Primary => Some((&mut self.kms_key_arn, &mut self.key_creation_started)),
+            Copy::Replica => self
+                .replica
+                .as_mut()
+                .map(|r| (&mut r.kms_key_arn, &mut r.key_creation_started)),
+        };
+        if let Some((recorded, creation)) = fields {
+            if arn.is_some() {
+                *recorded = arn;
+            }
+            *creation = started;
         }
     }
 
@@ -52,6 +96,7 @@ impl Record {
             .key_creation_started
             .clone_from(&self.key_creation_started);
         status.access.clone_from(&self.access);
+        status.replica.clone_from(&self.replica);
     }
 }
 
@@ -70,6 +115,8 @@ pub(super) enum Mark<'a> {
     KeyCreationStarted,
     /// The tenant role is about to be created.
     RoleCreationStarted,
+    /// The replica's bucket name and region are this tenant's, before anything is created.
+    ReplicaClaimed,
 }
 
 /// Where the record is stored (the TenantStorage status).

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::record::{Ledger, Mark, Record};
 use super::refusal::{Refusal, Verdict};
+use super::replica::ReplicaStep;
 use super::storage::Provisioned;
 use super::{RECHECK, tenant_key};
 use crate::api::{ConditionStatus, TenantStorage, TenantStorageStatus};
@@ -20,6 +21,9 @@ use crate::controllers::toolkit::{StatusPatch, publish};
 use crate::controllers::{Context, Error};
 use crate::plan::{BucketChange, DefaultEncryption, KeyChange};
 use crate::telemetry::SettingLabels;
+
+/// Condition: the tenant's replica is in shape and receiving every write.
+const REPLICATED: &str = "Replicated";
 
 /// Condition: a whole-tenant deletion runs (and whether it refuses new writes).
 const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
@@ -188,7 +192,7 @@ impl Ledger for StatusLedger<'_, '_> {
                 Ok(())
             }
             Mark::KeyCreationStarted => self.report.save_if_unchanged(self.api).await,
-            Mark::RoleCreationStarted => self.report.save(self.api).await,
+            Mark::RoleCreationStarted | Mark::ReplicaClaimed => self.report.save(self.api).await,
         }
     }
 }
@@ -327,4 +331,54 @@ pub(super) fn provisioned(report: &mut Report<'_>, done: &Provisioned, policy: &
             desired.bucket, desired.region
         ),
     );
+}
+
+/// The replica stage's outcome: the `Replicated` condition (absent when no replica is wanted or
+/// kept), a replica outside the policy as a residency violation, and what was changed.
+pub(super) async fn replica(
+    ctx: &Context,
+    ts: &TenantStorage,
+    report: &mut Report<'_>,
+    step: &ReplicaStep,
+) {
+    let message = || {
+        let replica = report.status.replica.as_ref();
+        replica.and_then(|r| r.message.clone()).unwrap_or_default()
+    };
+    match step {
+        ReplicaStep::None { removed } => {
+            report.status.conditions.retain(|c| c.type_ != REPLICATED);
+            if !removed.is_empty() {
+                drift_corrected(ctx, ts, &["replication"], &removed.join("; ")).await;
+            }
+        }
+        ReplicaStep::Replicating { changes } => {
+            let message = message();
+            report.set(REPLICATED, ConditionStatus::True, "Replicating", message);
+            if !changes.is_empty() {
+                let note = changes.join("; ");
+                publish(ctx, ts, EventType::Normal, "ReplicaUpdated", "Update", note).await;
+            }
+        }
+        ReplicaStep::OutsidePolicy { why } => {
+            report.set(
+                REPLICATED,
+                ConditionStatus::False,
+                "ResidencyViolation",
+                why.clone(),
+            );
+            let why = format!("replica: {why}");
+            report.set(
+                RESIDENCY_COMPLIANT,
+                ConditionStatus::False,
+                "ResidencyViolation",
+                why,
+            );
+        }
+        ReplicaStep::Refused { reason, message } => {
+            report.set(REPLICATED, ConditionStatus::False, reason, message.clone());
+        }
+        // The driver runs the reconcile again first.
+        ReplicaStep::ReadAgain => {}
+    }
 }

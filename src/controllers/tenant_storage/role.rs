@@ -74,7 +74,7 @@ pub(super) async fn wanted<R: Roles>(
 
 /// The role as it is now (or as the last sweep saw it, if in shape there and not `fresh`); a
 /// refusal if its name is held by a role that is not this tenant's.
-async fn observe<R: Roles>(
+pub(super) async fn observe<R: Roles>(
     iam: &Iam<'_, R>,
     id: &TenantIdentity,
     role: &DesiredRole,
@@ -188,7 +188,7 @@ fn applied(role: &DesiredRole, access: &AccessSpec) -> AccessStatus {
 /// Applies `changes` in order; `Ok(true)` if the role was created. A role that appears while
 /// it is created is looked at again and used only if it is ours (`changes` are then the ones
 /// that were left).
-async fn apply<R: Roles>(
+pub(super) async fn apply<R: Roles>(
     iam: &Iam<'_, R>,
     id: &TenantIdentity,
     role: &DesiredRole,

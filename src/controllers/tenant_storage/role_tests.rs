@@ -101,6 +101,7 @@ impl Harness {
             access: self.access.as_ref(),
             permissions_boundary: self.boundary.clone(),
             fresh,
+            replicated: false,
             decided: None,
         };
         let mut record = self.status.clone();

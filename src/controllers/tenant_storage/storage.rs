@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::decide::{self, Placement};
 use super::log_bucket;
-use super::record::{Ledger, Mark, Record};
+use super::record::{Copy, Ledger, Mark, Record};
 use super::refusal::Refusal;
 use crate::api::{EncryptionMode, ResidencyPolicySpec};
 use crate::cloud::port::{Buckets, Keys, Regions};
@@ -123,12 +123,20 @@ pub(super) async fn converge<C: Regions>(
         jurisdiction: &tenant.policy.jurisdiction,
     };
     claim(record, &desired, ledger, mark).await?;
-    let (encryption, key_changes) =
-        match key(&region, tenant, &desired, record, ledger, slow).await? {
-            Ok(done) => done,
-            // A refused key stops the run before the slow settings count as read.
-            Err(step) => return Ok(stopped(step, false)),
-        };
+    let (encryption, key_changes) = match key(
+        &region,
+        tenant,
+        &desired,
+        (record, Copy::Primary),
+        ledger,
+        slow,
+    )
+    .await?
+    {
+        Ok(done) => done,
+        // A refused key stops the run before the slow settings count as read.
+        Err(step) => return Ok(stopped(step, false)),
+    };
     desired.deny_writes = purges.writes_denied().await?;
     if desired.logging.is_some() {
         let logs = DesiredLogBucket::new(
@@ -228,11 +236,11 @@ async fn claim(
 
 /// The tenant key: first, since the bucket's encryption and policy name it. Returns the
 /// bucket's encryption and what was changed; a bucket with S3-managed keys has no key.
-async fn key<R: Keys>(
+pub(super) async fn key<R: Keys>(
     cloud: &R,
     tenant: &Tenant<'_>,
     desired: &Desired,
-    record: &mut Record,
+    (record, copy): (&mut Record, Copy),
     ledger: &mut impl Ledger,
     slow: bool,
 ) -> Result<Result<(DefaultEncryption, Vec<KeyChange>), Step>, Error> {
@@ -242,7 +250,7 @@ async fn key<R: Keys>(
     let key = cloud.key(&desired.key_alias, slow).await?;
     // First sight of this key (or the alias was repointed): it must carry our tags.
     let key_tags = match &key {
-        Some(k) if record.kms_key_arn.as_deref() != Some(k.arn.as_str()) => {
+        Some(k) if record.key_arn(copy) != Some(k.arn.as_str()) => {
             Some(cloud.key_tags(&k.key_id).await?)
         }
         _ => None,
@@ -257,16 +265,15 @@ async fn key<R: Keys>(
     let creating = changes.contains(&KeyChange::CreateKey);
     // Only a creation that was started and never confirmed may have left a key without its
     // alias: only then is the region searched for it (an expensive listing).
-    let interrupted = creating && record.key_creation_started.is_some();
+    let interrupted = creating && record.key_creation_started(copy).is_some();
     if creating && !interrupted {
-        record.key_creation_started = Some(tenant.now.to_owned());
+        record.set_key(copy, None, Some(tenant.now.to_owned()));
         ledger.write(record, Mark::KeyCreationStarted).await?;
     }
     let existing = key.map(|k| (k.key_id, k.arn));
-    let orphan_of = interrupted.then_some(tenant.id);
+    let orphan_of = interrupted.then_some(&desired.tags);
     let arn = apply_key_changes(cloud, desired, existing, &changes, orphan_of).await?;
-    record.key_creation_started = None;
-    record.kms_key_arn = Some(arn.clone());
+    record.set_key(copy, Some(arn.clone()), None);
     Ok(Ok((DefaultEncryption::Kms(arn), changes)))
 }
 
@@ -275,14 +282,14 @@ async fn apply_key_changes<R: Keys>(
     desired: &Desired,
     existing: Option<(String, String)>,
     changes: &[KeyChange],
-    orphan_of: Option<&TenantIdentity>,
+    orphan_of: Option<&BTreeMap<String, String>>,
 ) -> Result<String, Error> {
     let (mut key_id, mut arn) = existing.unwrap_or_default();
     for change in changes {
         match change {
             KeyChange::CreateKey => {
                 let orphan = match orphan_of {
-                    Some(id) => cloud.find_tagged_key(&id.tags()).await?,
+                    Some(tags) => cloud.find_tagged_key(tags).await?,
                     None => None,
                 };
                 (key_id, arn) = match orphan {
@@ -307,7 +314,7 @@ async fn apply_key_changes<R: Keys>(
 
 /// The bucket: observed (if it exists), compared with its shape, corrected. A bucket that
 /// appears under us while it is created is re-checked for ownership.
-async fn bucket<R: Buckets>(
+pub(super) async fn bucket<R: Buckets>(
     cloud: &R,
     tenant: &Tenant<'_>,
     desired: &Desired,
