@@ -22,8 +22,8 @@ pub use data_export_request::{
 };
 pub use residency_policy::{
     AccessLoggingSpec, AccessPolicySpec, BackupSpec, DeletionSpec, EncryptionMode, EncryptionSpec,
-    ExportSpec, NamespaceSelector, ReplicationSpec, ResidencyPolicy, ResidencyPolicySpec,
-    ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
+    ExportSpec, NamespaceSelector, RefusedTenantAccess, ReplicationSpec, ResidencyPolicy,
+    ResidencyPolicySpec, ResidencyPolicyStatus, TlsVersion, TransportSpec, Versioning,
 };
 pub use scope::{DataScope, normalize_prefixes};
 pub use tenant_storage::{

@@ -120,6 +120,22 @@ pub struct ResidencyPolicySpec {
     /// Daily backups of tenant buckets (AWS Backup).
     #[serde(default)]
     pub backup: BackupSpec,
+
+    /// What workloads may still do with the data of a tenant refused after it was provisioned
+    /// (its region, replica region or namespace no longer allowed): `ReadOnly` (default), every
+    /// copy's bucket policy refuses writes, so data outside the promise is never used to store
+    /// more; `Writable`, writes go on while the data is moved. Every copy stays locked down
+    /// either way. A tenant whose policy is deleted is read-only.
+    #[serde(default)]
+    pub refused_tenant_access: RefusedTenantAccess,
+}
+
+/// Workloads' access to the data of a tenant refused after the fact.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RefusedTenantAccess {
+    #[default]
+    ReadOnly,
+    Writable,
 }
 
 /// Where tenants' replicas may live and whether every tenant has one.

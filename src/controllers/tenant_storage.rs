@@ -18,6 +18,7 @@ mod cleanup;
 mod decide;
 mod delegation;
 mod dereference;
+mod lockdown;
 mod log_bucket;
 mod record;
 mod refusal;
@@ -47,6 +48,7 @@ use crate::api::{
 };
 use crate::plan::TenantIdentity;
 use crate::plan::access::{DesiredRole, ObservedRole};
+use crate::plan::principal::principal_patterns;
 use crate::telemetry::TenantLabels;
 
 /// The tenant role the storage stage decided, and the role as it was observed.
@@ -185,12 +187,12 @@ async fn provision(
     let id = identity(ctx, ts)?;
     let policy = match dereference::policy(ctx, ts).await? {
         Ok(policy) => policy,
-        Err(refusal) => return refuse(report, ctx, api, refusal).await,
+        Err(refusal) => return refused(report, ctx, api, (&id, None), refusal).await,
     };
     let policy_name = policy.name_any();
     report.status.jurisdiction = Some(policy.spec.jurisdiction.clone());
     if let Err(refusal) = dereference::namespace(ctx, &policy, &id.namespace).await? {
-        return refuse(report, ctx, api, refusal).await;
+        return refused(report, ctx, api, (&id, Some(&policy)), refusal).await;
     }
     if ts.spec.mode == StorageMode::Delegated {
         return delegation::provision(ts, ctx, api, report, &policy_name, &policy.spec, &id).await;
@@ -203,7 +205,9 @@ async fn provision(
     }
     let done = match outcome.step {
         Step::Provisioned(done) => done,
-        Step::Refused(refusal) => return refuse(report, ctx, api, refusal).await,
+        Step::Refused(refusal) => {
+            return refused(report, ctx, api, (&id, Some(&policy)), refusal).await;
+        }
         Step::ReadAgain => return Ok(read_slow_settings_first(ctx, &key)),
     };
     report::announce(ctx, ts, &done).await;
@@ -282,6 +286,44 @@ async fn storage_stage(
         report::purge(report, running.as_deref(), deny_during_purge);
     }
     Ok((outcome?, role.decided))
+}
+
+/// A refusal; one that came after the tenant was provisioned leaves its data where it is, every
+/// copy locked down first.
+async fn refused(
+    report: &mut Report<'_>,
+    ctx: &Context,
+    api: &Api<TenantStorage>,
+    (id, policy): (&TenantIdentity, Option<&ResidencyPolicy>),
+    refusal: refusal::Refusal,
+) -> Result<Action, Error> {
+    let record = Record::of(&report.status);
+    if refusal.after_the_fact() && record.claimed().is_some() {
+        let policy_name = policy.map(ResourceExt::name_any);
+        let mut allowed = ctx.settings.access.allowed_principals.clone();
+        allowed.extend(
+            record
+                .access
+                .iter()
+                .flat_map(|a| principal_patterns(&a.role_arn)),
+        );
+        allowed.extend(record.replica.iter().flat_map(|r| {
+            r.replication_role_arn
+                .iter()
+                .flat_map(|arn| principal_patterns(arn))
+        }));
+        let jurisdiction = report.status.jurisdiction.clone().unwrap_or_default();
+        let tenant = lockdown::Refused {
+            id,
+            bucket_prefix: &ctx.settings.bucket_prefix,
+            policy: policy_name.as_deref().zip(policy.map(|p| &p.spec)),
+            jurisdiction: &jurisdiction,
+            allowed_principals: allowed,
+        };
+        let corrected = lockdown::lock_down(&ctx.cloud, &tenant, &record).await?;
+        report::locked_down(ctx, report, &tenant, &corrected).await;
+    }
+    refuse(report, ctx, api, refusal).await
 }
 
 /// The tenant as the storage and replica stages see it.

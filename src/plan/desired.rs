@@ -31,6 +31,8 @@ pub struct Desired {
     pub deny_writes: bool,
     /// This is a replica: only S3 replication writes to it, every upload is refused.
     pub replica: bool,
+    /// The tenant was refused after the fact and its policy makes such data read-only.
+    pub read_only: bool,
     /// Principal ARN patterns that may reach the bucket (tenant role, operator, deletion jobs,
     /// break-glass admins); every other principal is denied. Empty: no such restriction.
     pub allowed_principals: Vec<String>,
@@ -55,6 +57,7 @@ impl Desired {
         Desired {
             deny_writes: false,
             replica: false,
+            read_only: false,
             allowed_principals: Vec::new(),
             logging,
             bucket: naming::bucket_name(bucket_prefix, &id.cluster_id, &id.namespace, &id.name),
@@ -77,6 +80,20 @@ impl Desired {
             versioning: Some(self.versioning),
             policy: self.bucket_policy(encryption),
             logging: Some(self.logging.clone()),
+            expiration_days: None,
+        }
+    }
+
+    /// What a refused tenant's bucket keeps: Block Public Access, object ownership, its
+    /// encryption and the bucket policy, nothing else managed (tags, versioning and logging stay
+    /// as they are).
+    pub fn lockdown_shape(&self, encryption: &DefaultEncryption) -> BucketShape {
+        BucketShape {
+            tags: BTreeMap::new(),
+            encryption: encryption.clone(),
+            versioning: None,
+            policy: self.bucket_policy(encryption),
+            logging: None,
             expiration_days: None,
         }
     }
@@ -137,6 +154,14 @@ impl Desired {
         }
         if self.replica {
             statements.push(deny_uploads("DenyWritesToReplica", &objects));
+        }
+        if self.read_only {
+            statements.push(
+                Statement::deny("DenyWritesOutsidePolicy")
+                    .principal(Principal::Everyone)
+                    .actions(["s3:PutObject", "s3:DeleteObject"])
+                    .resource(&objects),
+            );
         }
         PolicyDocument::new(statements)
     }
@@ -410,6 +435,7 @@ mod tests {
             export: Default::default(),
             replication: Default::default(),
             backup: Default::default(),
+            refused_tenant_access: Default::default(),
         };
         let id = TenantIdentity {
             cluster_id: "c1".into(),

@@ -417,6 +417,7 @@ mod tests {
             export: Default::default(),
             replication: Default::default(),
             backup: Default::default(),
+            refused_tenant_access: Default::default(),
         };
         Desired::new("tso", &id(), "eu", &policy, "eu-central-1".into())
     }

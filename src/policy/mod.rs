@@ -152,6 +152,7 @@ mod tests {
             export: Default::default(),
             replication: Default::default(),
             backup: Default::default(),
+            refused_tenant_access: Default::default(),
         }
     }
 

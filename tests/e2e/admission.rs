@@ -125,6 +125,27 @@ async fn api_server_refuses_what_the_residency_policy_forbids() {
         "{err}"
     );
 
+    // A replica region outside spec.replication.regions (none here), and one equal to the
+    // bucket's own region.
+    let replica = |region: &str| {
+        tenant_yaml(&s.ns, "copy", &policy, None) + &format!("  replicaRegion: {region}\n")
+    };
+    let (ok, err) = kubectl_stdin("create", &replica("eu-west-1"));
+    assert!(
+        !ok && err.contains(&format!(
+            "spec.replicaRegion eu-west-1 is not allowed by ResidencyPolicy {policy}: its spec.replication.regions are []"
+        )),
+        "{err}"
+    );
+    let (ok, err) = kubectl_stdin(
+        "create",
+        &(tenant_yaml(&s.ns, "copy", &policy, Some("eu-west-1")) + "  replicaRegion: eu-west-1\n"),
+    );
+    assert!(
+        !ok && err.contains("spec.replicaRegion must differ from spec.region"),
+        "{err}"
+    );
+
     let (ok, err) = kubectl_stdin("create", &tenant_yaml(&s.ns, "fine", &policy, None));
     assert!(ok, "an allowed tenant is admitted: {err}");
     let patch = json!({"spec": {"region": "us-west-2"}}).to_string();

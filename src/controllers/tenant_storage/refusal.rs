@@ -127,6 +127,17 @@ impl Refusal {
         }
     }
 
+    /// Whether this refusal can come after the tenant was provisioned, its data in place: the
+    /// policy changed or went away under it (not a conflict over a bucket that is not ours).
+    pub(crate) fn after_the_fact(&self) -> bool {
+        matches!(
+            self,
+            Refusal::PolicyNotFound { .. }
+                | Refusal::Residency(_)
+                | Refusal::EncryptionModeChange { .. }
+        )
+    }
+
     pub(crate) fn verdict(&self) -> Verdict {
         match self {
             Refusal::Residency(_) | Refusal::RegionMismatch { .. } => Verdict::Residency,

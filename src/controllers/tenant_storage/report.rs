@@ -7,12 +7,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
+use super::lockdown::{Corrected, Refused};
 use super::record::{Ledger, Mark, Record};
 use super::refusal::{Refusal, Verdict};
 use super::replica::ReplicaStep;
 use super::storage::Provisioned;
 use super::{RECHECK, tenant_key};
-use crate::api::{ConditionStatus, TenantStorage, TenantStorageStatus};
+use crate::api::{ConditionStatus, RefusedTenantAccess, TenantStorage, TenantStorageStatus};
 use crate::controllers::conditions::{
     self, ENCRYPTED, PUBLIC_ACCESS_BLOCKED, READY, RESIDENCY_COMPLIANT,
 };
@@ -24,6 +25,9 @@ use crate::telemetry::SettingLabels;
 
 /// Condition: the tenant's replica is in shape and receiving every write.
 const REPLICATED: &str = "Replicated";
+
+/// Condition: a tenant refused after the fact has its data locked down where it is.
+const LOCKED_DOWN: &str = "LockedDown";
 
 /// Condition: a whole-tenant deletion runs (and whether it refuses new writes).
 const DELETION_IN_PROGRESS: &str = "DeletionInProgress";
@@ -380,5 +384,34 @@ pub(super) async fn replica(
         }
         // The driver runs the reconcile again first.
         ReplicaStep::ReadAgain => {}
+    }
+}
+
+/// A refused tenant's copies were locked down: the `LockedDown` condition says how, and what had
+/// to be corrected is told as drift.
+pub(super) async fn locked_down(
+    ctx: &Context,
+    report: &mut Report<'_>,
+    tenant: &Refused<'_>,
+    corrected: &Corrected,
+) {
+    let access = match tenant.policy {
+        Some((_, p)) if p.refused_tenant_access == RefusedTenantAccess::Writable => {
+            "workloads may still write (the policy's refusedTenantAccess is Writable)"
+        }
+        _ => "workloads may only read: every bucket policy refuses writes",
+    };
+    let message = format!(
+        "the tenant is refused but its data stays where it is, every copy locked down (Block Public Access, object ownership, encryption, TLS-only bucket policy); {access}. Move it deliberately (README: data outside its policy) or delete it with a DataDeletionRequest"
+    );
+    report.set(
+        LOCKED_DOWN,
+        ConditionStatus::True,
+        "DataLockedDown",
+        message,
+    );
+    for (bucket, changes) in corrected {
+        let restored: Vec<&str> = changes.iter().map(BucketChange::setting).collect();
+        drift_corrected(ctx, report.ts, &restored, &format!("bucket {bucket}")).await;
     }
 }

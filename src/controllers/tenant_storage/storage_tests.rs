@@ -32,6 +32,7 @@ pub(super) fn policy() -> ResidencyPolicySpec {
         export: Default::default(),
         replication: Default::default(),
         backup: Default::default(),
+        refused_tenant_access: Default::default(),
     }
 }
 
