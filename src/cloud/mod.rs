@@ -9,6 +9,8 @@ mod export;
 pub mod failpoint;
 #[cfg(test)]
 pub mod fake;
+#[cfg(test)]
+pub mod fake_backup;
 mod fence;
 mod iam;
 mod journal;

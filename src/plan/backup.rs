@@ -335,26 +335,33 @@ pub struct ObservedPlan {
     pub rules: Vec<BackupRule>,
 }
 
+/// What the plan needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PlanChange {
+pub enum PlanStep {
+    /// The plan of this id holds exactly the desired rule.
+    InShape(String),
     Create,
-    /// Rewrite the plan `id` with the one desired rule.
+    /// Rewrite the plan of this id with the one desired rule.
     Update(String),
 }
 
 /// What makes the plan hold exactly the desired rule.
-pub fn plan_change(
+pub fn plan_step(
     desired: &DesiredBackup,
     observed: Option<&ObservedPlan>,
-) -> Result<Option<PlanChange>, BackupConflict> {
+) -> Result<PlanStep, BackupConflict> {
     let Some(observed) = observed else {
-        return Ok(Some(PlanChange::Create));
+        return Ok(PlanStep::Create);
     };
     if !same_operator_resource(&observed.tags, &desired.vault.tags) {
         return Err(foreign(format!("backup plan {}", observed.arn)));
     }
-    let in_shape = observed.rules == [desired.rule.clone()];
-    Ok((!in_shape).then(|| PlanChange::Update(observed.id.clone())))
+    let id = observed.id.clone();
+    if observed.rules == [desired.rule.clone()] {
+        Ok(PlanStep::InShape(id))
+    } else {
+        Ok(PlanStep::Update(id))
+    }
 }
 
 /// A selection of a plan as AWS Backup describes it.

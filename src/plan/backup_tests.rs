@@ -196,23 +196,26 @@ fn observed_plan(backup: &DesiredBackup) -> ObservedPlan {
 #[test]
 fn a_plan_is_rewritten_when_its_rule_differs() {
     let backup = desired(&policy(Some("eu-west-1"), 35), "eu-central-1");
-    assert_eq!(plan_change(&backup, None), Ok(Some(PlanChange::Create)));
+    assert_eq!(plan_step(&backup, None), Ok(PlanStep::Create));
     let seen = observed_plan(&backup);
-    assert_eq!(plan_change(&backup, Some(&seen)), Ok(None));
+    assert_eq!(
+        plan_step(&backup, Some(&seen)),
+        Ok(PlanStep::InShape("p1".into()))
+    );
     let longer = desired(&policy(Some("eu-west-1"), 90), "eu-central-1");
     assert_eq!(
-        plan_change(&longer, Some(&seen)),
-        Ok(Some(PlanChange::Update("p1".into())))
+        plan_step(&longer, Some(&seen)),
+        Ok(PlanStep::Update("p1".into()))
     );
     let mut extra = seen.clone();
     extra.rules.push(backup.rule.clone());
     assert!(matches!(
-        plan_change(&backup, Some(&extra)),
-        Ok(Some(PlanChange::Update(_)))
+        plan_step(&backup, Some(&extra)),
+        Ok(PlanStep::Update(_))
     ));
     let mut theirs = seen;
     theirs.tags.clear();
-    assert!(plan_change(&backup, Some(&theirs)).is_err());
+    assert!(plan_step(&backup, Some(&theirs)).is_err());
 }
 
 #[test]
