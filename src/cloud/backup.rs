@@ -180,6 +180,11 @@ impl Regional {
             }))
     }
 
+    /// The plan of this id, or `None` if it does not exist.
+    pub async fn backup_plan(&self, id: &str) -> Result<Option<ObservedPlan>, CloudError> {
+        absent(self.plan_by_id(id).await)
+    }
+
     async fn plan_by_id(&self, id: &str) -> Result<ObservedPlan, CloudError> {
         const OP: &str = "GetBackupPlan";
         let out = self
@@ -283,7 +288,7 @@ impl Backups for Regional {
                 })
                 .and_then(|plan| plan.backup_plan_id());
             if let Some(id) = found {
-                return absent(self.plan_by_id(id).await);
+                return self.backup_plan(id).await;
             }
         }
         Ok(None)
