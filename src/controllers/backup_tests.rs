@@ -109,7 +109,7 @@ async fn creates_role_vaults_with_their_keys_plan_and_selection_once() {
             assert_eq!(key.tags[tags::ROLE], VAULT_ROLE);
         }
         let (_, plan) = &backups.plans[&(HOME.to_owned(), plan_id.clone())];
-        assert_eq!(plan.rules, [wanted.rule.clone()]);
+        assert_eq!(plan.rules, std::slice::from_ref(&wanted.rule));
         let role = &kms.roles[&wanted.role.role.name].1;
         assert_eq!(role.attached_policies, wanted.role.attached);
     }

@@ -642,7 +642,7 @@ mod tests {
             crate::plan::naming::backup_role_name("c1")
         );
         let pass = by_sid("PassBackupRole");
-        assert_eq!(pass.resources_named(), [role.clone()]);
+        assert_eq!(pass.resources_named(), std::slice::from_ref(&role));
         assert_eq!(
             pass.condition_values("StringEquals", "iam:PassedToService"),
             ["backup.amazonaws.com"]
