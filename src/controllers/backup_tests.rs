@@ -2,37 +2,19 @@
 //! a retention change rewrites only the plan, and that it neither uses what is not its own nor
 //! duplicates a key after a lost answer.
 
-use serde_json::json;
-
 use super::*;
 use crate::api::ResidencyPolicySpec;
-use crate::cloud::fake::{ACCOUNT, Crash, FakeCloud};
+use crate::cloud::fake::{Crash, FakeCloud};
 use crate::cloud::fake_backup::FakeBackups;
+use crate::plan::backup::fixtures::{self, policy};
 use crate::plan::backup::{ObservedVault, VAULT_ROLE};
 use crate::plan::tags;
 
 const HOME: &str = "eu-central-1";
 const COPY: &str = "eu-west-1";
 
-fn policy(copy_to: Option<&str>, retention: i32) -> ResidencyPolicySpec {
-    serde_json::from_value(json!({
-        "jurisdiction": "EU",
-        "allowedRegions": [HOME, COPY],
-        "defaultRegion": HOME,
-        "backup": {"enabled": true, "retentionDays": retention, "copyToRegion": copy_to},
-    }))
-    .expect("a policy")
-}
-
 fn desired(policy: &ResidencyPolicySpec) -> DesiredBackup {
-    let site = Site {
-        bucket_prefix: "tso",
-        cluster_id: "c1",
-        account_id: ACCOUNT,
-        policy_name: "eu",
-        policy,
-    };
-    DesiredBackup::new(&site, HOME)
+    fixtures::desired(policy, HOME)
 }
 
 struct World {

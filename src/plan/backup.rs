@@ -397,6 +397,36 @@ pub fn selection_changes(
     changes
 }
 
+/// A policy and its backups as the tests of several modules use them: prefix `tso`, cluster
+/// `c1`, policy `eu` allowing eu-central-1 and eu-west-1.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{DesiredBackup, ResidencyPolicySpec, Site};
+
+    pub const ACCOUNT: &str = "111122223333";
+
+    pub fn policy(copy_to: Option<&str>, retention: i32) -> ResidencyPolicySpec {
+        serde_json::from_value(serde_json::json!({
+            "jurisdiction": "EU",
+            "allowedRegions": ["eu-central-1", "eu-west-1"],
+            "defaultRegion": "eu-central-1",
+            "backup": {"enabled": true, "retentionDays": retention, "copyToRegion": copy_to},
+        }))
+        .unwrap_or_else(|e| panic!("a policy: {e}"))
+    }
+
+    pub fn desired(policy: &ResidencyPolicySpec, region: &str) -> DesiredBackup {
+        let site = Site {
+            bucket_prefix: "tso",
+            cluster_id: "c1",
+            account_id: ACCOUNT,
+            policy_name: "eu",
+            policy,
+        };
+        DesiredBackup::new(&site, region)
+    }
+}
+
 #[cfg(test)]
 #[path = "backup_tests.rs"]
 mod tests;

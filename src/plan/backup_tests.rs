@@ -1,29 +1,7 @@
 use serde_json::json;
 
+use super::fixtures::{ACCOUNT, desired, policy};
 use super::*;
-
-const ACCOUNT: &str = "111122223333";
-
-fn policy(copy_to: Option<&str>, retention: i32) -> ResidencyPolicySpec {
-    serde_json::from_value(json!({
-        "jurisdiction": "EU",
-        "allowedRegions": ["eu-central-1", "eu-west-1"],
-        "defaultRegion": "eu-central-1",
-        "backup": {"enabled": true, "retentionDays": retention, "copyToRegion": copy_to},
-    }))
-    .expect("a policy")
-}
-
-fn desired(policy: &ResidencyPolicySpec, region: &str) -> DesiredBackup {
-    let site = Site {
-        bucket_prefix: "tso",
-        cluster_id: "c1",
-        account_id: ACCOUNT,
-        policy_name: "eu",
-        policy,
-    };
-    DesiredBackup::new(&site, region)
-}
 
 #[test]
 fn one_daily_rule_with_the_retention_and_a_copy_only_to_the_copy_region() {

@@ -170,33 +170,18 @@ fn wildcard(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-    use crate::plan::backup::{DesiredBackup, Site};
+    use crate::plan::backup::fixtures;
     use crate::plan::tenant_tags;
 
     const BUCKET: &str = "arn:aws:s3:::tso-acme-data-0123456789ab";
 
     fn policy(copy_to: Option<&str>) -> ResidencyPolicySpec {
-        serde_json::from_value(json!({
-            "jurisdiction": "EU",
-            "allowedRegions": ["eu-central-1", "eu-west-1"],
-            "defaultRegion": "eu-central-1",
-            "backup": {"enabled": true, "retentionDays": 35, "copyToRegion": copy_to},
-        }))
-        .expect("a policy")
+        fixtures::policy(copy_to, 35)
     }
 
     fn evidence(policy: &ResidencyPolicySpec) -> BackupEvidence {
-        let site = Site {
-            bucket_prefix: "tso",
-            cluster_id: "c1",
-            account_id: "111122223333",
-            policy_name: "eu",
-            policy,
-        };
-        let desired = DesiredBackup::new(&site, "eu-central-1");
+        let desired = fixtures::desired(policy, "eu-central-1");
         let id = crate::plan::TenantIdentity {
             cluster_id: "c1".into(),
             namespace: "acme".into(),
