@@ -27,8 +27,9 @@ pub use residency_policy::{
 };
 pub use scope::{DataScope, normalize_prefixes};
 pub use tenant_storage::{
-    AccessLevel, AccessSpec, AccessStatus, DelegatedSpec, DelegationStatus, DeletionPolicy,
-    ReplicaStatus, StorageMode, TenantStorage, TenantStorageSpec, TenantStorageStatus,
+    AccessLevel, AccessSpec, AccessStatus, BackupStatus, DelegatedSpec, DelegationStatus,
+    DeletionPolicy, ReplicaStatus, StorageMode, TenantStorage, TenantStorageSpec,
+    TenantStorageStatus,
 };
 
 use kube::CustomResourceExt;

@@ -221,6 +221,27 @@ pub struct TenantStorageStatus {
     /// allowing it: the data there is the tenant's until a deletion removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ReplicaStatus>,
+    /// The daily backups of the tenant's bucket, as last ensured (policies with
+    /// `backup.enabled` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// Where the tenant's bucket is backed up, as last ensured in AWS Backup.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// Region of the vault and plan: the bucket's.
+    pub region: String,
+    /// ARN of the backup vault, encrypted with the operator's key in that region.
+    pub vault_arn: String,
+    /// Id of the daily backup plan.
+    pub plan_id: String,
+    /// Days each recovery point is kept.
+    pub retention_days: i32,
+    /// Region each recovery point is also copied to, if the policy asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_region: Option<String>,
 }
 
 /// A copy of the tenant's bucket in a second region, as last applied and observed.

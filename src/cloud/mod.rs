@@ -1,6 +1,7 @@
-//! Thin adapters over the AWS SDK (S3, KMS, IAM, STS, CloudTrail): calls and their answers,
-//! nothing decided here.
+//! Thin adapters over the AWS SDK (S3, KMS, IAM, STS, CloudTrail, AWS Backup): calls and their
+//! answers, nothing decided here.
 
+mod backup;
 mod counter;
 mod error;
 pub mod evidence;
@@ -8,6 +9,8 @@ mod export;
 pub mod failpoint;
 #[cfg(test)]
 pub mod fake;
+#[cfg(test)]
+pub mod fake_backup;
 mod fence;
 mod iam;
 mod journal;
@@ -118,6 +121,7 @@ pub struct Regional {
     s3: aws_sdk_s3::Client,
     kms: aws_sdk_kms::Client,
     trail: aws_sdk_cloudtrail::Client,
+    backup: aws_sdk_backup::Client,
     /// Keys' tags seen by searches for the key of an interrupted creation.
     key_tags: std::sync::Arc<kms::KeyTagIndex>,
     /// Sent as `ExpectedBucketOwner` with every S3 call that names a bucket: S3 refuses the
@@ -248,17 +252,23 @@ impl Cloud {
         let mut kms = aws_sdk_kms::config::Builder::from(&self.base)
             .region(Region::new(region.to_owned()))
             .interceptor(self.counter.clone());
+        let mut backup = aws_sdk_backup::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .interceptor(self.counter.clone());
         if let Some(credentials) = credentials {
             s3 = s3.credentials_provider(credentials.clone());
             kms = kms.credentials_provider(credentials.clone());
+            backup = backup.credentials_provider(credentials.clone());
         }
         if let Some(guard) = &self.guard {
             s3 = s3.interceptor(guard.clone());
             kms = kms.interceptor(guard.clone());
+            backup = backup.interceptor(guard.clone());
         }
         if let Some(crash) = &self.crash {
             s3 = s3.interceptor(crash.clone());
             kms = kms.interceptor(crash.clone());
+            backup = backup.interceptor(crash.clone());
         }
         // Only read (the operator's drift events), so no fence or fail point applies.
         let trail = aws_sdk_cloudtrail::config::Builder::from(&self.base)
@@ -269,6 +279,7 @@ impl Cloud {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
             trail: aws_sdk_cloudtrail::Client::from_conf(trail.build()),
+            backup: aws_sdk_backup::Client::from_conf(backup.build()),
             key_tags: std::sync::Arc::default(),
             bucket_owner: self.bucket_owner.clone(),
             credentials: match credentials {

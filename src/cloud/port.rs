@@ -1,5 +1,5 @@
-//! The cloud as the tenant reconcile sees it: buckets and keys of one region and the account's
-//! roles, in the domain's words. [`Regional`] and [`super::Iam`] are the AWS adapters; tests use
+//! The cloud as the tenant reconcile sees it: buckets, keys and backups of one region and the
+//! account's roles, in the domain's words. [`Regional`] and [`super::Iam`] are the AWS adapters; tests use
 //! an in-memory fake (`cloud::fake`), so every decision and crash point is exercised without a
 //! server. Nothing above these traits names the SDK.
 
@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{BucketPresence, CloudError, ObservedTags, Regional};
 use crate::plan::access::{DesiredRole, ObservedRole, RoleChange, RoleDigest};
+use crate::plan::backup::{
+    BackupRoleChange, BackupRule, BackupSelection, DesiredBackupRole, DesiredVault, ObservedPlan,
+    ObservedSelection, ObservedVault,
+};
 use crate::plan::replication::{ObservedReplication, ReplicationChange};
 use crate::plan::{BucketChange, BucketShape, ObservedBucket, ObservedKey};
 
@@ -218,4 +222,67 @@ impl Keys for Regional {
     ) -> Result<(), CloudError> {
         Regional::retire_key(self, alias, key_id, window_days).await
     }
+}
+
+/// AWS Backup in one region: the vault, plan and selections of one policy there.
+pub trait Backups: Send + Sync {
+    /// The vault, or `None` if it does not exist.
+    fn vault(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ObservedVault>, CloudError>> + Send;
+    /// Creates it encrypted with `key_arn`; tolerates its having been created already.
+    fn create_vault(
+        &self,
+        vault: &DesiredVault,
+        key_arn: &str,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// The first plan named `name`, or `None`.
+    fn plan(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ObservedPlan>, CloudError>> + Send;
+    /// Creates the plan with its one rule; returns its id.
+    fn create_plan(
+        &self,
+        name: &str,
+        rule: &BackupRule,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, CloudError>> + Send;
+    /// Replaces the rules of plan `id` with `rule`.
+    fn update_plan(
+        &self,
+        id: &str,
+        name: &str,
+        rule: &BackupRule,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Every selection of the plan.
+    fn selections(
+        &self,
+        plan_id: &str,
+    ) -> impl Future<Output = Result<Vec<ObservedSelection>, CloudError>> + Send;
+    fn create_selection(
+        &self,
+        plan_id: &str,
+        selection: &BackupSelection,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    fn delete_selection(
+        &self,
+        plan_id: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+}
+
+/// The IAM role AWS Backup runs as (global).
+pub trait BackupRoles: Send + Sync {
+    /// The role as it is now, or `None` if it does not exist.
+    fn backup_role(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ObservedRole>, CloudError>> + Send;
+    fn change_backup_role(
+        &self,
+        role: &DesiredBackupRole,
+        change: &BackupRoleChange,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
 }

@@ -19,6 +19,8 @@ pub enum Error {
     LogBucketConflict { bucket: String, why: String },
     #[error("{what} cannot be used: {why}; evidence is only kept where the operator owns it")]
     EvidenceConflict { what: String, why: String },
+    #[error("{0}; backups are only kept where the operator owns them")]
+    BackupConflict(#[from] crate::plan::backup::BackupConflict),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
@@ -58,6 +60,7 @@ impl Error {
             Error::DeletionBlocked { .. } => "DeletionBlocked".into(),
             Error::LogBucketConflict { .. } => "LogBucketConflict".into(),
             Error::EvidenceConflict { .. } => "EvidenceConflict".into(),
+            Error::BackupConflict(_) => "BackupConflict".into(),
             Error::Finalizer(_) => "FinalizerError".into(),
             Error::MissingField(_) => "InvalidObject".into(),
             Error::Random(_) => "RandomUnavailable".into(),

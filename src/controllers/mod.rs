@@ -1,5 +1,6 @@
 //! One controller per kind on `kube::runtime::Controller`.
 
+mod backup;
 mod conditions;
 mod data_deletion_request;
 mod data_export_request;
@@ -177,6 +178,8 @@ pub struct Context {
     pub settings: Settings,
     /// Operator-owned buckets (access logs, evidence) verified recently, by name.
     pub log_buckets: tenant_storage::VerifiedLogBuckets,
+    /// Backups of a policy in a region ensured recently, by vault.
+    pub backups: backup::Verified,
     /// TenantStorage status writes of ours, whose watch events trigger nothing.
     pub own_writes: OwnWrites,
     /// Every tenant role, swept at most twice per resync period.
@@ -335,6 +338,7 @@ pub async fn run(client: Client, cloud: Cloud, metrics: Metrics, settings: Setti
         metrics,
         settings,
         log_buckets: tokio::sync::Mutex::default(),
+        backups: tokio::sync::Mutex::default(),
         own_writes: OwnWrites::default(),
         roles,
         schedule,

@@ -211,6 +211,7 @@ async fn provision(
         Step::ReadAgain => return Ok(read_slow_settings_first(ctx, &key)),
     };
     report::announce(ctx, ts, &done).await;
+    report.status.backup = super::backup::ensure(ctx, &policy, &done.desired.region).await?;
     let (wanted, observed) = role.unzip();
     let access = ts.spec.access.as_ref();
     let observed = observed.flatten();

@@ -72,6 +72,16 @@ impl Arn {
         Arn::new(partition, "iam", "", account, format!("role{path}{name}"))
     }
 
+    /// `arn:<partition>:backup:<region>:<account>:<resource>`, e.g. `backup-vault:<name>`.
+    pub fn backup(partition: &str, region: &str, account: &str, resource: &str) -> Self {
+        Arn::new(partition, "backup", region, account, resource.to_owned())
+    }
+
+    /// `arn:<partition>:iam::aws:policy/<name>`: a policy AWS manages.
+    pub fn aws_managed_policy(partition: &str, name: &str) -> Self {
+        Arn::new(partition, "iam", "", "aws", format!("policy/{name}"))
+    }
+
     /// `arn:<partition>:sts::<account>:assumed-role/<role>/<session>`.
     pub fn assumed_role(partition: &str, account: &str, role: &str, session: &str) -> Self {
         let resource = format!("assumed-role/{role}/{session}");

@@ -355,6 +355,102 @@ pub fn operator(
             [Arn::role(partition, "*", "/", "*")],
         ),
     ])
+    .with(backup_statements(
+        partition,
+        account_id,
+        bucket_prefix,
+        cluster_id,
+    ))
+}
+
+/// The backups of policies that ask for them: vaults named `<prefix>-*` and plans (which IAM
+/// names by id only), the operator's vault keys used as AWS Backup documents for creating a
+/// vault, and the one backup role, given only its managed policy and passed only to AWS
+/// Backup. The role's other IAM actions are `WorkloadRoles`' (it lives under the same path).
+fn backup_statements(
+    partition: &str,
+    account_id: &str,
+    bucket_prefix: &str,
+    cluster_id: &str,
+) -> Vec<Statement> {
+    use super::backup::{BACKUP_SERVICE, S3_BACKUP_POLICY, VAULT_ROLE};
+    let vaults = Arn::backup(
+        partition,
+        "*",
+        account_id,
+        &format!("backup-vault:{bucket_prefix}-*"),
+    );
+    let plans = Arn::backup(partition, "*", account_id, "backup-plan:*");
+    let keys = [Arn::kms_key(partition, "*", account_id, "*")];
+    let role = Arn::role(
+        partition,
+        account_id,
+        &role_path(cluster_id),
+        &super::naming::backup_role_name(cluster_id),
+    );
+    let vault_keys = |statement: Statement| {
+        managed(statement, "aws:ResourceTag").condition(
+            "StringEquals",
+            format!("aws:ResourceTag/{}", tags::ROLE),
+            VAULT_ROLE,
+        )
+    };
+    vec![
+        allow(
+            "BackupVaults",
+            [
+                "backup:DescribeBackupVault",
+                "backup:CreateBackupVault",
+                "backup:ListTags",
+                "backup:TagResource",
+            ],
+            [&vaults],
+        ),
+        allow(
+            "BackupPlans",
+            [
+                "backup:GetBackupPlan",
+                "backup:CreateBackupPlan",
+                "backup:UpdateBackupPlan",
+                "backup:ListTags",
+                "backup:TagResource",
+                "backup:ListBackupSelections",
+                "backup:GetBackupSelection",
+                "backup:CreateBackupSelection",
+                "backup:DeleteBackupSelection",
+            ],
+            [&plans],
+        ),
+        // Plans are found by name: listing them is granted on the account only.
+        allow("ListBackupPlans", ["backup:ListBackupPlans"], ["*"]),
+        // Creating a vault encrypted with a customer managed key mounts it.
+        allow("BackupVaultStorage", ["backup-storage:MountCapsule"], ["*"]),
+        vault_keys(allow(
+            "BackupVaultKeys",
+            [
+                "kms:DescribeKey",
+                "kms:Decrypt",
+                "kms:GenerateDataKey",
+                "kms:RetireGrant",
+            ],
+            &keys,
+        )),
+        vault_keys(allow("BackupVaultKeyGrants", ["kms:CreateGrant"], &keys)).condition(
+            "Bool",
+            "kms:GrantIsForAWSResource",
+            "true",
+        ),
+        allow("BackupRolePolicy", ["iam:AttachRolePolicy"], [&role]).condition(
+            "ArnEquals",
+            "iam:PolicyARN",
+            Arn::aws_managed_policy(partition, S3_BACKUP_POLICY),
+        ),
+        allow("PassBackupRole", ["iam:PassRole"], [&role]).condition(
+            "StringEquals",
+            "iam:PassedToService",
+            BACKUP_SERVICE,
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -533,6 +629,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn operator_policy_reaches_only_its_backups() {
+        let doc = operator("aws", "123456789012", "acme", "c1");
+        let by_sid = |sid| by_sid(&doc, sid);
+        assert_eq!(
+            by_sid("BackupVaults").resources_named(),
+            ["arn:aws:backup:*:123456789012:backup-vault:acme-*"]
+        );
+        let backup_actions: Vec<&String> = doc
+            .statements
+            .iter()
+            .flat_map(|s| s.actions_named())
+            .filter(|a| a.starts_with("backup:"))
+            .collect();
+        // Nothing that removes a recovery point, a vault or a plan, or starts a restore.
+        assert!(
+            backup_actions
+                .iter()
+                .all(|a| !a.contains("Delete") || *a == "backup:DeleteBackupSelection")
+                && !backup_actions.iter().any(|a| a.contains("Restore")),
+            "{backup_actions:?}"
+        );
+        let role = format!(
+            "arn:aws:iam::123456789012:role/tenant-storage-operator/c1/{}",
+            crate::plan::naming::backup_role_name("c1")
+        );
+        let pass = by_sid("PassBackupRole");
+        assert_eq!(pass.resources_named(), std::slice::from_ref(&role));
+        assert_eq!(
+            pass.condition_values("StringEquals", "iam:PassedToService"),
+            ["backup.amazonaws.com"]
+        );
+        let attach = by_sid("BackupRolePolicy");
+        assert_eq!(attach.resources_named(), [role]);
+        assert_eq!(
+            attach.condition_values("ArnEquals", "iam:PolicyARN"),
+            ["arn:aws:iam::aws:policy/AWSBackupServiceRolePolicyForS3Backup"]
+        );
+        for sid in ["BackupVaultKeys", "BackupVaultKeyGrants"] {
+            assert_eq!(
+                by_sid(sid).condition_values("StringEquals", "aws:ResourceTag/tenancy.dev/role"),
+                ["backup-vault"]
+            );
+        }
+        // The role it is passed to lies under the path the operator's role rights cover.
+        assert!(
+            by_sid("WorkloadRoles").resources_named()[0]
+                .strip_suffix('*')
+                .is_some_and(|path| pass.resources_named()[0].starts_with(path))
+        );
     }
 
     #[test]

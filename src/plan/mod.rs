@@ -5,6 +5,7 @@
 
 pub mod access;
 mod arn;
+pub mod backup;
 mod desired;
 mod diff;
 pub mod iam_policy;

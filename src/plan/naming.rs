@@ -117,6 +117,35 @@ pub fn export_bucket_name(prefix: &str, cluster_id: &str, policy: &str, region: 
     format!("{prefix}-export-{region}-{hash}")
 }
 
+/// AWS Backup's limit on vault and plan names.
+const MAX_BACKUP_NAME: usize = 50;
+
+/// `<prefix>-<region>-<hash>`: the backup vault (and plan) of one policy in one region, at most
+/// 50 characters (a region too long for them is cut; the hash covers it whole, with the
+/// cluster id and policy).
+pub fn backup_vault_name(prefix: &str, cluster_id: &str, policy: &str, region: &str) -> String {
+    let hash = identity_hash(cluster_id, &format!("backup:{policy}"), region);
+    let budget = MAX_BACKUP_NAME.saturating_sub(prefix.len() + HASH_LEN + 2);
+    let region: String = region.chars().take(budget).collect();
+    format!("{prefix}-{}-{hash}", region.trim_end_matches('-'))
+}
+
+/// Alias of the key that encrypts a policy's backup vault in a region. Five segments: a tenant
+/// key's alias has four (`<cluster>/<namespace>/<name>`), so no tenant can hold this one.
+pub fn backup_key_alias(cluster_id: &str, policy: &str) -> String {
+    format!(
+        "alias/tenant-storage/{cluster_id}/backup/{}/vault",
+        policy.replace('.', "_")
+    )
+}
+
+/// IAM name of the role AWS Backup assumes for one cluster's backups, beside the tenant roles
+/// under [`role_path`].
+pub fn backup_role_name(cluster_id: &str) -> String {
+    let hash = identity_hash(cluster_id, "backup", "role");
+    format!("tenant-storage-backup-{hash}")
+}
+
 /// Alias of the operator's key that signs deletion certificates, one per region.
 pub fn signing_key_alias(cluster_id: &str) -> String {
     format!("alias/tenant-storage/{cluster_id}/evidence-signing")
@@ -391,6 +420,24 @@ mod tests {
             export_job_name("acme", "gdpr-42"),
             deletion_job_name("acme", "gdpr-42")
         );
+    }
+
+    #[test]
+    fn backup_names_fit_and_stay_apart() {
+        let long = backup_vault_name(&"p".repeat(MAX_PREFIX), "cluster", "eu", &"r".repeat(32));
+        assert!(long.len() <= MAX_BACKUP_NAME, "{long}");
+        let name = backup_vault_name("t", "c", "eu", "eu-west-1");
+        assert!(name.starts_with("t-eu-west-1-"), "{name}");
+        assert_ne!(name, backup_vault_name("t", "c", "eu", "eu-west-3"));
+        assert_ne!(name, backup_vault_name("t", "c", "us", "eu-west-1"));
+        assert_ne!(name, backup_vault_name("t", "c2", "eu", "eu-west-1"));
+        assert_eq!(
+            backup_key_alias("c", "eu.strict"),
+            "alias/tenant-storage/c/backup/eu_strict/vault"
+        );
+        assert_ne!(backup_key_alias("c", "eu"), key_alias("c", "backup", "eu"));
+        assert!(backup_role_name(&"c".repeat(63)).len() <= 64);
+        assert_ne!(backup_role_name("c1"), backup_role_name("c2"));
     }
 
     #[test]

@@ -75,6 +75,12 @@ impl PolicyDocument {
         normalize_policy(seen) == normalize_policy(&self.to_json())
     }
 
+    /// The document with `more` statements after its own.
+    pub fn with(mut self, more: Vec<Statement>) -> Self {
+        self.statements.extend(more);
+        self
+    }
+
     /// The statement with this `Sid`.
     pub fn statement(&self, sid: &str) -> Option<&Statement> {
         self.statements

@@ -2,6 +2,8 @@
 //! from status alone): what an auditor asks for. `evaluate` and the renderers are pure; `collect`
 //! does the reads.
 
+mod backups;
+
 use std::fmt::Write as _;
 
 use kube::api::{Api, ListParams};
@@ -50,6 +52,7 @@ pub struct TenantReport {
     pub tls_only: Check,
     pub public_access: Check,
     pub access_logging: Check,
+    pub backups: Check,
     pub compliant: bool,
 }
 
@@ -66,6 +69,8 @@ pub struct Evidence {
     pub logging: Option<LoggingTarget>,
     /// Region of the logging target bucket, from HEAD.
     pub logging_region: Option<String>,
+    /// The backups recorded for the tenant, as AWS Backup holds them.
+    pub backups: Option<backups::BackupEvidence>,
 }
 
 /// How a tenant's data is meant to be encrypted: its recorded mode and, with the tenant key,
@@ -185,12 +190,18 @@ pub fn evaluate(
         (None, true) => Check::fail("access logging off, but the policy requires it"),
         (None, false) => Check::pass("off; not required by the policy"),
     };
+    let bucket_arn = crate::plan::Arn::bucket(
+        crate::plan::partition_of(ev.region.as_deref().unwrap_or_default()),
+        &bucket,
+    );
+    let backups = backups::judge(policy, &bucket_arn.to_string(), ev.backups.as_ref());
     let compliant = [
         &region,
         &encryption,
         &tls_only,
         &public_access,
         &access_logging,
+        &backups,
     ]
     .iter()
     .all(|c| c.pass);
@@ -204,6 +215,7 @@ pub fn evaluate(
         tls_only,
         public_access,
         access_logging,
+        backups,
         compliant,
     }
 }
@@ -255,7 +267,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
         Format::Table => {
             let _ = writeln!(
                 out,
-                "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} COMPLIANT",
+                "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {:<7} COMPLIANT",
                 "TENANT",
                 "JURIS.",
                 "REGION",
@@ -264,6 +276,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                 "TLS",
                 "PUBLIC-ACCESS",
                 "ACCESS-LOGGING",
+                "BACKUPS",
             );
             for r in reports {
                 let region = r
@@ -275,7 +288,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                     .trim_end_matches(',');
                 let _ = writeln!(
                     out,
-                    "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {}",
+                    "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {:<7} {}",
                     r.tenant,
                     r.jurisdiction,
                     region,
@@ -284,6 +297,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                     mark(&r.tls_only),
                     mark(&r.public_access),
                     mark(&r.access_logging),
+                    mark(&r.backups),
                     if r.compliant { "yes" } else { "NO" }
                 );
             }
@@ -298,14 +312,14 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
         Format::Markdown => {
             let _ = writeln!(
                 out,
-                "| tenant | jurisdiction | bucket | region | encryption | TLS only | public access | access logging | compliant |"
+                "| tenant | jurisdiction | bucket | region | encryption | TLS only | public access | access logging | backups configured | compliant |"
             );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
             for r in reports {
                 let cell = |c: &Check| format!("{} {}", mark(c), c.evidence.replace('|', "\\|"));
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.tenant,
                     r.jurisdiction,
                     r.bucket,
@@ -314,6 +328,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                     cell(&r.tls_only),
                     cell(&r.public_access),
                     cell(&r.access_logging),
+                    cell(&r.backups),
                     if r.compliant { "yes" } else { "**no**" }
                 );
             }
@@ -322,13 +337,14 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
     Ok(out)
 }
 
-fn checks(r: &TenantReport) -> [(&'static str, &Check); 5] {
+fn checks(r: &TenantReport) -> [(&'static str, &Check); 6] {
     [
         ("region", &r.region),
         ("encryption", &r.encryption),
         ("TLS only", &r.tls_only),
         ("public access", &r.public_access),
         ("access logging", &r.access_logging),
+        ("backups configured", &r.backups),
     ]
 }
 
@@ -394,7 +410,11 @@ pub async fn collect(
             ));
             continue;
         };
-        let ev = observe(cloud, &bucket, &region, status.kms_key_arn.as_deref()).await?;
+        let mut ev = observe(cloud, &bucket, &region, status.kms_key_arn.as_deref()).await?;
+        if let Some(recorded) = &status.backup {
+            let s3 = cloud.region(&recorded.region);
+            ev.backups = Some(backups::observe(&s3, &bucket, recorded).await?);
+        }
         reports.push(evaluate(
             name,
             &ts.spec.policy_ref,
@@ -446,6 +466,7 @@ async fn observe(
         object_ownership,
         logging,
         logging_region,
+        backups: None,
     })
 }
 
@@ -511,6 +532,7 @@ mod tests {
                 prefix: "n/t/".into(),
             }),
             logging_region: Some("eu-central-1".into()),
+            backups: None,
         }
     }
 

@@ -879,6 +879,13 @@ impl Aws {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    pub fn backup(&self, region: &str) -> aws_sdk_backup::Client {
+        let conf = aws_sdk_backup::config::Builder::from(&self.config)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_backup::Client::from_conf(conf)
+    }
+
     pub fn kms(&self, region: &str) -> aws_sdk_kms::Client {
         let conf = aws_sdk_kms::config::Builder::from(&self.config)
             .region(Region::new(region.to_owned()))
@@ -1166,6 +1173,16 @@ fn emulator_statements(policy: &PolicyDocument) -> Vec<Statement> {
             "arn:aws:kms:*:000000000000:alias/tenant-storage/*",
         ),
         statement("EmulatorAliasesAsAnyResource", actions("OwnAliases"), "*"),
+        // ministack names a backup call's resource only by a vault name in its body (never
+        // by the path, where AWS Backup's API puts it), so the rest is `*`; it does not
+        // populate `iam:PolicyARN` either.
+        statement("EmulatorBackupVaults", actions("BackupVaults"), "*"),
+        statement("EmulatorBackupPlans", actions("BackupPlans"), "*"),
+        statement(
+            "EmulatorBackupRoleWithoutPath",
+            actions("BackupRolePolicy"),
+            "arn:aws:iam::000000000000:role/tenant-*",
+        ),
     ]
 }
 

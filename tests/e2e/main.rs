@@ -6,6 +6,7 @@ mod access_logging;
 mod admission;
 mod argocd;
 mod authorizer;
+mod backups;
 mod control_plane;
 mod deletion;
 mod deletion_requests;
