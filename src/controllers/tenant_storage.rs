@@ -255,12 +255,15 @@ async fn storage_stage(
         access: ts.spec.access.as_ref(),
         permissions_boundary: policy.spec.access.permissions_boundary_arn.clone(),
         fresh: reads_fresh(ts),
-        replicated: policy
-            .spec
-            .replication
-            .region_for(ts.spec.replica_region.as_deref())
-            .is_some()
-            || report.status.replica.is_some(),
+        services: access::ServiceRoles {
+            replication: policy
+                .spec
+                .replication
+                .region_for(ts.spec.replica_region.as_deref())
+                .is_some()
+                || report.status.replica.is_some(),
+            backup: policy.spec.backup.enabled,
+        },
         decided: None,
     };
     let deny_during_purge = policy.spec.deletion.deny_writes_during_purge;

@@ -42,6 +42,20 @@ async fn daily_backups_in_the_tenants_region_copied_only_where_allowed() {
     assert_eq!(recorded.copy_region.as_deref(), Some(COPY));
 
     let aws = Aws::root().await;
+    // The tenant bucket admits AWS Backup's role, which every other principal is denied.
+    let role = tenant_storage_operator::plan::naming::backup_role_name(&s.cluster_id);
+    let bucket_policy = aws
+        .s3(HOME)
+        .get_bucket_policy()
+        .bucket(&bucket)
+        .send()
+        .await;
+    let bucket_policy = bucket_policy.expect("bucket policy");
+    let text = bucket_policy.policy().unwrap_or_default();
+    assert!(
+        text.contains(&role) && text.contains("DenyOtherPrincipals"),
+        "{text}"
+    );
     let vault_name = backup_vault_name(&s.prefix, &s.cluster_id, &policy, HOME);
     let copy_vault = backup_vault_name(&s.prefix, &s.cluster_id, &policy, COPY);
     for (region, name) in [(HOME, &vault_name), (COPY, &copy_vault)] {

@@ -290,6 +290,78 @@ async fn policy_change_re_evaluates_bound_tenants() {
         )
         .await;
     assert_eq!(gauge, 1.0);
+
+    // The refused tenant's data stays locked down, under the policy's current transport rules,
+    // and read-only for workloads (the default refusedTenantAccess).
+    let west_s3 = aws.s3("eu-west-1");
+    let ts = s
+        .wait_condition("west", "LockedDown", ConditionStatus::True)
+        .await;
+    let locked = condition(&ts, "LockedDown").expect("LockedDown");
+    assert!(
+        locked.message.contains("may only read"),
+        "{}",
+        locked.message
+    );
+    let text = west_s3
+        .get_bucket_policy()
+        .bucket(&west)
+        .send()
+        .await
+        .expect("policy");
+    let text = text.policy().unwrap_or_default().to_owned();
+    assert!(
+        text.contains("DenyWritesOutsidePolicy") && text.contains("\"s3:TlsVersion\":\"1.3\""),
+        "{text}"
+    );
+    let user = Aws::user().await.s3("eu-west-1");
+    let write = |key: &'static str| {
+        user.put_object()
+            .bucket(&west)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+    };
+    let refused = write("refused")
+        .await
+        .expect_err("no writes outside the policy");
+    assert_eq!(crate::harness::error_code(&refused), "AccessDenied");
+    // Opened by someone: closed again, refused or not.
+    west_s3
+        .delete_public_access_block()
+        .bucket(&west)
+        .send()
+        .await
+        .expect("open");
+    s.recheck("west").await;
+    eventually(
+        "the refused tenant's public access block restored",
+        || async {
+            let pab = west_s3
+                .get_public_access_block()
+                .bucket(&west)
+                .send()
+                .await
+                .ok()?;
+            let c = pab.public_access_block_configuration()?;
+            (c.block_public_policy() == Some(true) && c.restrict_public_buckets() == Some(true))
+                .then_some(())
+        },
+    )
+    .await;
+    // A policy that lets such data stay writable while it is moved.
+    policies
+        .patch(
+            &policy,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"refusedTenantAccess": "Writable"}})),
+        )
+        .await
+        .expect("allow writes");
+    eventually("writes allowed again", || async {
+        write("moving").await.ok()
+    })
+    .await;
 }
 
 /// Naming a region later (allowed by CEL, since none was set) never moves the data: the operator

@@ -15,6 +15,7 @@ use crate::cloud::port::Roles;
 use crate::controllers::toolkit::publish;
 use crate::controllers::{Context, Error};
 use crate::plan::access::{DesiredRole, IRSA_ANNOTATION, ObservedRole, managed_access_policy};
+use crate::plan::backup::DesiredBackupRole;
 use crate::plan::principal::principal_patterns;
 use crate::plan::replication::replication_role_name;
 use crate::plan::{DefaultEncryption, Desired, TenantIdentity};
@@ -115,6 +116,15 @@ pub(super) async fn remove_role(
     role::remove(&iam(ctx), id, name).await
 }
 
+/// Which AWS services' roles reach the tenant's buckets.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ServiceRoles {
+    /// The tenant has (or is to have) a replica: S3 reads and writes as the replication role.
+    pub replication: bool,
+    /// The policy backs tenant buckets up: AWS Backup reads them as the backup role.
+    pub backup: bool,
+}
+
 /// The managed tenant's role, decided once its key is known: the role (if `spec.access` asks
 /// for one) may reach the bucket, and is kept for [`reconcile_role`] after the bucket.
 pub(super) struct ManagedRole<'a, R> {
@@ -123,9 +133,9 @@ pub(super) struct ManagedRole<'a, R> {
     pub access: Option<&'a AccessSpec>,
     pub permissions_boundary: Option<String>,
     pub fresh: bool,
-    /// The tenant has (or is to have) a replica: S3 reads and writes its buckets as the
-    /// replication role.
-    pub replicated: bool,
+    /// The roles AWS services reach the tenant's buckets as (S3 replication, AWS Backup), by
+    /// name: what the tenant's policy turns on.
+    pub services: ServiceRoles,
     /// The role wanted and as observed, once decided.
     pub decided: Option<(DesiredRole, Option<ObservedRole>)>,
 }
@@ -156,10 +166,14 @@ impl<R: Roles> Principals for ManagedRole<'_, R> {
         }
         let role = self.decided.as_ref().map(|(role, _)| role);
         let mut allowed = role::allowed_principals(self.iam.settings, role);
-        if self.replicated {
-            let account = &self.iam.settings.account_id;
+        let account = &self.iam.settings.account_id;
+        if self.services.replication {
             let (_, _, arn) = replication_role_name(desired.partition, account, self.id);
             allowed.extend(principal_patterns(&arn));
+        }
+        if self.services.backup {
+            let backup = DesiredBackupRole::new(desired.partition, account, &self.id.cluster_id);
+            allowed.extend(principal_patterns(&backup.role.arn));
         }
         Ok(Ok(allowed))
     }

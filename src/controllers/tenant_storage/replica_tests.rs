@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::access::ManagedRole;
+use super::access::{ManagedRole, ServiceRoles};
 use super::log_bucket;
 use super::record::Record;
 use super::replica::{self, ReplicaStep, Replicas};
@@ -81,7 +81,10 @@ impl Harness {
             access: None,
             permissions_boundary: None,
             fresh: true,
-            replicated: replicated || self.status.replica.is_some(),
+            services: ServiceRoles {
+                replication: replicated || self.status.replica.is_some(),
+                backup: false,
+            },
             decided: None,
         };
         let mut record = self.status.clone();

@@ -101,7 +101,7 @@ impl Harness {
             access: self.access.as_ref(),
             permissions_boundary: self.boundary.clone(),
             fresh,
-            replicated: false,
+            services: Default::default(),
             decided: None,
         };
         let mut record = self.status.clone();
