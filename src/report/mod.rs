@@ -3,6 +3,7 @@
 //! does the reads.
 
 mod backups;
+mod replicas;
 
 use std::fmt::Write as _;
 
@@ -53,6 +54,10 @@ pub struct TenantReport {
     pub public_access: Check,
     pub access_logging: Check,
     pub backups: Check,
+    /// The replica (if the tenant has or needs one) is in a region the policy allows for
+    /// replicas, and the primary's rule feeds it.
+    pub replica_region: Check,
+    pub replica_encrypted: Check,
     pub compliant: bool,
 }
 
@@ -71,6 +76,8 @@ pub struct Evidence {
     pub logging_region: Option<String>,
     /// The backups recorded for the tenant, as AWS Backup holds them.
     pub backups: Option<backups::BackupEvidence>,
+    /// The replica recorded for the tenant, as S3 holds it.
+    pub replica: Option<replicas::ReplicaEvidence>,
 }
 
 /// How a tenant's data is meant to be encrypted: its recorded mode and, with the tenant key,
@@ -195,6 +202,8 @@ pub fn evaluate(
         &bucket,
     );
     let backups = backups::judge(policy, &bucket_arn.to_string(), ev.backups.as_ref());
+    let replica_region = replicas::region(policy, ev.replica.as_ref());
+    let replica_encrypted = replicas::encrypted(protection.mode, ev.replica.as_ref());
     let compliant = [
         &region,
         &encryption,
@@ -202,6 +211,8 @@ pub fn evaluate(
         &public_access,
         &access_logging,
         &backups,
+        &replica_region,
+        &replica_encrypted,
     ]
     .iter()
     .all(|c| c.pass);
@@ -216,6 +227,8 @@ pub fn evaluate(
         public_access,
         access_logging,
         backups,
+        replica_region,
+        replica_encrypted,
         compliant,
     }
 }
@@ -267,7 +280,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
         Format::Table => {
             let _ = writeln!(
                 out,
-                "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {:<7} COMPLIANT",
+                "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {:<7} {:<7} {:<9} COMPLIANT",
                 "TENANT",
                 "JURIS.",
                 "REGION",
@@ -277,6 +290,8 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                 "PUBLIC-ACCESS",
                 "ACCESS-LOGGING",
                 "BACKUPS",
+                "REPLICA",
+                "REPL-ENC.",
             );
             for r in reports {
                 let region = r
@@ -288,7 +303,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                     .trim_end_matches(',');
                 let _ = writeln!(
                     out,
-                    "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {:<7} {}",
+                    "{:<40} {:<6} {:<14} {:<9} {:<10} {:<7} {:<13} {:<14} {:<7} {:<7} {:<9} {}",
                     r.tenant,
                     r.jurisdiction,
                     region,
@@ -298,6 +313,8 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                     mark(&r.public_access),
                     mark(&r.access_logging),
                     mark(&r.backups),
+                    mark(&r.replica_region),
+                    mark(&r.replica_encrypted),
                     if r.compliant { "yes" } else { "NO" }
                 );
             }
@@ -312,14 +329,14 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
         Format::Markdown => {
             let _ = writeln!(
                 out,
-                "| tenant | jurisdiction | bucket | region | encryption | TLS only | public access | access logging | backups configured | compliant |"
+                "| tenant | jurisdiction | bucket | region | encryption | TLS only | public access | access logging | backups configured | replica region in policy | replica encrypted | compliant |"
             );
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
             for r in reports {
                 let cell = |c: &Check| format!("{} {}", mark(c), c.evidence.replace('|', "\\|"));
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.tenant,
                     r.jurisdiction,
                     r.bucket,
@@ -329,6 +346,8 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
                     cell(&r.public_access),
                     cell(&r.access_logging),
                     cell(&r.backups),
+                    cell(&r.replica_region),
+                    cell(&r.replica_encrypted),
                     if r.compliant { "yes" } else { "**no**" }
                 );
             }
@@ -337,7 +356,7 @@ pub fn render(reports: &[TenantReport], format: Format) -> Result<String, serde_
     Ok(out)
 }
 
-fn checks(r: &TenantReport) -> [(&'static str, &Check); 6] {
+fn checks(r: &TenantReport) -> [(&'static str, &Check); 8] {
     [
         ("region", &r.region),
         ("encryption", &r.encryption),
@@ -345,6 +364,8 @@ fn checks(r: &TenantReport) -> [(&'static str, &Check); 6] {
         ("public access", &r.public_access),
         ("access logging", &r.access_logging),
         ("backups configured", &r.backups),
+        ("replica region in policy", &r.replica_region),
+        ("replica encrypted", &r.replica_encrypted),
     ]
 }
 
@@ -415,6 +436,10 @@ pub async fn collect(
             let s3 = cloud.region(&recorded.region);
             ev.backups = Some(backups::observe(&s3, &bucket, recorded).await?);
         }
+        if let Some(recorded) = &status.replica {
+            let primary = (bucket.as_str(), region.as_str());
+            ev.replica = Some(replicas::observe(cloud, primary, recorded).await?);
+        }
         reports.push(evaluate(
             name,
             &ts.spec.policy_ref,
@@ -467,6 +492,7 @@ async fn observe(
         logging,
         logging_region,
         backups: None,
+        replica: None,
     })
 }
 
@@ -533,6 +559,7 @@ mod tests {
             }),
             logging_region: Some("eu-central-1".into()),
             backups: None,
+            replica: None,
         }
     }
 

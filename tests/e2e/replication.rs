@@ -5,12 +5,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption};
 use serde_json::json;
 use tenant_storage_operator::api::{ConditionStatus, ReplicaStatus, ResidencyPolicySpec};
-
+use tenant_storage_operator::cloud::failpoint;
 use tenant_storage_operator::plan::PolicyDocument;
 use tenant_storage_operator::plan::policy_document::iam_document_text;
 
 use crate::harness::{
-    Aws, CALLS, Scenario, bucket_tags, condition, error_code, eventually, tenant,
+    Aws, CALLS, Operator, Scenario, aliased_keys, bucket_tags, condition, error_code, eventually,
+    keys_of_namespace, tenant,
 };
 
 const PRIMARY: &str = "eu-central-1";
@@ -271,6 +272,20 @@ async fn a_replicated_tenant_has_a_locked_down_copy_in_its_second_region() {
         .await;
     let e = direct.expect_err("a direct write to the replica is refused");
     assert_eq!(error_code(&e), "AccessDenied");
+
+    // The compliance report reads the copy from AWS.
+    let report: serde_json::Value =
+        serde_json::from_str(&crate::report::report(&s.ns, "json")).expect("JSON report");
+    let line = &report["tenants"][0];
+    for check in ["replicaRegion", "replicaEncrypted"] {
+        assert_eq!(line[check]["pass"], true, "{check}: {}", line[check]);
+    }
+    assert!(
+        line["replicaEncrypted"]["evidence"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&replica_key)
+    );
 }
 
 #[tokio::test]
@@ -380,6 +395,17 @@ async fn replica_drift_is_corrected_and_a_region_removed_stops_replication_but_k
         rule.map(|_| ()).map_err(|e| error_code(&e)),
         Err("ReplicationConfigurationNotFoundError".to_owned())
     );
+    let report: serde_json::Value =
+        serde_json::from_str(&crate::report::report(&s.ns, "json")).expect("JSON report");
+    let placed = &report["tenants"][0]["replicaRegion"];
+    assert_eq!(placed["pass"], false, "{placed}");
+    assert!(
+        placed["evidence"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("replication regions: []"),
+        "{placed}"
+    );
     assert_eq!(
         body(&s3, &bucket, "kept").await.as_deref(),
         Some(&b"kept"[..]),
@@ -481,5 +507,104 @@ async fn a_no_op_resync_of_a_replicated_tenant_writes_nothing() {
     assert!(
         per_resync <= 16.0,
         "{per_resync} reads per resync (a primary alone: 8)"
+    );
+}
+
+/// A kill right after each mutating AWS call of a replica's provisioning (the replica's key and
+/// bucket calls are the second of their kind, after the primary's), then a restart: every
+/// tenant ends with one replica bucket, one key with its alias in the replica's region, one
+/// replication role and its rule; nothing duplicated, nothing orphaned.
+#[tokio::test]
+async fn a_kill_after_each_replica_write_converges_without_duplicates() {
+    const AFTER: [&str; 13] = [
+        "CreateKey:2",
+        "CreateAlias:2",
+        "EnableKeyRotation:2",
+        "CreateBucket:2",
+        "PutBucketTagging:2",
+        "PutPublicAccessBlock:2",
+        "PutBucketOwnershipControls:2",
+        "PutBucketEncryption:2",
+        "PutBucketVersioning:2",
+        "PutBucketPolicy:2",
+        "CreateRole",
+        "PutRolePolicy",
+        "PutBucketReplication",
+    ];
+    let s = Scenario::new("replkill").await;
+    let mut spec = replicated_spec();
+    spec.access_logging.enabled = false;
+    let policy = s.policy(spec).await;
+    let mut names = Vec::new();
+    for (i, operation) in AFTER.iter().enumerate() {
+        let name = format!("t{i:02}");
+        let mut crashing = Operator::start_with_env(
+            &s.cluster_id,
+            &s.prefix,
+            &[s.ns.as_str()],
+            &[],
+            &[(failpoint::VARIABLE, operation)],
+        )
+        .await;
+        s.create(&tenant(&name, &policy, json!({})))
+            .await
+            .expect("create");
+        let exit = crashing.exited().await;
+        assert_eq!(
+            exit.code(),
+            Some(failpoint::EXIT),
+            "killed right after {operation}"
+        );
+        names.push(name);
+        let op = Operator::start(&s.cluster_id, &s.prefix, &[s.ns.as_str()], &[]).await;
+        for name in &names {
+            s.wait_condition(name, "Replicated", ConditionStatus::True)
+                .await;
+        }
+        drop(op);
+    }
+
+    let aws = Aws::root().await;
+    let kms = aws.kms(REPLICA);
+    let alias_prefix = format!("alias/tenant-storage/{}/{}/", s.cluster_id, s.ns);
+    let (aliased, aliases) = aliased_keys(&kms, &alias_prefix).await;
+    assert_eq!(
+        (aliases, aliased.len()),
+        (names.len(), names.len()),
+        "one alias and key per replica"
+    );
+    assert_eq!(
+        keys_of_namespace(&kms, &s.ns).await,
+        aliased,
+        "no key without its alias"
+    );
+    let listed = aws
+        .s3(REPLICA)
+        .list_buckets()
+        .send()
+        .await
+        .expect("buckets");
+    let replicas: Vec<&str> = listed
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .filter(|n| n.starts_with(&format!("{}-r-{}-", s.prefix, s.ns)))
+        .collect();
+    assert_eq!(
+        replicas.len(),
+        names.len(),
+        "one replica bucket per tenant: {replicas:?}"
+    );
+    let roles = aws
+        .iam()
+        .list_roles()
+        .path_prefix(format!("/tenant-storage-operator/{}/", s.cluster_id))
+        .send()
+        .await
+        .expect("roles");
+    assert_eq!(
+        roles.roles().len(),
+        names.len(),
+        "one replication role per tenant"
     );
 }

@@ -8,7 +8,7 @@ use tenant_storage_operator::api::ConditionStatus;
 
 use crate::harness::{Aws, Scenario, eu_spec, tenant};
 
-fn report(ns: &str, format: &str) -> String {
+pub fn report(ns: &str, format: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-storage-operator"))
         .args(["report", "--namespace", ns, "--output", format])
         .output()

@@ -271,10 +271,20 @@ pub(super) async fn key<R: Keys>(
         ledger.write(record, Mark::KeyCreationStarted).await?;
     }
     let existing = key.map(|k| (k.key_id, k.arn));
-    let orphan_of = interrupted.then_some(&desired.tags);
-    let arn = apply_key_changes(cloud, desired, existing, &changes, orphan_of).await?;
+    let orphan_of = interrupted.then(|| orphan_tags(tenant.id, desired));
+    let arn = apply_key_changes(cloud, desired, existing, &changes, orphan_of.as_ref()).await?;
     record.set_key(copy, Some(arn.clone()), None);
     Ok(Ok((DefaultEncryption::Kms(arn), changes)))
+}
+
+/// The tags that find the key of an interrupted creation: the tenant's identity, and a
+/// replica's mark (a replica's key is never in its primary's region, but says what it is).
+fn orphan_tags(id: &TenantIdentity, desired: &Desired) -> BTreeMap<String, String> {
+    let mut tags = id.tags();
+    if let Some(copy) = desired.tags.get(plan::tags::COPY) {
+        tags.insert(plan::tags::COPY.to_owned(), copy.clone());
+    }
+    tags
 }
 
 async fn apply_key_changes<R: Keys>(
