@@ -7,6 +7,7 @@
 #     BENCH_PROFILE: `dev` runs the debug build, whose symbols a profiler can name (default release)
 #     BENCH_BIN: run this operator binary instead of building one (to compare two builds)
 #     ROLES: the share of tenants that also get a workload role (spec.access), 0 to 1
+#     BENCH_REPLICAS=1: the policy gives every tenant a replica in eu-west-1 (replication.required)
 #     EVENTS: `off` measures a full polled resync; `cloudtrail` runs the operator with drift
 #       events (polled every 10 s, audit resync 6h), measures the steady state's AWS calls over
 #       STEADY seconds (default 120) and the time to restore a bucket policy deleted behind its
@@ -39,6 +40,10 @@ cd "$TSO_ROOT"
 kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl apply -f examples/10-residencypolicy-eu.yaml >/dev/null
+if [ "${BENCH_REPLICAS:-0}" = 1 ]; then
+  kubectl patch residencypolicy eu --type merge >/dev/null -p \
+    '{"spec":{"replication":{"regions":["eu-west-1"],"defaultRegion":"eu-west-1","required":true}}}'
+fi
 kubectl create namespace bench >/dev/null
 kubectl label namespace bench tenancy.dev/jurisdiction=eu >/dev/null
 log "creating $N TenantStorages"
