@@ -64,12 +64,17 @@ pub fn regions<'a>(
 ) -> BTreeSet<String> {
     let mut regions = BTreeSet::new();
     for status in tenants.into_iter().filter_map(|ts| ts.status.as_ref()) {
-        if let Some(region) = &status.region
-            && !regions.contains(region)
-        {
-            regions.insert(region.clone());
+        let replica = status.replica.as_ref().map(|r| &r.region);
+        for region in status.region.iter().chain(replica) {
+            if !regions.contains(region) {
+                regions.insert(region.clone());
+            }
         }
-        if status.access.is_some() && !regions.contains(iam_region) {
+        let replication_role = status
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.replication_role_arn.is_some());
+        if (status.access.is_some() || replication_role) && !regions.contains(iam_region) {
             regions.insert(iam_region.to_owned());
         }
     }
@@ -99,36 +104,47 @@ pub struct Target {
 }
 
 impl TenantIndex {
-    /// Indexes the tenants' bucket names, key ARNs and ids, and role names.
+    /// Indexes the tenants' bucket names, key ARNs and ids, and role names, of every copy.
     pub fn of<'a>(tenants: impl IntoIterator<Item = &'a TenantStorage>) -> Self {
         let mut index = TenantIndex::default();
         for ts in tenants {
             let Some(status) = &ts.status else { continue };
-            let target = |role: Option<String>| Target {
-                tenant: ObjectRef::from_obj(ts),
-                role,
-            };
-            if let Some(bucket) = &status.bucket_name {
-                index.by_resource.insert(bucket.clone(), target(None));
+            let tenant = ObjectRef::from_obj(ts);
+            let replica = status.replica.as_ref();
+            let buckets = status
+                .bucket_name
+                .iter()
+                .chain(replica.map(|r| &r.bucket_name));
+            for bucket in buckets {
+                index.insert(bucket, &tenant, None);
             }
-            if let Some(key) = &status.kms_key_arn {
-                index.by_resource.insert(key.clone(), target(None));
+            let keys = status.kms_key_arn.iter();
+            for key in keys.chain(replica.and_then(|r| r.kms_key_arn.as_ref())) {
+                index.insert(key, &tenant, None);
                 if let Some((_, id)) = key.rsplit_once('/') {
-                    index.by_resource.insert(id.to_owned(), target(None));
+                    index.insert(id, &tenant, None);
                 }
             }
-            if let Some(role) = status.access.as_ref().map(|a| &a.role_arn)
-                && let Some((_, name)) = role.rsplit_once('/')
-            {
-                index
-                    .by_resource
-                    .insert(role.clone(), target(Some(name.to_owned())));
-                index
-                    .by_resource
-                    .insert(name.to_owned(), target(Some(name.to_owned())));
+            let roles = status.access.as_ref().map(|a| &a.role_arn);
+            let roles = roles
+                .into_iter()
+                .chain(replica.and_then(|r| r.replication_role_arn.as_ref()));
+            for role in roles {
+                if let Some((_, name)) = role.rsplit_once('/') {
+                    index.insert(role, &tenant, Some(name));
+                    index.insert(name, &tenant, Some(name));
+                }
             }
         }
         index
+    }
+
+    fn insert(&mut self, resource: &str, tenant: &ObjectRef<TenantStorage>, role: Option<&str>) {
+        let target = Target {
+            tenant: tenant.clone(),
+            role: role.map(str::to_owned),
+        };
+        self.by_resource.insert(resource.to_owned(), target);
     }
 
     /// The tenants whose resources `events` name, each once.
@@ -572,6 +588,34 @@ mod tests {
         assert!(
             concerned(&index, &events, &operator(), &mut seen).is_empty(),
             "an event polled again is not acted on twice"
+        );
+    }
+
+    #[test]
+    fn a_replicas_bucket_key_and_role_name_their_tenant() {
+        let mut a = tenant("a", false);
+        if let Some(status) = &mut a.status {
+            status.replica = Some(crate::api::ReplicaStatus {
+                region: "eu-west-1".into(),
+                bucket_name: "rb-a".into(),
+                kms_key_arn: Some("arn:aws:kms:eu-west-1:111122223333:key/rk-a".into()),
+                replication_role_arn: Some("arn:aws:iam::111122223333:role/tso/c1/repl-a".into()),
+                ..Default::default()
+            });
+        }
+        let index = TenantIndex::of([&a]);
+        let admin = "arn:aws:iam::111122223333:user/admin";
+        for (n, resource) in ["rb-a", "rk-a", "repl-a"].iter().enumerate() {
+            let mut seen = HashMap::new();
+            let events = [event(&n.to_string(), admin, &[resource])];
+            let targets = concerned(&index, &events, &operator(), &mut seen);
+            assert_eq!(targets.len(), 1, "{resource}");
+            assert_eq!(targets[0].tenant, ObjectRef::from_obj(&a));
+        }
+        assert_eq!(
+            regions([&a], "us-east-1").into_iter().collect::<Vec<_>>(),
+            ["eu-central-1", "eu-west-1", "us-east-1"],
+            "the replica's region, and IAM's for its role"
         );
     }
 
